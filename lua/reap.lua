@@ -1,0 +1,52 @@
+--[[ reap.lua — record the expiry of entities whose TTL has passed, for one collection partition.
+
+Redis drops an expired entity hash by itself; this script removes what Redis cannot know about (the
+id from the ids set, its index entries) and appends an "expire" change record so watchers learn of it.
+Idempotent: two reapers racing do the work once.
+
+KEYS: [1] expiry zset, [2] ids set, [3] ttl-index hash, [4] change stream, [5..] index zsets
+ARGV: [1] collection, [2] change stream MAXLEN (~), [3] max entities per call,
+      [4..] index field names, in the order of KEYS[5..]
+Returns: the number of entities reaped.
+]]
+
+local coll, maxlen, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local SEP = "\0"
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local idxkey = {}
+for j = 4, #ARGV do idxkey[ARGV[j]] = KEYS[j + 1] end
+
+local function split(s)
+  local out, pos = {}, 1
+  while true do
+    local stop = string.find(s, SEP, pos, true)
+    if not stop then out[#out + 1] = string.sub(s, pos); return out end
+    out[#out + 1] = string.sub(s, pos, stop - 1)
+    pos = stop + 1
+  end
+end
+
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. now, "LIMIT", 0, limit)
+local reaped = 0
+for _, id in ipairs(due) do
+  redis.call("ZREM", KEYS[1], id)
+  -- Every write keeps the expiry zset exact (a new TTL moves the score, a persist removes the id), so
+  -- an id due here belongs to an entity that Redis has already expired.
+  local packed = redis.call("HGET", KEYS[3], id)
+  if packed then
+    local parts = split(packed)
+    for j = 1, #parts - 1, 2 do
+      local key = idxkey[parts[j]]
+      if key then redis.call("ZREM", key, parts[j + 1] .. SEP .. id) end
+    end
+    redis.call("HDEL", KEYS[3], id)
+  end
+  if redis.call("SREM", KEYS[2], id) == 1 then
+    redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "c", coll, "i", id, "o", "expire",
+      "v", "0", "s", "0", "a", "", "t", tostring(now), "x", "", "n", "1")
+    reaped = reaped + 1
+  end
+end
+return reaped

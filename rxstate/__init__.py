@@ -1,0 +1,50 @@
+"""rxstate: one place for multi-agent systems to keep, change, watch and audit their state.
+
+Example:
+    >>> import rxstate
+    >>> class Agent(rxstate.Model):
+    ...     name: str
+    ...     load: int = 0
+    >>> store = rxstate.connect()  # doctest: +SKIP
+    >>> store.collection("agents", Agent).put("a1", Agent(name="planner")).version  # doctest: +SKIP
+    1
+"""
+
+from . import errors
+from .codec import Codec
+from .collection import Collection
+from .errors import (
+    AlreadyExists,
+    ConflictError,
+    IntegrityError,
+    LockError,
+    NotFound,
+    RxStateError,
+    SchemaError,
+    ValidationError,
+)
+from .model import Model, Secret, upcaster
+from .store import Store, connect
+from .versioned import Versioned
+
+__all__ = [
+    "AlreadyExists",
+    "Codec",
+    "Collection",
+    "ConflictError",
+    "IntegrityError",
+    "LockError",
+    "Model",
+    "NotFound",
+    "RxStateError",
+    "SchemaError",
+    "Secret",
+    "Store",
+    "ValidationError",
+    "Versioned",
+    "connect",
+    "errors",
+    "upcaster",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,593 @@
+"""Collections: typed, versioned CRUD over one model, with secondary indexes and TTLs."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+import annotated_types
+
+from .codec import ModelCodec
+from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
+from .keys import validate_collection_name, validate_id
+from .model import Model
+from .versioned import Versioned
+from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Collection"]
+
+M = TypeVar("M", bound=Model)
+_MISSING: Any = object()
+_FETCH_CHUNK = 500
+Ttl = float | int | timedelta | None
+
+
+def _ttl_ms(ttl: Ttl) -> int:
+    seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
+    if (
+        isinstance(seconds, bool)
+        or not isinstance(seconds, int | float)
+        or not math.isfinite(seconds)
+        or seconds <= 0
+    ):
+        raise ValidationError(f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}")
+    return max(1, round(seconds * 1000))
+
+
+def _int_bounds(info: Any) -> tuple[str, str]:
+    """Declared integer bounds of a field (``Field(ge=..., le=...)``) as script arguments."""
+    low: int | None = None
+    high: int | None = None
+    for meta in info.metadata:
+        if isinstance(meta, annotated_types.Ge):
+            low = int(meta.ge)  # type: ignore[call-overload]
+        elif isinstance(meta, annotated_types.Gt):
+            low = int(meta.gt) + 1  # type: ignore[call-overload]
+        elif isinstance(meta, annotated_types.Le):
+            high = int(meta.le)  # type: ignore[call-overload]
+        elif isinstance(meta, annotated_types.Lt):
+            high = int(meta.lt) - 1  # type: ignore[call-overload]
+    return ("" if low is None else str(low)), ("" if high is None else str(high))
+
+
+class Collection(Generic[M]):
+    """Entities of one model in a store, addressed by id.
+
+    Every write is one atomic script call that checks the expected version (when given), bumps the
+    version, maintains indexes and appends a change record. Open one with ``store.collection``.
+
+    Example:
+        >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
+        >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
+        1
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        model: type[M],
+        *,
+        indexes: Sequence[str] = (),
+        partition_key: str | None = None,
+    ) -> None:
+        self.name = validate_collection_name(name)
+        if not (isinstance(model, type) and issubclass(model, Model)):
+            raise SchemaError(f"collection {name!r}: {model!r} is not a subclass of rxstate.Model")
+        self.model = model
+        fields = model.model_fields
+        for f in (*indexes, *([partition_key] if partition_key else [])):
+            if f not in fields:
+                raise SchemaError(
+                    f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by"
+                )
+        self.indexes: tuple[str, ...] = tuple(dict.fromkeys(indexes))
+        self.partition_key = partition_key
+        self._store = store
+        self._ks = store.keyspace
+        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=self.indexes)
+        self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
+
+    def __repr__(self) -> str:
+        return f"<Collection {self.name!r} of {self.model.__name__} in namespace {self._ks.namespace!r}>"
+
+    # -- routing -----------------------------------------------------------------------------------
+    def _partition(self, entity_id: str, partition: str | None) -> int:
+        if self.partition_key is None:
+            if partition is not None:
+                raise ValidationError(f"collection {self.name!r} has no partition key; drop partition=")
+            return self._ks.partition_of(entity_id)
+        if partition is None:
+            raise ValidationError(
+                f"collection {self.name!r} is partitioned by {self.partition_key!r}: pass partition=<its value>"
+            )
+        return self._ks.partition_of(str(partition))
+
+    def _partition_of_value(self, entity_id: str, value: M) -> int:
+        if self.partition_key is None:
+            return self._ks.partition_of(entity_id)
+        return self._ks.partition_of(str(getattr(value, self.partition_key)))
+
+    def key(self, entity_id: str, *, partition: str | None = None) -> str:
+        """The Redis key of an entity (for inspection and tooling)."""
+        validate_id(entity_id)
+        return self._ks.entity(self.name, entity_id, self._partition(entity_id, partition))
+
+    def _check_model(self, value: object) -> M:
+        if type(value) is not self.model:
+            raise ValidationError(
+                f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}"
+            )
+        return value  # type: ignore[return-value]
+
+    def _op(self, kind: str, entity_id: str, partition: int, **kw: Any) -> WriteOp:
+        return WriteOp(
+            kind=kind,
+            collection=self.name,
+            id=entity_id,
+            partition=partition,
+            schema_version=self.model.__version__,
+            indexes=self.indexes,
+            **kw,
+        )
+
+    def _versioned(self, entity_id: str, value: M, result: WriteResult) -> Versioned[M]:
+        return Versioned(
+            id=entity_id,
+            value=value,
+            version=result.version,
+            schema_version=self.model.__version__,
+            timestamp_ms=result.timestamp_ms,
+            actor=self._store.actor,
+            offset=result.offset,
+        )
+
+    def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str) -> Versioned[M]:
+        value, meta = self._codec.decode(raw, key)
+        return Versioned(
+            id=entity_id,
+            value=value,
+            version=meta.version,
+            schema_version=meta.schema_version,
+            timestamp_ms=meta.timestamp_ms,
+            actor=meta.actor,
+            offset=meta.offset,
+        )
+
+    # -- writes ------------------------------------------------------------------------------------
+    def put_op(
+        self,
+        entity_id: str,
+        value: M,
+        *,
+        kind: str = "put",
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+    ) -> WriteOp:
+        """The ``WriteOp`` of a ``put``/``create``, validated (for batches and transactions)."""
+        validate_id(entity_id)
+        value = self._check_model(value)
+        if expected_version is not None and (not isinstance(expected_version, int) or expected_version < 0):
+            raise ValidationError(
+                f"expected_version must be a non-negative integer, not {expected_version!r}"
+            )
+        return self._op(
+            kind,
+            entity_id,
+            self._partition_of_value(entity_id, value),
+            expected=0 if kind == "create" else expected_version,
+            ttl=PERSIST if ttl is None else str(_ttl_ms(ttl)),
+            sets=self._codec.encode(value),
+        )
+
+    def put(
+        self, entity_id: str, value: M, *, expected_version: int | None = None, ttl: Ttl = None
+    ) -> Versioned[M]:
+        """Store ``value`` under ``entity_id``, replacing any previous value.
+
+        Args:
+            entity_id: the entity id.
+            value: an instance of the collection's model.
+            expected_version: only write if the current version is this (0: only if absent).
+            ttl: seconds (or a timedelta) after which the entity expires; None keeps it forever.
+
+        Raises:
+            ValidationError: bad id, value or ttl (nothing is written).
+            ConflictError: ``expected_version`` did not match.
+
+        Example:
+            >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
+            1
+        """
+        op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl)
+        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+
+    def create(self, entity_id: str, value: M, *, ttl: Ttl = None) -> Versioned[M]:
+        """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
+
+        Example:
+            >>> agents.create("a2", Agent(name="coder")).version  # doctest: +SKIP
+            1
+        """
+        op = self.put_op(entity_id, value, kind="create", ttl=ttl)
+        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+
+    def put_many(
+        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None
+    ) -> list[Versioned[M] | RxStateError]:
+        """Store many entities in one round trip; each is atomic alone and reports its own result.
+
+        Returns:
+            One entry per item, in order: its ``Versioned`` or the error that refused it (a bad item
+            fails alone, the others are written).
+
+        Example:
+            >>> results = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})  # doctest: +SKIP
+        """
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        results: list[Versioned[M] | RxStateError] = []
+        ops: list[WriteOp | RxStateError] = []
+        for entity_id, value in pairs:
+            try:
+                ops.append(self.put_op(entity_id, value, ttl=ttl))
+            except RxStateError as exc:
+                ops.append(exc)
+        replies = self._store._mutate_each([op for op in ops if isinstance(op, WriteOp)])
+        it = iter(replies)
+        for (entity_id, value), op in zip(pairs, ops, strict=True):
+            if isinstance(op, RxStateError):
+                results.append(op)
+                continue
+            reply = next(it)
+            results.append(
+                reply if isinstance(reply, RxStateError) else self._versioned(entity_id, value, reply)
+            )
+        return results
+
+    def update(
+        self,
+        entity_id: str,
+        fn: Callable[[M], M] | None = None,
+        /,
+        *,
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+        retries: int = 16,
+        partition: str | None = None,
+        **fields: Any,
+    ) -> Versioned[M]:
+        """Change an existing entity: set some fields, or apply a read-modify-write function.
+
+        With keyword fields, each value is validated against its field and written in one script call
+        (no read). With ``fn``, the current value is read, ``fn(value)`` must return the new model
+        (validated in full), and only changed fields are written, retried on a concurrent change
+        unless ``expected_version`` was given.
+
+        Args:
+            entity_id: the entity id.
+            fn: ``old -> new`` function, instead of keyword fields.
+            expected_version: only write if the current version is this.
+            ttl: a new TTL in seconds; None keeps the current one.
+            retries: attempts of a read-modify-write before ``ConflictError``.
+            partition: the partition-key value, for a collection that has one.
+            **fields: field values to set.
+
+        Raises:
+            NotFound: no such entity.
+            ConflictError: ``expected_version`` did not match, or retries ran out.
+            ValidationError: bad field name or value (nothing is written).
+
+        Example:
+            >>> agents.update("a1", status="busy", expected_version=1).version  # doctest: +SKIP
+            2
+            >>> agents.update("a1", lambda a: a.model_copy(update={"load": a.load + 1}))  # doctest: +SKIP
+        """
+        validate_id(entity_id)
+        ttl_arg = KEEP_TTL if ttl is None else str(_ttl_ms(ttl))
+        if fn is not None:
+            if fields:
+                raise ValidationError("update takes either a function or field values, not both")
+            return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition)
+        if not fields:
+            raise ValidationError("update needs at least one field to set")
+        if self.partition_key in fields:
+            raise ValidationError(
+                f"{self.partition_key!r} is the partition key: it cannot change", field=self.partition_key
+            )
+        p = self._partition(entity_id, partition)
+        op = self._op(
+            "update",
+            entity_id,
+            p,
+            expected=expected_version,
+            ttl=ttl_arg,
+            want_full=True,
+            sets=self._codec.encode_fields(fields),
+        )
+        result = self._store._mutate([op])[0]
+        return self._decode(entity_id, result.full, self._ks.entity(self.name, entity_id, p))
+
+    def _update_with(
+        self,
+        entity_id: str,
+        fn: Callable[[M], M],
+        expected: int | None,
+        ttl: str,
+        retries: int,
+        partition: str | None,
+    ) -> Versioned[M]:
+        p = self._partition(entity_id, partition)
+        for _attempt in range(max(1, retries)):
+            current = self.get_versioned(entity_id, partition=partition)
+            if expected is not None and current.version != expected:
+                raise ConflictError(
+                    f"{self.key(entity_id, partition=partition)}: expected version {expected}, found {current.version}",
+                    key=self.key(entity_id, partition=partition),
+                    expected=expected,
+                    actual=current.version,
+                )
+            new = fn(current.value)
+            new = self._check_model(new)
+            new = self._codec.revalidate(new)  # model_copy(update=) skips validation
+            if self.partition_key and getattr(new, self.partition_key) != getattr(
+                current.value, self.partition_key
+            ):
+                raise ValidationError(f"{self.partition_key!r} is the partition key: it cannot change")
+            encoded = self._codec.encode(new)
+            old = dict(self._codec.encode(current.value))
+            changed = [(n, v) for n, v in encoded if old.get(n) != v]
+            if not changed and ttl == KEEP_TTL:
+                return current
+            op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
+            try:
+                result = self._store._mutate([op])[0]
+            except ConflictError:
+                if expected is not None:
+                    raise
+                continue
+            return self._versioned(entity_id, new, result)
+        raise ConflictError(
+            f"{self.key(entity_id, partition=partition)}: still changing after {retries} attempts",
+            key=self.key(entity_id, partition=partition),
+        )
+
+    def incr(
+        self,
+        entity_id: str,
+        field: str,
+        amount: int = 1,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+    ) -> int:
+        """Add ``amount`` to an integer field on the server, atomically; returns the new value.
+
+        Declared bounds (``Field(ge=0, le=10)``) are enforced by the script.
+
+        Raises:
+            ValidationError: not an integer field, or a non-integer amount.
+            IntegrityError: the result would leave the field's bounds.
+            NotFound: no such entity.
+
+        Example:
+            >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
+            3
+        """
+        validate_id(entity_id)
+        if field not in self._codec.integer_fields:
+            raise ValidationError(f"{self.model.__name__}.{field} is not an int field", field=field)
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
+        low, high = self._bounds[field]
+        p = self._partition(entity_id, partition)
+        op = self._op(
+            "incr",
+            entity_id,
+            p,
+            expected=expected_version,
+            want_full=True,
+            incrs=[(field, amount, low, high)],
+        )
+        result = self._store._mutate([op])[0]
+        return int(result.full[field.encode()])
+
+    def delete(
+        self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
+    ) -> bool:
+        """Delete an entity; returns whether it existed.
+
+        Raises:
+            ConflictError: ``expected_version`` did not match.
+
+        Example:
+            >>> agents.delete("a1")  # doctest: +SKIP
+            True
+        """
+        validate_id(entity_id)
+        op = self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
+        return self._store._mutate([op])[0].version > 0
+
+    # -- reads -------------------------------------------------------------------------------------
+    def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
+        """The current value with its version and metadata.
+
+        Raises:
+            NotFound: no such entity.
+
+        Example:
+            >>> agents.get_versioned("a1").version  # doctest: +SKIP
+            1
+        """
+        key = self.key(entity_id, partition=partition)
+        raw = self._store.client.hgetall(key)
+        if not raw:
+            raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
+        return self._decode(entity_id, raw, key)
+
+    @overload
+    def get(self, entity_id: str, *, partition: str | None = None) -> M: ...
+    @overload
+    def get(self, entity_id: str, default: Any, *, partition: str | None = None) -> M | Any: ...
+
+    def get(self, entity_id: str, default: Any = _MISSING, *, partition: str | None = None) -> Any:
+        """The current value; ``default`` (if given) when absent, else ``NotFound``.
+
+        Example:
+            >>> agents.get("a1").name  # doctest: +SKIP
+            'planner'
+        """
+        try:
+            return self.get_versioned(entity_id, partition=partition).value
+        except NotFound:
+            if default is _MISSING:
+                raise
+            return default
+
+    def exists(self, entity_id: str, *, partition: str | None = None) -> bool:
+        """Whether an entity exists.
+
+        Example:
+            >>> agents.exists("a1")  # doctest: +SKIP
+            True
+        """
+        return bool(self._store.client.exists(self.key(entity_id, partition=partition)))
+
+    def get_many(self, entity_ids: Iterable[str], *, partition: str | None = None) -> dict[str, M]:
+        """Values of many ids in one round trip; absent ids are left out.
+
+        Example:
+            >>> agents.get_many(["a1", "a2", "nope"]).keys()  # doctest: +SKIP
+            dict_keys(['a1', 'a2'])
+        """
+        return {v.id: v.value for v in self._fetch(list(entity_ids), partition)}
+
+    def get_many_versioned(
+        self, entity_ids: Iterable[str], *, partition: str | None = None
+    ) -> list[Versioned[M]]:
+        """Like ``get_many`` but with versions, in the order of ``entity_ids``."""
+        return self._fetch(list(entity_ids), partition)
+
+    def _fetch(self, entity_ids: Sequence[str], partition: str | None) -> list[Versioned[M]]:
+        out: list[Versioned[M]] = []
+        client = self._store.client
+        for start in range(0, len(entity_ids), _FETCH_CHUNK):
+            chunk = entity_ids[start : start + _FETCH_CHUNK]
+            keys = [self.key(i, partition=partition) for i in chunk]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            for entity_id, key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                if raw:
+                    out.append(self._decode(entity_id, raw, key))
+        return out
+
+    def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
+        pipe = self._store.client.pipeline(transaction=False)
+        for p in range(self._ks.partitions):
+            pipe.execute_command(command, key_of(p), *args)
+        return pipe.execute()  # type: ignore[no-any-return]
+
+    def ids(self) -> list[str]:
+        """Every id in the collection, sorted.
+
+        Example:
+            >>> agents.ids()  # doctest: +SKIP
+            ['a1', 'a2']
+        """
+        replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
+        return sorted(m.decode() for members in replies for m in members)
+
+    def _routed_ids(self) -> list[tuple[str, int]]:
+        replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
+        return sorted((m.decode(), p) for p, members in enumerate(replies) for m in members)
+
+    def _fetch_routed(self, pairs: Sequence[tuple[str, int]]) -> list[Versioned[M]]:
+        out: list[Versioned[M]] = []
+        client = self._store.client
+        for start in range(0, len(pairs), _FETCH_CHUNK):
+            chunk = pairs[start : start + _FETCH_CHUNK]
+            keys = [self._ks.entity(self.name, i, p) for i, p in chunk]
+            pipe = client.pipeline(transaction=False)
+            for key in keys:
+                pipe.hgetall(key)
+            for (entity_id, _p), key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                if raw:
+                    out.append(self._decode(entity_id, raw, key))
+        return out
+
+    def all(self) -> list[M]:
+        """Every entity, ordered by id.
+
+        Example:
+            >>> [a.name for a in agents.all()]  # doctest: +SKIP
+            ['planner', 'coder']
+        """
+        return [v.value for v in self.all_versioned()]
+
+    def all_versioned(self) -> list[Versioned[M]]:
+        """Every entity with its version, ordered by id."""
+        return self._fetch_routed(self._routed_ids())
+
+    def count(self) -> int:
+        """The number of entities (expired ones are reaped first).
+
+        Example:
+            >>> agents.count()  # doctest: +SKIP
+            2
+        """
+        self.reap()
+        return sum(self._per_partition("SCARD", lambda p: self._ks.ids(self.name, p)))
+
+    def where(self, **conditions: Any) -> list[M]:
+        """Entities whose indexed fields equal the given values, ordered by id.
+
+        Raises:
+            ValidationError: a condition names a field without an index.
+
+        Example:
+            >>> [a.name for a in agents.where(status="busy")]  # doctest: +SKIP
+            ['planner']
+        """
+        return [v.value for v in self.where_versioned(**conditions)]
+
+    def where_versioned(self, **conditions: Any) -> list[Versioned[M]]:
+        """Like ``where``, with versions."""
+        if not conditions:
+            raise ValidationError("where() needs at least one condition")
+        for f in conditions:
+            if f not in self.indexes:
+                raise ValidationError(
+                    f"{self.name}.{f} has no index (declared: {', '.join(self.indexes) or 'none'})", field=f
+                )
+        encoded = dict(self._codec.encode_fields(conditions))
+        matches: set[tuple[str, int]] | None = None
+        for f, value in encoded.items():
+            lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
+            replies = self._per_partition(
+                "ZRANGEBYLEX", lambda p, f=f: self._ks.index(self.name, f, p), lo, hi
+            )
+            found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
+            matches = found if matches is None else matches & found
+        wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}
+        # Re-check on the fetched value: it may have changed between the index read and the fetch.
+        return [
+            v
+            for v in self._fetch_routed(sorted(matches or ()))
+            if all(getattr(v.value, f) == want for f, want in wanted.items())
+        ]
+
+    def reap(self) -> int:
+        """Record the expiry of entities whose TTL passed (index cleanup, ``expire`` change records).
+
+        The store runs this periodically; call it to make expiries visible at once.
+
+        Example:
+            >>> agents.reap()  # doctest: +SKIP
+            0
+        """
+        return self._store._reap(self)

@@ -1,0 +1,131 @@
+"""The one place that builds Redis key names.
+
+Layout (every key starts with ``rx:`` and carries the hash tag ``{<ns>:<p>}`` of its partition, so
+all keys a script touches sit in one cluster slot)::
+
+    rx:{ns:p}:<collection>:<id>        entity hash
+    rx:{ns:p}:_ids:<collection>        ids of a collection in this partition (set)
+    rx:{ns:p}:_idx:<collection>:<f>    secondary index on field f (zset, members "<value>\\0<id>")
+    rx:{ns:p}:_exp:<collection>        expiry deadlines of entities with a TTL (zset)
+    rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
+    rx:{ns:p}:changes                  change stream of the partition
+    rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+
+from .errors import ValidationError
+
+__all__ = ["Keyspace", "validate_collection_name", "validate_id", "validate_namespace"]
+
+_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
+_COLLECTION = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
+_ID = re.compile(r"^[^\x00-\x20\x7f]{1,512}$")
+_RESERVED_COLLECTIONS = frozenset({"changes", "audit", "meta", "schemas", "events", "snapshots"})
+
+
+def validate_namespace(namespace: str) -> str:
+    """Return ``namespace`` if it is a valid namespace name, else raise ``ValidationError``."""
+    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+        raise ValidationError(
+            f"invalid namespace {namespace!r}: use 1-128 letters, digits, '_', '.', '-' or '/'"
+        )
+    return namespace
+
+
+def validate_collection_name(name: str) -> str:
+    """Return ``name`` if it is a valid collection name, else raise ``ValidationError``."""
+    if not isinstance(name, str) or not _COLLECTION.match(name):
+        raise ValidationError(
+            f"invalid collection name {name!r}: start with a letter, then letters, digits, '_' or '-'"
+        )
+    if name in _RESERVED_COLLECTIONS:
+        raise ValidationError(f"collection name {name!r} is reserved")
+    return name
+
+
+def validate_id(entity_id: object) -> str:
+    """Return ``entity_id`` if it is a valid entity id, else raise ``ValidationError``.
+
+    Ids are 1-512 characters with no whitespace or control characters.
+    """
+    if not isinstance(entity_id, str) or not _ID.match(entity_id):
+        raise ValidationError(
+            f"invalid id {entity_id!r}: a string of 1-512 characters without whitespace or control characters"
+        )
+    return entity_id
+
+
+class Keyspace:
+    """Key names of one namespace with a fixed number of partitions.
+
+    Example:
+        >>> ks = Keyspace("crew", 16)
+        >>> ks.entity("agents", "a1", ks.partition_of("a1"))
+        'rx:{crew:5}:agents:a1'
+    """
+
+    __slots__ = ("_tags", "namespace", "partitions")
+
+    def __init__(self, namespace: str, partitions: int) -> None:
+        self.namespace = validate_namespace(namespace)
+        if not isinstance(partitions, int) or not 1 <= partitions <= 16384:
+            raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
+        self.partitions = partitions
+        self._tags = [f"rx:{{{namespace}:{p}}}:" for p in range(partitions)]
+
+    def partition_of(self, routing_value: str) -> int:
+        """The partition of a routing value (an entity id, or its partition-key value)."""
+        return zlib.crc32(routing_value.encode()) % self.partitions
+
+    def prefix(self, partition: int) -> str:
+        """The common prefix ``rx:{ns:p}:`` of every key in a partition."""
+        return self._tags[partition]
+
+    def entity(self, collection: str, entity_id: str, partition: int) -> str:
+        return f"{self._tags[partition]}{collection}:{entity_id}"
+
+    def ids(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_ids:{collection}"
+
+    def index(self, collection: str, field: str, partition: int) -> str:
+        return f"{self._tags[partition]}_idx:{collection}:{field}"
+
+    def expiry(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_exp:{collection}"
+
+    def ttl_index(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_ttlidx:{collection}"
+
+    def changes(self, partition: int) -> str:
+        return f"{self._tags[partition]}changes"
+
+    def audit(self, partition: int) -> str:
+        return f"{self._tags[partition]}audit"
+
+    def meta(self) -> str:
+        return f"rx:{{{self.namespace}}}:meta"
+
+    def schemas(self) -> str:
+        return f"rx:{{{self.namespace}}}:schemas"
+
+    def parse_entity(self, key: str) -> tuple[int, str, str] | None:
+        """Split an entity key into (partition, collection, id); None if it is not one."""
+        head = f"rx:{{{self.namespace}:"
+        if not key.startswith(head):
+            return None
+        tag_end = key.find("}:", len(head))
+        if tag_end < 0:
+            return None
+        try:
+            partition = int(key[len(head) : tag_end])
+        except ValueError:
+            return None
+        rest = key[tag_end + 2 :]
+        collection, sep, entity_id = rest.partition(":")
+        if not sep or collection.startswith("_") or not entity_id:
+            return None
+        return partition, collection, entity_id
