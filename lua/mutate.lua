@@ -64,8 +64,18 @@ end
 
 -- Phase 1: checks. No write happens before all of them pass.
 for _, op in ipairs(ops) do
-  local cur = tonumber(redis.call("HGET", op.ekey, "_v") or "0")
+  -- One read per entity: version, expiry deadline, old indexed values, old values of incr fields.
+  local wanted = {"HMGET", op.ekey, "_v", "_x"}
+  for _, f in ipairs(op.idx) do wanted[#wanted + 1] = f end
+  for _, inc in ipairs(op.incr) do wanted[#wanted + 1] = inc[1] end
+  local snap = redis.call(unpack(wanted))
+  local cur = tonumber(snap[1] or "0")
   op.cur = cur
+  op.had_ttl = snap[2] ~= false
+  op.old = {}
+  for j = 1, #op.idx do op.old[j] = snap[2 + j] end
+  op.incr_old = {}
+  for j = 1, #op.incr do op.incr_old[j] = snap[2 + #op.idx + j] end
   if op.kind == "create" and cur ~= 0 then
     return redis.error_reply("RXEXISTS " .. op.ekey .. " " .. cur)
   end
@@ -75,8 +85,8 @@ for _, op in ipairs(ops) do
   if (op.kind == "update" or op.kind == "incr") and cur == 0 then
     return redis.error_reply("RXNOTFOUND " .. op.ekey)
   end
-  for _, inc in ipairs(op.incr) do
-    local v = redis.call("HGET", op.ekey, inc[1]) or "0"
+  for j, inc in ipairs(op.incr) do
+    local v = op.incr_old[j] or "0"
     if not string.match(v, "^%-?%d+$") then
       return redis.error_reply("RXNOTINT " .. op.ekey .. " " .. inc[1])
     end
@@ -104,82 +114,64 @@ local function change_record(op, kind, version, fields)
   return redis.call(unpack(rec))
 end
 
-local function index_values(op)
-  local vals = {}
-  for j, f in ipairs(op.idx) do
-    vals[j] = redis.call("HGET", op.ekey, f)
-  end
-  return vals
-end
-
-local function reindex(op, old, new)
+local function reindex(op, new)
   for j, key in ipairs(op.idxkeys) do
-    if old[j] ~= new[j] then
-      if old[j] then redis.call("ZREM", key, old[j] .. SEP .. op.id) end
+    local old = op.old[j]
+    if old ~= new[j] then
+      if old then redis.call("ZREM", key, old .. SEP .. op.id) end
       if new[j] then redis.call("ZADD", key, 0, new[j] .. SEP .. op.id) end
     end
   end
 end
 
--- Expiry bookkeeping: the expiry zset drives the reaper; the ttl-index hash remembers the indexed
--- values of an entity with a TTL, so the reaper can clean indexes after Redis has dropped the hash.
-local function apply_ttl(op, vals)
-  local has_ttl
-  if op.ttl == "-" then
-    has_ttl = redis.call("ZSCORE", op.exp, op.id) ~= false
-  elseif op.ttl == "0" then
-    has_ttl = false
-    redis.call("PERSIST", op.ekey)
-    redis.call("ZREM", op.exp, op.id)
-  else
-    has_ttl = true
-    local ms = tonumber(op.ttl)
-    redis.call("PEXPIRE", op.ekey, ms)
-    redis.call("ZADD", op.exp, now + ms, op.id)
-  end
-  if has_ttl and #op.idx > 0 then
-    local parts = {}
-    for j, f in ipairs(op.idx) do
-      if vals[j] then
-        parts[#parts + 1] = f
-        parts[#parts + 1] = vals[j]
-      end
+-- The ttl-index hash remembers the indexed values of an entity with a TTL, so the reaper can clean
+-- its index entries after Redis has dropped the hash.
+local function remember_indexed(op, vals)
+  local parts = {}
+  for j, f in ipairs(op.idx) do
+    if vals[j] then
+      parts[#parts + 1] = f
+      parts[#parts + 1] = vals[j]
     end
-    redis.call("HSET", op.ttlidx, op.id, table.concat(parts, SEP))
-  else
-    redis.call("HDEL", op.ttlidx, op.id)
   end
+  redis.call("HSET", op.ttlidx, op.id, table.concat(parts, SEP))
+end
+
+local function forget_ttl(op)
+  redis.call("ZREM", op.exp, op.id)
+  if #op.idx > 0 then redis.call("HDEL", op.ttlidx, op.id) end
 end
 
 local results = {}
 for i, op in ipairs(ops) do
-  local old = index_values(op)
   if op.kind == "delete" then
     if op.cur == 0 then
       results[i] = {0, "", now, {}}
     else
       local version = op.cur + 1
-      reindex(op, old, {})
+      reindex(op, {})
       redis.call("DEL", op.ekey)
       redis.call("SREM", op.ids, op.id)
-      redis.call("ZREM", op.exp, op.id)
-      redis.call("HDEL", op.ttlidx, op.id)
-      results[i] = {version, change_record(op, "delete", version, {}), now, {}}
+      if op.had_ttl then forget_ttl(op) end
+      local cid = change_record(op, "delete", version, {})
+      results[i] = {version, cid, now, {}}
     end
   else
     local version = op.cur + 1
-    local changed = {}
-    for _, f in ipairs(op.set) do changed[#changed + 1] = f end
-    if op.kind == "put" or op.kind == "create" then
-      redis.call("DEL", op.ekey)
+    local replace = op.kind == "put" or op.kind == "create"
+    local changed, setv = {}, {}
+    for _, f in ipairs(op.set) do
+      changed[#changed + 1] = f
+      setv[f[1]] = f[2]
     end
+    if replace and op.cur > 0 then redis.call("DEL", op.ekey) end
     for _, inc in ipairs(op.incr) do
-      local v = redis.call("HINCRBY", op.ekey, inc[1], inc[2])
-      changed[#changed + 1] = {inc[1], tostring(v)}
+      local v = tostring(redis.call("HINCRBY", op.ekey, inc[1], inc[2]))
+      changed[#changed + 1] = {inc[1], v}
+      setv[inc[1]] = v
     end
     local kind = op.kind
-    if kind == "create" or (kind == "put" and op.cur == 0) then kind = "create" end
-    if kind == "put" then kind = "replace" end
+    if replace then kind = (op.cur == 0) and "create" or "replace" end
     local cid = change_record(op, kind, version, changed)
     local hset = {"HSET", op.ekey, "_v", tostring(version), "_sv", op.sv, "_ts", tostring(now),
       "_by", actor, "_o", cid}
@@ -187,11 +179,31 @@ for i, op in ipairs(ops) do
       hset[#hset + 1] = f[1]
       hset[#hset + 1] = f[2]
     end
+    local ttl_ms = tonumber(op.ttl)
+    if ttl_ms and ttl_ms > 0 then
+      hset[#hset + 1] = "_x"
+      hset[#hset + 1] = tostring(now + ttl_ms)
+    end
     redis.call(unpack(hset))
-    redis.call("SADD", op.ids, op.id)
-    local new = index_values(op)
-    reindex(op, old, new)
-    apply_ttl(op, new)
+    if op.cur == 0 then redis.call("SADD", op.ids, op.id) end
+    local new = {}
+    for j, f in ipairs(op.idx) do
+      if setv[f] then new[j] = setv[f] elseif not replace then new[j] = op.old[j] end
+    end
+    reindex(op, new)
+    if ttl_ms and ttl_ms > 0 then
+      redis.call("PEXPIRE", op.ekey, ttl_ms)
+      redis.call("ZADD", op.exp, now + ttl_ms, op.id)
+      if #op.idx > 0 then remember_indexed(op, new) end
+    elseif op.had_ttl and (op.ttl == "0") then
+      if not replace then
+        redis.call("PERSIST", op.ekey)
+        redis.call("HDEL", op.ekey, "_x")
+      end
+      forget_ttl(op)
+    elseif op.had_ttl and #op.idx > 0 then
+      remember_indexed(op, new)
+    end
     local full = {}
     if op.full then full = redis.call("HGETALL", op.ekey) end
     results[i] = {version, cid, now, full}
