@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import annotated_types
@@ -123,7 +124,7 @@ class Collection(Generic[M]):
             raise ValidationError(
                 f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}"
             )
-        return value  # type: ignore[return-value]
+        return value  # type: ignore[return-value,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, **kw: Any) -> WriteOp:
         return WriteOp(
@@ -568,9 +569,7 @@ class Collection(Generic[M]):
         matches: set[tuple[str, int]] | None = None
         for f, value in encoded.items():
             lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
-            replies = self._per_partition(
-                "ZRANGEBYLEX", lambda p, f=f: self._ks.index(self.name, f, p), lo, hi
-            )
+            replies = self._per_partition("ZRANGEBYLEX", partial(self._ks.index, self.name, f), lo, hi)
             found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
             matches = found if matches is None else matches & found
         wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}

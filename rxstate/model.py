@@ -54,7 +54,7 @@ def upcaster(from_version: int) -> Callable[[Upcaster], Upcaster]:
     def mark(fn: Upcaster) -> Upcaster:
         inner = fn.__func__ if isinstance(fn, staticmethod) else fn
         setattr(inner, _UPCAST_MARK, from_version)
-        return staticmethod(inner)  # type: ignore[return-value]
+        return staticmethod(inner)  # type: ignore[return-value,unused-ignore]
 
     return mark
 

@@ -183,7 +183,7 @@ class Store:
             for op in ops
         ]
         out: list[WriteResult | RxStateError] = []
-        for reply in self.scripts.run_batch(self.client, calls):  # type: ignore[arg-type]
+        for reply in self.scripts.run_batch(self.client, calls):
             if isinstance(reply, RxStateError):
                 out.append(reply)
             elif isinstance(reply, BaseException):
