@@ -23,25 +23,37 @@ from .errors import (
     SchemaError,
     ValidationError,
 )
+from .eventquery import EventLog, Timeline, Why
+from .events import AppendResult, EventCollection
+from .eventtypes import RecordedEvent
 from .model import Model, Secret, upcaster
 from .store import Store, connect
+from .subscriptions import Projection, Subscription
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "AppendResult",
     "Codec",
     "Collection",
     "ConflictError",
+    "EventCollection",
+    "EventLog",
     "IntegrityError",
     "LockError",
     "Model",
     "NotFound",
+    "Projection",
+    "RecordedEvent",
     "RxStateError",
     "SchemaError",
     "Secret",
     "Store",
+    "Subscription",
+    "Timeline",
     "ValidationError",
     "Versioned",
+    "Why",
     "connect",
     "errors",
     "upcaster",

@@ -9,6 +9,11 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_exp:<collection>        expiry deadlines of entities with a TTL (zset)
     rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
     rx:{ns:p}:changes                  change stream of the partition
+    rx:{ns:p}:events                   event log of the partition (every event of every event collection)
+    rx:{ns:p}:_es:<collection>:<id>    event stream of one aggregate
+    rx:{ns:p}:_esv:<collection>        stream versions of a collection's aggregates (hash id -> version)
+    rx:{ns:p}:_snap:<collection>:<id>  latest snapshot of one aggregate (hash, entity layout)
+    rx:{ns:p}:_ckpt:<projection>       checkpoint of a projection in this partition (last event id)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
 """
 
@@ -102,6 +107,21 @@ class Keyspace:
 
     def changes(self, partition: int) -> str:
         return f"{self._tags[partition]}changes"
+
+    def event_stream(self, collection: str, aggregate_id: str, partition: int) -> str:
+        return f"{self._tags[partition]}_es:{collection}:{aggregate_id}"
+
+    def event_log(self, partition: int) -> str:
+        return f"{self._tags[partition]}events"
+
+    def stream_versions(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_esv:{collection}"
+
+    def snapshot(self, collection: str, aggregate_id: str, partition: int) -> str:
+        return f"{self._tags[partition]}_snap:{collection}:{aggregate_id}"
+
+    def checkpoint(self, projection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_ckpt:{projection}"
 
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"

@@ -6,8 +6,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
@@ -19,12 +19,17 @@ from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
 from .writes import WriteOp, WriteResult, pack_ops
 
+if TYPE_CHECKING:
+    from .eventquery import EventLog
+    from .events import EventCollection
+
 __all__ = ["Store", "connect"]
 
 log = logging.getLogger("rxstate")
 M = TypeVar("M", bound=Model)
 DEFAULT_PARTITIONS = 16
 _REAP_BATCH = 200
+_NO_INITIAL: Any = object()
 
 
 class Store:
@@ -256,6 +261,51 @@ class Store:
             log.debug("close: %s", exc)
         if self.server is not None:
             self.server.stop()
+
+    # -- event sourcing ----------------------------------------------------------------------------
+    def events(
+        self,
+        name: str,
+        *,
+        state: type[M],
+        events: Sequence[type[Model]],
+        reducer: Callable[[M | None, Any], M],
+        snapshot_every: int | None = 100,
+        project_to: str | None = None,
+        initial: Any = _NO_INITIAL,
+    ) -> EventCollection[M]:
+        """Open (or create) an event-sourced collection: aggregates whose state is a fold of events.
+
+        Args:
+            name: collection name.
+            state: the aggregate state model.
+            events: the accepted event types (``rxstate.Model`` subclasses with their own versions).
+            reducer: ``(state or None, event) -> new state``.
+            snapshot_every: take a snapshot every this many events (None: only on demand).
+            project_to: also keep each aggregate's current state as an entity of this collection,
+                written in the same atomic call as the events.
+            initial: the state before the first event (default: ``state()`` if it validates, else None).
+
+        Example:
+            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
+        """
+        from .events import open_event_collection
+
+        options: dict[str, Any] = {"state": state, "events": events, "reducer": reducer}
+        options.update(snapshot_every=snapshot_every, project_to=project_to)
+        if initial is not _NO_INITIAL:
+            options["initial"] = initial
+        return open_event_collection(self, name, **options)
+
+    def event_log(self) -> EventLog:
+        """Every event of the namespace: subscriptions, projections, temporal and audit queries.
+
+        Example:
+            >>> store.event_log().query(actor="agent:planner")  # doctest: +SKIP
+        """
+        from .eventquery import EventLog
+
+        return EventLog(self)
 
 
 def _check_client(client: Any) -> None:

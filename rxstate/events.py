@@ -1,0 +1,728 @@
+"""Event-sourced collections on Redis streams.
+
+Each aggregate has its own stream (``rx:{ns:p}:_es:<collection>:<id>``); every event is also written,
+under the same stream id, to its partition's event log (``rx:{ns:p}:events``), which subscriptions
+and queries read in order per partition. ``append`` is one call of ``append.lua``: it checks the
+stream's version and adds the events; when the collection keeps a projection, the same call writes the
+new state (computed here by the reducer) as an ordinary entity through ``mutate.lua``, so the log and
+the state never disagree. State is rebuilt from the latest snapshot plus the events after it.
+
+Example:
+    >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
+    >>> orders.append("o1", [Placed(sku="a", qty=2)], expected_version=0).version  # doctest: +SKIP
+    1
+    >>> orders.load("o1").value  # doctest: +SKIP
+    Order(status='placed', qty=2, paid=0)
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import pydantic
+
+from .collection import Collection
+from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
+from .eventquery import EventLog, FieldChange, Timeline, Why, to_ms
+from .eventtypes import EventTypes, RecordedEvent, parse_meta, raw_xrange, stream_id_ms
+from .keys import validate_collection_name, validate_id
+from .model import Model
+from .snapshots import Snapshot, Snapshots
+from .subscriptions import Projection, Subscription
+from .versioned import Versioned
+from .writes import pack_ops
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["AppendResult", "EventCollection", "open_event_collection"]
+
+S = TypeVar("S", bound=Model)
+Reducer = Callable[[Any, Any], Any]
+_MISSING: Any = object()
+_CHUNK = 10_000
+_REGISTRY: weakref.WeakKeyDictionary[Store, dict[str, EventCollection[Any]]] = weakref.WeakKeyDictionary()
+_REGISTRY_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult(Generic[S]):
+    """What an append did.
+
+    Attributes:
+        version: the stream's version after the append (its number of events).
+        positions: stream id of each appended event.
+        event_ids: the id given to each event.
+        state: the new projected state (only for a collection that keeps a projection).
+    """
+
+    version: int
+    positions: list[str]
+    event_ids: list[str]
+    state: S | None = None
+
+    @property
+    def timestamp_ms(self) -> int:
+        """Server time of the append."""
+        return stream_id_ms(self.positions[-1])
+
+
+@dataclass(slots=True)
+class _Folded(Generic[S]):
+    state: S | None
+    version: int
+    position: str
+    meta: bytes | None = None
+    snapshot: Snapshot[S] | None = None
+    applied: int = field(default=0)
+
+
+class EventCollection(Generic[S]):
+    """An event-sourced collection: aggregates whose state is the fold of their events.
+
+    Open one with ``store.events``. Each aggregate (by id) has an append-only stream of events; its
+    state is ``reducer(reducer(initial, e1), e2) ...``.
+
+    Example:
+        >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply,
+        ...                       snapshot_every=100, project_to="order_view")  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        state: type[S],
+        events: Sequence[type[Model]],
+        reducer: Callable[[S | None, Any], S],
+        snapshot_every: int | None = 100,
+        project_to: str | None = None,
+        initial: S | None = _MISSING,
+    ) -> None:
+        self.name = validate_collection_name(name)
+        if not (isinstance(state, type) and issubclass(state, Model)):
+            raise SchemaError(f"event collection {name!r}: state {state!r} is not a subclass of rxstate.Model")
+        if not callable(reducer):
+            raise SchemaError(f"event collection {name!r}: reducer must be callable")
+        if snapshot_every is not None and (
+            isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1
+        ):
+            raise ValidationError(f"snapshot_every must be a positive int or None, not {snapshot_every!r}")
+        self.state = state
+        self.reducer = reducer
+        self.snapshot_every = snapshot_every
+        self.types = EventTypes(events, store.codec)
+        if initial is _MISSING:
+            try:
+                initial = state()
+            except pydantic.ValidationError:
+                initial = None
+        self.initial: S | None = initial
+        self._store = store
+        self._ks = store.keyspace
+        self._append = store.scripts.get("append")
+        self._snapshots: Snapshots[S] = Snapshots(store, self.name, state)
+        self.projection: Collection[S] | None = None
+        if project_to is not None:
+            if project_to == name:
+                raise SchemaError(f"event collection {name!r} cannot project onto itself")
+            self.projection = store.collection(project_to, state)
+            if self.projection.partition_key is not None:
+                raise SchemaError(f"projection collection {project_to!r} must not have a partition key")
+
+    def __repr__(self) -> str:
+        extra = f" -> {self.projection.name!r}" if self.projection else ""
+        return f"<EventCollection {self.name!r} of {self.state.__name__}{extra} in namespace {self._ks.namespace!r}>"
+
+    # -- keys ----------------------------------------------------------------------------------------
+    def partition(self, aggregate_id: str) -> int:
+        """The partition of an aggregate."""
+        return self._ks.partition_of(aggregate_id)
+
+    def key(self, aggregate_id: str) -> str:
+        """The Redis key of an aggregate's event stream (for inspection and tooling)."""
+        validate_id(aggregate_id)
+        return self._ks.event_stream(self.name, aggregate_id, self.partition(aggregate_id))
+
+    def version(self, aggregate_id: str) -> int:
+        """The number of events in an aggregate's stream (0 if it has none).
+
+        Example:
+            >>> orders.version("o1")  # doctest: +SKIP
+            2
+        """
+        p = self.partition(validate_id(aggregate_id))
+        return int(self._store.client.hget(self._ks.stream_versions(self.name, p), aggregate_id) or 0)
+
+    def exists(self, aggregate_id: str) -> bool:
+        """Whether an aggregate has any event."""
+        return self.version(aggregate_id) > 0
+
+    def ids(self) -> list[str]:
+        """Every aggregate id of the collection, sorted (from the per-partition version hashes, no SCAN).
+
+        Example:
+            >>> orders.ids()  # doctest: +SKIP
+            ['o1', 'o2']
+        """
+        pipe = self._store.client.pipeline(transaction=False)
+        for p in range(self._ks.partitions):
+            pipe.hkeys(self._ks.stream_versions(self.name, p))
+        return sorted(k.decode() for keys in pipe.execute() for k in keys)
+
+    # -- append --------------------------------------------------------------------------------------
+    def append(
+        self,
+        aggregate_id: str,
+        events: Iterable[Model | Mapping[str, Any]],
+        *,
+        expected_version: int | None = None,
+        causation_id: str | None = None,
+        correlation_id: str | None = None,
+        vector_clock: Mapping[str, int] | None = None,
+        retries: int = 16,
+    ) -> AppendResult[S]:
+        """Append events to an aggregate's stream, in one atomic script call.
+
+        Every event is validated first; an unknown type or an invalid payload raises before anything is
+        written. With a projection, the new state is computed by the reducer from the current state and
+        written in the same call as the events.
+
+        Args:
+            aggregate_id: the aggregate (stream) id.
+            events: event models (or mappings ``{"type": name, **fields}``), appended in order.
+            expected_version: only append if the stream holds exactly this many events (0: new stream).
+            causation_id: id of the event or command that caused these events.
+            correlation_id: id shared by everything one request caused (default: the first event's id).
+            vector_clock: a vector clock to store with the events (``{node: counter}``).
+            retries: attempts when the projected state changed concurrently (no ``expected_version``).
+
+        Raises:
+            ValidationError: bad id, unknown event type, invalid payload, or a reducer that refuses the
+                events (nothing is written).
+            ConflictError: ``expected_version`` did not match.
+
+        Example:
+            >>> orders.append("o1", [Placed(sku="a", qty=2)], expected_version=0).version  # doctest: +SKIP
+            1
+        """
+        validate_id(aggregate_id)
+        if expected_version is not None and (
+            isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 0
+        ):
+            raise ValidationError(f"expected_version must be a non-negative integer, not {expected_version!r}")
+        if isinstance(events, Model | Mapping):
+            raise ValidationError("append takes a list of events")
+        encoded = [self.types.encode(e) for e in events]
+        if not encoded:
+            raise ValidationError("append needs at least one event")
+        for label, value in (("causation_id", causation_id), ("correlation_id", correlation_id)):
+            if value is not None and not isinstance(value, str):
+                raise ValidationError(f"{label} must be a string, not {value!r}")
+        clock = _check_clock(vector_clock)
+        event_ids = [uuid.uuid4().hex for _ in encoded]
+        correlation = correlation_id or event_ids[0]
+        args: list[Any] = [self.name, aggregate_id, "", len(encoded)]
+        for (type_name, schema_version, payload, _model), eid in zip(encoded, event_ids, strict=True):
+            head = json.dumps([eid, self._store.actor, causation_id, correlation], separators=(",", ":"))
+            args += (type_name, schema_version, payload, head[:-1] + ",", "," + clock + "]")
+        p = self.partition(aggregate_id)
+        keys = [
+            self._ks.event_stream(self.name, aggregate_id, p),
+            self._ks.event_log(p),
+            self._ks.stream_versions(self.name, p),
+        ]
+        if self.projection is None:
+            args[2] = "" if expected_version is None else expected_version
+            version, positions, _ = self._run_append(keys, args)
+            result: AppendResult[S] = AppendResult(version, positions, event_ids)
+        else:
+            result = self._append_projected(aggregate_id, p, keys, args, [e[3] for e in encoded], expected_version,
+                                             event_ids, retries)  # fmt: skip
+        self._after_append(aggregate_id, p, result, len(encoded))
+        return result
+
+    def _run_append(self, keys: list[str], args: list[Any]) -> tuple[int, list[str], str]:
+        version, positions, change_id = self._append(self._store.client, keys, args)
+        return int(version), [x.decode() for x in positions], change_id.decode() if change_id else ""
+
+    def _append_projected(
+        self,
+        aggregate_id: str,
+        p: int,
+        keys: list[str],
+        args: list[Any],
+        models: list[Model],
+        expected: int | None,
+        event_ids: list[str],
+        retries: int,
+    ) -> AppendResult[S]:
+        assert self.projection is not None
+        for _attempt in range(max(1, retries)):
+            state, version = self._current(aggregate_id, p)
+            if expected is not None and version != expected:
+                stream = keys[0]
+                raise ConflictError(
+                    f"{stream}: expected version {expected}, found {version}",
+                    key=stream,
+                    expected=expected,
+                    actual=version,
+                )
+            new = self._fold_models(state, models)
+            op = self.projection.put_op(aggregate_id, new)
+            mkeys, margs = pack_ops(
+                self._ks, [op], actor=self._store.actor, txid="", maxlen=self._store.change_retention
+            )
+            args[2] = version
+            try:
+                new_version, positions, _ = self._run_append(keys + mkeys, args + margs)
+            except ConflictError:
+                if expected is not None:
+                    raise
+                continue
+            return AppendResult(new_version, positions, event_ids, new)
+        raise ConflictError(f"{keys[0]}: still changing after {retries} attempts", key=keys[0])
+
+    def _fold_models(self, state: S | None, models: Sequence[Model]) -> S:
+        try:
+            for model in models:
+                state = self.reducer(state, model)
+        except RxStateError:
+            raise
+        except Exception as exc:
+            raise ValidationError(f"{self.name}: the reducer refused the events: {exc!r}") from exc
+        if type(state) is not self.state:
+            raise ValidationError(
+                f"{self.name}: the reducer returned {type(state).__name__}, not {self.state.__name__}"
+            )
+        return state
+
+    def _current(self, aggregate_id: str, p: int) -> tuple[S | None, int]:
+        """The current state and version: from the projection when it is there (one atomic read)."""
+        assert self.projection is not None
+        pipe = self._store.client.pipeline(transaction=True)
+        pipe.hget(self._ks.stream_versions(self.name, p), aggregate_id)
+        pipe.hgetall(self._ks.entity(self.projection.name, aggregate_id, p))
+        raw_version, raw = pipe.execute()
+        version = int(raw_version or 0)
+        if version == 0:
+            return self.initial, 0
+        if raw:
+            try:
+                return self.projection._decode(aggregate_id, raw, "").value, version
+            except (SchemaError, RxStateError):
+                pass  # an unreadable projection is rebuilt from the events
+        folded = self._load(aggregate_id, p)
+        return folded.state, folded.version
+
+    def _after_append(self, aggregate_id: str, p: int, result: AppendResult[S], count: int) -> None:
+        every = self.snapshot_every
+        if every is None or (result.version - count) // every == result.version // every:
+            return
+        if result.state is not None:
+            self._snapshots.write(
+                aggregate_id, p, result.state, version=result.version, position=result.positions[-1],
+                timestamp_ms=result.timestamp_ms, actor=self._store.actor,
+            )  # fmt: skip
+        else:
+            self._save_snapshot(aggregate_id, p, self._load(aggregate_id, p))
+
+    # -- replay --------------------------------------------------------------------------------------
+    def _fold(
+        self,
+        key: str,
+        start: _Folded[S],
+        *,
+        to_version: int | None = None,
+        until_ms: int | None = None,
+    ) -> _Folded[S]:
+        """Apply the events after ``start.position`` (up to a version or a time) to ``start.state``."""
+        decode = self.types.decoder()
+        reducer = self.reducer
+        state, version, position, meta = start.state, start.version, start.position, start.meta
+        lo: str | bytes = "-" if position in ("", "0-0") else "(" + position
+        hi = "+" if until_ms is None else str(until_ms)
+        applied = 0
+        while True:
+            count = _CHUNK if to_version is None else min(_CHUNK, to_version - version)
+            if count <= 0:
+                break
+            rows = raw_xrange(self._store, key, lo, hi, count)
+            if not rows:
+                break
+            for _sid, f in rows:
+                state = reducer(state, decode(f[1], f[3], f[5]))
+            version += len(rows)
+            applied += len(rows)
+            last = rows[-1]
+            meta = last[1][7]
+            lo = b"(" + last[0]
+            position = last[0].decode()
+            if len(rows) < count:
+                break
+        return _Folded(state, version, position, meta, start.snapshot, applied)
+
+    def _load(self, aggregate_id: str, p: int, *, use_snapshot: bool = True) -> _Folded[S]:
+        snap = self._snapshots.read(aggregate_id, p) if use_snapshot else None
+        start: _Folded[S] = (
+            _Folded(snap.state, snap.version, snap.position, None, snap)
+            if snap is not None
+            else _Folded(self.initial, 0, "")
+        )
+        folded = self._fold(self._ks.event_stream(self.name, aggregate_id, p), start)
+        if use_snapshot and self.snapshot_every is not None and folded.applied >= self.snapshot_every:
+            self._save_snapshot(aggregate_id, p, folded)
+        return folded
+
+    def _save_snapshot(self, aggregate_id: str, p: int, folded: _Folded[S]) -> bool:
+        if folded.version == 0 or folded.state is None or folded.meta is None:
+            return False
+        _eid, actor, *_ = parse_meta(folded.meta)
+        return self._snapshots.write(
+            aggregate_id, p, folded.state, version=folded.version, position=folded.position,
+            timestamp_ms=stream_id_ms(folded.position), actor=actor,
+        )  # fmt: skip
+
+    def _versioned(self, aggregate_id: str, folded: _Folded[S]) -> Versioned[S]:
+        if folded.version == 0 or folded.state is None:
+            raise NotFound(f"{self.name} {aggregate_id!r} has no events", key=self.key(aggregate_id))
+        if folded.meta is not None:
+            actor = parse_meta(folded.meta)[1]
+        elif folded.snapshot is not None:
+            actor = folded.snapshot.actor
+        else:
+            actor = ""
+        return Versioned(
+            id=aggregate_id,
+            value=folded.state,
+            version=folded.version,
+            schema_version=self.state.__version__,
+            timestamp_ms=stream_id_ms(folded.position),
+            actor=actor,
+            offset=folded.position,
+        )
+
+    def load(self, aggregate_id: str) -> Versioned[S]:
+        """The current state: the latest snapshot plus the events after it.
+
+        A snapshot is written when more than ``snapshot_every`` events had to be replayed.
+
+        Raises:
+            NotFound: the aggregate has no events.
+
+        Example:
+            >>> v = orders.load("o1")  # doctest: +SKIP
+            >>> v.version, v.value.status  # doctest: +SKIP
+            (2, 'paid')
+        """
+        validate_id(aggregate_id)
+        return self._versioned(aggregate_id, self._load(aggregate_id, self.partition(aggregate_id)))
+
+    def get(self, aggregate_id: str) -> S:
+        """The current state (``load(id).value``)."""
+        return self.load(aggregate_id).value
+
+    def replay(self, aggregate_id: str, *, to_version: int | None = None, use_snapshots: bool = True) -> Versioned[S]:
+        """The state after the first ``to_version`` events (all of them by default).
+
+        Args:
+            aggregate_id: the aggregate id.
+            to_version: stop after this many events.
+            use_snapshots: start from the snapshot when it does not go past ``to_version``; False
+                replays every event from the first.
+
+        Raises:
+            NotFound: the aggregate has no events (or ``to_version`` is 0).
+
+        Example:
+            >>> orders.replay("o1", to_version=1).value.status  # doctest: +SKIP
+            'placed'
+        """
+        validate_id(aggregate_id)
+        if to_version is not None and (
+            isinstance(to_version, bool) or not isinstance(to_version, int) or to_version < 0
+        ):
+            raise ValidationError(f"to_version must be a non-negative int, not {to_version!r}")
+        p = self.partition(aggregate_id)
+        snap = self._snapshots.read(aggregate_id, p) if use_snapshots else None
+        start: _Folded[S] = _Folded(self.initial, 0, "")
+        if snap is not None and (to_version is None or snap.version <= to_version):
+            start = _Folded(snap.state, snap.version, snap.position, None, snap)
+        key = self._ks.event_stream(self.name, aggregate_id, p)
+        return self._versioned(aggregate_id, self._fold(key, start, to_version=to_version))
+
+    def state_at(self, aggregate_id: str, *, time: datetime | int | float) -> Versioned[S]:
+        """The state as it was at a point in time (events appended at or before it).
+
+        Args:
+            aggregate_id: the aggregate id.
+            time: a datetime (naive means UTC), or ms since the epoch as an int, or seconds as a float.
+
+        Raises:
+            NotFound: the aggregate had no events then.
+
+        Example:
+            >>> orders.state_at("o1", time=datetime(2026, 1, 1, tzinfo=UTC)).version  # doctest: +SKIP
+            1
+        """
+        validate_id(aggregate_id)
+        until = to_ms(time)
+        p = self.partition(aggregate_id)
+        snap = self._snapshots.read(aggregate_id, p)
+        start: _Folded[S] = _Folded(self.initial, 0, "")
+        if snap is not None and stream_id_ms(snap.position) <= until:
+            start = _Folded(snap.state, snap.version, snap.position, None, snap)
+        key = self._ks.event_stream(self.name, aggregate_id, p)
+        return self._versioned(aggregate_id, self._fold(key, start, until_ms=until))
+
+    def snapshot(self, aggregate_id: str) -> int:
+        """Take a snapshot of the current state now; returns the version it covers.
+
+        Example:
+            >>> orders.snapshot("o1")  # doctest: +SKIP
+            2
+        """
+        validate_id(aggregate_id)
+        p = self.partition(aggregate_id)
+        folded = self._load(aggregate_id, p)
+        if folded.applied:
+            self._save_snapshot(aggregate_id, p, folded)
+        return folded.version
+
+    def last_snapshot(self, aggregate_id: str) -> Snapshot[S] | None:
+        """The aggregate's usable snapshot, if any (for inspection)."""
+        validate_id(aggregate_id)
+        return self._snapshots.read(aggregate_id, self.partition(aggregate_id))
+
+    # -- history and audit ---------------------------------------------------------------------------
+    def history(self, aggregate_id: str, *, after_version: int = 0, limit: int | None = None) -> list[RecordedEvent]:
+        """The events of one aggregate with their metadata, oldest first.
+
+        Example:
+            >>> [(e.version, e.type, e.actor) for e in orders.history("o1")]  # doctest: +SKIP
+            [(1, 'Placed', 'pid:42'), (2, 'Paid', 'pid:42')]
+        """
+        validate_id(aggregate_id)
+        p = self.partition(aggregate_id)
+        key = self._ks.event_stream(self.name, aggregate_id, p)
+        out: list[RecordedEvent] = []
+        lo: str | bytes = "-"
+        version = 0
+        while limit is None or len(out) < limit:
+            rows = raw_xrange(self._store, key, lo, "+", _CHUNK)
+            for sid, f in rows:
+                version += 1
+                if version > after_version:
+                    out.append(self.record(aggregate_id, p, sid, f))
+            if len(rows) < _CHUNK:
+                break
+            lo = b"(" + rows[-1][0]
+        return out[:limit] if limit is not None else out
+
+    def record(self, aggregate_id: str, partition: int, stream_id: bytes, fields: list[bytes]) -> RecordedEvent:
+        """A ``RecordedEvent`` from a raw stream entry of this collection."""
+        eid, actor, causation, correlation, version, clock = parse_meta(fields[7])
+        type_name, schema_version = fields[1].decode(), int(fields[3])
+        return RecordedEvent(
+            collection=self.name,
+            aggregate_id=aggregate_id,
+            version=version,
+            position=stream_id.decode(),
+            partition=partition,
+            type=type_name,
+            schema_version=schema_version,
+            event=self.types.decode(type_name, schema_version, fields[5]),
+            event_id=eid,
+            actor=actor,
+            causation_id=causation,
+            correlation_id=correlation,
+            vector_clock=clock,
+        )
+
+    def why(self, aggregate_id: str, field: str) -> Why:
+        """The events that produced a field's current value, each with its chain of causes.
+
+        Replays the aggregate's history, keeps every event that changed ``field``, and follows each
+        one's causation id back through the events of the namespace's same correlation (ids that name
+        no stored event, such as a command id, end the chain as plain strings).
+
+        Raises:
+            ValidationError: the state has no such field.
+            NotFound: the aggregate has no events.
+
+        Example:
+            >>> print(orders.why("o1", "status"))  # doctest: +SKIP
+        """
+        if field not in self.state.model_fields:
+            raise ValidationError(f"{self.state.__name__} has no field {field!r}", field=field)
+        events = self.history(aggregate_id)
+        if not events:
+            raise NotFound(f"{self.name} {aggregate_id!r} has no events", key=self.key(aggregate_id))
+        state: Any = self.initial
+        changes: list[FieldChange] = []
+        for rec in events:
+            before = getattr(state, field, None) if state is not None else None
+            state = self.reducer(state, rec.event)
+            after = getattr(state, field)
+            if after != before:
+                changes.append(FieldChange(rec, before, after, []))
+        known = {e.event_id: e for e in events}
+        wanted = {c.event.correlation_id for c in changes if c.event.causation_id}
+        if any(c.event.causation_id and c.event.causation_id not in known for c in changes):
+            for corr in wanted:  # causes in other streams share the correlation id
+                for rec in EventLog(self._store).query(correlation_id=corr):
+                    known.setdefault(rec.event_id, rec)
+        for change in changes:
+            cause = change.event.causation_id
+            seen: set[str] = set()
+            while cause and cause not in seen:
+                seen.add(cause)
+                rec = known.get(cause)
+                if rec is None:
+                    change.causes.append(cause)
+                    break
+                change.causes.append(rec)
+                cause = rec.causation_id
+        return Why(self.name, aggregate_id, field, getattr(state, field), changes)
+
+    def query(
+        self,
+        *,
+        actor: str | None = None,
+        type: str | type[Model] | Sequence[str | type[Model]] | None = None,
+        since: datetime | int | float | None = None,
+        until: datetime | int | float | None = None,
+        correlation_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[RecordedEvent]:
+        """Events of this collection across all its streams, filtered, ordered by time.
+
+        Example:
+            >>> orders.query(actor="agent:billing", type=Paid, since=datetime(2026, 1, 1))  # doctest: +SKIP
+        """
+        return EventLog(self._store).query(
+            collection=self.name, actor=actor, type=type, since=since, until=until,
+            correlation_id=correlation_id, limit=limit,
+        )  # fmt: skip
+
+    def timeline(
+        self,
+        aggregate_id: str | None = None,
+        *,
+        actor: str | None = None,
+        type: str | type[Model] | Sequence[str | type[Model]] | None = None,
+        since: datetime | int | float | None = None,
+        until: datetime | int | float | None = None,
+        limit: int | None = 200,
+    ) -> Timeline:
+        """A compact time-ordered view of events (one aggregate, or the whole collection), for notebooks.
+
+        Example:
+            >>> orders.timeline("o1")  # doctest: +SKIP
+        """
+        if aggregate_id is not None:
+            events = self.history(aggregate_id)
+            lo = None if since is None else to_ms(since)
+            hi = None if until is None else to_ms(until)
+            names = _type_names(type)
+            events = [
+                e
+                for e in events
+                if (actor is None or e.actor == actor)
+                and (names is None or e.type in names)
+                and (lo is None or e.timestamp_ms >= lo)
+                and (hi is None or e.timestamp_ms <= hi)
+            ]
+            if limit is not None:
+                events = events[-limit:]
+            return Timeline(events, title=f"{self.name}/{aggregate_id}")
+        return Timeline(self.query(actor=actor, type=type, since=since, until=until, limit=limit), title=self.name)
+
+    # -- subscriptions -------------------------------------------------------------------------------
+    def subscribe(
+        self, aggregate_id: str | None = None, *, after: str | Mapping[int, str] = "start", block: float = 1.0
+    ) -> Subscription:
+        """Catch-up subscription: the stored events after ``after``, then new ones as they come.
+
+        Over one aggregate's stream (``aggregate_id``) or the whole collection (all partitions'
+        event logs, in order per partition).
+
+        Args:
+            aggregate_id: one aggregate, or None for the whole collection.
+            after: ``"start"`` (every event), ``"end"`` (only new ones), a stream id (one aggregate),
+                or a ``{partition: stream id}`` position from ``Subscription.position``.
+            block: seconds one ``poll``/iteration step waits for new events.
+
+        Example:
+            >>> for event in orders.subscribe(after="start"):  # doctest: +SKIP
+            ...     print(event.type)
+        """
+        if aggregate_id is None:
+            return EventLog(self._store).subscribe(collection=self.name, after=after, block=block)
+        validate_id(aggregate_id)
+        p = self.partition(aggregate_id)
+        key = self._ks.event_stream(self.name, aggregate_id, p)
+
+        def decode(_p: int, sid: bytes, fields: list[bytes]) -> RecordedEvent:
+            return self.record(aggregate_id, p, sid, fields)
+
+        start = after if isinstance(after, str) else after.get(p, "start")
+        return Subscription(self._store, {p: key}, {p: start}, decode, block=block)
+
+    def project(self, name: str, handler: Callable[[RecordedEvent], Any], **options: Any) -> Projection:
+        """A projection of this collection's events with a persistent checkpoint (see ``Projection``).
+
+        Example:
+            >>> totals = orders.project("totals", lambda e: print(e.type))  # doctest: +SKIP
+            >>> totals.run()  # catch up, then return  # doctest: +SKIP
+        """
+        return Projection(self._store, name, handler, collection=self.name, **options)
+
+
+def _type_names(types: Any) -> set[str] | None:
+    from .eventquery import type_names
+
+    return type_names(types)
+
+
+def _check_clock(clock: Mapping[str, int] | None) -> str:
+    if clock is None:
+        return "null"
+    if not isinstance(clock, Mapping) or not all(
+        isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0 for k, v in clock.items()
+    ):
+        raise ValidationError(f"vector_clock must map node names to non-negative ints, not {clock!r}")
+    return json.dumps(dict(clock), separators=(",", ":"), sort_keys=True)
+
+
+def registered(store: Store) -> dict[str, EventCollection[Any]]:
+    """The event collections opened on a store, by name (used to decode the namespace's event log)."""
+    with _REGISTRY_LOCK:
+        return dict(_REGISTRY.get(store, {}))
+
+
+def open_event_collection(store: Store, name: str, **options: Any) -> EventCollection[Any]:
+    """Open (or return the already open) event collection ``name`` on ``store``; see ``Store.events``."""
+    with _REGISTRY_LOCK:
+        opened = _REGISTRY.setdefault(store, {})
+        existing = opened.get(name)
+        if existing is not None:
+            same = (
+                existing.state is options.get("state")
+                and existing.reducer is options.get("reducer")
+                and list(existing.types.by_name.values()) == list(options.get("events", ()))
+            )
+            if not same:
+                raise SchemaError(f"event collection {name!r} is already open here with other types or reducer")
+            return existing
+        collection: EventCollection[Any] = EventCollection(store, name, **options)
+        opened[name] = collection
+        return collection

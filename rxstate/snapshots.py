@@ -1,0 +1,95 @@
+"""Snapshots of event-sourced aggregates.
+
+A snapshot is a hash laid out like an entity (one field per state field, encoded by ``ModelCodec``)
+whose reserved fields say what it covers: ``_v`` the number of events folded in, ``_sv`` the state's
+schema version, ``_o`` the stream id of the last event covered, ``_ts``/``_by`` that event's time and
+actor. ``snapshot.lua`` replaces it only with one that covers more events or has a newer schema.
+A snapshot of an older schema is upcast by the state model's upcasters when it is read; one that
+cannot be upcast (or cannot be decoded) is ignored, and the caller rebuilds it from the events.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from .codec import ModelCodec
+from .errors import CorruptDataError, SchemaError
+from .model import Model
+
+if TYPE_CHECKING:
+    from .store import Store
+
+__all__ = ["Snapshot", "Snapshots"]
+
+S = TypeVar("S", bound=Model)
+log = logging.getLogger("rxstate.events")
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot(Generic[S]):
+    """A stored snapshot: the state after ``version`` events, the last of which is at ``position``."""
+
+    state: S
+    version: int
+    position: str
+    schema_version: int
+    timestamp_ms: int
+    actor: str
+
+
+class Snapshots(Generic[S]):
+    """Reads and writes the snapshots of one event collection.
+
+    Example:
+        >>> snaps = Snapshots(store, "orders", OrderState)  # doctest: +SKIP
+        >>> snaps.read("o1", 3)  # doctest: +SKIP
+    """
+
+    def __init__(self, store: Store, collection: str, state: type[S]) -> None:
+        self._store = store
+        self._collection = collection
+        self._codec: ModelCodec[S] = ModelCodec(state, store.codec)
+        self._script = store.scripts.get("snapshot")
+
+    def key(self, aggregate_id: str, partition: int) -> str:
+        return self._store.keyspace.snapshot(self._collection, aggregate_id, partition)
+
+    def decode(self, raw: dict[bytes, bytes], key: str) -> Snapshot[S] | None:
+        """A snapshot from its hash, or None when it is absent or cannot be used (older schema with no
+        upcaster, undecodable data)."""
+        if not raw:
+            return None
+        try:
+            state, meta = self._codec.decode(raw, key)
+        except (SchemaError, CorruptDataError) as exc:
+            log.info("ignoring snapshot %s: %s", key, exc)
+            return None
+        return Snapshot(state, meta.version, meta.offset, meta.schema_version, meta.timestamp_ms, meta.actor)
+
+    def read(self, aggregate_id: str, partition: int) -> Snapshot[S] | None:
+        """The aggregate's usable snapshot, if any."""
+        key = self.key(aggregate_id, partition)
+        return self.decode(self._store.client.hgetall(key), key)
+
+    def write(
+        self, aggregate_id: str, partition: int, state: S, *, version: int, position: str, timestamp_ms: int, actor: str
+    ) -> bool:
+        """Store a snapshot unless a better one is stored already; returns whether it was written."""
+        fields: list[Any] = [
+            "_v", version,
+            "_sv", self._codec.model.__version__,
+            "_o", position,
+            "_ts", timestamp_ms,
+            "_by", actor,
+        ]  # fmt: skip
+        for name, value in self._codec.encode(state):
+            fields += (name, value)
+        key = self.key(aggregate_id, partition)
+        args = [version, self._codec.model.__version__, *fields]
+        return bool(self._script(self._store.client, [key], args))
+
+    def delete(self, aggregate_id: str, partition: int) -> None:
+        """Drop an aggregate's snapshot (the next load rebuilds it from the events)."""
+        self._store.client.delete(self.key(aggregate_id, partition))
