@@ -92,7 +92,9 @@ def test_snapshot_correct_at_every_boundary(rx_fake_store, every):
 
 
 def test_snapshot_on_demand_and_none_automatic(rx_fake_store):
-    counters = rx_fake_store.events("counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=None)
+    counters = rx_fake_store.events(
+        "counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=None
+    )
     counters.append("c", [Added(n=1)] * 7)
     assert counters.load("c").version == 7 and counters.last_snapshot("c") is None
     assert counters.snapshot("c") == 7
