@@ -23,7 +23,7 @@ from .subscriptions import Projection, Subscription
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["EventLog", "FieldChange", "Timeline", "Why", "to_ms", "type_names"]
+__all__ = ["EventLog", "FieldChange", "Timeline", "Why", "explain", "filter_events", "to_ms", "type_names"]
 
 _CHUNK = 2_000
 
@@ -290,3 +290,73 @@ class Why:
             line = f"  #{c.event.version} {c.event.type} by {c.event.actor}: {c.before!r} -> {c.after!r}"
             lines.append(line + (f"  <- {causes}" if causes else ""))
         return "\n".join(lines)
+
+
+def filter_events(
+    events: Sequence[RecordedEvent],
+    *,
+    actor: str | None = None,
+    type: Any = None,
+    since: datetime | int | float | None = None,
+    until: datetime | int | float | None = None,
+) -> list[RecordedEvent]:
+    """The events matching every given filter, in their order (the filters of ``EventLog.query``).
+
+    Example:
+        >>> filter_events(orders.history("o1"), type="Paid")  # doctest: +SKIP
+    """
+    names = type_names(type)
+    lo = None if since is None else to_ms(since)
+    hi = None if until is None else to_ms(until)
+    return [
+        e
+        for e in events
+        if (actor is None or e.actor == actor)
+        and (names is None or e.type in names)
+        and (lo is None or e.timestamp_ms >= lo)
+        and (hi is None or e.timestamp_ms <= hi)
+    ]
+
+
+def explain(
+    store: Store,
+    collection: str,
+    aggregate_id: str,
+    field: str,
+    events: Sequence[RecordedEvent],
+    reducer: Callable[[Any, Any], Any],
+    initial: Any,
+) -> Why:
+    """Replay ``events``, keep those that changed ``field``, and follow each one's causation chain.
+
+    Causes are looked up among the aggregate's own events, then among the namespace's events of the
+    same correlation; an id that names no stored event (a command id) ends its chain as a string.
+
+    Example:
+        >>> explain(store, "orders", "o1", "status", orders.history("o1"), apply, Order())  # doctest: +SKIP
+    """
+    state: Any = initial
+    changes: list[FieldChange] = []
+    for rec in events:
+        before = getattr(state, field, None) if state is not None else None
+        state = reducer(state, rec.event)
+        after = getattr(state, field)
+        if after != before:
+            changes.append(FieldChange(rec, before, after, []))
+    known = {e.event_id: e for e in events}
+    if any(c.event.causation_id and c.event.causation_id not in known for c in changes):
+        for corr in {c.event.correlation_id for c in changes if c.event.causation_id}:
+            for rec in EventLog(store).query(correlation_id=corr):
+                known.setdefault(rec.event_id, rec)
+    for change in changes:
+        cause = change.event.causation_id
+        seen: set[str] = set()
+        while cause and cause not in seen:
+            seen.add(cause)
+            found = known.get(cause)
+            if found is None:
+                change.causes.append(cause)
+                break
+            change.causes.append(found)
+            cause = found.causation_id
+    return Why(collection, aggregate_id, field, getattr(state, field), changes)

@@ -22,7 +22,7 @@ import threading
 import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -30,11 +30,11 @@ import pydantic
 
 from .collection import Collection
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
-from .eventquery import EventLog, FieldChange, Timeline, Why, to_ms
+from .eventquery import EventLog, Timeline, Why, explain, filter_events, to_ms
 from .eventtypes import EventTypes, RecordedEvent, parse_meta, raw_xrange, stream_id_ms
 from .keys import validate_collection_name, validate_id
 from .model import Model
-from .snapshots import Snapshot, Snapshots
+from .snapshots import Folded, Snapshot, Snapshots, fold_stream
 from .subscriptions import Projection, Subscription
 from .versioned import Versioned
 from .writes import pack_ops
@@ -72,16 +72,6 @@ class AppendResult(Generic[S]):
     def timestamp_ms(self) -> int:
         """Server time of the append."""
         return stream_id_ms(self.positions[-1])
-
-
-@dataclass(slots=True)
-class _Folded(Generic[S]):
-    state: S | None
-    version: int
-    position: str
-    meta: bytes | None = None
-    snapshot: Snapshot[S] | None = None
-    applied: int = field(default=0)
 
 
 class EventCollection(Generic[S]):
@@ -336,53 +326,23 @@ class EventCollection(Generic[S]):
             self._save_snapshot(aggregate_id, p, self._load(aggregate_id, p))
 
     # -- replay --------------------------------------------------------------------------------------
-    def _fold(
-        self,
-        key: str,
-        start: _Folded[S],
-        *,
-        to_version: int | None = None,
-        until_ms: int | None = None,
-    ) -> _Folded[S]:
-        """Apply the events after ``start.position`` (up to a version or a time) to ``start.state``."""
-        decode = self.types.decoder()
-        reducer = self.reducer
-        state, version, position, meta = start.state, start.version, start.position, start.meta
-        lo: str | bytes = "-" if position in ("", "0-0") else "(" + position
-        hi = "+" if until_ms is None else str(until_ms)
-        applied = 0
-        while True:
-            count = _CHUNK if to_version is None else min(_CHUNK, to_version - version)
-            if count <= 0:
-                break
-            rows = raw_xrange(self._store, key, lo, hi, count)
-            if not rows:
-                break
-            for _sid, f in rows:
-                state = reducer(state, decode(f[1], f[3], f[5]))
-            version += len(rows)
-            applied += len(rows)
-            last = rows[-1]
-            meta = last[1][7]
-            lo = b"(" + last[0]
-            position = last[0].decode()
-            if len(rows) < count:
-                break
-        return _Folded(state, version, position, meta, start.snapshot, applied)
+    def _fold(self, key: str, start: Folded[S], **bounds: Any) -> Folded[S]:
+        return fold_stream(self._store, key, self.types.decoder(), self.reducer, start, **bounds)
 
-    def _load(self, aggregate_id: str, p: int, *, use_snapshot: bool = True) -> _Folded[S]:
+    def _load(self, aggregate_id: str, p: int, *, use_snapshot: bool = True) -> Folded[S]:
         snap = self._snapshots.read(aggregate_id, p) if use_snapshot else None
-        start: _Folded[S] = (
-            _Folded(snap.state, snap.version, snap.position, None, snap)
+        start: Folded[S] = (
+            Folded(snap.state, snap.version, snap.position, None, snap)
             if snap is not None
-            else _Folded(self.initial, 0, "")
+            else Folded(self.initial, 0, "")
         )
-        folded = self._fold(self._ks.event_stream(self.name, aggregate_id, p), start)
+        key = self._ks.event_stream(self.name, aggregate_id, p)
+        folded = self._fold(key, start)
         if use_snapshot and self.snapshot_every is not None and folded.applied >= self.snapshot_every:
             self._save_snapshot(aggregate_id, p, folded)
         return folded
 
-    def _save_snapshot(self, aggregate_id: str, p: int, folded: _Folded[S]) -> bool:
+    def _save_snapshot(self, aggregate_id: str, p: int, folded: Folded[S]) -> bool:
         if folded.version == 0 or folded.state is None or folded.meta is None:
             return False
         _eid, actor, *_ = parse_meta(folded.meta)
@@ -391,7 +351,7 @@ class EventCollection(Generic[S]):
             timestamp_ms=stream_id_ms(folded.position), actor=actor,
         )  # fmt: skip
 
-    def _versioned(self, aggregate_id: str, folded: _Folded[S]) -> Versioned[S]:
+    def _versioned(self, aggregate_id: str, folded: Folded[S]) -> Versioned[S]:
         if folded.version == 0 or folded.state is None:
             raise NotFound(f"{self.name} {aggregate_id!r} has no events", key=self.key(aggregate_id))
         if folded.meta is not None:
@@ -453,11 +413,14 @@ class EventCollection(Generic[S]):
             raise ValidationError(f"to_version must be a non-negative int, not {to_version!r}")
         p = self.partition(aggregate_id)
         snap = self._snapshots.read(aggregate_id, p) if use_snapshots else None
-        start: _Folded[S] = _Folded(self.initial, 0, "")
+        start: Folded[S] = Folded(self.initial, 0, "")
         if snap is not None and (to_version is None or snap.version <= to_version):
-            start = _Folded(snap.state, snap.version, snap.position, None, snap)
+            start = Folded(snap.state, snap.version, snap.position, None, snap)
         key = self._ks.event_stream(self.name, aggregate_id, p)
-        return self._versioned(aggregate_id, self._fold(key, start, to_version=to_version))
+        return self._versioned(
+            aggregate_id,
+            self._fold(key, start, to_version=to_version),
+        )
 
     def state_at(self, aggregate_id: str, *, time: datetime | int | float) -> Versioned[S]:
         """The state as it was at a point in time (events appended at or before it).
@@ -477,9 +440,9 @@ class EventCollection(Generic[S]):
         until = to_ms(time)
         p = self.partition(aggregate_id)
         snap = self._snapshots.read(aggregate_id, p)
-        start: _Folded[S] = _Folded(self.initial, 0, "")
+        start: Folded[S] = Folded(self.initial, 0, "")
         if snap is not None and stream_id_ms(snap.position) <= until:
-            start = _Folded(snap.state, snap.version, snap.position, None, snap)
+            start = Folded(snap.state, snap.version, snap.position, None, snap)
         key = self._ks.event_stream(self.name, aggregate_id, p)
         return self._versioned(aggregate_id, self._fold(key, start, until_ms=until))
 
@@ -566,32 +529,7 @@ class EventCollection(Generic[S]):
         events = self.history(aggregate_id)
         if not events:
             raise NotFound(f"{self.name} {aggregate_id!r} has no events", key=self.key(aggregate_id))
-        state: Any = self.initial
-        changes: list[FieldChange] = []
-        for rec in events:
-            before = getattr(state, field, None) if state is not None else None
-            state = self.reducer(state, rec.event)
-            after = getattr(state, field)
-            if after != before:
-                changes.append(FieldChange(rec, before, after, []))
-        known = {e.event_id: e for e in events}
-        wanted = {c.event.correlation_id for c in changes if c.event.causation_id}
-        if any(c.event.causation_id and c.event.causation_id not in known for c in changes):
-            for corr in wanted:  # causes in other streams share the correlation id
-                for rec in EventLog(self._store).query(correlation_id=corr):
-                    known.setdefault(rec.event_id, rec)
-        for change in changes:
-            cause = change.event.causation_id
-            seen: set[str] = set()
-            while cause and cause not in seen:
-                seen.add(cause)
-                rec = known.get(cause)
-                if rec is None:
-                    change.causes.append(cause)
-                    break
-                change.causes.append(rec)
-                cause = rec.causation_id
-        return Why(self.name, aggregate_id, field, getattr(state, field), changes)
+        return explain(self._store, self.name, aggregate_id, field, events, self.reducer, self.initial)
 
     def query(
         self,
@@ -630,17 +568,7 @@ class EventCollection(Generic[S]):
         """
         if aggregate_id is not None:
             events = self.history(aggregate_id)
-            lo = None if since is None else to_ms(since)
-            hi = None if until is None else to_ms(until)
-            names = _type_names(type)
-            events = [
-                e
-                for e in events
-                if (actor is None or e.actor == actor)
-                and (names is None or e.type in names)
-                and (lo is None or e.timestamp_ms >= lo)
-                and (hi is None or e.timestamp_ms <= hi)
-            ]
+            events = filter_events(events, actor=actor, type=type, since=since, until=until)
             if limit is not None:
                 events = events[-limit:]
             return Timeline(events, title=f"{self.name}/{aggregate_id}")
@@ -685,12 +613,6 @@ class EventCollection(Generic[S]):
             >>> totals.run()  # catch up, then return  # doctest: +SKIP
         """
         return Projection(self._store, name, handler, collection=self.name, **options)
-
-
-def _type_names(types: Any) -> set[str] | None:
-    from .eventquery import type_names
-
-    return type_names(types)
 
 
 def _check_clock(clock: Mapping[str, int] | None) -> str:
