@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import pydantic
+
 from .codec import ModelCodec
 from .errors import CorruptDataError, SchemaError
-from .eventtypes import raw_xrange
+from .eventtypes import EventTypes, raw_xrange
 from .model import Model
 
 if TYPE_CHECKING:
@@ -115,7 +117,7 @@ class Folded(Generic[S]):
 def fold_stream(
     store: Store,
     key: str,
-    decode: Callable[[bytes, bytes, bytes], Any],
+    types: EventTypes,
     reducer: Callable[[Any, Any], Any],
     start: Folded[S],
     *,
@@ -128,8 +130,9 @@ def fold_stream(
     event: this loop is the replay speed.
 
     Example:
-        >>> fold_stream(store, key, types.decoder(), reducer, Folded(Order(), 0, ""))  # doctest: +SKIP
+        >>> fold_stream(store, key, types, reducer, Folded(Order(), 0, ""))  # doctest: +SKIP
     """
+    fast, decode = types.fast, types.decoder()
     state, version, position, meta = start.state, start.version, start.position, start.meta
     lo: str | bytes = "-" if position in ("", "0-0") else "(" + position
     hi = "+" if until_ms is None else str(until_ms)
@@ -141,8 +144,15 @@ def fold_stream(
         rows = raw_xrange(store, key, lo, hi, count)
         if not rows:
             break
-        for _sid, f in rows:
-            state = reducer(state, decode(f[1], f[3], f[5]))
+        chunk_start = state
+        try:
+            for _sid, f in rows:
+                validate = fast.get((f[1], f[3]))
+                state = reducer(state, validate(f[5]) if validate is not None else decode(f[1], f[3], f[5]))
+        except pydantic.ValidationError:  # redo the chunk on the path that names the broken event
+            state = chunk_start
+            for _sid, f in rows:
+                state = reducer(state, decode(f[1], f[3], f[5]))
         version += len(rows)
         applied += len(rows)
         last = rows[-1]

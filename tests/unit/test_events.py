@@ -230,3 +230,12 @@ def test_reducer_returning_wrong_type_is_refused(rx_fake_store):
     with pytest.raises(ValidationError, match="reducer returned dict"):
         bad.append("x", [Added(n=1)])
     assert bad.version("x") == 0
+
+
+def test_a_corrupt_stored_event_is_named(rx_fake_store):
+    counters = rx_fake_store.events("counters", state=Counter, events=[Added], reducer=apply_counter)
+    counters.append("c", [Added(n=1)])
+    meta = b'["x","me",null,"x",2,null]'
+    rx_fake_store.client.xadd(counters.key("c"), {"y": "Added", "s": "1", "d": '{"n":"many"}', "m": meta})
+    with pytest.raises(rxstate.errors.CorruptDataError, match="Added"):
+        counters.replay("c", use_snapshots=False)
