@@ -119,6 +119,7 @@ def row(name: str, events_per_s: float, base: float, extra: str = "") -> None:
 
 def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
     plain = store.events("counters", state=Counter, events=[Added], reducer=apply, snapshot_every=100)
+    bare = store.events("bare", state=Counter, events=[Added], reducer=apply, snapshot_every=None)
     projected = store.events(
         "pcounters", state=Counter, events=[Added], reducer=apply, snapshot_every=100, project_to="counter_view"
     )
@@ -129,7 +130,12 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
     raw_s = per_call(lambda i: raw.xadd("raw:single", {"y": "Added", "s": "1", "d": payload, "m": "[]"}), n)
     base = 1e6 / p50_p99(raw_s)[0]
     row("raw XADD (baseline)", base, base, lat(raw_s))
-    for name, coll in (("rxstate append", plain), ("rxstate append + projection", projected)):
+    contenders = (
+        ("rxstate append (no snapshots)", bare),
+        ("rxstate append (snapshot every 100)", plain),
+        ("rxstate append + projection", projected),
+    )
+    for name, coll in contenders:
         s = per_call(lambda i, c=coll: c.append(f"a{i % 50}", [ev]), n)
         row(name, 1e6 / p50_p99(s)[0], base, lat(s))
     for name, make in es_apps(tmp).items():
@@ -160,7 +166,12 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
     raw_b = per_call(raw_batch, calls, warmup=5)
     base = batch * 1e6 / p50_p99(raw_b)[0]
     row("raw MULTI of 100 XADD (baseline)", base, base)
-    for name, coll in (("rxstate append", plain), ("rxstate append + projection", projected)):
+    contenders = (
+        ("rxstate append (no snapshots)", bare),
+        ("rxstate append (snapshot every 100)", plain),
+        ("rxstate append + projection", projected),
+    )
+    for name, coll in contenders:
         s = per_call(lambda i, c=coll: c.append(f"b{i % 10}", events), calls, warmup=5)
         row(name, batch * 1e6 / p50_p99(s)[0], base)
     for name, make in es_apps(tmp).items():

@@ -239,3 +239,25 @@ def test_a_corrupt_stored_event_is_named(rx_fake_store):
     rx_fake_store.client.xadd(counters.key("c"), {"y": "Added", "s": "1", "d": '{"n":"many"}', "m": meta})
     with pytest.raises(rxstate.errors.CorruptDataError, match="Added"):
         counters.replay("c", use_snapshots=False)
+
+
+def test_state_at_a_point_in_time(rx_fake_store):
+    counters = rx_fake_store.events(
+        "counters", state=Counter, events=[Added, Reset], reducer=apply_counter, snapshot_every=2
+    )
+    before = int(time.time() * 1000) - 5
+    counters.append("c", [Added(n=1), Added(n=2)])
+    time.sleep(0.005)
+    mid = int(time.time() * 1000)
+    time.sleep(0.005)
+    counters.append("c", [Added(n=10), Added(n=20)])  # snapshot at version 4, after `mid`
+    assert counters.last_snapshot("c").version == 4
+    at_mid = counters.state_at("c", time=mid)
+    assert (at_mid.version, at_mid.value.total) == (2, 3)
+    assert counters.state_at("c", time=mid / 1000.0).value.total == 3  # seconds as a float
+    from datetime import UTC, datetime
+
+    now = datetime.now(tz=UTC)
+    assert counters.state_at("c", time=now).value.total == 33
+    with pytest.raises(rxstate.NotFound):
+        counters.state_at("c", time=before)
