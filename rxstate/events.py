@@ -134,11 +134,21 @@ class EventCollection(Generic[S]):
 
     # -- keys ----------------------------------------------------------------------------------------
     def partition(self, aggregate_id: str) -> int:
-        """The partition of an aggregate."""
+        """The partition of an aggregate.
+
+        Example:
+            >>> orders.partition("o1")  # doctest: +SKIP
+            13
+        """
         return self._ks.partition_of(aggregate_id)
 
     def key(self, aggregate_id: str) -> str:
-        """The Redis key of an aggregate's event stream (for inspection and tooling)."""
+        """The Redis key of an aggregate's event stream (for inspection and tooling).
+
+        Example:
+            >>> orders.key("o1")  # doctest: +SKIP
+            'rx:{default:13}:_es:orders:o1'
+        """
         validate_id(aggregate_id)
         return self._ks.event_stream(self.name, aggregate_id, self.partition(aggregate_id))
 
@@ -153,7 +163,12 @@ class EventCollection(Generic[S]):
         return int(self._store.client.hget(self._ks.stream_versions(self.name, p), aggregate_id) or 0)
 
     def exists(self, aggregate_id: str) -> bool:
-        """Whether an aggregate has any event."""
+        """Whether an aggregate has any event.
+
+        Example:
+            >>> orders.exists("o1")  # doctest: +SKIP
+            True
+        """
         return self.version(aggregate_id) > 0
 
     def ids(self) -> list[str]:
@@ -311,7 +326,7 @@ class EventCollection(Generic[S]):
         if raw:
             try:
                 return self.projection._decode(aggregate_id, raw, "").value, version
-            except (SchemaError, RxStateError):
+            except RxStateError:
                 pass  # an unreadable projection is rebuilt from the events
         folded = self._load(aggregate_id, p)
         return folded.state, folded.version
@@ -390,7 +405,12 @@ class EventCollection(Generic[S]):
         return self._versioned(aggregate_id, self._load(aggregate_id, self.partition(aggregate_id)))
 
     def get(self, aggregate_id: str) -> S:
-        """The current state (``load(id).value``)."""
+        """The current state (``load(id).value``).
+
+        Example:
+            >>> orders.get("o1").status  # doctest: +SKIP
+            'paid'
+        """
         return self.load(aggregate_id).value
 
     def replay(self, aggregate_id: str, *, to_version: int | None = None, use_snapshots: bool = True) -> Versioned[S]:
@@ -464,7 +484,12 @@ class EventCollection(Generic[S]):
         return folded.version
 
     def last_snapshot(self, aggregate_id: str) -> Snapshot[S] | None:
-        """The aggregate's usable snapshot, if any (for inspection)."""
+        """The aggregate's usable snapshot, if any (for inspection).
+
+        Example:
+            >>> orders.last_snapshot("o1").version  # doctest: +SKIP
+            100
+        """
         validate_id(aggregate_id)
         return self._snapshots.read(aggregate_id, self.partition(aggregate_id))
 
@@ -494,7 +519,11 @@ class EventCollection(Generic[S]):
         return out[:limit] if limit is not None else out
 
     def record(self, aggregate_id: str, partition: int, stream_id: bytes, fields: list[bytes]) -> RecordedEvent:
-        """A ``RecordedEvent`` from a raw stream entry of this collection."""
+        """A ``RecordedEvent`` from a raw stream entry of this collection.
+
+        Example:
+            >>> orders.record("o1", 13, b"1767225600000-0", fields)  # doctest: +SKIP
+        """
         eid, actor, causation, correlation, version, clock = parse_meta(fields[7])
         type_name, schema_version = fields[1].decode(), int(fields[3])
         return RecordedEvent(

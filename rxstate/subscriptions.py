@@ -87,7 +87,11 @@ class Subscription:
 
     @property
     def position(self) -> dict[int, str]:
-        """The stream id of the last event delivered, per partition (pass it as ``after=`` to resume)."""
+        """The stream id of the last event delivered, per partition (pass it as ``after=`` to resume).
+
+        Example:
+            >>> orders.subscribe(after=sub.position)  # doctest: +SKIP
+        """
         return dict(self._pos)
 
     @property
@@ -95,7 +99,11 @@ class Subscription:
         return self._closed.is_set()
 
     def close(self) -> None:
-        """Stop iterating (a blocked iteration step ends within ``block`` seconds)."""
+        """Stop iterating (a blocked iteration step ends within ``block`` seconds).
+
+        Example:
+            >>> sub.close()  # doctest: +SKIP
+        """
         self._closed.set()
 
     def __enter__(self) -> Subscription:
@@ -192,14 +200,23 @@ class Projection:
         self.error: BaseException | None = None
 
     def checkpoint(self) -> dict[int, str]:
-        """The stored position: the last handled event's stream id, per partition."""
+        """The stored position: the last handled event's stream id, per partition.
+
+        Example:
+            >>> proj.checkpoint()[13]  # doctest: +SKIP
+            '1767225600000-0'
+        """
         pipe = self._store.client.pipeline(transaction=False)
         for p in range(self._ks.partitions):
             pipe.get(self._ks.checkpoint(self.name, p))
         return {p: (v.decode() if v else "start") for p, v in enumerate(pipe.execute())}
 
     def reset(self) -> None:
-        """Forget the checkpoint: the next run handles every event again."""
+        """Forget the checkpoint: the next run handles every event again.
+
+        Example:
+            >>> proj.reset(); proj.run()  # rebuild from the first event  # doctest: +SKIP
+        """
         pipe = self._store.client.pipeline(transaction=False)
         for p in range(self._ks.partitions):
             pipe.delete(self._ks.checkpoint(self.name, p))
@@ -234,7 +251,11 @@ class Projection:
         return self.handled - before
 
     def start(self) -> Projection:
-        """Run in a background thread: catch up, then follow new events until ``stop``."""
+        """Run in a background thread: catch up, then follow new events until ``stop``.
+
+        Example:
+            >>> proj = orders.project("audit", print).start()  # doctest: +SKIP
+        """
         if self._thread is not None:
             raise ValidationError(f"projection {self.name!r} is already running")
         self._stop.clear()
@@ -252,7 +273,11 @@ class Projection:
             log.error("projection %s stopped: %r", self.name, exc)
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Stop the background thread (after the event it is handling); re-raise its error if it died."""
+        """Stop the background thread (after the event it is handling); re-raise its error if it died.
+
+        Example:
+            >>> proj.stop()  # doctest: +SKIP
+        """
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -262,7 +287,12 @@ class Projection:
             raise error
 
     def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Block until the projection has handled every event stored so far (True), or time is up."""
+        """Block until the projection has handled every event stored so far (True), or time is up.
+
+        Example:
+            >>> proj.wait_idle(timeout=5)  # doctest: +SKIP
+            True
+        """
         deadline = time.monotonic() + timeout
         target = _log_tails(self._store)
         while time.monotonic() < deadline:
