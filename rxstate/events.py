@@ -657,10 +657,17 @@ def _check_clock(clock: Mapping[str, int] | None) -> str:
     return json.dumps(dict(clock), separators=(",", ":"), sort_keys=True)
 
 
-def registered(store: Store) -> dict[str, EventCollection[Any]]:
-    """The event collections opened on a store, by name (used to decode the namespace's event log)."""
+def registered(store: Store) -> Mapping[str, EventCollection[Any]]:
+    """The event collections opened on a store, by name (used to decode the namespace's event log).
+
+    The mapping is live: collections opened later show up in it (read it, never change it).
+
+    Example:
+        >>> registered(store)["orders"]  # doctest: +SKIP
+        <EventCollection 'orders' of Order in namespace 'default'>
+    """
     with _REGISTRY_LOCK:
-        return dict(_REGISTRY.get(store, {}))
+        return _REGISTRY.setdefault(store, {})
 
 
 def open_event_collection(store: Store, name: str, **options: Any) -> EventCollection[Any]:
