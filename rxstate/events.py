@@ -199,7 +199,9 @@ class EventCollection(Generic[S]):
 
         Every event is validated first; an unknown type or an invalid payload raises before anything is
         written. With a projection, the new state is computed by the reducer from the current state and
-        written in the same call as the events.
+        written in the same call as the events (a reducer that raises refuses the events). Without one,
+        the reducer runs only when state is read: decide events against a loaded state, and append with
+        ``expected_version`` set to that state's version.
 
         Args:
             aggregate_id: the aggregate (stream) id.
