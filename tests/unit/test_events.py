@@ -261,3 +261,44 @@ def test_state_at_a_point_in_time(rx_fake_store):
     assert counters.state_at("c", time=now).value.total == 33
     with pytest.raises(rxstate.NotFound):
         counters.state_at("c", time=before)
+
+
+class Account(rxstate.Model):
+    owner: str
+    balance: int = 0
+
+
+class Opened(rxstate.Model):
+    owner: str
+
+
+class Deposited(rxstate.Model):
+    amount: int
+
+
+def apply_account(state: Account | None, event) -> Account:
+    if isinstance(event, Opened):
+        if state is not None:
+            raise ValueError("already open")
+        return Account(owner=event.owner)
+    if state is None:
+        raise ValueError("not open")
+    return state.model_copy(update={"balance": state.balance + event.amount})
+
+
+def test_state_without_defaults_starts_from_none(rx_fake_store):
+    accounts = rx_fake_store.events(
+        "accounts", state=Account, events=[Opened, Deposited], reducer=apply_account, project_to="account_view"
+    )
+    assert accounts.initial is None
+    with pytest.raises(ValidationError, match="not open"):
+        accounts.append("a1", [Deposited(amount=5)])
+    accounts.append("a1", [Opened(owner="ann"), Deposited(amount=5)], expected_version=0)
+    assert accounts.load("a1").value == Account(owner="ann", balance=5)
+    with pytest.raises(ValidationError, match="already open"):
+        accounts.append("a1", [Opened(owner="bob")])
+    assert accounts.version("a1") == 2
+    seeded = rxstate.connect(rx_fake_store.client, namespace=rx_fake_store.namespace).events(
+        "accounts", state=Account, events=[Opened, Deposited], reducer=apply_account, initial=Account(owner="?")
+    )
+    assert seeded.initial == Account(owner="?")
