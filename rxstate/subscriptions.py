@@ -117,15 +117,25 @@ class Subscription:
             yield from self.poll(timeout=self._block)
 
     def poll(self, timeout: float | None = 0) -> list[RecordedEvent]:
-        """The next batch of events; waits up to ``timeout`` seconds for one when caught up.
+        """The next batch of events; when caught up, waits up to ``timeout`` seconds for new ones.
+
+        An empty list after ``timeout=0`` means every stored event has been delivered. ``None`` waits
+        the subscription's ``block`` time.
 
         Example:
             >>> sub.poll(timeout=0.5)  # doctest: +SKIP
             [RecordedEvent(...), ...]
         """
-        rows = self._read(0)
-        if not rows and timeout and not self._closed.is_set():
-            rows = self._read(max(1, int(timeout * 1000)))
+        while rows := self._read(0):
+            # entries of other collections are skipped: keep reading until one of ours, or the end
+            if out := self._consume(rows):
+                return out
+        wait = self._block if timeout is None else timeout
+        if wait and not self._closed.is_set():
+            return self._consume(self._read(max(1, int(wait * 1000))))
+        return []
+
+    def _consume(self, rows: list[Any]) -> list[RecordedEvent]:
         out: list[RecordedEvent] = []
         for key, entries in rows:
             p = self._by_key[key if isinstance(key, bytes) else key.encode()]

@@ -302,3 +302,22 @@ def test_state_without_defaults_starts_from_none(rx_fake_store):
         "accounts", state=Account, events=[Opened, Deposited], reducer=apply_account, initial=Account(owner="?")
     )
     assert seeded.initial == Account(owner="?")
+
+
+def test_category_reads_past_long_runs_of_other_collections(rx_fake_store):
+    store = rxstate.connect(rx_fake_store.client, namespace=rx_fake_store.namespace + "one", partitions=1)
+    noise = store.events("noise", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=None)
+    orders = open_orders(store)
+    orders.append("o1", [Placed(sku="a", qty=1)])
+    for _ in range(5):
+        noise.append("n", [Added(n=1)] * 500)  # more than one read batch of other events
+    orders.append("o2", [Placed(sku="b", qty=1)])
+    seen = []
+    proj = orders.project("only-orders", seen.append)
+    assert proj.run() == 2
+    assert [e.aggregate_id for e in seen] == ["o1", "o2"]
+    sub = orders.subscribe(after="start")
+    got = []
+    while batch := sub.poll():
+        got += batch
+    assert [e.aggregate_id for e in got] == ["o1", "o2"]
