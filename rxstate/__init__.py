@@ -28,7 +28,7 @@ from .events import AppendResult, EventCollection
 from .eventtypes import RecordedEvent
 from .model import Model, Secret, upcaster
 from .store import Store, connect
-from .subscriptions import Projection, Subscription
+from .subscriptions import Projection, ProjectionBatch, Subscription
 from .versioned import Versioned
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Model",
     "NotFound",
     "Projection",
+    "ProjectionBatch",
     "RecordedEvent",
     "RxStateError",
     "SchemaError",

@@ -111,7 +111,7 @@ class EventLog:
         return Subscription(self._store, keys, start, self._decoder(collection), block=block)
 
     def project(
-        self, name: str, handler: Callable[[RecordedEvent], Any], *, collection: str | None = None, **options: Any
+        self, name: str, handler: Callable[..., Any], *, collection: str | None = None, **options: Any
     ) -> Projection:
         """A projection over the namespace's events (or one collection's) with a persistent checkpoint.
 

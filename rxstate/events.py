@@ -639,7 +639,7 @@ class EventCollection(Generic[S]):
         start = after if isinstance(after, str) else after.get(p, "start")
         return Subscription(self._store, {p: key}, {p: start}, decode, block=block)
 
-    def project(self, name: str, handler: Callable[[RecordedEvent], Any], **options: Any) -> Projection:
+    def project(self, name: str, handler: Callable[..., Any], **options: Any) -> Projection:
         """A projection of this collection's events with a persistent checkpoint (see ``Projection``).
 
         Example:

@@ -72,6 +72,9 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),
     "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
+    "RXSTALE": lambda d: errors.ConflictError(
+        f"{d[0]}: expected {d[1]}, found {d[2]} (another runner moved it)", key=d[0], expected=d[1], actual=d[2]
+    ),
 }
 
 

@@ -6,10 +6,16 @@ single server; on a cluster, whose partitions sit in different slots, it polls e
 one partition come in stream order.
 
 A ``Projection`` feeds a subscription to a handler and stores, per partition, the stream id of the
-last event the handler finished (``rx:{ns:p}:_ckpt:<name>``, written right after each event). A
-restart resumes after it: an event is never skipped, and never handled twice unless the process dies
-between the handler's return and that one write. A handler that raises leaves its event unrecorded,
-to be handled again on the next run.
+last event the handler finished (``rx:{ns:p}:_ckpt:<name>``). A restart resumes after it: an event is
+never skipped. A handler that raises leaves its event unrecorded, to be handled again on the next run.
+
+- A plain handler (``handler(event)``, any side effects) is followed by the checkpoint write: an event
+  is handled twice only if the process dies between the handler's return and that one write.
+- An atomic handler (``atomic=True``: ``handler(event, batch)``) puts its entity writes into a
+  ``ProjectionBatch``; ``project.lua`` applies them through ``mutate.lua`` and moves the checkpoint in
+  the same call, only from the position the runner last saw. Each event's writes then happen exactly
+  once, across crashes and across runners racing on one projection. (On a cluster, the written
+  entities must share the event's partition: a read model keyed by the aggregate id does.)
 """
 
 from __future__ import annotations
@@ -20,14 +26,16 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import ValidationError
+from .errors import ClusterError, ValidationError
 from .eventtypes import RecordedEvent
-from .keys import validate_collection_name
+from .keys import validate_collection_name, validate_id
+from .writes import WriteOp, pack_ops
 
 if TYPE_CHECKING:
+    from .collection import Collection
     from .store import Store
 
-__all__ = ["Projection", "Subscription"]
+__all__ = ["Projection", "ProjectionBatch", "Subscription"]
 
 log = logging.getLogger("rxstate.events")
 Decoder = Callable[[int, bytes, list[bytes]], RecordedEvent | None]
@@ -170,15 +178,50 @@ class Subscription:
             time.sleep(0.01)
 
 
+class ProjectionBatch:
+    """The entity writes an atomic projection handler makes for one event.
+
+    Example:
+        >>> def handler(event, batch):
+        ...     old = totals.get(event.aggregate_id, Total())
+        ...     batch.put(totals, event.aggregate_id, Total(n=old.n + 1))
+    """
+
+    def __init__(self) -> None:
+        self.ops: list[WriteOp] = []
+
+    def put(self, collection: Collection[Any], entity_id: str, value: Any) -> None:
+        """Store ``value`` under ``entity_id`` in ``collection`` (validated now, written with the checkpoint).
+
+        Example:
+            >>> batch.put(totals, "o1", Total(n=3))  # doctest: +SKIP
+        """
+        self.ops.append(collection.put_op(entity_id, value))
+
+    def delete(self, collection: Collection[Any], entity_id: str) -> None:
+        """Delete an entity of a collection without a partition key.
+
+        Example:
+            >>> batch.delete(totals, "o1")  # doctest: +SKIP
+        """
+        validate_id(entity_id)
+        if collection.partition_key is not None:
+            raise ValidationError(f"collection {collection.name!r} is partitioned by a field: put a new value")
+        p = collection._ks.partition_of(entity_id)
+        kw = {"schema_version": collection.model.__version__, "indexes": collection.indexes}
+        self.ops.append(WriteOp(kind="delete", collection=collection.name, id=entity_id, partition=p, **kw))
+
+
 class Projection:
     """A handler fed with events in order, resuming after its stored checkpoint.
 
     Args:
         store: the store.
         name: the projection's name (its checkpoints are ``rx:{ns:p}:_ckpt:<name>``).
-        handler: called with each ``RecordedEvent``.
+        handler: called with each ``RecordedEvent`` (and a ``ProjectionBatch`` when ``atomic``).
         collection: only this event collection's events (None: every event of the namespace).
         block: seconds a live step waits for new events.
+        atomic: the handler's entity writes and the checkpoint are applied in one script call.
 
     Example:
         >>> seen = []
@@ -191,10 +234,11 @@ class Projection:
         self,
         store: Store,
         name: str,
-        handler: Callable[[RecordedEvent], Any],
+        handler: Callable[..., Any],
         *,
         collection: str | None = None,
         block: float = 0.5,
+        atomic: bool = False,
     ) -> None:
         self.name = validate_collection_name(name)
         if not callable(handler):
@@ -208,6 +252,9 @@ class Projection:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self.error: BaseException | None = None
+        self.atomic = atomic
+        self._seen: dict[int, str] = {}
+        self._script = store.scripts.get("project")
 
     def checkpoint(self) -> dict[int, str]:
         """The stored position: the last handled event's stream id, per partition.
@@ -235,14 +282,31 @@ class Projection:
     def _subscription(self) -> Subscription:
         from .eventquery import EventLog
 
-        return EventLog(self._store).subscribe(collection=self.collection, after=self.checkpoint(), block=self._block)
+        stored = self.checkpoint()
+        self._seen = {p: ("" if v == "start" else v) for p, v in stored.items()}
+        return EventLog(self._store).subscribe(collection=self.collection, after=stored, block=self._block)
 
     def _handle(self, events: list[RecordedEvent]) -> None:
         client = self._store.client
         for event in events:
-            self.handler(event)
-            client.set(self._ks.checkpoint(self.name, event.partition), event.position)
+            key = self._ks.checkpoint(self.name, event.partition)
+            if self.atomic:
+                self._apply_atomically(event, key)
+            else:
+                self.handler(event)
+                client.set(key, event.position)
+            self._seen[event.partition] = event.position
             self.handled += 1
+
+    def _apply_atomically(self, event: RecordedEvent, checkpoint_key: str) -> None:
+        batch = ProjectionBatch()
+        self.handler(event, batch)
+        store = self._store
+        if store.is_cluster and any(op.partition != event.partition for op in batch.ops):
+            raise ClusterError(f"projection {self.name!r}: on a cluster, write only entities of the event's partition")
+        keys, args = pack_ops(self._ks, batch.ops, actor=store.actor, txid="", maxlen=store.change_retention)
+        expected = self._seen.get(event.partition, "")  # another runner moving it raises ConflictError
+        self._script(store.client, [*keys, checkpoint_key], [expected, event.position, *args])
 
     def run(self) -> int:
         """Handle every event after the checkpoint, then return how many were handled.

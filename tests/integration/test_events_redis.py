@@ -8,6 +8,7 @@ from collections import Counter as Tally
 
 import pytest
 
+import rxstate
 from rxstate.errors import ConflictError
 from tests.event_models import ORDER_EVENTS, Added, Counter, Order, Paid, Placed, apply_counter, apply_order
 
@@ -168,3 +169,68 @@ def test_failing_handler_is_retried_from_its_event(rx_redis_store):
     assert seen == ids
     p = orders.partition("o1")
     assert proj.checkpoint()[p] == orders.history("o1")[-1].position
+
+
+class Stat(rxstate.Model):
+    count: int = 0
+    last: str = ""
+
+
+def counting(stats):
+    def handler(event, batch) -> None:
+        old = stats.get(event.aggregate_id, Stat())
+        batch.put(stats, event.aggregate_id, Stat(count=old.count + 1, last=event.type))
+
+    return handler
+
+
+def test_atomic_projection_applies_each_event_exactly_once_across_racing_runners(rx_redis_backend):
+    writer = rx_redis_backend.store()
+    orders = writer.events("orders", state=Order, events=ORDER_EVENTS, reducer=apply_order)
+    for i in range(120):
+        orders.append(f"o{i % 5}", [Placed(sku="s", qty=1)])
+    runners = []
+    for _ in range(3):
+        store = rx_redis_backend.store()
+        coll = store.events("orders", state=Order, events=ORDER_EVENTS, reducer=apply_order)
+        runners.append(coll.project("stats", counting(store.collection("order_stats", Stat)), atomic=True))
+    errors: list[BaseException] = []
+
+    def run(proj) -> None:
+        try:
+            proj.run()
+        except ConflictError as exc:  # another runner moved the checkpoint first
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(r,)) for r in runners]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = orders.project("stats", counting(writer.collection("order_stats", Stat)), atomic=True)
+    final.run()  # finishes whatever the racing runners left
+    stats = writer.collection("order_stats", Stat)
+    assert {i: stats.get(f"o{i}").count for i in range(5)} == dict.fromkeys(range(5), 24)
+
+
+def test_atomic_projection_failure_leaves_entities_and_checkpoint_unchanged(rx_redis_store):
+    orders = rx_redis_store.events("orders", state=Order, events=ORDER_EVENTS, reducer=apply_order)
+    stats = rx_redis_store.collection("order_stats", Stat)
+    for _ in range(4):
+        orders.append("o1", [Placed(sku="s", qty=1)])
+    p = orders.partition("o1")
+    proj = orders.project("stats", counting(stats), atomic=True)
+    stat_key = rx_redis_store.keyspace.entity("order_stats", "o1", p)
+    proj.run()
+    assert stats.get("o1").count == 4
+    before = proj.checkpoint()[p]
+    orders.append("o1", [Placed(sku="s", qty=1)])
+    rx_redis_store.client.delete(stat_key)
+    rx_redis_store.client.set(stat_key, "not a hash")  # the mutate part of project.lua fails
+    with pytest.raises(Exception, match="WRONGTYPE"):
+        orders.project("stats", lambda e, b: b.put(stats, "o1", Stat(count=99)), atomic=True).run()
+    assert proj.checkpoint()[p] == before
+    assert rx_redis_store.client.get(stat_key) == b"not a hash"
+    rx_redis_store.client.delete(stat_key)
+    assert orders.project("stats", lambda e, b: b.put(stats, "o1", Stat(count=5)), atomic=True).run() == 1
+    assert stats.get("o1").count == 5 and proj.checkpoint()[p] == orders.history("o1")[-1].position
