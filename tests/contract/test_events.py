@@ -102,3 +102,21 @@ def test_category_subscription_and_projection_checkpoint(rx_store, orders):
     assert [e.type for e in seen[5:]] == ["Paid"]
     sub = orders.subscribe(after="start")
     assert len(sub.poll()) == 6
+
+
+class Tally(rxstate.Model):
+    n: int = 0
+
+
+def test_atomic_projection_keyed_by_aggregate(rx_store, orders):
+    tallies = rx_store.collection("tallies", Tally)
+
+    def handler(event, batch):
+        batch.put(tallies, event.aggregate_id, Tally(n=tallies.get(event.aggregate_id, Tally()).n + 1))
+
+    for i in range(6):
+        orders.append(f"o{i % 3}", [Placed(sku="a", qty=1)])
+    proj = orders.project("tally", handler, atomic=True)
+    assert proj.run() == 6
+    assert orders.project("tally", handler, atomic=True).run() == 0
+    assert [tallies.get(f"o{i}").n for i in range(3)] == [2, 2, 2]
