@@ -642,9 +642,14 @@ class EventCollection(Generic[S]):
     def project(self, name: str, handler: Callable[..., Any], **options: Any) -> Projection:
         """A projection of this collection's events with a persistent checkpoint (see ``Projection``).
 
+        Options: ``block`` (seconds a live step waits), ``atomic`` (the handler takes ``(event, batch)``
+        and its entity writes are applied with the checkpoint in one script call: exactly once).
+
         Example:
             >>> totals = orders.project("totals", lambda e: print(e.type))  # doctest: +SKIP
             >>> totals.run()  # catch up, then return  # doctest: +SKIP
+            >>> put_view = lambda e, b: b.put(view, e.aggregate_id, View())
+            >>> views = orders.project("views", put_view, atomic=True)  # doctest: +SKIP
         """
         return Projection(self._store, name, handler, collection=self.name, **options)
 
