@@ -259,10 +259,18 @@ def bench_snapshots(store: rxstate.Store, big: int, loads: int) -> None:
     coll.append("small", [Added(n=1)] * 37)  # a tail after the snapshot, as in real use
     coll.append("big", [Added(n=1)] * 37)
     print(f"\nload() with snapshots every 100 events ({loads} loads; median / p99)")
-    results = {}
-    for name in ("small", "big"):
+    for _ in range(20):  # warm up
+        coll.load("small")
+        coll.load("big")
+    samples: dict[str, list[float]] = {"small": [], "big": []}
+    for _ in range(loads):  # alternate, so a change of machine load hits both alike
+        for name in samples:
+            t0 = time.perf_counter_ns()
+            coll.load(name)
+            samples[name].append((time.perf_counter_ns() - t0) / 1000)
+    results = {name: p50_p99(values) for name, values in samples.items()}
+    for name in samples:
         v = coll.load(name).version
-        results[name] = p50_p99(per_call(lambda i, name=name: coll.load(name), loads, warmup=20))
         print(f"  {v:>7,} events: {results[name][0]:8.0f} / {results[name][1]:6.0f} us per load")
     print(f"  ratio big/small (median): {results['big'][0] / results['small'][0]:.2f}")
     full = statistics.median(timed(lambda: coll.replay("big", use_snapshots=False), 3))
