@@ -242,11 +242,14 @@ def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> Non
         for name, (fn, _count) in contenders.items():
             times[name] += timed(fn, 1)
     speed = {name: count / statistics.median(times[name]) for name, (_fn, count) in contenders.items()}
+    best = {name: count / min(times[name]) for name, (_fn, count) in contenders.items()}
     base = speed["raw XRANGE (unparsed) + json.loads (baseline)"]
     for name, value in speed.items():
-        row(name, value, base)
+        row(name, value, base, f"(best round {best[name]:,.0f} ev/s)")
     rx = speed["rxstate replay (decode + validate + reduce)"]
-    print(f"  target >= 200,000 ev/s: {'met' if rx >= 200_000 else 'NOT met'} ({rx:,.0f})")
+    rx_best = best["rxstate replay (decode + validate + reduce)"]
+    verdict = "met" if rx >= 200_000 else "NOT met"
+    print(f"  target >= 200,000 ev/s: {verdict} (median {rx:,.0f}, best round {rx_best:,.0f})")
 
 
 def bench_snapshots(store: rxstate.Store, big: int, loads: int) -> None:
