@@ -28,6 +28,10 @@ def test_append_load_and_projection_agree(rx_store, orders):
     view = rx_store.collection("order_view", Order).get_versioned("o1")
     assert view.value == loaded.value
     assert view.version == 2  # one projection write per append
+    changes = rx_store.client.xrevrange(rx_store.keyspace.changes(orders.partition("o1")), count=1)
+    record = changes[0][1]
+    assert (record[b"c"], record[b"i"], record[b"o"], record[b"v"]) == (b"order_view", b"o1", b"replace", b"2")
+    assert view.offset == changes[0][0].decode()  # the entity's _o names its change record
     assert orders.version("o1") == 3 and orders.ids() == ["o1"]
 
 
