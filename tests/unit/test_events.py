@@ -321,3 +321,26 @@ def test_category_reads_past_long_runs_of_other_collections(rx_fake_store):
     while batch := sub.poll():
         got += batch
     assert [e.aggregate_id for e in got] == ["o1", "o2"]
+
+
+class Login(rxstate.Model):
+    user: str
+    token: rxstate.Secret[str]
+
+
+class Session(rxstate.Model):
+    user: str = ""
+    token: rxstate.Secret[str] | None = None
+
+
+def test_secret_fields_survive_log_snapshot_and_projection(rx_fake_store):
+    logins = rx_fake_store.events(
+        "logins", state=Session, events=[Login], reducer=lambda s, e: Session(user=e.user, token=e.token),
+        snapshot_every=1, project_to="session_view",
+    )  # fmt: skip
+    logins.append("u1", [Login(user="ann", token="sk-123")])
+    assert logins.history("u1")[0].event.token.get_secret_value() == "sk-123"
+    assert "sk-123" not in repr(logins.history("u1")[0])
+    assert logins.load("u1").value.token.get_secret_value() == "sk-123"
+    assert logins.last_snapshot("u1").state.token.get_secret_value() == "sk-123"
+    assert rx_fake_store.collection("session_view", Session).get("u1").token.get_secret_value() == "sk-123"
