@@ -253,7 +253,8 @@ def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> Non
 
 
 def bench_snapshots(store: rxstate.Store, big: int, loads: int) -> None:
-    coll = store.events("snaps", state=Counter, events=[Added], reducer=apply, snapshot_every=100)
+    # cache_size=0: every load reads the snapshot and the events after it, as a fresh process does
+    coll = store.events("snaps", state=Counter, events=[Added], reducer=apply, snapshot_every=100, cache_size=0)
     small = 350
     fill(coll, "small", small)
     fill(coll, "big", big)
@@ -276,6 +277,11 @@ def bench_snapshots(store: rxstate.Store, big: int, loads: int) -> None:
         v = coll.load(name).version
         print(f"  {v:>7,} events: {results[name][0]:8.0f} / {results[name][1]:6.0f} us per load")
     print(f"  ratio big/small (median): {results['big'][0] / results['small'][0]:.2f}")
+    warm = store.events("snaps_warm", state=Counter, events=[Added], reducer=apply, snapshot_every=100)
+    fill(warm, "big", big)
+    warm.append("big", [Added(n=1)] * 37)
+    cached = p50_p99(per_call(lambda i: warm.load("big"), loads, warmup=20))
+    print(f"  {big + 37:>7,} events, state kept by this process: {cached[0]:6.0f} / {cached[1]:6.0f} us per load")
     full = statistics.median(timed(lambda: coll.replay("big", use_snapshots=False), 3))
     print(f"  {big + 37:>7,} events without snapshots: {full * 1e6:8.0f} us per load ({(big + 37) / full:,.0f} ev/s)")
 

@@ -27,6 +27,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
+from cachetools import LRUCache
 
 from .collection import Collection
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
@@ -96,6 +97,7 @@ class EventCollection(Generic[S]):
         snapshot_every: int | None = 100,
         project_to: str | None = None,
         initial: S | None = _MISSING,
+        cache_size: int = 1024,
     ) -> None:
         self.name = validate_collection_name(name)
         if not (isinstance(state, type) and issubclass(state, Model)):
@@ -120,6 +122,10 @@ class EventCollection(Generic[S]):
         self._ks = store.keyspace
         self._append = store.scripts.get("append")
         self._snapshots: Snapshots[S] = Snapshots(store, self.name, state)
+        # The last state this process computed of recently used aggregates: a load then reads only
+        # the events after it, and an append extends it without reading (see _load, _after_append).
+        self._recent: LRUCache[str, Folded[S]] | None = LRUCache(cache_size) if cache_size > 0 else None
+        self._recent_lock = threading.Lock()
         self.projection: Collection[S] | None = None
         if project_to is not None:
             if project_to == name:
@@ -257,7 +263,8 @@ class EventCollection(Generic[S]):
         else:
             result = self._append_projected(aggregate_id, p, keys, args, [e[3] for e in encoded], expected_version,
                                              event_ids, retries)  # fmt: skip
-        self._after_append(aggregate_id, p, result, len(encoded))
+        last_meta = f"{args[-2]}{result.version}{args[-1]}"  # as the script stored it
+        self._after_append(aggregate_id, p, result, [e[3] for e in encoded], last_meta)
         return result
 
     def _run_append(self, keys: list[str], args: list[Any]) -> tuple[int, list[str], str]:
@@ -333,33 +340,78 @@ class EventCollection(Generic[S]):
         folded = self._load(aggregate_id, p)
         return folded.state, folded.version
 
-    def _after_append(self, aggregate_id: str, p: int, result: AppendResult[S], count: int) -> None:
+    def _after_append(
+        self, aggregate_id: str, p: int, result: AppendResult[S], models: Sequence[Model], last_meta: str
+    ) -> None:
+        """Keep the local state of the aggregate current, and take a snapshot every N events."""
+        before = result.version - len(models)
+        cached = self._recall(aggregate_id)
+        folded: Folded[S] | None = None
+        if result.state is not None or (cached is not None and cached.version == before):
+            state = result.state
+            if state is None and cached is not None:
+                try:
+                    state = self._fold_models(cached.state, models)
+                except ValidationError:  # left to the next load to report
+                    state = None
+            if state is not None:
+                known = cached.snapshot_version if cached is not None else 0
+                meta = last_meta.encode()
+                folded = Folded(state, result.version, result.positions[-1], meta, None, 0, known)
         every = self.snapshot_every
-        if every is None or (result.version - count) // every == result.version // every:
-            return
-        if result.state is not None:
-            self._snapshots.write(
-                aggregate_id, p, result.state, version=result.version, position=result.positions[-1],
-                timestamp_ms=result.timestamp_ms, actor=self._store.actor,
-            )  # fmt: skip
+        if every is not None and before // every != result.version // every:
+            if folded is None:
+                folded = self._load(aggregate_id, p)
+            self._save_snapshot(aggregate_id, p, folded)
+            folded.snapshot_version = folded.version
+        if folded is not None:
+            self._remember(aggregate_id, folded)
         else:
-            self._save_snapshot(aggregate_id, p, self._load(aggregate_id, p))
+            self._forget(aggregate_id)
+
+    # -- local state of recently used aggregates -------------------------------------------------------
+    def _recall(self, aggregate_id: str) -> Folded[S] | None:
+        with self._recent_lock:
+            return self._recent.get(aggregate_id) if self._recent is not None else None
+
+    def _remember(self, aggregate_id: str, folded: Folded[S]) -> None:
+        if self._recent is not None and folded.version > 0:
+            with self._recent_lock:
+                self._recent[aggregate_id] = folded
+
+    def _forget(self, aggregate_id: str) -> None:
+        if self._recent is not None:
+            with self._recent_lock:
+                self._recent.pop(aggregate_id, None)
 
     # -- replay --------------------------------------------------------------------------------------
     def _fold(self, key: str, start: Folded[S], **bounds: Any) -> Folded[S]:
         return fold_stream(self._store, key, self.types, self.reducer, start, **bounds)
 
-    def _load(self, aggregate_id: str, p: int, *, use_snapshot: bool = True) -> Folded[S]:
-        snap = self._snapshots.read(aggregate_id, p) if use_snapshot else None
-        start: Folded[S] = (
-            Folded(snap.state, snap.version, snap.position, None, snap)
-            if snap is not None
-            else Folded(self.initial, 0, "")
-        )
+    def _load(self, aggregate_id: str, p: int) -> Folded[S]:
+        """The current state: from this process's last state of the aggregate (or else its snapshot),
+        plus the events after it; writes a snapshot once ``snapshot_every`` events are not covered."""
         key = self._ks.event_stream(self.name, aggregate_id, p)
-        folded = self._fold(key, start)
-        if use_snapshot and self.snapshot_every is not None and folded.applied >= self.snapshot_every:
+        cached = self._recall(aggregate_id)
+        if cached is not None:
+            folded = self._fold(key, cached)
+            # Streams are append-only; should one be rebuilt under this process, the version inside
+            # the last event tells: start over from the stored snapshot.
+            if folded.applied == 0 or (folded.meta is not None and parse_meta(folded.meta)[4] == folded.version):
+                return self._keep(aggregate_id, p, folded)
+            self._forget(aggregate_id)
+        snap = self._snapshots.read(aggregate_id, p)
+        start: Folded[S] = Folded(self.initial, 0, "")
+        if snap is not None:
+            start = Folded(snap.state, snap.version, snap.position, None, snap, 0, snap.version)
+        return self._keep(aggregate_id, p, self._fold(key, start))
+
+    def _keep(self, aggregate_id: str, p: int, folded: Folded[S]) -> Folded[S]:
+        every = self.snapshot_every
+        if every is not None and folded.version - folded.snapshot_version >= every:
             self._save_snapshot(aggregate_id, p, folded)
+            folded.snapshot_version = folded.version
+        self._remember(aggregate_id, folded)
         return folded
 
     def _save_snapshot(self, aggregate_id: str, p: int, folded: Folded[S]) -> bool:
@@ -481,8 +533,9 @@ class EventCollection(Generic[S]):
         validate_id(aggregate_id)
         p = self.partition(aggregate_id)
         folded = self._load(aggregate_id, p)
-        if folded.applied:
+        if folded.version > folded.snapshot_version:
             self._save_snapshot(aggregate_id, p, folded)
+            folded.snapshot_version = folded.version
         return folded.version
 
     def last_snapshot(self, aggregate_id: str) -> Snapshot[S] | None:

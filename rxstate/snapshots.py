@@ -105,7 +105,11 @@ class Snapshots(Generic[S]):
 
 @dataclass(slots=True)
 class Folded(Generic[S]):
-    """A state after ``version`` events, the last at ``position`` (``meta``: its raw metadata)."""
+    """A state after ``version`` events, the last at ``position`` (``meta``: its raw metadata).
+
+    ``applied`` counts the events the last fold applied; ``snapshot_version`` is the version the
+    newest snapshot known to cover.
+    """
 
     state: S | None
     version: int
@@ -113,6 +117,7 @@ class Folded(Generic[S]):
     meta: bytes | None = None
     snapshot: Snapshot[S] | None = None
     applied: int = 0
+    snapshot_version: int = 0
 
 
 def fold_stream(
@@ -183,4 +188,4 @@ def _fold(
         position = last[0].decode()
         if len(rows) < count:
             break
-    return Folded(state, version, position, meta, start.snapshot, applied)
+    return Folded(state, version, position, meta, start.snapshot, applied, start.snapshot_version)

@@ -273,6 +273,7 @@ class Store:
         snapshot_every: int | None = 100,
         project_to: str | None = None,
         initial: Any = _NO_INITIAL,
+        cache_size: int = 1024,
     ) -> EventCollection[M]:
         """Open (or create) an event-sourced collection: aggregates whose state is a fold of events.
 
@@ -285,6 +286,8 @@ class Store:
             project_to: also keep each aggregate's current state as an entity of this collection,
                 written in the same atomic call as the events.
             initial: the state before the first event (default: ``state()`` if it validates, else None).
+            cache_size: how many aggregates' latest states this process keeps, so that a load reads only
+                the events after them (0: none; every load starts from the snapshot).
 
         Example:
             >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
@@ -292,7 +295,7 @@ class Store:
         from .events import open_event_collection
 
         options: dict[str, Any] = {"state": state, "events": events, "reducer": reducer}
-        options.update(snapshot_every=snapshot_every, project_to=project_to)
+        options.update(snapshot_every=snapshot_every, project_to=project_to, cache_size=cache_size)
         if initial is not _NO_INITIAL:
             options["initial"] = initial
         return open_event_collection(self, name, **options)

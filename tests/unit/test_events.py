@@ -344,3 +344,38 @@ def test_secret_fields_survive_log_snapshot_and_projection(rx_fake_store):
     assert logins.load("u1").value.token.get_secret_value() == "sk-123"
     assert logins.last_snapshot("u1").state.token.get_secret_value() == "sk-123"
     assert rx_fake_store.collection("session_view", Session).get("u1").token.get_secret_value() == "sk-123"
+
+
+@pytest.mark.parametrize("cache_size", [0, 1024])
+def test_processes_appending_in_turn_see_each_others_events(rx_fake_store, cache_size):
+    def open_in_new_process():
+        store = rxstate.connect(rx_fake_store.client, namespace=rx_fake_store.namespace)
+        return store.events(
+            "counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=3, cache_size=cache_size
+        )
+
+    a, b = open_in_new_process(), open_in_new_process()
+    total = 0
+    for i in range(1, 12):
+        writer, reader = (a, b) if i % 2 else (b, a)
+        v = writer.load("c").version if i > 1 else 0
+        writer.append("c", [Added(n=i)] * (i % 3 + 1), expected_version=v)
+        total += i * (i % 3 + 1)
+        assert reader.load("c").value.total == total
+        assert writer.load("c").value.total == total
+    assert a.replay("c", use_snapshots=False).value.total == total
+
+
+def test_a_rebuilt_stream_is_not_served_from_local_state(rx_fake_store):
+    counters = rx_fake_store.events("counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=2)
+    counters.append("c", [Added(n=1)] * 3)
+    assert counters.load("c").value.total == 3
+    p, ks = counters.partition("c"), rx_fake_store.keyspace
+    rx_fake_store.client.delete(ks.event_stream("counters", "c", p), ks.snapshot("counters", "c", p))
+    rx_fake_store.client.hdel(ks.stream_versions("counters", p), "c")
+    other = rxstate.connect(rx_fake_store.client, namespace=rx_fake_store.namespace).events(
+        "counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=2
+    )
+    time.sleep(0.002)
+    other.append("c", [Added(n=100)] * 4)
+    assert counters.load("c").value.total == 400
