@@ -445,7 +445,9 @@ class EventCollection(Generic[S]):
     def load(self, aggregate_id: str) -> Versioned[S]:
         """The current state: the latest snapshot plus the events after it.
 
-        A snapshot is written when more than ``snapshot_every`` events had to be replayed.
+        When this process computed the aggregate's state recently (see ``cache_size``), only the events
+        after that state are read. A snapshot is written once ``snapshot_every`` events are not covered
+        by one.
 
         Raises:
             NotFound: the aggregate has no events.
