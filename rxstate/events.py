@@ -283,8 +283,13 @@ class EventCollection(Generic[S]):
         retries: int,
     ) -> AppendResult[S]:
         assert self.projection is not None
-        for _attempt in range(max(1, retries)):
-            state, version = self._current(aggregate_id, p)
+        for attempt in range(max(1, retries)):
+            # This process's last state saves a read; a stale one fails the script's version check.
+            cached = self._recall(aggregate_id) if attempt == 0 else None
+            if cached is not None and (expected is None or cached.version == expected):
+                state, version = cached.state, cached.version
+            else:
+                state, version = self._current(aggregate_id, p)
             if expected is not None and version != expected:
                 stream = keys[0]
                 raise ConflictError(

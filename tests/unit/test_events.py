@@ -346,13 +346,15 @@ def test_secret_fields_survive_log_snapshot_and_projection(rx_fake_store):
     assert rx_fake_store.collection("session_view", Session).get("u1").token.get_secret_value() == "sk-123"
 
 
+@pytest.mark.parametrize("project_to", [None, "counter_view"])
 @pytest.mark.parametrize("cache_size", [0, 1024])
-def test_processes_appending_in_turn_see_each_others_events(rx_fake_store, cache_size):
+def test_processes_appending_in_turn_see_each_others_events(rx_fake_store, cache_size, project_to):
     def open_in_new_process():
         store = rxstate.connect(rx_fake_store.client, namespace=rx_fake_store.namespace)
         return store.events(
-            "counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=3, cache_size=cache_size
-        )
+            "counters", state=Counter, events=[Added], reducer=apply_counter, snapshot_every=3,
+            cache_size=cache_size, project_to=project_to,
+        )  # fmt: skip
 
     a, b = open_in_new_process(), open_in_new_process()
     total = 0
@@ -363,7 +365,11 @@ def test_processes_appending_in_turn_see_each_others_events(rx_fake_store, cache
         total += i * (i % 3 + 1)
         assert reader.load("c").value.total == total
         assert writer.load("c").value.total == total
-    assert a.replay("c", use_snapshots=False).value.total == total
+        writer.append("c", [Added(n=0)])  # unchecked, on a state the other process may have moved
+        assert reader.append("c", [Added(n=0)]).version == writer.version("c")
+    assert a.replay("c", use_snapshots=False).value == b.load("c").value
+    if project_to:
+        assert rx_fake_store.collection(project_to, Counter).get("c") == a.load("c").value
 
 
 def test_a_rebuilt_stream_is_not_served_from_local_state(rx_fake_store):
