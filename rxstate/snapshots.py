@@ -28,11 +28,11 @@ from .model import Model
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["Folded", "Snapshot", "Snapshots", "fold_stream"]
+__all__ = ["CHUNK", "Folded", "Snapshot", "Snapshots", "fold_stream"]
 
 S = TypeVar("S", bound=Model)
 log = logging.getLogger("rxstate.events")
-_CHUNK = 10_000
+CHUNK = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +165,7 @@ def _fold(
     hi = "+" if until_ms is None else str(until_ms)
     applied = 0
     while True:
-        count = _CHUNK if to_version is None else min(_CHUNK, to_version - version)
+        count = CHUNK if to_version is None else min(CHUNK, to_version - version)
         if count <= 0:
             break
         rows = raw_xrange(store, key, lo, hi, count)
