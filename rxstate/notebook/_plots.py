@@ -124,7 +124,8 @@ def plot_field(
         labels = [clip(str(k), 18) for k, _ in common] + (["other"] if rest else [])
         heights = [n for _, n in common] + ([rest] if rest else [])
         ax.bar(range(len(heights)), heights, color="#4c72b0")
-        ax.set_xticks(range(len(heights)), labels, rotation=30 if len(heights) > 5 else 0, ha="right")
+        rotated = len(heights) > 5
+        ax.set_xticks(range(len(heights)), labels, rotation=30 if rotated else 0, ha="right" if rotated else "center")
         ax.set_ylabel("count")
     ax.set_xlabel(field)
     ax.set_title(f"{collection.name}.{field} ({len(values)} entities)")
