@@ -211,7 +211,8 @@ def looks_like_event(obj: Any) -> bool:
 def value_html(value: Any) -> str:
     """HTML of any value a view may show: a model, a versioned value, a list of them, changes, events.
 
-    Anything else shows as its short, escaped ``repr``.
+    A mapping shows as a key/value table (keys any loaded model classifies as secret are redacted);
+    anything else shows as its short, escaped ``repr``.
 
     Example:
         >>> "<pre>3</pre>" in value_html(3)
@@ -230,6 +231,10 @@ def value_html(value: Any) -> str:
             return changes_html(value, caption=f"{len(value)} changes")
         if all(looks_like_event(v) for v in value):
             return timeline_html(value, caption=f"{len(value)} events")
+    if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
+        secrets = known_secret_names()  # an unknown shape: hide any name a model classifies
+        rows = "".join(f"<tr><th>{esc(k)}</th><td>{cell(k, v, secrets)}</td></tr>" for k, v in value.items())
+        return _wrap(f"<table>{rows}</table>")
     if looks_like_change(value):
         return changes_html([value])
     if looks_like_event(value):

@@ -30,7 +30,7 @@ _NOTHING: Any = object()
 
 def _widgets() -> Any:
     try:
-        import ipywidgets
+        import ipywidgets  # type: ignore[import-untyped]
     except ImportError as exc:
         raise ImportError(INSTALL_HINT, name="ipywidgets") from exc
     return ipywidgets
@@ -180,7 +180,7 @@ class LiveView:
     def _ipython_display_(self) -> None:
         from IPython.display import display
 
-        display(self.widget)
+        display(self.widget)  # type: ignore[no-untyped-call]
 
 
 def live(

@@ -60,7 +60,7 @@ def short(value: Any, limit: int = FIELD_LIMIT) -> str:
 
     Example:
         >>> short(list(range(100)), 20)
-        '[0, 1, 2, 3, 4, 5, 6… (100 items)'
+        '[0, 1, 2, 3, 4, 5, … (100 items)'
     """
     if isinstance(value, pydantic.Secret | pydantic.SecretStr | pydantic.SecretBytes):
         return REDACTED

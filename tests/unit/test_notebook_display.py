@@ -158,3 +158,8 @@ def test_html_of_plain_values_and_lists() -> None:
     table = rxnb.html([Agent(name="a", api_key=KEY), Agent(name="b")])
     assert "2 entities" in table and KEY not in table
     assert "<pre>" in rxnb.html(list(range(10_000))) and "(10000 items)" in rxnb.html(list(range(10_000)))
+
+
+def test_html_of_a_mapping_redacts_classified_keys() -> None:
+    out = rxnb.html({"api_key": KEY, "title": SCRIPT, "n": 3})
+    assert KEY not in out and REDACTED in out and SCRIPT not in out and "<th>n</th><td>3</td>" in out
