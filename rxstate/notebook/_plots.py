@@ -303,7 +303,15 @@ def dependency_graph(
         layers.setdefault(lay, []).append(key)
     depth = max(layers) or 1
     pos: dict[str, tuple[float, float]] = {}
-    for lay, keys in layers.items():
+    preds: dict[str, list[str]] = {}
+    for a, b in edges:
+        preds.setdefault(b, []).append(a)
+    for lay in sorted(layers):
+        keys = layers[lay]
+        if lay > 0:  # order by the mean height of what each node reads: fewer crossing arrows
+            keys.sort(
+                key=lambda k: -sum(pos[p][1] for p in preds.get(k, []) if p in pos) / max(1, len(preds.get(k, [])))
+            )
         for i, key in enumerate(keys):
             pos[key] = (0.08 + 0.84 * lay / depth, 1 - (i + 1) / (len(keys) + 1))
     for a, b in edges:
