@@ -590,3 +590,19 @@ class Collection(Generic[M]):
             0
         """
         return self._store._reap(self)
+
+    # -- notebook display and pictures -------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        from .notebook._views import Table
+
+        return Table(self)._repr_html_()
+
+    def plot(self, field: str, **options: Any) -> Any:
+        """The distribution of a field's values as a matplotlib figure (needs matplotlib).
+
+        Example:
+            >>> agents.plot("status").savefig("status.png")  # doctest: +SKIP
+        """
+        from .notebook._plots import plot_field
+
+        return plot_field(self, field, **options)

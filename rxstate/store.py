@@ -257,6 +257,17 @@ class Store:
         if self.server is not None:
             self.server.stop()
 
+    # -- notebook pictures -------------------------------------------------------------------------
+    def graph(self, **options: Any) -> Any:
+        """The dependency graph of live derived values and what they read, as a matplotlib figure.
+
+        Example:
+            >>> store.graph().savefig("deps.png")  # doctest: +SKIP
+        """
+        from .notebook._plots import dependency_graph
+
+        return dependency_graph(self, **options)
+
 
 def _check_client(client: Any) -> None:
     if not hasattr(client, "evalsha"):
