@@ -13,6 +13,7 @@ from .codec import ModelCodec
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .model import Model
+from .readthrough import fetch_many, read_one, write_many, write_one, write_value
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -205,7 +206,7 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def create(self, entity_id: str, value: M, *, ttl: Ttl = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
@@ -215,7 +216,7 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, kind="create", ttl=ttl)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def put_many(
         self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None
@@ -237,16 +238,19 @@ class Collection(Generic[M]):
                 ops.append(self.put_op(entity_id, value, ttl=ttl))
             except RxStateError as exc:
                 ops.append(exc)
-        replies = self._store._mutate_each([op for op in ops if isinstance(op, WriteOp)])
+        replies, cache_written = write_many(self, [op for op in ops if isinstance(op, WriteOp)])
         it = iter(replies)
         for (entity_id, value), op in zip(pairs, ops, strict=True):
             if isinstance(op, RxStateError):
                 results.append(op)
                 continue
             reply = next(it)
-            results.append(
-                reply if isinstance(reply, RxStateError) else self._versioned(entity_id, value, reply)
-            )
+            if isinstance(reply, RxStateError):
+                results.append(reply)
+                continue
+            written = self._versioned(entity_id, value, reply)
+            cache_written(op, reply, written)
+            results.append(written)
         return results
 
     def update(
@@ -309,8 +313,8 @@ class Collection(Generic[M]):
             want_full=True,
             sets=self._codec.encode_fields(fields),
         )
-        result = self._store._mutate([op])[0]
-        return self._decode(entity_id, result.full, self._ks.entity(self.name, entity_id, p))
+        key = self._ks.entity(self.name, entity_id, p)
+        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
 
     def _update_with(
         self,
@@ -345,12 +349,11 @@ class Collection(Generic[M]):
                 return current
             op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
             try:
-                result = self._store._mutate([op])[0]
+                return write_value(self, op, lambda r, new=new: self._versioned(entity_id, new, r))  # type: ignore[misc]
             except ConflictError:
                 if expected is not None:
                     raise
                 continue
-            return self._versioned(entity_id, new, result)
         raise ConflictError(
             f"{self.key(entity_id, partition=partition)}: still changing after {retries} attempts",
             key=self.key(entity_id, partition=partition),
@@ -393,7 +396,7 @@ class Collection(Generic[M]):
             want_full=True,
             incrs=[(field, amount, low, high)],
         )
-        result = self._store._mutate([op])[0]
+        result = write_one(self, op)
         return int(result.full[field.encode()])
 
     def delete(
@@ -410,7 +413,7 @@ class Collection(Generic[M]):
         """
         validate_id(entity_id)
         op = self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
-        return self._store._mutate([op])[0].version > 0
+        return write_one(self, op).version > 0
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
@@ -424,6 +427,9 @@ class Collection(Generic[M]):
             1
         """
         key = self.key(entity_id, partition=partition)
+        cache = self._store._cache
+        if cache is not None:
+            return cache.get(key) or read_one(self, cache, entity_id, key)
         raw = self._store.client.hgetall(key)
         if not raw:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
@@ -475,9 +481,13 @@ class Collection(Generic[M]):
     def _fetch(self, entity_ids: Sequence[str], partition: str | None) -> list[Versioned[M]]:
         out: list[Versioned[M]] = []
         client = self._store.client
+        cache = self._store._cache
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]
+            if cache is not None:
+                out += fetch_many(self, cache, list(zip(chunk, keys, strict=True)))
+                continue
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(key)

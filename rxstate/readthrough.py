@@ -1,0 +1,189 @@
+"""Collection reads and writes through the local cache (``EntityCache``).
+
+Reads: a hit is served from the cache; a miss reads the hash and its TTL in one round trip and fills the
+cache with the decoded value, unless the key was invalidated meanwhile. Writes: the value the script
+wrote (or the full hash it returned) replaces the cached one if it is newer; a delete, and any write
+whose outcome is unknown (an error), invalidates the key.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from .cache import EntityCache
+from .errors import NotFound, RxStateError
+from .versioned import Versioned
+from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
+
+if TYPE_CHECKING:
+    from .collection import Collection
+
+__all__ = ["fetch_many", "read_one", "write_many", "write_one", "write_value"]
+
+M = TypeVar("M")
+_META_BYTES = 64  # reserved fields (_v _sv _ts _by _o) of a hash, roughly
+
+
+def _hash_bytes(raw: Mapping[bytes, bytes]) -> int:
+    return sum(len(k) + len(v) for k, v in raw.items())
+
+
+def _deadline(pttl: int, started: float) -> float | None:
+    """Cache deadline from a PTTL reply: 0.0 for none, None if the key is gone."""
+    if pttl == -1:
+        return 0.0
+    if pttl < 0:
+        return None
+    return started + pttl / 1000  # measured from before the read: never later than the server's
+
+
+def read_one(coll: Collection[Any], cache: EntityCache, entity_id: str, key: str) -> Versioned[Any]:
+    """The value of one entity after a cache miss, filling the cache when allowed.
+
+    Raises:
+        NotFound: no such entity.
+    """
+    client = coll._store.client
+    token = cache.token()
+    started = time.monotonic()
+    if token:
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(key)
+        pipe.pttl(key)
+        raw, pttl = pipe.execute()
+    else:
+        raw, pttl = client.hgetall(key), -2
+    if not raw:
+        raise NotFound(f"{coll.name} {entity_id!r} does not exist ({key})", key=key)
+    value = coll._decode(entity_id, raw, key)
+    deadline = _deadline(int(pttl), started) if token else None
+    if deadline is not None:
+        cache.fill(key, value, token=token, nbytes=_hash_bytes(raw), deadline=deadline)
+    return value
+
+
+def fetch_many(coll: Collection[Any], cache: EntityCache, pairs: Sequence[tuple[str, str]]) -> list[Versioned[Any]]:
+    """Values of ``(id, key)`` pairs in order (absent ones left out): hits first, misses in one pipeline."""
+    found: dict[str, Versioned[Any]] = {}
+    missing: list[tuple[str, str]] = []
+    for entity_id, key in pairs:
+        hit = cache.get(key)
+        if hit is None:
+            missing.append((entity_id, key))
+        else:
+            found[key] = hit
+    if missing:
+        token = cache.token()
+        started = time.monotonic()
+        pipe = coll._store.client.pipeline(transaction=False)
+        for _, key in missing:
+            pipe.hgetall(key)
+            if token:
+                pipe.pttl(key)
+        replies = pipe.execute()
+        step = 2 if token else 1
+        for n, (entity_id, key) in enumerate(missing):
+            raw = replies[n * step]
+            if not raw:
+                continue
+            value = coll._decode(entity_id, raw, key)
+            found[key] = value
+            deadline = _deadline(int(replies[n * step + 1]), started) if token else None
+            if deadline is not None:
+                cache.fill(key, value, token=token, nbytes=_hash_bytes(raw), deadline=deadline)
+    return [found[key] for _, key in pairs if key in found]
+
+
+def _write_deadline(cache: EntityCache, op: WriteOp, key: str, sent: float) -> float | None:
+    if op.ttl == PERSIST:
+        return 0.0
+    if op.ttl == KEEP_TTL:
+        return cache.deadline_of(key)  # unknown (None) unless the older value is cached
+    return sent + int(op.ttl) / 1000
+
+
+def _after_write(
+    coll: Collection[Any],
+    cache: EntityCache,
+    op: WriteOp,
+    result: WriteResult,
+    value: Versioned[Any] | None,
+    token: int,
+    sent: float,
+) -> None:
+    key = coll._ks.entity(op.collection, op.id, op.partition)
+    returned = time.monotonic()
+    if op.kind == "delete":
+        cache.invalidate(key)
+    else:
+        if value is None and result.full:
+            value = coll._decode(op.id, result.full, key)
+        deadline = _write_deadline(cache, op, key, sent)
+        if value is not None and deadline is not None:
+            nbytes = _hash_bytes(result.full) if result.full else sum(len(n) + len(v) for n, v in op.sets)
+            cache.fill(key, value, token=token, nbytes=nbytes + _META_BYTES * (not result.full), deadline=deadline)
+    cache.note_write(key, sent=sent, returned=returned)
+
+
+def write_one(coll: Collection[Any], op: WriteOp) -> WriteResult:
+    """Run one operation atomically and bring the cache up to date (from the full hash, if returned)."""
+    return _write(coll, op, None)[0]
+
+
+def write_value(coll: Collection[M], op: WriteOp, build: Callable[[WriteResult], Versioned[M]]) -> Versioned[M]:
+    """Run one operation atomically; ``build`` makes the written ``Versioned``, which the cache keeps."""
+    value = _write(coll, op, build)[1]
+    assert value is not None
+    return value
+
+
+def _write(
+    coll: Collection[M], op: WriteOp, build: Callable[[WriteResult], Versioned[M]] | None
+) -> tuple[WriteResult, Versioned[M] | None]:
+    store = coll._store
+    cache: EntityCache | None = store._cache
+    if cache is None:
+        result = store._mutate([op])[0]
+        return result, (build(result) if build else None)
+    token = cache.token()
+    sent = time.monotonic()
+    try:
+        result = store._mutate([op])[0]
+    except BaseException:
+        cache.invalidate(coll._ks.entity(op.collection, op.id, op.partition))  # outcome unknown, or stale
+        raise
+    value = build(result) if build else None
+    if token:
+        _after_write(coll, cache, op, result, value, token, sent)
+    return result, value
+
+
+def write_many(
+    coll: Collection[Any], ops: Sequence[WriteOp]
+) -> tuple[list[WriteResult | RxStateError], Callable[[WriteOp, WriteResult, Versioned[Any]], None]]:
+    """Run operations each on its own (one round trip); returns the results and a cache updater.
+
+    Call the updater with each op, its result and the ``Versioned`` built from it.
+    """
+    store = coll._store
+    cache: EntityCache | None = store._cache
+    token = cache.token() if cache is not None else 0
+    sent = time.monotonic()
+    try:
+        results = store._mutate_each(ops)
+    except BaseException:
+        if cache is not None:
+            cache.invalidate_many([coll._ks.entity(op.collection, op.id, op.partition) for op in ops])
+        raise
+    if cache is not None:
+        for op, result in zip(ops, results, strict=True):
+            if isinstance(result, RxStateError):
+                cache.invalidate(coll._ks.entity(op.collection, op.id, op.partition))
+
+    def update(op: WriteOp, result: WriteResult, value: Versioned[Any]) -> None:
+        if cache is not None and token:
+            _after_write(coll, cache, op, result, value, token, sent)
+
+    return results, update
