@@ -123,7 +123,7 @@ def parse_offset(offset: str) -> tuple[int, int]:
 
 
 def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return ordered[int(q * (len(ordered) - 1))]
 
 
 class EntityCache:
