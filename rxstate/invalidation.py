@@ -8,6 +8,8 @@ thread each:
   command or script touched (also on ``FLUSHALL``), and the message is sent before the writer's reply.
 - ``"keyspace"``: ``PSUBSCRIBE __keyspace@<db>__:rx:{<ns>:*`` with ``notify-keyspace-events`` enabled
   (the feed adds the flags it needs with ``CONFIG SET`` when it may, and warns when it may not).
+  ``FLUSHALL``/``FLUSHDB`` send no notification: the feed notices one within ``_FLUSH_CHECK`` seconds by
+  a probe key disappearing.
 
 A feed is "up" once every connection is subscribed and a probe write has come back through it; only
 then does the cache serve hits. When any connection drops (killed, server restart, missed heartbeat),
@@ -39,6 +41,7 @@ _POLL = 0.2
 _HEARTBEAT = 1.0
 _HEARTBEAT_TIMEOUT = 3.0
 _PROBE_TIMEOUT = 2.0
+_FLUSH_CHECK = 0.25  # keyspace mode: how often to look for a FLUSHALL (it sends no notification)
 _CHANNEL = b"__redis__:invalidate"
 
 
@@ -119,7 +122,7 @@ class _Node:
         """Write a probe key and wait until its invalidation comes back through this connection."""
         if self.probe_key is None:
             return
-        self.feed.client.set(self.probe_key, b"1", px=2000)
+        self.feed.client.set(self.probe_key, b"1")  # kept: also the sentinel that reveals a FLUSHALL
         deadline = time.monotonic() + _PROBE_TIMEOUT
         while time.monotonic() < deadline:
             if self.conn.can_read(timeout=_POLL) and self.probe_key in self._handle(self.conn.read_response()):
@@ -154,7 +157,12 @@ class _Node:
         last_data = time.monotonic()
         ping_sent: float | None = None
         closed = self.feed.closed
+        watch_flush = self.feed.mode == "keyspace" and self.probe_key is not None
+        next_flush_check = last_data + _FLUSH_CHECK
         while not closed.is_set():
+            if watch_flush and time.monotonic() >= next_flush_check:
+                self._check_flush()
+                next_flush_check = time.monotonic() + _FLUSH_CHECK
             if conn.can_read(timeout=_POLL):
                 self._handle(conn.read_response())
                 last_data = time.monotonic()
@@ -166,6 +174,13 @@ class _Node:
             if ping_sent is None and now - last_data > _HEARTBEAT:
                 conn.send_command("PING")
                 ping_sent = now
+
+    def _check_flush(self) -> None:
+        """Keyspace notifications say nothing on FLUSHALL/FLUSHDB: notice the probe key vanishing."""
+        if not self.feed.client.exists(self.probe_key):
+            self.feed.cache.clear()
+            log.info("cache cleared: the keys of %s were flushed", self.name)
+            self.feed.client.set(self.probe_key, b"1")
 
     def _run(self) -> None:
         feed = self.feed
