@@ -136,6 +136,7 @@ class _Node:
         """Apply one message to the cache; returns the keys it named."""
         if not isinstance(msg, list) or not msg:
             return []
+        self.feed.messages += 1
         kind = msg[0]
         cache = self.feed.cache
         if kind == b"message" and len(msg) == 3 and msg[1] == _CHANNEL:
@@ -265,6 +266,7 @@ class InvalidationFeed:
         self._nodes: list[_Node] = []
         self._changed = threading.Condition(self._lock)
         self._failures: dict[str, InvalidationUnavailable] = {}
+        self.messages = 0  # messages received (approximate under concurrency; for benchmarks)
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, timeout: float = 5.0) -> str | None:
