@@ -44,6 +44,7 @@ class _Entry(NamedTuple):
     nbytes: int
     deadline: float  # time.monotonic() after which the entry is gone; 0.0: no TTL
     offset: tuple[int, int]
+    own: bool  # written by this store: re-read it if its own write's invalidation evicts it
 
 
 class CacheStats(NamedTuple):
@@ -64,6 +65,7 @@ class CacheStats(NamedTuple):
         active: whether the cache serves hits now (the invalidation feed is connected).
         mode: the invalidation mechanism in use (``"tracking"`` or ``"keyspace"``), or None.
         disconnects: how often the invalidation feed was lost.
+        refreshes: keys re-read in the background after an own write's invalidation evicted them.
         delay_samples: how many own writes had their invalidation delay measured.
         delay_p50_ms, delay_p99_ms, delay_max_ms: observed delay between a write returning to its
             writer and the eviction of its key here (0 when the eviction came first).
@@ -83,6 +85,7 @@ class CacheStats(NamedTuple):
     active: bool
     mode: str | None
     disconnects: int
+    refreshes: int
     delay_samples: int
     delay_p50_ms: float | None
     delay_p99_ms: float | None
@@ -164,6 +167,9 @@ class EntityCache:
         self.hits = self.misses = self.bypassed = 0
         self.evictions = self.invalidations = self.expirations = self.rejected = 0
         self.disconnects = 0
+        self.refreshes = 0
+        self._refresh: set[str] = set()
+        self.refresh_wanted = threading.Event()
 
     def _count_eviction(self) -> None:
         self.evictions += 1
@@ -200,7 +206,16 @@ class EntityCache:
         """
         return self._epoch if self._active else 0
 
-    def fill(self, key: str, value: Versioned[Any], *, token: int, nbytes: int = 1, deadline: float = 0.0) -> bool:
+    def fill(
+        self,
+        key: str,
+        value: Versioned[Any],
+        *,
+        token: int,
+        nbytes: int = 1,
+        deadline: float = 0.0,
+        own: bool = False,
+    ) -> bool:
         """Insert a value read from the server (or returned by an own write) at ``token``.
 
         Refused when the cache is inactive, was cleared, or ``key`` was invalidated since ``token``,
@@ -212,6 +227,9 @@ class EntityCache:
             token: ``token()`` taken before the read or write was sent.
             nbytes: stored size of the entity (its field names and values).
             deadline: ``time.monotonic()`` at which the entity expires; 0.0 for no TTL.
+            own: the value comes from a write of this store to a key that was cached: when an
+                invalidation evicts it (or refuses it), the key is queued for a background re-read,
+                since that invalidation is most likely the echo of the write itself.
 
         Returns:
             Whether the value is now cached.
@@ -230,12 +248,14 @@ class EntityCache:
                 or self._recent.get(key, 0) > token
             ):
                 self.rejected += 1
+                if own and self._active:
+                    self._want_refresh(key)
                 return False
             held = self._lru.get(key)
             if held is not None and held.offset > offset:
                 return False
             try:
-                self._lru[key] = _Entry(value, nbytes, deadline, offset)
+                self._lru[key] = _Entry(value, nbytes, deadline, offset, own)
             except ValueError:  # larger than the whole cache
                 self._lru.pop(key, None)
                 return False
@@ -265,8 +285,11 @@ class EntityCache:
                 self._epoch += 1
                 recent[key] = self._epoch
                 recent.move_to_end(key)
-                if self._lru.pop(key, None) is not None:
+                popped = self._lru.pop(key, None)
+                if popped is not None:
                     self.invalidations += 1
+                    if popped.own:
+                        self._want_refresh(key)
                 returned = self._write_returned.pop(key, None)
                 if returned is not None:
                     self._record_delay(now - returned)
@@ -278,6 +301,24 @@ class EntityCache:
                 self._horizon = max(self._horizon, forgotten)
             while len(self._invalidated_at) > _PENDING_WRITES:
                 self._invalidated_at.popitem(last=False)
+
+    def _want_refresh(self, key: str) -> None:
+        self._refresh.add(key)
+        self.refresh_wanted.set()
+
+    def request_refresh(self, key: str) -> None:
+        """Queue ``key`` for a background re-read (while the cache is active)."""
+        with self._lock:
+            if self._active:
+                self._want_refresh(key)
+
+    def take_refresh(self) -> list[str]:
+        """The keys queued for a background re-read since the last call (see ``fill(own=True)``)."""
+        with self._lock:
+            keys, self._refresh = list(self._refresh), set()
+            self.refresh_wanted.clear()
+            self.refreshes += len(keys)
+            return keys
 
     def note_write(self, key: str, *, sent: float, returned: float) -> None:
         """Record that an own write of ``key`` was sent at ``sent`` and returned at ``returned``.
@@ -325,6 +366,7 @@ class EntityCache:
             self._reset_epoch = self._epoch
             self._write_returned.clear()
             self._invalidated_at.clear()
+            self._refresh.clear()
 
     def clear(self) -> None:
         """Forget every entry (the cache stays active).
@@ -367,6 +409,7 @@ class EntityCache:
                 active=self._active,
                 mode=self.mode,
                 disconnects=self.disconnects,
+                refreshes=self.refreshes,
                 delay_samples=self._delay_count,
                 delay_p50_ms=_percentile(delays, 0.5) * 1000 if delays else None,
                 delay_p99_ms=_percentile(delays, 0.99) * 1000 if delays else None,

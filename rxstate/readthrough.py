@@ -8,6 +8,8 @@ whose outcome is unknown (an error), invalidates the key.
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,9 +21,11 @@ from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from .collection import Collection
+    from .store import Store
 
-__all__ = ["fetch_many", "read_one", "write_many", "write_one", "write_value"]
+__all__ = ["Refresher", "fetch_many", "read_one", "write_many", "write_one", "write_value"]
 
+log = logging.getLogger("rxstate.cache")
 M = TypeVar("M")
 _META_BYTES = 64  # reserved fields (_v _sv _ts _by _o) of a hash, roughly
 
@@ -64,12 +68,17 @@ def read_one(coll: Collection[Any], cache: EntityCache, entity_id: str, key: str
     return value
 
 
-def fetch_many(coll: Collection[Any], cache: EntityCache, pairs: Sequence[tuple[str, str]]) -> list[Versioned[Any]]:
-    """Values of ``(id, key)`` pairs in order (absent ones left out): hits first, misses in one pipeline."""
+def fetch_many(
+    coll: Collection[Any], cache: EntityCache, pairs: Sequence[tuple[str, str]], *, refresh: bool = False
+) -> list[Versioned[Any]]:
+    """Values of ``(id, key)`` pairs in order (absent ones left out): hits first, misses in one pipeline.
+
+    With ``refresh``, every pair is read from the server (and the lookups count as neither hits nor misses).
+    """
     found: dict[str, Versioned[Any]] = {}
     missing: list[tuple[str, str]] = []
     for entity_id, key in pairs:
-        hit = cache.get(key)
+        hit = None if refresh else cache.get(key)
         if hit is None:
             missing.append((entity_id, key))
         else:
@@ -112,6 +121,7 @@ def _after_write(
     value: Versioned[Any] | None,
     token: int,
     sent: float,
+    hot: bool,
 ) -> None:
     key = coll._ks.entity(op.collection, op.id, op.partition)
     returned = time.monotonic()
@@ -123,7 +133,10 @@ def _after_write(
         deadline = _write_deadline(cache, op, key, sent)
         if value is not None and deadline is not None:
             nbytes = _hash_bytes(result.full) if result.full else sum(len(n) + len(v) for n, v in op.sets)
-            cache.fill(key, value, token=token, nbytes=nbytes + _META_BYTES * (not result.full), deadline=deadline)
+            nbytes += _META_BYTES * (not result.full)
+            cache.fill(key, value, token=token, nbytes=nbytes, deadline=deadline, own=hot)
+        elif hot:  # the TTL is unknown here: read value and TTL back
+            cache.request_refresh(key)
     cache.note_write(key, sent=sent, returned=returned)
 
 
@@ -147,16 +160,18 @@ def _write(
     if cache is None:
         result = store._mutate([op])[0]
         return result, (build(result) if build else None)
+    key = coll._ks.entity(op.collection, op.id, op.partition)
     token = cache.token()
+    hot = key in cache
     sent = time.monotonic()
     try:
         result = store._mutate([op])[0]
     except BaseException:
-        cache.invalidate(coll._ks.entity(op.collection, op.id, op.partition))  # outcome unknown, or stale
+        cache.invalidate(key)  # outcome unknown, or the cached value was stale
         raise
     value = build(result) if build else None
     if token:
-        _after_write(coll, cache, op, result, value, token, sent)
+        _after_write(coll, cache, op, result, value, token, sent, hot)
     return result, value
 
 
@@ -184,6 +199,47 @@ def write_many(
 
     def update(op: WriteOp, result: WriteResult, value: Versioned[Any]) -> None:
         if cache is not None and token:
-            _after_write(coll, cache, op, result, value, token, sent)
+            _after_write(coll, cache, op, result, value, token, sent, False)
 
     return results, update
+
+
+class Refresher:
+    """Re-reads, in the background, cached keys that this store wrote and its own invalidation evicted.
+
+    Every write produces an invalidation, also for the store that made it; which invalidation is the echo
+    of which write cannot be told (a foreign write may come in between), so an own write cannot keep its
+    entry. For keys that were cached when written (someone reads them), this thread reads the new value
+    back so that the next ``get`` is a hit again; the read fills the cache under the usual epoch rule.
+    """
+
+    def __init__(self, store: Store, cache: EntityCache) -> None:
+        self._store = store
+        self._cache = cache
+        self._closed = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="rxstate-cache-refresh", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        cache, ks = self._cache, self._store.keyspace
+        while not self._closed.is_set():
+            if not cache.refresh_wanted.wait(0.5):
+                continue
+            by_collection: dict[str, list[tuple[str, str]]] = {}
+            for key in cache.take_refresh():
+                parsed = ks.parse_entity(key)
+                if parsed is not None:
+                    by_collection.setdefault(parsed[1], []).append((parsed[2], key))
+            for name, pairs in by_collection.items():
+                coll = self._store.collections.get(name)
+                if coll is None or self._closed.is_set():
+                    continue
+                try:
+                    fetch_many(coll, cache, pairs, refresh=True)
+                except Exception as exc:  # a refresh is an optimisation: the next read will retry
+                    log.debug("cache refresh of %s failed: %s", name, exc)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._cache.refresh_wanted.set()
+        self.thread.join(timeout=5)

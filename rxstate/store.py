@@ -267,9 +267,11 @@ class Store:
     # -- local read cache --------------------------------------------------------------------------
     def _start_cache(self, enabled: bool, size: int, nbytes: int | None, invalidation: str) -> None:
         from .invalidation import MODES, InvalidationFeed
+        from .readthrough import Refresher
 
         self._cache: EntityCache | None = None
         self._invalidation: InvalidationFeed | None = None
+        self._refresher: Refresher | None = None
         if invalidation not in MODES:
             raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
         if not enabled:
@@ -278,10 +280,13 @@ class Store:
         feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
         if feed.start() is not None:
             self._cache, self._invalidation = cache, feed
+            self._refresher = Refresher(self, cache)
 
     def _stop_cache(self) -> None:
         if self._invalidation is not None:
             self._invalidation.close()
+        if self._refresher is not None:
+            self._refresher.close()
 
     @property
     def cache(self) -> EntityCache | None:

@@ -122,3 +122,26 @@ def test_close_stops_the_invalidation_threads(rx_redis_backend):
     store.close()
     assert not any(t.is_alive() for t in threads)
     assert store.cache is not None and not store.cache.active
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_own_writes_of_cached_keys_are_read_back_in_the_background(rx_redis_backend, mode):
+    store = rx_redis_backend.store(invalidation=mode)
+    tasks = store.collection("tasks", Task)
+    tasks.put("t", Task(title="x"))
+    tasks.get("t")
+    for n in range(1, 6):
+        refreshes = store.cache.stats().refreshes
+        tasks.update("t", priority=n)
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline and not (
+            store.cache.stats().refreshes > refreshes and tasks.key("t") in store.cache
+        ):
+            time.sleep(0.0005)
+        misses = store.cache.stats().misses
+        assert tasks.get("t").priority == n
+        assert store.cache.stats().misses == misses  # a hit: the written value came back by itself
+    assert store.cache.stats().refreshes >= 1
+    tasks.put("cold", Task(title="never read"))
+    time.sleep(0.05)
+    assert tasks.key("cold") not in store.cache  # keys nobody reads are not fetched back
