@@ -197,7 +197,8 @@ class EntityCache:
                 self.misses += 1
                 return None
             self.hits += 1
-            return entry.versioned
+            versioned: Versioned[Any] = entry.versioned
+            return versioned
 
     def token(self) -> int:
         """The epoch to pass to ``fill``/``put``: take it BEFORE asking the server.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import annotated_types
@@ -25,6 +26,7 @@ __all__ = ["Collection"]
 M = TypeVar("M", bound=Model)
 _MISSING: Any = object()
 _FETCH_CHUNK = 500
+_KEY_MEMO = 65_536
 Ttl = float | int | timedelta | None
 
 
@@ -93,6 +95,7 @@ class Collection(Generic[M]):
         self._ks = store.keyspace
         self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=self.indexes)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
+        self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} of {self.model.__name__} in namespace {self._ks.namespace!r}>"
@@ -349,7 +352,7 @@ class Collection(Generic[M]):
                 return current
             op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
             try:
-                return write_value(self, op, lambda r, new=new: self._versioned(entity_id, new, r))  # type: ignore[misc]
+                return write_value(self, op, partial(self._versioned, entity_id, new))
             except ConflictError:
                 if expected is not None:
                     raise
@@ -426,10 +429,17 @@ class Collection(Generic[M]):
             >>> agents.get_versioned("a1").version  # doctest: +SKIP
             1
         """
-        key = self.key(entity_id, partition=partition)
         cache = self._store._cache
         if cache is not None:
+            key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
+            if key is None:
+                key = self.key(entity_id, partition=partition)
+                if partition is None:
+                    if len(self._keys) >= _KEY_MEMO:
+                        self._keys.clear()
+                    self._keys[entity_id] = key
             return cache.get(key) or read_one(self, cache, entity_id, key)
+        key = self.key(entity_id, partition=partition)
         raw = self._store.client.hgetall(key)
         if not raw:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)

@@ -21,12 +21,13 @@ from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from .collection import Collection
+    from .model import Model
     from .store import Store
 
 __all__ = ["Refresher", "fetch_many", "read_one", "write_many", "write_one", "write_value"]
 
 log = logging.getLogger("rxstate.cache")
-M = TypeVar("M")
+M = TypeVar("M", bound="Model")
 _META_BYTES = 64  # reserved fields (_v _sv _ts _by _o) of a hash, roughly
 
 
