@@ -122,7 +122,12 @@ class _Node:
         """Write a probe key and wait until its invalidation comes back through this connection."""
         if self.probe_key is None:
             return
-        self.feed.client.set(self.probe_key, b"1")  # kept: also the sentinel that reveals a FLUSHALL
+        try:
+            self.feed.client.set(self.probe_key, b"1")  # kept: also the sentinel that reveals a FLUSHALL
+        except Exception as exc:
+            if _is_connection_error(exc):
+                raise
+            raise InvalidationUnavailable(f"cannot write the probe key {self.probe_key}: {exc}") from exc
         deadline = time.monotonic() + _PROBE_TIMEOUT
         while time.monotonic() < deadline:
             if self.conn.can_read(timeout=_POLL) and self.probe_key in self._handle(self.conn.read_response()):

@@ -190,3 +190,23 @@ def test_keyspace_mode_warns_when_config_set_is_refused(server):
         assert store.cache is not None and store.cache.stats().mode == "tracking"
     finally:
         store.close()
+
+
+def test_a_user_without_tracking_or_config_gets_no_cache_and_a_warning(server):
+    admin = server.client()
+    admin.config_set("notify-keyspace-events", "")
+    admin.acl_setuser(
+        "locked", enabled=True, passwords=["+pw"], keys=["*"], channels=["*"], commands=["+@all", "-config", "-client"]
+    )
+    started = time.monotonic()
+    with pytest.warns(RuntimeWarning, match="cache disabled"):
+        store = rxstate.connect(server.client(username="locked", password="pw"), namespace="f")
+    try:
+        assert store.cache is None
+        assert time.monotonic() - started < 2.0  # refusals are recognised at once, not by timeouts
+        tasks = store.collection("tasks", Task)
+        tasks.put("t", Task(title="x"))
+        server.client().hset(tasks.key("t"), "title", '"foreign"')
+        assert tasks.get("t").title == "foreign"
+    finally:
+        store.close()
