@@ -44,7 +44,7 @@ class _Entry(NamedTuple):
     nbytes: int
     deadline: float  # time.monotonic() after which the entry is gone; 0.0: no TTL
     offset: tuple[int, int]
-    own: bool  # written by this store: re-read it if its own write's invalidation evicts it
+    refresh_until: float  # until then, an eviction queues a background re-read (own write of a read key)
 
 
 class CacheStats(NamedTuple):
@@ -168,7 +168,7 @@ class EntityCache:
         self.evictions = self.invalidations = self.expirations = self.rejected = 0
         self.disconnects = 0
         self.refreshes = 0
-        self._refresh: set[str] = set()
+        self._refresh: dict[str, float] = {}
         self.refresh_wanted = threading.Event()
 
     def _count_eviction(self) -> None:
@@ -215,7 +215,7 @@ class EntityCache:
         token: int,
         nbytes: int = 1,
         deadline: float = 0.0,
-        own: bool = False,
+        refresh_until: float = 0.0,
     ) -> bool:
         """Insert a value read from the server (or returned by an own write) at ``token``.
 
@@ -228,9 +228,10 @@ class EntityCache:
             token: ``token()`` taken before the read or write was sent.
             nbytes: stored size of the entity (its field names and values).
             deadline: ``time.monotonic()`` at which the entity expires; 0.0 for no TTL.
-            own: the value comes from a write of this store to a key that was cached: when an
-                invalidation evicts it (or refuses it), the key is queued for a background re-read,
-                since that invalidation is most likely the echo of the write itself.
+            refresh_until: for a value written by this store to a key that was cached: until this
+                ``time.monotonic()``, an invalidation that evicts or refuses it queues the key for a
+                background re-read (the invalidation is most likely the echo of the write itself, and
+                which echo belongs to which write cannot be told).
 
         Returns:
             Whether the value is now cached.
@@ -249,14 +250,14 @@ class EntityCache:
                 or self._recent.get(key, 0) > token
             ):
                 self.rejected += 1
-                if own and self._active:
-                    self._want_refresh(key)
+                if refresh_until and self._active:
+                    self._want_refresh(key, refresh_until)
                 return False
             held = self._lru.get(key)
             if held is not None and held.offset > offset:
                 return False
             try:
-                self._lru[key] = _Entry(value, nbytes, deadline, offset, own)
+                self._lru[key] = _Entry(value, nbytes, deadline, offset, refresh_until)
             except ValueError:  # larger than the whole cache
                 self._lru.pop(key, None)
                 return False
@@ -289,8 +290,8 @@ class EntityCache:
                 popped = self._lru.pop(key, None)
                 if popped is not None:
                     self.invalidations += 1
-                    if popped.own:
-                        self._want_refresh(key)
+                    if popped.refresh_until > now:
+                        self._want_refresh(key, popped.refresh_until)
                 returned = self._write_returned.pop(key, None)
                 if returned is not None:
                     self._record_delay(now - returned)
@@ -303,20 +304,20 @@ class EntityCache:
             while len(self._invalidated_at) > _PENDING_WRITES:
                 self._invalidated_at.popitem(last=False)
 
-    def _want_refresh(self, key: str) -> None:
-        self._refresh.add(key)
+    def _want_refresh(self, key: str, until: float) -> None:
+        self._refresh[key] = max(until, self._refresh.get(key, 0.0))
         self.refresh_wanted.set()
 
-    def request_refresh(self, key: str) -> None:
-        """Queue ``key`` for a background re-read (while the cache is active)."""
+    def request_refresh(self, key: str, until: float) -> None:
+        """Queue ``key`` for a background re-read (while the cache is active); see ``fill``."""
         with self._lock:
             if self._active:
-                self._want_refresh(key)
+                self._want_refresh(key, until)
 
-    def take_refresh(self) -> list[str]:
-        """The keys queued for a background re-read since the last call (see ``fill(own=True)``)."""
+    def take_refresh(self) -> dict[str, float]:
+        """The keys queued for a background re-read since the last call, with their refresh windows."""
         with self._lock:
-            keys, self._refresh = list(self._refresh), set()
+            keys, self._refresh = self._refresh, {}
             self.refresh_wanted.clear()
             self.refreshes += len(keys)
             return keys

@@ -29,6 +29,7 @@ __all__ = ["Refresher", "fetch_many", "read_one", "write_many", "write_one", "wr
 log = logging.getLogger("rxstate.cache")
 M = TypeVar("M", bound="Model")
 _META_BYTES = 64  # reserved fields (_v _sv _ts _by _o) of a hash, roughly
+REFRESH_WINDOW = 0.5  # seconds after an own write during which evictions of its (read) key are re-read
 
 
 def _hash_bytes(raw: Mapping[bytes, bytes]) -> int:
@@ -70,16 +71,21 @@ def read_one(coll: Collection[Any], cache: EntityCache, entity_id: str, key: str
 
 
 def fetch_many(
-    coll: Collection[Any], cache: EntityCache, pairs: Sequence[tuple[str, str]], *, refresh: bool = False
+    coll: Collection[Any],
+    cache: EntityCache,
+    pairs: Sequence[tuple[str, str]],
+    *,
+    refresh: Mapping[str, float] | None = None,
 ) -> list[Versioned[Any]]:
     """Values of ``(id, key)`` pairs in order (absent ones left out): hits first, misses in one pipeline.
 
-    With ``refresh``, every pair is read from the server (and the lookups count as neither hits nor misses).
+    With ``refresh`` (key -> refresh window, see ``EntityCache.fill``), every pair is read from the server
+    and the lookups count as neither hits nor misses.
     """
     found: dict[str, Versioned[Any]] = {}
     missing: list[tuple[str, str]] = []
     for entity_id, key in pairs:
-        hit = None if refresh else cache.get(key)
+        hit = None if refresh is not None else cache.get(key)
         if hit is None:
             missing.append((entity_id, key))
         else:
@@ -102,7 +108,8 @@ def fetch_many(
             found[key] = value
             deadline = _deadline(int(replies[n * step + 1]), started) if token else None
             if deadline is not None:
-                cache.fill(key, value, token=token, nbytes=_hash_bytes(raw), deadline=deadline)
+                until = refresh.get(key, 0.0) if refresh is not None else 0.0
+                cache.fill(key, value, token=token, nbytes=_hash_bytes(raw), deadline=deadline, refresh_until=until)
     return [found[key] for _, key in pairs if key in found]
 
 
@@ -126,6 +133,7 @@ def _after_write(
 ) -> None:
     key = coll._ks.entity(op.collection, op.id, op.partition)
     returned = time.monotonic()
+    until = returned + REFRESH_WINDOW if hot else 0.0
     if op.kind == "delete":
         cache.invalidate(key)
     else:
@@ -135,9 +143,9 @@ def _after_write(
         if value is not None and deadline is not None:
             nbytes = _hash_bytes(result.full) if result.full else sum(len(n) + len(v) for n, v in op.sets)
             nbytes += _META_BYTES * (not result.full)
-            cache.fill(key, value, token=token, nbytes=nbytes, deadline=deadline, own=hot)
+            cache.fill(key, value, token=token, nbytes=nbytes, deadline=deadline, refresh_until=until)
         elif hot:  # the TTL is unknown here: read value and TTL back
-            cache.request_refresh(key)
+            cache.request_refresh(key, until)
     cache.note_write(key, sent=sent, returned=returned)
 
 
@@ -212,6 +220,7 @@ class Refresher:
     of which write cannot be told (a foreign write may come in between), so an own write cannot keep its
     entry. For keys that were cached when written (someone reads them), this thread reads the new value
     back so that the next ``get`` is a hit again; the read fills the cache under the usual epoch rule.
+    For ``REFRESH_WINDOW`` seconds after the write, a later eviction (a late echo) is re-read again.
     """
 
     def __init__(self, store: Store, cache: EntityCache) -> None:
@@ -227,7 +236,8 @@ class Refresher:
             if not cache.refresh_wanted.wait(0.5):
                 continue
             by_collection: dict[str, list[tuple[str, str]]] = {}
-            for key in cache.take_refresh():
+            wanted = cache.take_refresh()
+            for key in wanted:
                 parsed = ks.parse_entity(key)
                 if parsed is not None:
                     by_collection.setdefault(parsed[1], []).append((parsed[2], key))
@@ -236,7 +246,7 @@ class Refresher:
                 if coll is None or self._closed.is_set():
                     continue
                 try:
-                    fetch_many(coll, cache, pairs, refresh=True)
+                    fetch_many(coll, cache, pairs, refresh=wanted)
                 except Exception as exc:  # a refresh is an optimisation: the next read will retry
                     log.debug("cache refresh of %s failed: %s", name, exc)
 
