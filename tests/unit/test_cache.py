@@ -213,3 +213,34 @@ def test_no_mechanism_disables_the_cache_with_a_warning():
         warnings.simplefilter("error")
         assert store.collection("tasks", Task).put("x", Task(title="x")).version == 1
     store.close()
+
+
+def test_concurrent_readers_writers_and_invalidations():
+    import threading
+
+    cache = active_cache(max_entries=50)
+    gets_per_thread, errors = 20_000, []
+
+    def reader(seed: int) -> None:
+        try:
+            for i in range(gets_per_thread):
+                key = f"k{(i * seed) % 80}"
+                if cache.get(key) is None:
+                    cache.fill(key, v(key, f"{i}-{seed}"), token=cache.token())
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    def invalidator() -> None:
+        for i in range(5_000):
+            cache.invalidate_many([f"k{i % 80}", f"k{(i * 7) % 80}"])
+
+    threads = [threading.Thread(target=reader, args=(s,)) for s in (1, 3, 7)]
+    threads.append(threading.Thread(target=invalidator))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    s = cache.stats()
+    assert not errors
+    assert s.hits + s.misses == 3 * gets_per_thread
+    assert s.entries <= 50 and s.evictions > 0 and s.invalidations > 0
