@@ -11,6 +11,7 @@ Example:
 """
 
 from . import errors
+from .cache import CacheStats
 from .codec import Codec
 from .collection import Collection
 from .errors import (
@@ -29,6 +30,7 @@ from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "CacheStats",
     "Codec",
     "Collection",
     "ConflictError",

@@ -14,6 +14,7 @@ from .codec import ModelCodec
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .model import Model
+from .readthrough import fetch_many, read_one, write_many, write_one, write_value
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -25,6 +26,7 @@ __all__ = ["Collection"]
 M = TypeVar("M", bound=Model)
 _MISSING: Any = object()
 _FETCH_CHUNK = 500
+_KEY_MEMO = 65_536
 Ttl = float | int | timedelta | None
 
 
@@ -93,6 +95,7 @@ class Collection(Generic[M]):
         self._ks = store.keyspace
         self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=self.indexes)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
+        self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} of {self.model.__name__} in namespace {self._ks.namespace!r}>"
@@ -206,7 +209,7 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def create(self, entity_id: str, value: M, *, ttl: Ttl = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
@@ -216,7 +219,7 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, kind="create", ttl=ttl)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def put_many(
         self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None
@@ -238,16 +241,19 @@ class Collection(Generic[M]):
                 ops.append(self.put_op(entity_id, value, ttl=ttl))
             except RxStateError as exc:
                 ops.append(exc)
-        replies = self._store._mutate_each([op for op in ops if isinstance(op, WriteOp)])
+        replies, cache_written = write_many(self, [op for op in ops if isinstance(op, WriteOp)])
         it = iter(replies)
         for (entity_id, value), op in zip(pairs, ops, strict=True):
             if isinstance(op, RxStateError):
                 results.append(op)
                 continue
             reply = next(it)
-            results.append(
-                reply if isinstance(reply, RxStateError) else self._versioned(entity_id, value, reply)
-            )
+            if isinstance(reply, RxStateError):
+                results.append(reply)
+                continue
+            written = self._versioned(entity_id, value, reply)
+            cache_written(op, reply, written)
+            results.append(written)
         return results
 
     def update(
@@ -310,8 +316,8 @@ class Collection(Generic[M]):
             want_full=True,
             sets=self._codec.encode_fields(fields),
         )
-        result = self._store._mutate([op])[0]
-        return self._decode(entity_id, result.full, self._ks.entity(self.name, entity_id, p))
+        key = self._ks.entity(self.name, entity_id, p)
+        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
 
     def _update_with(
         self,
@@ -346,12 +352,11 @@ class Collection(Generic[M]):
                 return current
             op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
             try:
-                result = self._store._mutate([op])[0]
+                return write_value(self, op, partial(self._versioned, entity_id, new))
             except ConflictError:
                 if expected is not None:
                     raise
                 continue
-            return self._versioned(entity_id, new, result)
         raise ConflictError(
             f"{self.key(entity_id, partition=partition)}: still changing after {retries} attempts",
             key=self.key(entity_id, partition=partition),
@@ -394,7 +399,7 @@ class Collection(Generic[M]):
             want_full=True,
             incrs=[(field, amount, low, high)],
         )
-        result = self._store._mutate([op])[0]
+        result = write_one(self, op)
         return int(result.full[field.encode()])
 
     def delete(
@@ -411,7 +416,7 @@ class Collection(Generic[M]):
         """
         validate_id(entity_id)
         op = self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
-        return self._store._mutate([op])[0].version > 0
+        return write_one(self, op).version > 0
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
@@ -424,6 +429,16 @@ class Collection(Generic[M]):
             >>> agents.get_versioned("a1").version  # doctest: +SKIP
             1
         """
+        cache = self._store._cache
+        if cache is not None:
+            key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
+            if key is None:
+                key = self.key(entity_id, partition=partition)
+                if partition is None:
+                    if len(self._keys) >= _KEY_MEMO:
+                        self._keys.clear()
+                    self._keys[entity_id] = key
+            return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
         raw = self._store.client.hgetall(key)
         if not raw:
@@ -476,9 +491,13 @@ class Collection(Generic[M]):
     def _fetch(self, entity_ids: Sequence[str], partition: str | None) -> list[Versioned[M]]:
         out: list[Versioned[M]] = []
         client = self._store.client
+        cache = self._store._cache
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]
+            if cache is not None:
+                out += fetch_many(self, cache, list(zip(chunk, keys, strict=True)))
+                continue
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(key)

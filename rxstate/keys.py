@@ -9,6 +9,7 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_exp:<collection>        expiry deadlines of entities with a TTL (zset)
     rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
     rx:{ns:p}:changes                  change stream of the partition
+    rx:{ns:p}:_probe                   probe written by the local cache's invalidation feed (expires)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
 """
 
@@ -105,6 +106,10 @@ class Keyspace:
 
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"
+
+    def cache_probe(self, partition: int) -> str:
+        """A short-lived key the local cache writes to check that invalidations reach it."""
+        return f"{self._tags[partition]}_probe"
 
     def meta(self) -> str:
         return f"rx:{{{self.namespace}}}:meta"

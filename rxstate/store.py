@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 import redis
 
+from .cache import EntityCache
 from .codec import Codec
 from .collection import Collection
 from .errors import ClusterError, RxStateError, SchemaError, ServerError, ValidationError
@@ -48,6 +49,10 @@ class Store:
         change_retention: int = 10_000,
         reap_interval: float | None = 1.0,
         server: Any = None,
+        cache: bool = True,
+        cache_size: int = 10_000,
+        cache_bytes: int | None = None,
+        invalidation: str = "auto",
     ) -> None:
         _check_client(client)
         self.client = client
@@ -66,6 +71,7 @@ class Store:
         self._closed = threading.Event()
         self._reap_interval = reap_interval
         self._reaper: threading.Thread | None = None
+        self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
     def __repr__(self) -> str:
         return (
@@ -248,6 +254,7 @@ class Store:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._stop_cache()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
         try:
@@ -267,6 +274,40 @@ class Store:
         from .notebook._plots import dependency_graph
 
         return dependency_graph(self, **options)
+
+    # -- local read cache --------------------------------------------------------------------------
+    def _start_cache(self, enabled: bool, size: int, nbytes: int | None, invalidation: str) -> None:
+        from .invalidation import MODES, InvalidationFeed
+        from .readthrough import Refresher
+
+        self._cache: EntityCache | None = None
+        self._invalidation: InvalidationFeed | None = None
+        self._refresher: Refresher | None = None
+        if invalidation not in MODES:
+            raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
+        if not enabled:
+            return
+        cache = EntityCache(max_entries=size, max_bytes=nbytes)
+        feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
+        if feed.start() is not None:
+            self._cache, self._invalidation = cache, feed
+            self._refresher = Refresher(self, cache)
+
+    def _stop_cache(self) -> None:
+        if self._invalidation is not None:
+            self._invalidation.close()
+        if self._refresher is not None:
+            self._refresher.close()
+
+    @property
+    def cache(self) -> EntityCache | None:
+        """The local read cache (``stats()``, ``clear()``), or None when caching is off.
+
+        Example:
+            >>> store.cache.stats().hit_rate  # doctest: +SKIP
+            0.98
+        """
+        return self._cache
 
 
 def _check_client(client: Any) -> None:
@@ -292,6 +333,10 @@ def connect(
     max_entity_bytes: int = 8 * 1024 * 1024,
     change_retention: int = 10_000,
     reap_interval: float | None = 1.0,
+    cache: bool = True,
+    cache_size: int = 10_000,
+    cache_bytes: int | None = None,
+    invalidation: str = "auto",
 ) -> Store:
     """Open a store.
 
@@ -312,6 +357,13 @@ def connect(
         max_entity_bytes: the largest entity a write accepts.
         change_retention: approximate number of change records kept per partition.
         reap_interval: seconds between expiry sweeps (None: only on ``count``/``reap``).
+        cache: keep a local cache of decoded entities for ``get``/``get_versioned``/``get_many``,
+            invalidated by every write of anyone (see the README, "Reading fast").
+        cache_size: the most entities the cache keeps.
+        cache_bytes: size the cache by stored bytes instead of entries.
+        invalidation: how the cache learns of other clients' writes: ``"tracking"`` (``CLIENT
+            TRACKING`` in broadcast mode), ``"keyspace"`` (keyspace notifications) or ``"auto"``
+            (tracking, else keyspace notifications; without either, caching is off with a warning).
 
     Example:
         >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
@@ -345,6 +397,10 @@ def connect(
             change_retention=change_retention,
             reap_interval=reap_interval,
             server=server,
+            cache=cache,
+            cache_size=cache_size,
+            cache_bytes=cache_bytes,
+            invalidation=invalidation,
         )
     except BaseException:
         if server is not None:
