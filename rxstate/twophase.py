@@ -219,7 +219,11 @@ def commit(
             failures = _prepare(store, txid, batch, groups, primary, fields, ttl_ms, patience)
             prepared += [p for p in batch if p not in failures]
             if failures:
-                raise _merge(list(failures.values()))
+                errors = list(failures.values())
+                if all(type(e) is ConflictError for e in errors):  # name the stale keys not checked yet
+                    rest = [op for q in order[order.index(batch[-1]) + 1 :] for op in groups[q]]
+                    errors += _stale(store, rest)
+                raise _merge(errors)
             for p in batch:
                 _step(f"prepared:{p}")
     except BaseException:
@@ -285,6 +289,31 @@ def _prepare(
         elif isinstance(reply, BaseException):
             failures[p] = reply
     return failures
+
+
+def _stale(store: Store, ops: Sequence[WriteOp]) -> list[BaseException]:
+    """A ``ConflictError`` for each check op whose entity has moved on (for the error of a failed prepare)."""
+    checks = [op for op in ops if op.kind == "check"]
+    if not checks:
+        return []
+    ks = store.keyspace
+    pipe = store.client.pipeline(transaction=False)
+    for op in checks:
+        pipe.hget(ks.entity(op.collection, op.id, op.partition), "_v")
+    out: list[BaseException] = []
+    for op, version in zip(checks, pipe.execute(), strict=True):
+        actual = int(version or 0)
+        if actual != op.expected:
+            key = ks.entity(op.collection, op.id, op.partition)
+            out.append(
+                ConflictError(
+                    f"{key}: expected version {op.expected}, found {actual}",
+                    key=key,
+                    expected=op.expected,
+                    actual=actual,
+                )
+            )
+    return out
 
 
 def _merge(errors: list[BaseException]) -> BaseException:
