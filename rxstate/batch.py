@@ -175,8 +175,12 @@ class Batch:
     ) -> None:
         if exc_type is None:
             self.flush()
-        else:
+        else:  # discard: nothing is sent
+            for item in self._items:
+                item._value = RxStateError("the batch was discarded: its block raised")
             self._ops.clear()
+            self._converters.clear()
+            self._items.clear()
             self._sent = True
 
     def _add(self, op: WriteOp, convert: Callable[[WriteResult], Any]) -> BatchItem[Any]:
