@@ -15,7 +15,7 @@ from .codec import ModelCodec
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .model import Model
-from .twophase import INTENT_FIELD, settle
+from .twophase import INTENT_FIELD, settle, settle_listed
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -552,10 +552,15 @@ class Collection(Generic[M]):
         return out
 
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
-        pipe = self._store.client.pipeline(transaction=False)
-        for p in range(self._ks.partitions):
-            pipe.execute_command(command, key_of(p), *args)
-        return pipe.execute()  # type: ignore[no-any-return]
+        for _attempt in range(3):
+            pipe = self._store.client.pipeline(transaction=False)
+            for p in range(self._ks.partitions):
+                pipe.execute_command(command, key_of(p), *args)
+                pipe.hgetall(self._ks.tx_index(p))  # transactions with intents here: see twophase
+            replies = pipe.execute()
+            if not any(replies[1::2]) or not settle_listed(self._store, replies[1::2]):
+                break
+        return replies[0::2]  # type: ignore[no-any-return]
 
     def ids(self) -> list[str]:
         """Every id in the collection, sorted.

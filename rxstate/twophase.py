@@ -40,7 +40,7 @@ from .writes import WriteOp, WriteResult
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["INTENT_FIELD", "commit", "fault_hook", "run_past_intents", "settle", "sweep"]
+__all__ = ["INTENT_FIELD", "commit", "fault_hook", "run_past_intents", "settle", "settle_listed", "sweep"]
 
 INTENT_FIELD = b"_t"
 fault_hook: Callable[[str], None] | None = None
@@ -346,6 +346,31 @@ def _abort(store: Store, txid: str, primary: int, prepared: Sequence[int]) -> No
         pass
 
 
+def _finish(store: Store, txid: str, primary: int, partition: int) -> bool:
+    """Complete a decided transaction met in ``partition``'s index; False if it is still pending."""
+    status, parts = _record(store, primary, txid, "status")
+    if status == "pending":
+        return False
+    for q in parts or [partition]:
+        resolve_partition(store, q, txid, commit=status == "committed")
+    _record(store, primary, txid, "forget")
+    return True
+
+
+def settle_listed(store: Store, indexes: Sequence[Mapping[bytes, bytes]]) -> bool:
+    """Complete the decided transactions in the partitions' intent indexes (``HGETALL`` replies, by
+    partition), so that a listing read (ids, where, count) sees committed transactions whole.
+
+    Returns whether anything was completed (the listing must then be read again).
+    """
+    finished = False
+    for p, entries in enumerate(indexes):
+        for value in entries.values():
+            txid, primary = _split_owner(value.decode().partition(" ")[0])
+            finished |= _finish(store, txid, primary, p)
+    return finished
+
+
 def sweep(store: Store) -> int:
     """Settle transactions abandoned past their deadline (their clients died); returns how many.
 
@@ -365,11 +390,5 @@ def sweep(store: Store) -> int:
             if float(deadline) > now_ms:
                 continue
             txid, primary = _split_owner(owner)
-            status, parts = _record(store, primary, txid, "status")
-            if status == "pending":
-                continue
-            for q in parts or [p]:
-                resolve_partition(store, q, txid, commit=status == "committed")
-            _record(store, primary, txid, "forget")
-            settled += 1
+            settled += _finish(store, txid, primary, p)
     return settled
