@@ -29,6 +29,7 @@ Errors (prefix, then space-separated details):
   RXINTEGRITY key bounds:field value  incr would leave the field's declared bounds
   RXCONFLICT key expected actual [key expected actual ...]   (every stale key of the call)
   RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
+  RXTXABORTED record                 "prepare" of a primary partition whose transaction was aborted already
 ]]
 
 local actor, txid, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -108,6 +109,9 @@ end
 
 local function txn_prepare()
   local f = txn_fields()
+  if txn.exp ~= txn.ekey and redis.call("EXISTS", txn.exp) == 1 then
+    return redis.error_reply("RXTXABORTED " .. txn.exp)
+  end
   local deadline = tostring(now + tonumber(txn.ttl))
   for _, op in ipairs(ops) do redis.call("HSET", op.ekey, "_t", f.owner) end
   local h = {"HSET", txn.ekey, "d", deadline}

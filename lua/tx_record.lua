@@ -5,13 +5,15 @@ This script is the single place where the outcome is decided: "commit" and the a
 transaction are compare-and-set on the status, so exactly one of them wins.
 
 KEYS: [1] transaction record hash, [2] intent index hash of the primary partition
-ARGV: [1] action, [2] transaction id
+ARGV: [1] action, [2] transaction id, [3] lifetime (ms) of a tombstone
   action "status": the status; a pending transaction past its deadline is aborted first
   action "commit": pending -> committed
   action "abort":  pending -> aborted
   action "forget": delete the record and the primary's intent index entry (all intents are resolved)
-Returns: {status, partitions ("p1,p2,..." or "")}; a missing record reads as "aborted" (a record is only
-  deleted after every intent of its transaction has been resolved, so no intent can still need it).
+Returns: {status, partitions ("p1,p2,..." or "")}. A missing record reads as "aborted", and an "aborted"
+  tombstone is left for the given lifetime: partitions prepare in parallel, so an intent may be met before
+  its primary partition has prepared; the tombstone makes that prepare fail. (A record is only deleted once
+  every intent of its transaction is resolved, so no intent of a committed transaction can meet this.)
 Errors: none.
 ]]
 
@@ -26,7 +28,11 @@ end
 
 local h = redis.call("HMGET", record, "s", "d", "p")
 local status, deadline, parts = h[1], tonumber(h[2] or "0"), h[3] or ""
-if not status then return {"aborted", ""} end
+if not status then
+  if action ~= "forget" then redis.call("HSET", record, "s", "aborted") end
+  redis.call("PEXPIRE", record, ARGV[3])
+  return {"aborted", ""}
+end
 
 if status == "pending" then
   if action == "commit" then

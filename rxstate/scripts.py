@@ -66,6 +66,9 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     "RXINTENT": lambda d: errors.TransactionPending(
         f"{d[0]} is locked by transaction {d[1]}", key=d[0], owner=d[1]
     ),
+    "RXTXABORTED": lambda d: errors.ConflictError(
+        f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
+    ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
     "RXQUOTA": lambda d: errors.QuotaExceeded(
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]

@@ -3,27 +3,29 @@
 A transaction whose entities sit in several partitions (several cluster slots) cannot commit in one
 script call. It commits in steps, each one script call in one partition:
 
-1. **prepare** the primary partition (the first one the transaction writes to): check every version and
-   constraint there, lock the entities with an intent marker (hash field ``_t = "<txid>@<primary>"``),
-   store the partition's writes as a payload, and create the **transaction record** (status ``pending``,
-   a deadline);
-2. **prepare** every other partition the same way (without a record);
-3. **commit**: compare-and-set the record from ``pending`` to ``committed``; this is the commit point;
-4. **resolve** every partition: apply its payload (version bumps, indexes, change records that carry the
+1. **prepare** every partition (pipelined, one round trip): check every version and constraint there,
+   lock the entities with an intent marker (hash field ``_t = "<txid>@<primary>"``) and store the
+   partition's writes as a payload; the primary partition (the first one the transaction writes to) also
+   creates the **transaction record** (status ``pending``, a deadline);
+2. **commit**: compare-and-set the record from ``pending`` to ``committed``; this is the commit point;
+3. **resolve** every partition: apply its payload (version bumps, indexes, change records that carry the
    transaction id and partition count) and release its intents;
-5. **forget** the record.
+4. **forget** the record.
 
-If a check fails in step 1 or 2, the record is set to ``aborted`` and the prepared partitions release their
+If a check fails in step 1, the record is set to ``aborted`` and the prepared partitions release their
 intents without writing. A client that dies at any step leaves intents behind; whoever meets one settles
-it from the record: **rolls forward** if committed, **rolls back** if aborted or pending past its
-deadline (the abort is the same compare-and-set as the commit, so only one can win). A reader that meets
-the intent of a pending, unexpired transaction sees the value from before it (the transaction has not
-committed yet); a writer waits for it. ``sweep`` settles abandoned transactions in the background.
+it from the record: **rolls forward** if committed, **rolls back** if aborted or pending past its deadline
+(that abort is the same compare-and-set as the commit, so only one can win). A missing record reads as
+aborted and leaves an ``aborted`` tombstone for a while, so that a primary partition that had not
+prepared yet cannot prepare any more. A reader that meets the intent of a pending, unexpired transaction
+sees the value from before it (the transaction has not committed yet); a writer waits for it. ``sweep``
+settles abandoned transactions in the background.
 
 Fault injection: set ``rxstate.twophase.fault_hook`` to a callable; it is called with the name of each
 step just completed (``"prepared:<p>"`` per partition, ``"committed"``, ``"resolved:<p>"`` per
 partition, ``"forgotten"``), and while it is set each partition is prepared and resolved in its own round
-trip, so a test can stop the process between any two steps.
+trip (the primary last, so that a stop can also leave other partitions prepared without a record), so a
+test can stop the process between any two steps.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ __all__ = ["INTENT_FIELD", "commit", "fault_hook", "run_past_intents", "settle",
 INTENT_FIELD = b"_t"
 fault_hook: Callable[[str], None] | None = None
 T = TypeVar("T")
+_TOMBSTONE_MS = 10 * 60 * 1000  # far longer than any prepare can be in flight
 
 
 @dataclass(slots=True)
@@ -131,7 +134,7 @@ def _load(text: bytes, partition: int) -> list[WriteOp]:
 def _record(store: Store, primary: int, txid: str, action: str) -> tuple[str, list[int]]:
     ks = store.keyspace
     keys = [ks.tx_record(primary, txid), ks.tx_index(primary)]
-    status, parts = store.scripts.get("tx_record")(store.client, keys, [action, txid])
+    status, parts = store.scripts.get("tx_record")(store.client, keys, [action, txid, _TOMBSTONE_MS])
     parts = parts.decode() if isinstance(parts, bytes) else parts
     return (status.decode() if isinstance(status, bytes) else status), [int(p) for p in parts.split(",") if p]
 
@@ -215,13 +218,13 @@ def commit(
     patience = min(ttl_ms / 1000, 0.25)
     prepared: list[int] = []
     try:
-        for batch in ([order[0]], order[1:]) if fault_hook is None else ([p] for p in order):
+        for batch in (order,) if fault_hook is None else ([p] for p in [*order[1:], primary]):
             failures = _prepare(store, txid, batch, groups, primary, fields, ttl_ms, patience)
             prepared += [p for p in batch if p not in failures]
             if failures:
                 errors = list(failures.values())
                 if all(type(e) is ConflictError for e in errors):  # name the stale keys not checked yet
-                    rest = [op for q in order[order.index(batch[-1]) + 1 :] for op in groups[q]]
+                    rest = [op for q in order if q not in prepared and q not in failures for op in groups[q]]
                     errors += _stale(store, rest)
                 raise _merge(errors)
             for p in batch:

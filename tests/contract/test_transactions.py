@@ -64,7 +64,10 @@ def tx_changes(store, txid):
 
 
 def leftovers(store):
-    """Transaction bookkeeping left in the store: intent markers, payloads, records, index entries."""
+    """Transaction bookkeeping left in the store: intent markers, payloads, records, index entries.
+
+    Abort tombstones (records that expire by themselves) are not leftovers.
+    """
     ks = store.keyspace
     found = []
     for p in range(ks.partitions):
@@ -74,7 +77,8 @@ def leftovers(store):
     scan = client.scan_iter(match=f"rx:{{{ks.namespace}:*", count=1000)
     for key in scan:
         key = key.decode()
-        bookkeeping = ":_tx:" in key or ":_txw:" in key
+        tombstone = ":_tx:" in key and client.pttl(key) > 0 and client.hget(key, "s") == b"aborted"
+        bookkeeping = (":_tx:" in key and not tombstone) or ":_txw:" in key
         if bookkeeping or (store.keyspace.parse_entity(key) and client.hexists(key, "_t")):
             found.append(key)
     return found
