@@ -11,6 +11,7 @@ Example:
 """
 
 from . import errors
+from .batch import Batch, BatchItem
 from .codec import Codec
 from .collection import Collection
 from .errors import (
@@ -21,14 +22,18 @@ from .errors import (
     NotFound,
     RxStateError,
     SchemaError,
+    TransactionPending,
     ValidationError,
 )
 from .model import Model, Secret, upcaster
 from .store import Store, connect
+from .transaction import Transaction
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "Batch",
+    "BatchItem",
     "Codec",
     "Collection",
     "ConflictError",
@@ -40,6 +45,8 @@ __all__ = [
     "SchemaError",
     "Secret",
     "Store",
+    "Transaction",
+    "TransactionPending",
     "ValidationError",
     "Versioned",
     "connect",

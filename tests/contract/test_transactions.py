@@ -384,3 +384,27 @@ def test_commit_stopped_at_each_step_shows_all_or_nothing(rx_backend):
     time.sleep(0.25)
     store.resolve_transactions()
     assert leftovers(store) == []
+
+
+def test_binary_values_and_ttls_survive_the_two_phase_payload(rx_store, agents, two_phase):
+    a, b = spread_ids(rx_store, 2)
+    big = "é✓ " * 2000  # compressed with lz4: binary bytes in the payload
+    with rx_store.transaction(two_phase=two_phase) as tx:
+        tx.put(agents, a, Agent(name="a", notes=big), ttl=60)
+        tx.put(agents, b, Agent(name="b"))
+    assert agents.get(a).notes == big
+    assert 0 < rx_store.client.pttl(agents.key(a)) <= 60_000
+    assert rx_store.client.pttl(agents.key(b)) == -1
+
+
+def test_transaction_takes_collection_names_and_refuses_strangers(rx_backend):
+    store, other = rx_backend.store(), rx_backend.store()
+    agents = store.collection("agents", Agent)
+    foreign = other.collection("agents", Agent)
+    with store.transaction() as tx:
+        tx.put("agents", "a1", Agent(name="by name"))
+        with pytest.raises(ValidationError):
+            tx.put(foreign, "a2", Agent(name="x"))
+        with pytest.raises(ValidationError):
+            tx.put("nope", "a2", Agent(name="x"))
+    assert agents.get("a1").name == "by name" and not agents.exists("a2")
