@@ -408,3 +408,30 @@ def test_transaction_takes_collection_names_and_refuses_strangers(rx_backend):
         with pytest.raises(ValidationError):
             tx.put("nope", "a2", Agent(name="x"))
     assert agents.get("a1").name == "by name" and not agents.exists("a2")
+
+
+def test_protocol_choice(rx_backend):
+    """One script where one script can reach every key; the two-phase protocol across cluster slots."""
+    store = rx_backend.store()
+    agents = store.collection("agents", Agent)
+    a, b = spread_ids(store, 2)
+    same = [
+        i for i in (f"s{n}" for n in range(500)) if store.keyspace.partition_of(i) == store.keyspace.partition_of(a)
+    ]
+    steps = []
+    twophase.fault_hook = steps.append
+    try:
+        with store.transaction() as tx:  # one partition: one script everywhere
+            tx.put(agents, a, Agent(name="a"))
+            tx.put(agents, same[0], Agent(name="s"))
+        assert steps == []
+        with store.transaction() as tx:
+            tx.put(agents, a, Agent(name="a2"))
+            tx.put(agents, b, Agent(name="b"))
+        if rx_backend.kind == "cluster":
+            assert "committed" in steps and steps[-1] == "forgotten"
+        else:
+            assert steps == []
+    finally:
+        twophase.fault_hook = None
+    assert agents.get(a).name == "a2" and agents.get(b).name == "b"
