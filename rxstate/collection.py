@@ -150,6 +150,9 @@ class Collection(Generic[M]):
             offset=result.offset,
         )
 
+    def _decode_full(self, entity_id: str, partition: str | None, result: WriteResult) -> Versioned[M]:
+        return self._decode(entity_id, result.full, self.key(entity_id, partition=partition))
+
     def _settled(self, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
         """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
         return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
@@ -245,8 +248,8 @@ class Collection(Generic[M]):
         pairs = list(items.items() if isinstance(items, Mapping) else items)
         return run_many(
             self._store,
-            [(lambda i=i, v=v: self.put_op(i, v, ttl=ttl)) for i, v in pairs],
-            [(lambda r, i=i, v=v: self._versioned(i, v, r)) for i, v in pairs],
+            [partial(self.put_op, i, v, ttl=ttl) for i, v in pairs],
+            [partial(self._versioned, i, v) for i, v in pairs],
             atomic=atomic,
         )
 
@@ -275,8 +278,8 @@ class Collection(Generic[M]):
         pairs = list(updates.items() if isinstance(updates, Mapping) else updates)
         return run_many(
             self._store,
-            [(lambda i=i, f=f: self.update_op(i, ttl=ttl, partition=partition, **f)) for i, f in pairs],
-            [(lambda r, i=i, p=partition: self._decode(i, r.full, self.key(i, partition=p))) for i, _f in pairs],
+            [partial(self.update_op, i, ttl=ttl, partition=partition, **f) for i, f in pairs],
+            [partial(self._decode_full, i, partition) for i, _f in pairs],
             atomic=atomic,
         )
 

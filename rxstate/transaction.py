@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
 from . import twophase
 from .collection import Collection, Ttl, _ttl_ms
@@ -96,7 +96,7 @@ class Transaction:
             return
         self.commit()
 
-    def __call__(self, fn: Callable[P, R]) -> Callable[P, R]:
+    def __call__(self, fn: Callable[Concatenate[Transaction, P], R]) -> Callable[P, R]:
         """Decorate ``fn(tx, *args)``: each call runs it in a fresh transaction, re-run on conflict.
 
         Example:
@@ -109,9 +109,9 @@ class Transaction:
 
         @functools.wraps(fn)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return self.run(fn, *args, **kwargs)  # type: ignore[arg-type]
+            return self.run(fn, *args, **kwargs)
 
-        return wrapper  # type: ignore[return-value]
+        return wrapper
 
     def run(self, fn: Callable[..., R], /, *args: Any, **kwargs: Any) -> R:
         """Run ``fn(tx, *args, **kwargs)`` in a fresh transaction and commit; on conflict, run it again.

@@ -34,6 +34,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import ConflictError, RxStateError, TransactionPending
@@ -286,7 +287,7 @@ def _prepare(
     for p, call, reply in zip(partitions, calls, store.scripts.run_batch(store.client, calls), strict=True):
         if isinstance(reply, TransactionPending):
             try:
-                run_past_intents(store, lambda call=call: call[0](store.client, call[1], call[2]), patience=patience)
+                run_past_intents(store, partial(call[0], store.client, call[1], call[2]), patience=patience)
             except BaseException as exc:
                 failures[p] = exc
         elif isinstance(reply, BaseException):
