@@ -230,9 +230,12 @@ def commit(
                 raise _merge(errors)
             for p in batch:
                 _step(f"prepared:{p}")
-    except BaseException:
-        if prepared:
-            _abort(store, txid, primary, prepared)
+    except BaseException as exc:
+        # A refused prepare wrote nothing; after any other failure a call may have run unanswered, so
+        # release every partition (releasing one that holds nothing of ours is a no-op).
+        targets = prepared if isinstance(exc, RxStateError) else order
+        if targets:
+            _abort(store, txid, primary, targets)
         raise
     status, _parts = _record(store, primary, txid, "commit")
     if status != "committed":  # expired and aborted by someone else before we could commit
