@@ -126,9 +126,7 @@ class Transaction:
             tx = Transaction(self.store, ttl=self.ttl_ms / 1000, two_phase=self.two_phase)
             try:
                 with tx:
-                    result = fn(tx, *args, **kwargs)
-                self.versions, self.txid, self.state = tx.versions, tx.txid, tx.state
-                return result
+                    return fn(tx, *args, **kwargs)
             except ConflictError:
                 if attempt >= self.retries:
                     raise

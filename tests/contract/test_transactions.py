@@ -435,3 +435,36 @@ def test_protocol_choice(rx_backend):
     finally:
         twophase.fault_hook = None
     assert agents.get(a).name == "a2" and agents.get(b).name == "b"
+
+
+def test_retried_transactions_from_threads_lose_no_update(rx_backend, two_phase):
+    """Read two counters in two partitions, write both: with retries, every transfer lands exactly once."""
+    store = rx_backend.store()
+    agents = store.collection("agents", Agent)
+    a, b = spread_ids(store, 2)
+    agents.put(a, Agent(name="a", load=100))
+    agents.put(b, Agent(name="b", load=0))
+    threads, rounds = 4, 8
+
+    def worker():
+        s = rx_backend.store()
+        coll = s.collection("agents", Agent)
+
+        @s.transaction(retries=200, two_phase=two_phase)
+        def transfer(tx):
+            src, dst = tx.get(coll, a), tx.get(coll, b)
+            tx.update(coll, a, load=src.load - 1)
+            tx.update(coll, b, load=dst.load + 1)
+
+        for _ in range(rounds):
+            transfer()
+
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join(timeout=60)
+    moved = threads * rounds
+    assert agents.get(a).load == 100 - moved and agents.get(b).load == moved
+    assert agents.get_versioned(a).version == moved + 1
+    assert leftovers(store) == []
