@@ -27,7 +27,7 @@ Errors (prefix, then space-separated details):
   RXNOTINT key field                 incr of a field whose stored value is not an integer
   RXRANGE key field                  incr would leave the exact integer range (|n| > 2^53-1)
   RXINTEGRITY key bounds:field value  incr would leave the field's declared bounds
-  RXCONFLICT key expected actual [key expected actual ...]   (every stale key of the call)
+  RXCONFLICT key expected actual ...  stale "check" ops: every stale key of the call, in one error
   RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
   RXTXABORTED record                 "prepare" of a primary partition whose transaction was aborted already
 ]]
@@ -72,7 +72,8 @@ end
 -- partition>", set by a "prepare") refuses every write (RXINTENT): the client settles that transaction
 -- first. Stale versions are collected, so one RXCONFLICT names every stale key.
 -- A "prepare" op (KEYS: payload hash, intent index, transaction record or payload hash again) makes the
--- call lock its entities and store the payload instead of writing. A "resolve" op (KEYS: payload hash,
+-- call lock its entities and store the payload instead of writing (its fields: owner "<txid>@<primary>",
+-- parts, n, ops = the payload; its ttl: how long the locks hold). A "resolve" op (KEYS: payload hash,
 -- intent index, record or payload) makes it apply the given ops of transaction txid, then release its
 -- locks; without the payload hash (already resolved) the call does nothing.
 local txn, kept, stale = nil, {}, {}
