@@ -468,3 +468,54 @@ def test_retried_transactions_from_threads_lose_no_update(rx_backend, two_phase)
     assert agents.get(a).load == 100 - moved and agents.get(b).load == moved
     assert agents.get_versioned(a).version == moved + 1
     assert leftovers(store) == []
+
+
+def test_read_only_transactions_never_see_half_a_transfer(rx_backend, two_phase):
+    """Writers move load between entities of two partitions; committed read-only views keep the total."""
+    store = rx_backend.store()
+    agents = store.collection("agents", Agent)
+    a, b = spread_ids(store, 2)
+    agents.put(a, Agent(name="a", load=50))
+    agents.put(b, Agent(name="b", load=50))
+    stop = threading.Event()
+    seen, errors = [], []
+
+    def writer(step):
+        s = rx_backend.store()
+        coll = s.collection("agents", Agent)
+
+        @s.transaction(retries=500, two_phase=two_phase)
+        def transfer(tx):
+            x, y = tx.get(coll, a), tx.get(coll, b)
+            if 0 <= x.load - step <= 100 and 0 <= y.load + step <= 100:
+                tx.update(coll, a, load=x.load - step)
+                tx.update(coll, b, load=y.load + step)
+
+        try:
+            for _ in range(15):
+                transfer()
+        except Exception as exc:  # surfaced by the assertion below
+            errors.append(exc)
+
+    def reader():
+        s = rx_backend.store()
+        coll = s.collection("agents", Agent)
+
+        @s.transaction(retries=1000, two_phase=two_phase)
+        def total(tx):
+            return tx.get(coll, a).load + tx.get(coll, b).load
+
+        while not stop.is_set():
+            seen.append(total())
+
+    writers = [threading.Thread(target=writer, args=(step,)) for step in (3, -5)]
+    watcher = threading.Thread(target=reader)
+    watcher.start()
+    for t in writers:
+        t.start()
+    for t in writers:
+        t.join(timeout=60)
+    stop.set()
+    watcher.join(timeout=60)
+    assert errors == [] and seen and set(seen) == {100}
+    assert agents.get(a).load + agents.get(b).load == 100
