@@ -335,6 +335,10 @@ class Transaction:
     ) -> None:
         """Buffer the deletion of an entity.
 
+        The entity is read (its version recorded): deleting one that does not exist writes nothing, and the
+        recorded read makes the commit fail if it appears meanwhile. So every write of a committed
+        transaction leaves a change record, and ``n`` counts exactly the partitions that have one.
+
         Example:
             >>> tx.delete(tasks, "t9")  # doctest: +SKIP
         """
@@ -343,6 +347,7 @@ class Transaction:
         key = (coll.name, coll._partition(entity_id, partition), entity_id)
         self._require_open()
         self._expect(coll, key, expected_version)
+        self._base(coll, key)
         self._writes[key] = _Pending(coll, entity_id, key[1], "delete")
 
     def _pending_for_update(self, coll: Collection[Any], key: _Key) -> _Pending:
@@ -420,7 +425,9 @@ class Transaction:
             WriteOp(kind="check", collection=coll.name, id=key[2], partition=key[1], expected=version)
             for key, coll, version in self._checks
         ]
-        for p in self._writes.values():
+        for key, p in self._writes.items():
+            if p.kind == "delete" and self._reads[key][0] == 0:
+                continue  # nothing to delete; the recorded read keeps it so until the commit
             coll = p.collection
             kind = "incr" if p.kind == "update" and p.incrs and not p.sets else p.kind
             incrs = [(f, amount, *coll._bounds[f]) for f, amount in p.incrs.items()]

@@ -519,3 +519,16 @@ def test_read_only_transactions_never_see_half_a_transfer(rx_backend, two_phase)
     watcher.join(timeout=60)
     assert errors == [] and seen and set(seen) == {100}
     assert agents.get(a).load + agents.get(b).load == 100
+
+
+def test_partition_count_counts_partitions_with_change_records(rx_store, agents, two_phase):
+    a, b, c = spread_ids(rx_store, 3)
+    agents.put(a, Agent(name="a"))
+    with rx_store.transaction(two_phase=two_phase) as tx:
+        tx.update(agents, a, load=1)
+        tx.delete(agents, b)  # does not exist: nothing to write
+        tx.put(agents, c, Agent(name="c"))
+        tx.delete(agents, c)  # created and deleted in the transaction: nothing to write
+    records = tx_changes(rx_store, tx.txid)
+    assert [(r["i"], r["n"]) for r in records] == [(a, "1")]
+    assert not agents.exists(b) and not agents.exists(c)
