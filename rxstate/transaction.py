@@ -271,6 +271,8 @@ class Transaction:
                 raise ValidationError(f"{coll.partition_key!r} is the partition key: it cannot change")
             old = dict(coll._codec.encode(current.value))
             sets = [(n, v) for n, v in coll._codec.encode(new) if old.get(n) != v]
+            if not sets and ttl_arg == KEEP_TTL:
+                return  # unchanged: nothing to write (the read stays checked)
         else:
             if not fields:
                 raise ValidationError("update needs at least one field to set")

@@ -532,3 +532,10 @@ def test_partition_count_counts_partitions_with_change_records(rx_store, agents,
     records = tx_changes(rx_store, tx.txid)
     assert [(r["i"], r["n"]) for r in records] == [(a, "1")]
     assert not agents.exists(b) and not agents.exists(c)
+
+
+def test_unchanged_function_update_writes_nothing(rx_store, agents):
+    agents.put("a1", Agent(name="a"))
+    with rx_store.transaction() as tx:
+        tx.update(agents, "a1", lambda a: a)
+    assert tx.versions == {} and agents.get_versioned("a1").version == 1
