@@ -57,6 +57,11 @@ class Transaction:
     Open one with ``store.transaction()``. Use it as a context manager (commit on normal exit, discard on
     an exception), or as a decorator / ``run`` to re-execute a function on conflict.
 
+    Attributes:
+        txid: the transaction id, recorded as ``x`` in each of its change records.
+        state: ``"open"``, ``"committed"``, ``"rolled back"`` or ``"failed"``.
+        versions: after the commit, the new version of each written entity, by (collection, id).
+
     Example:
         >>> with store.transaction() as tx:  # doctest: +SKIP
         ...     a = tx.get(agents, "a1")
