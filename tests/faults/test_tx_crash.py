@@ -17,9 +17,10 @@ import uuid
 from pathlib import Path
 
 import pytest
+from redis.crc import key_slot
 
 import rxstate
-from tests.contract.test_transactions import leftovers, spread_ids, tx_changes
+from tests.contract.test_transactions import leftovers, tx_changes
 from tests.models import Agent, Task
 
 pytestmark = pytest.mark.slow
@@ -59,6 +60,21 @@ print("finished", calls, flush=True)
 """
 
 
+def spread_over_nodes(store, masters=3):
+    """Three ids whose partitions sit on three different masters of a ``LocalCluster`` (slots split evenly)."""
+    out, nodes = [], set()
+    for i in range(10_000):
+        candidate = f"k{i}"
+        node = key_slot(store.keyspace.entity("agents", candidate, store.keyspace.partition_of(candidate)).encode())
+        node = node * masters // 16384
+        if node not in nodes:
+            nodes.add(node)
+            out.append(candidate)
+            if len(out) == masters:
+                return out
+    raise AssertionError("no ids on every node")
+
+
 @pytest.fixture(params=["redis", pytest.param("cluster", marks=pytest.mark.cluster)])
 def server_url(request):
     if request.param == "redis":
@@ -75,7 +91,7 @@ def test_kill_committer_after_each_step(server_url, crash_at):
     try:
         agents = store.collection("agents", Agent, indexes=["status"])
         tasks = store.collection("tasks", Task)
-        a, b, c = spread_ids(store, 3)
+        a, b, c = spread_over_nodes(store)
         agents.put(a, Agent(name="a"))
         agents.put(c, Agent(name="c"))
 
