@@ -11,6 +11,7 @@ Example:
 """
 
 from . import errors
+from .batch import Batch, BatchItem
 from .cache import CacheStats
 from .codec import Codec
 from .collection import Collection
@@ -22,14 +23,18 @@ from .errors import (
     NotFound,
     RxStateError,
     SchemaError,
+    TransactionPending,
     ValidationError,
 )
 from .model import Model, Secret, upcaster
 from .store import Store, connect
+from .transaction import Transaction
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "Batch",
+    "BatchItem",
     "CacheStats",
     "Codec",
     "Collection",
@@ -42,6 +47,8 @@ __all__ = [
     "SchemaError",
     "Secret",
     "Store",
+    "Transaction",
+    "TransactionPending",
     "ValidationError",
     "Versioned",
     "connect",

@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import annotated_types
 
+from .batch import run_many
 from .codec import ModelCodec
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .model import Model
-from .readthrough import fetch_many, read_one, write_many, write_one, write_value
+from .readthrough import fetch_many, read_one, write_one, write_value
+from .twophase import INTENT_FIELD, settle, settle_listed
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -151,6 +153,13 @@ class Collection(Generic[M]):
             offset=result.offset,
         )
 
+    def _decode_full(self, entity_id: str, partition: str | None, result: WriteResult) -> Versioned[M]:
+        return self._decode(entity_id, result.full, self.key(entity_id, partition=partition))
+
+    def _settled(self, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
+        return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
+
     def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str) -> Versioned[M]:
         value, meta = self._codec.decode(raw, key)
         return Versioned(
@@ -222,39 +231,60 @@ class Collection(Generic[M]):
         return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def put_many(
-        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None
+        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None, atomic: bool = False
     ) -> list[Versioned[M] | RxStateError]:
-        """Store many entities in one round trip; each is atomic alone and reports its own result.
+        """Store many entities in one round trip, reporting each item's result.
+
+        Args:
+            items: ``{id: value}`` or ``(id, value)`` pairs.
+            ttl: TTL of every item.
+            atomic: all-or-nothing per partition (one script call per partition, pipelined across
+                partitions; a refused item fails its partition's items); invalid input then raises at once.
+                Otherwise each item is atomic alone and a bad item fails alone.
 
         Returns:
-            One entry per item, in order: its ``Versioned`` or the error that refused it (a bad item
-            fails alone, the others are written).
+            One entry per item, in order: its ``Versioned`` or the error that refused it.
 
         Example:
             >>> results = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})  # doctest: +SKIP
         """
         pairs = list(items.items() if isinstance(items, Mapping) else items)
-        results: list[Versioned[M] | RxStateError] = []
-        ops: list[WriteOp | RxStateError] = []
-        for entity_id, value in pairs:
-            try:
-                ops.append(self.put_op(entity_id, value, ttl=ttl))
-            except RxStateError as exc:
-                ops.append(exc)
-        replies, cache_written = write_many(self, [op for op in ops if isinstance(op, WriteOp)])
-        it = iter(replies)
-        for (entity_id, value), op in zip(pairs, ops, strict=True):
-            if isinstance(op, RxStateError):
-                results.append(op)
-                continue
-            reply = next(it)
-            if isinstance(reply, RxStateError):
-                results.append(reply)
-                continue
-            written = self._versioned(entity_id, value, reply)
-            cache_written(op, reply, written)
-            results.append(written)
-        return results
+        return run_many(
+            self._store,
+            [partial(self.put_op, i, v, ttl=ttl) for i, v in pairs],
+            [partial(self._versioned, i, v) for i, v in pairs],
+            atomic=atomic,
+        )
+
+    def update_many(
+        self,
+        updates: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        ttl: Ttl = None,
+        partition: str | None = None,
+        atomic: bool = False,
+    ) -> list[Versioned[M] | RxStateError]:
+        """Partial updates of many entities in one round trip, reporting each item's result.
+
+        Args:
+            updates: ``{id: {field: value}}`` or ``(id, {field: value})`` pairs.
+            ttl: a new TTL for every item (None keeps each one's).
+            partition: the partition-key value of every item, for a collection that has one.
+            atomic: all-or-nothing per partition, as in ``put_many``.
+
+        Returns:
+            One entry per item, in order: its new ``Versioned`` or the error that refused it.
+
+        Example:
+            >>> agents.update_many({"a1": {"status": "busy"}, "a2": {"load": 3}}, atomic=True)  # doctest: +SKIP
+        """
+        pairs = list(updates.items() if isinstance(updates, Mapping) else updates)
+        return run_many(
+            self._store,
+            [partial(self.update_op, i, ttl=ttl, partition=partition, **f) for i, f in pairs],
+            [partial(self._decode_full, i, partition) for i, _f in pairs],
+            atomic=atomic,
+        )
 
     def update(
         self,
@@ -300,24 +330,36 @@ class Collection(Generic[M]):
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
             return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition)
+        op = self.update_op(entity_id, expected_version=expected_version, ttl=ttl, partition=partition, **fields)
+        key = self._ks.entity(self.name, entity_id, op.partition)
+        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
+
+    def update_op(
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+        partition: str | None = None,
+        **fields: Any,
+    ) -> WriteOp:
+        """The ``WriteOp`` of a partial ``update``, validated (for batches and transactions)."""
+        validate_id(entity_id)
         if not fields:
             raise ValidationError("update needs at least one field to set")
         if self.partition_key in fields:
             raise ValidationError(
                 f"{self.partition_key!r} is the partition key: it cannot change", field=self.partition_key
             )
-        p = self._partition(entity_id, partition)
-        op = self._op(
+        return self._op(
             "update",
             entity_id,
-            p,
+            self._partition(entity_id, partition),
             expected=expected_version,
-            ttl=ttl_arg,
+            ttl=KEEP_TTL if ttl is None else str(_ttl_ms(ttl)),
             want_full=True,
             sets=self._codec.encode_fields(fields),
         )
-        key = self._ks.entity(self.name, entity_id, p)
-        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
 
     def _update_with(
         self,
@@ -384,23 +426,33 @@ class Collection(Generic[M]):
             >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
             3
         """
+        op = self.incr_op(entity_id, field, amount, expected_version=expected_version, partition=partition)
+        return int(write_one(self, op).full[field.encode()])
+
+    def incr_op(
+        self,
+        entity_id: str,
+        field: str,
+        amount: int = 1,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+    ) -> WriteOp:
+        """The ``WriteOp`` of an ``incr``, validated (for batches and transactions)."""
         validate_id(entity_id)
         if field not in self._codec.integer_fields:
             raise ValidationError(f"{self.model.__name__}.{field} is not an int field", field=field)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
         low, high = self._bounds[field]
-        p = self._partition(entity_id, partition)
-        op = self._op(
+        return self._op(
             "incr",
             entity_id,
-            p,
+            self._partition(entity_id, partition),
             expected=expected_version,
             want_full=True,
             incrs=[(field, amount, low, high)],
         )
-        result = write_one(self, op)
-        return int(result.full[field.encode()])
 
     def delete(
         self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
@@ -414,9 +466,15 @@ class Collection(Generic[M]):
             >>> agents.delete("a1")  # doctest: +SKIP
             True
         """
-        validate_id(entity_id)
-        op = self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
+        op = self.delete_op(entity_id, expected_version=expected_version, partition=partition)
         return write_one(self, op).version > 0
+
+    def delete_op(
+        self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
+    ) -> WriteOp:
+        """The ``WriteOp`` of a ``delete``, validated (for batches and transactions)."""
+        validate_id(entity_id)
+        return self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
@@ -440,7 +498,7 @@ class Collection(Generic[M]):
                     self._keys[entity_id] = key
             return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
-        raw = self._store.client.hgetall(key)
+        raw = self._settled(key, self._store.client.hgetall(key))
         if not raw:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
         return self._decode(entity_id, raw, key)
@@ -471,7 +529,11 @@ class Collection(Generic[M]):
             >>> agents.exists("a1")  # doctest: +SKIP
             True
         """
-        return bool(self._store.client.exists(self.key(entity_id, partition=partition)))
+        key = self.key(entity_id, partition=partition)
+        version, intent = self._store.client.hmget(key, "_v", "_t")
+        if intent is not None:
+            return b"_v" in self._settled(key, self._store.client.hgetall(key))
+        return version is not None
 
     def get_many(self, entity_ids: Iterable[str], *, partition: str | None = None) -> dict[str, M]:
         """Values of many ids in one round trip; absent ids are left out.
@@ -502,15 +564,21 @@ class Collection(Generic[M]):
             for key in keys:
                 pipe.hgetall(key)
             for entity_id, key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
         return out
 
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
-        pipe = self._store.client.pipeline(transaction=False)
-        for p in range(self._ks.partitions):
-            pipe.execute_command(command, key_of(p), *args)
-        return pipe.execute()  # type: ignore[no-any-return]
+        for _attempt in range(3):
+            pipe = self._store.client.pipeline(transaction=False)
+            for p in range(self._ks.partitions):
+                pipe.execute_command(command, key_of(p), *args)
+                pipe.hgetall(self._ks.tx_index(p))  # transactions with intents here: see twophase
+            replies = pipe.execute()
+            if not any(replies[1::2]) or not settle_listed(self._store, replies[1::2]):
+                break
+        return replies[0::2]  # type: ignore[no-any-return]
 
     def ids(self) -> list[str]:
         """Every id in the collection, sorted.
@@ -536,6 +604,7 @@ class Collection(Generic[M]):
             for key in keys:
                 pipe.hgetall(key)
             for (entity_id, _p), key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
         return out

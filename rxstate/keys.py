@@ -10,6 +10,9 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
     rx:{ns:p}:changes                  change stream of the partition
     rx:{ns:p}:_probe                   probe written by the local cache's invalidation feed (expires)
+    rx:{ns:p}:_tx:<txid>               decision record of a cross-partition transaction (primary partition)
+    rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
+    rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
 """
 
@@ -103,6 +106,15 @@ class Keyspace:
 
     def changes(self, partition: int) -> str:
         return f"{self._tags[partition]}changes"
+
+    def tx_record(self, partition: int, txid: str) -> str:
+        return f"{self._tags[partition]}_tx:{txid}"
+
+    def tx_payload(self, partition: int, txid: str) -> str:
+        return f"{self._tags[partition]}_txw:{txid}"
+
+    def tx_index(self, partition: int) -> str:
+        return f"{self._tags[partition]}_txi"
 
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"

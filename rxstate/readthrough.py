@@ -61,6 +61,7 @@ def read_one(coll: Collection[Any], cache: EntityCache, entity_id: str, key: str
         raw, pttl = pipe.execute()
     else:
         raw, pttl = client.hgetall(key), -2
+    raw = coll._settled(key, raw)
     if not raw:
         raise NotFound(f"{coll.name} {entity_id!r} does not exist ({key})", key=key)
     value = coll._decode(entity_id, raw, key)
@@ -101,7 +102,7 @@ def fetch_many(
         replies = pipe.execute()
         step = 2 if token else 1
         for n, (entity_id, key) in enumerate(missing):
-            raw = replies[n * step]
+            raw = coll._settled(key, replies[n * step])
             if not raw:
                 continue
             value = coll._decode(entity_id, raw, key)

@@ -11,13 +11,16 @@ from typing import Any, TypeVar
 
 import redis
 
+from .batch import Batch
 from .cache import EntityCache
 from .codec import Codec
 from .collection import Collection
-from .errors import ClusterError, RxStateError, SchemaError, ServerError, ValidationError
+from .errors import ClusterError, RxStateError, SchemaError, ServerError, TransactionPending, ValidationError
 from .keys import Keyspace, validate_namespace
 from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
+from .transaction import Transaction
+from .twophase import run_past_intents, sweep
 from .writes import WriteOp, WriteResult, pack_ops
 
 __all__ = ["Store", "connect"]
@@ -173,12 +176,18 @@ class Store:
         return dict(self._collections)
 
     # -- the write path ----------------------------------------------------------------------------
-    def _mutate(self, ops: Sequence[WriteOp], txid: str = "") -> list[WriteResult]:
-        """Run operations as one atomic script call; all happen or none does."""
+    def _mutate(self, ops: Sequence[WriteOp], txid: str = "", *, nparts: int | None = None) -> list[WriteResult]:
+        """Run operations as one atomic script call; all happen or none does.
+
+        An entity locked by a cross-partition transaction makes the call wait for (or settle) it first.
+        """
         if self.is_cluster and len({op.partition for op in ops}) > 1:
             raise ClusterError("one script call cannot span partitions on a cluster")
-        keys, args = pack_ops(self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention)
-        replies = self.scripts.get("mutate")(self.client, keys, args)
+        keys, args = pack_ops(
+            self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention, nparts=nparts
+        )
+        script = self.scripts.get("mutate")
+        replies = run_past_intents(self, lambda: script(self.client, keys, args))
         return [WriteResult.from_reply(r) for r in replies]
 
     def _mutate_each(self, ops: Sequence[WriteOp]) -> list[WriteResult | RxStateError]:
@@ -189,8 +198,13 @@ class Store:
             for op in ops
         ]
         out: list[WriteResult | RxStateError] = []
-        for reply in self.scripts.run_batch(self.client, calls):
-            if isinstance(reply, RxStateError):
+        for op, reply in zip(ops, self.scripts.run_batch(self.client, calls), strict=True):
+            if isinstance(reply, TransactionPending):
+                try:
+                    out.append(self._mutate([op])[0])
+                except RxStateError as exc:
+                    out.append(exc)
+            elif isinstance(reply, RxStateError):
                 out.append(reply)
             elif isinstance(reply, BaseException):
                 raise reply
@@ -234,6 +248,10 @@ class Store:
                     self._reap(collection)
                 except Exception as exc:  # keep upkeep alive through transient server errors
                     log.debug("reaper: %s: %s", collection.name, exc)
+            try:
+                sweep(self)  # transactions abandoned by dead clients
+            except Exception as exc:
+                log.debug("reaper: transactions: %s", exc)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -308,6 +326,63 @@ class Store:
             0.98
         """
         return self._cache
+
+    # -- transactions and batches ------------------------------------------------------------------
+    def _forget_cached(self, ops: Sequence[WriteOp]) -> None:
+        """Evict cached values of entities these operations may have written.
+
+        Transactions and batches write without the per-entity cache bookkeeping of single writes; the
+        invalidation echo of their writes can lag behind their reply, so a later read by the writer
+        must not be served the older cached value.
+        """
+        if self._cache is not None:
+            ks = self.keyspace
+            self._cache.invalidate_many(
+                [ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"]
+            )
+
+    def transaction(self, *, retries: int = 0, ttl: float = 5.0, two_phase: bool | None = None) -> Transaction:
+        """A transaction: reads with versions, buffered writes, one all-or-nothing commit.
+
+        Use it in a ``with`` block (commit at the end, discard on an exception), or, with ``retries``, as a
+        decorator or ``.run(fn, ...)`` that re-runs ``fn(tx, ...)`` on conflict.
+
+        Args:
+            retries: re-runs of a decorated / ``run`` function on ``ConflictError``.
+            ttl: seconds a cross-partition commit may hold its locks before others may abort it.
+            two_phase: force (True) the two-phase protocol even where one script could commit (standalone);
+                default: only when the transaction spans partitions of a cluster.
+
+        Example:
+            >>> with store.transaction() as tx:  # doctest: +SKIP
+            ...     tx.update(agents, "a1", status="busy")
+            ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
+        """
+        return Transaction(self, retries=retries, ttl=ttl, two_phase=two_phase)
+
+    def batch(self, *, atomic: bool = False) -> Batch:
+        """Group writes to any collections into the fewest round trips, each with its own result.
+
+        Args:
+            atomic: all-or-nothing per partition (one script call per partition) instead of per write.
+
+        Example:
+            >>> with store.batch() as batch:  # doctest: +SKIP
+            ...     batch.update(agents, "a1", status="busy")
+            ...     batch.put(tasks, "t9", Task(title="review"))
+        """
+        return Batch(self, atomic=atomic)
+
+    def resolve_transactions(self) -> int:
+        """Settle cross-partition transactions abandoned past their deadline; returns how many.
+
+        The background upkeep does this every ``reap_interval``; readers and writers settle the ones they meet.
+
+        Example:
+            >>> store.resolve_transactions()  # doctest: +SKIP
+            0
+        """
+        return sweep(self)
 
 
 def _check_client(client: Any) -> None:
