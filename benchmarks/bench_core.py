@@ -55,7 +55,8 @@ def main() -> None:
     n = args.n
     with EmbeddedServer() as server:
         raw = server.client()
-        store = rxstate.connect(server.client(), namespace="bench", reap_interval=None)
+        # cache=False: this benchmark measures the round trips; bench_cache.py measures cached reads.
+        store = rxstate.connect(server.client(), namespace="bench", reap_interval=None, cache=False)
         agents = store.collection("agents", Agent, indexes=["status"])
         sample = Agent(name="planner", skills=["plan", "code"], notes="ready")
         fields = dict(agents._codec.encode(sample))

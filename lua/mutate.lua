@@ -10,13 +10,16 @@ ARGV:
   [1] actor, [2] transaction id ("" if none), [3] change stream MAXLEN (~), [4] number of operations,
   [5] number of partitions the batch touches,
   then per operation:
-    op ("put" | "create" | "update" | "incr" | "delete"), collection, id,
+    op ("put" | "create" | "update" | "incr" | "delete" | "check" | "prepare" | "resolve"), collection, id,
     expected version ("" = unchecked), schema version,
     ttl ("-" keep, "0" persist, N = expire after N ms), want full hash in reply ("1" | "0"),
     nset, (field, encoded value) * nset,
     nincr, (field, integer amount, min, max) * nincr   (min/max: bounds, "" for none),
     nidx, index field name * nidx          (names of the index zsets passed in KEYS, same order)
 Returns: one array per operation: {version, change id, server time ms, {field, value, ...} or {}}
+Transactions (see the Phase 0 comment): "check" verifies a version and writes nothing; one "prepare" op
+turns the call into the first phase of a cross-partition commit; one "resolve" op applies (or releases)
+a prepared transaction's intents in this partition.
 Errors (prefix, then space-separated details):
   RXCONFLICT key expected actual     expected version did not match
   RXEXISTS key actual                create of an existing entity
@@ -24,6 +27,9 @@ Errors (prefix, then space-separated details):
   RXNOTINT key field                 incr of a field whose stored value is not an integer
   RXRANGE key field                  incr would leave the exact integer range (|n| > 2^53-1)
   RXINTEGRITY key bounds:field value  incr would leave the field's declared bounds
+  RXCONFLICT key expected actual ...  stale "check" ops: every stale key of the call, in one error
+  RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
+  RXTXABORTED record                 "prepare" of a primary partition whose transaction was aborted already
 ]]
 
 local actor, txid, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -60,6 +66,75 @@ for i = 1, nops do
     op.idx[j] = ARGV[a]; op.idxkeys[j] = KEYS[k]; a = a + 1; k = k + 1
   end
   ops[i] = op
+end
+
+-- Phase 0: transactions. An entity locked by another transaction (hash field _t = "<txid>@<primary
+-- partition>", set by a "prepare") refuses every write (RXINTENT): the client settles that transaction
+-- first. Stale versions are collected, so one RXCONFLICT names every stale key.
+-- A "prepare" op (KEYS: payload hash, intent index, transaction record or payload hash again) makes the
+-- call lock its entities and store the payload instead of writing (its fields: owner "<txid>@<primary>",
+-- parts, n, ops = the payload; its ttl: how long the locks hold). A "resolve" op (KEYS: payload hash,
+-- intent index, record or payload) makes it apply the given ops of transaction txid, then release its
+-- locks; without the payload hash (already resolved) the call does nothing.
+local txn, kept, stale = nil, {}, {}
+for _, op in ipairs(ops) do
+  if op.kind == "prepare" or op.kind == "resolve" then txn = op else kept[#kept + 1] = op end
+end
+if txn and txn.kind == "resolve" and redis.call("EXISTS", txn.ekey) == 0 then return {} end
+ops = kept
+local locked = ops
+kept = {}
+for _, op in ipairs(ops) do
+  local h = redis.call("HMGET", op.ekey, "_v", "_t")
+  local cur = tonumber(h[1] or "0")
+  if h[2] and (txid == "" or string.match(h[2], "^(.*)@") ~= txid) then
+    return redis.error_reply("RXINTENT " .. op.ekey .. " " .. h[2])
+  end
+  if op.kind == "check" and op.expected ~= "" and tonumber(op.expected) ~= cur then
+    stale[#stale + 1] = op.ekey .. " " .. op.expected .. " " .. cur
+  end
+  -- An entity whose TTL ran out while locked has nothing left to update, increment or delete.
+  local gone = cur == 0 and (op.kind == "update" or op.kind == "incr" or op.kind == "delete")
+  if not (txn and txn.kind == "resolve" and gone) then
+    kept[#kept + 1] = op
+  end
+end
+if #stale > 0 then return redis.error_reply("RXCONFLICT " .. table.concat(stale, " ")) end
+if txn and txn.kind == "resolve" then ops = kept end
+
+local function txn_fields()
+  local f = {}
+  for _, kv in ipairs(txn.set) do f[kv[1]] = kv[2] end
+  return f
+end
+
+local function txn_prepare()
+  local f = txn_fields()
+  if txn.exp ~= txn.ekey and redis.call("EXISTS", txn.exp) == 1 then
+    return redis.error_reply("RXTXABORTED " .. txn.exp)
+  end
+  local deadline = tostring(now + tonumber(txn.ttl))
+  for _, op in ipairs(ops) do redis.call("HSET", op.ekey, "_t", f.owner) end
+  local h = {"HSET", txn.ekey, "d", deadline}
+  for _, kv in ipairs(txn.set) do h[#h + 1] = kv[1]; h[#h + 1] = kv[2] end
+  redis.call(unpack(h))
+  redis.call("HSET", txn.ids, txid, f.owner .. " " .. deadline)
+  if txn.exp ~= txn.ekey then
+    redis.call("HSET", txn.exp, "s", "pending", "d", deadline, "p", f.parts)
+  end
+  return {deadline}
+end
+
+local function txn_release()
+  local owner = txn_fields().owner
+  for _, op in ipairs(locked) do
+    local h = redis.call("HMGET", op.ekey, "_v", "_t")
+    if h[2] == owner then
+      if h[1] then redis.call("HDEL", op.ekey, "_t") else redis.call("DEL", op.ekey) end
+    end
+  end
+  redis.call("DEL", txn.ekey)
+  if txn.exp == txn.ekey then redis.call("HDEL", txn.ids, txid) end  -- the primary's goes with the record
 end
 
 -- Phase 1: checks. No write happens before all of them pass.
@@ -101,6 +176,8 @@ for _, op in ipairs(ops) do
     end
   end
 end
+
+if txn and txn.kind == "prepare" then return txn_prepare() end
 
 -- Phase 2: writes.
 local function change_record(op, kind, version, fields)
@@ -144,7 +221,9 @@ end
 
 local results = {}
 for i, op in ipairs(ops) do
-  if op.kind == "delete" then
+  if op.kind == "check" then
+    results[i] = {op.cur, "", now, {}}
+  elseif op.kind == "delete" then
     if op.cur == 0 then
       results[i] = {0, "", now, {}}
     else
@@ -209,4 +288,5 @@ for i, op in ipairs(ops) do
     results[i] = {version, cid, now, full}
   end
 end
+if txn then txn_release() end
 return results

@@ -11,6 +11,8 @@ Example:
 """
 
 from . import errors
+from .batch import Batch, BatchItem
+from .cache import CacheStats
 from .codec import Codec
 from .collection import Collection
 from .errors import (
@@ -21,6 +23,7 @@ from .errors import (
     NotFound,
     RxStateError,
     SchemaError,
+    TransactionPending,
     ValidationError,
 )
 from .eventquery import EventLog, Timeline, Why
@@ -29,11 +32,15 @@ from .eventtypes import RecordedEvent
 from .model import Model, Secret, upcaster
 from .store import Store, connect
 from .subscriptions import Projection, ProjectionBatch, Subscription
+from .transaction import Transaction
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
     "AppendResult",
+    "Batch",
+    "BatchItem",
+    "CacheStats",
     "Codec",
     "Collection",
     "ConflictError",
@@ -52,6 +59,8 @@ __all__ = [
     "Store",
     "Subscription",
     "Timeline",
+    "Transaction",
+    "TransactionPending",
     "ValidationError",
     "Versioned",
     "Why",

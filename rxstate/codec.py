@@ -26,7 +26,7 @@ __all__ = ["RESERVED_FIELDS", "Codec", "EntityMeta", "ModelCodec"]
 M = TypeVar("M", bound=Model)
 
 LZ4_MARKER = b"\x00z"
-RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o", b"_x"})
+RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o", b"_x", b"_t"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 

@@ -10,10 +10,13 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import annotated_types
 
+from .batch import run_many
 from .codec import ModelCodec
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .model import Model
+from .readthrough import fetch_many, read_one, write_one, write_value
+from .twophase import INTENT_FIELD, settle, settle_listed
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -25,6 +28,7 @@ __all__ = ["Collection"]
 M = TypeVar("M", bound=Model)
 _MISSING: Any = object()
 _FETCH_CHUNK = 500
+_KEY_MEMO = 65_536
 Ttl = float | int | timedelta | None
 
 
@@ -93,6 +97,7 @@ class Collection(Generic[M]):
         self._ks = store.keyspace
         self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=self.indexes)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
+        self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} of {self.model.__name__} in namespace {self._ks.namespace!r}>"
@@ -147,6 +152,13 @@ class Collection(Generic[M]):
             actor=self._store.actor,
             offset=result.offset,
         )
+
+    def _decode_full(self, entity_id: str, partition: str | None, result: WriteResult) -> Versioned[M]:
+        return self._decode(entity_id, result.full, self.key(entity_id, partition=partition))
+
+    def _settled(self, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
+        return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
 
     def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str) -> Versioned[M]:
         value, meta = self._codec.decode(raw, key)
@@ -206,7 +218,7 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def create(self, entity_id: str, value: M, *, ttl: Ttl = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
@@ -216,39 +228,63 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, kind="create", ttl=ttl)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def put_many(
-        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None
+        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None, atomic: bool = False
     ) -> list[Versioned[M] | RxStateError]:
-        """Store many entities in one round trip; each is atomic alone and reports its own result.
+        """Store many entities in one round trip, reporting each item's result.
+
+        Args:
+            items: ``{id: value}`` or ``(id, value)`` pairs.
+            ttl: TTL of every item.
+            atomic: all-or-nothing per partition (one script call per partition, pipelined across
+                partitions; a refused item fails its partition's items); invalid input then raises at once.
+                Otherwise each item is atomic alone and a bad item fails alone.
 
         Returns:
-            One entry per item, in order: its ``Versioned`` or the error that refused it (a bad item
-            fails alone, the others are written).
+            One entry per item, in order: its ``Versioned`` or the error that refused it.
 
         Example:
             >>> results = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})  # doctest: +SKIP
         """
         pairs = list(items.items() if isinstance(items, Mapping) else items)
-        results: list[Versioned[M] | RxStateError] = []
-        ops: list[WriteOp | RxStateError] = []
-        for entity_id, value in pairs:
-            try:
-                ops.append(self.put_op(entity_id, value, ttl=ttl))
-            except RxStateError as exc:
-                ops.append(exc)
-        replies = self._store._mutate_each([op for op in ops if isinstance(op, WriteOp)])
-        it = iter(replies)
-        for (entity_id, value), op in zip(pairs, ops, strict=True):
-            if isinstance(op, RxStateError):
-                results.append(op)
-                continue
-            reply = next(it)
-            results.append(
-                reply if isinstance(reply, RxStateError) else self._versioned(entity_id, value, reply)
-            )
-        return results
+        return run_many(
+            self._store,
+            [partial(self.put_op, i, v, ttl=ttl) for i, v in pairs],
+            [partial(self._versioned, i, v) for i, v in pairs],
+            atomic=atomic,
+        )
+
+    def update_many(
+        self,
+        updates: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        ttl: Ttl = None,
+        partition: str | None = None,
+        atomic: bool = False,
+    ) -> list[Versioned[M] | RxStateError]:
+        """Partial updates of many entities in one round trip, reporting each item's result.
+
+        Args:
+            updates: ``{id: {field: value}}`` or ``(id, {field: value})`` pairs.
+            ttl: a new TTL for every item (None keeps each one's).
+            partition: the partition-key value of every item, for a collection that has one.
+            atomic: all-or-nothing per partition, as in ``put_many``.
+
+        Returns:
+            One entry per item, in order: its new ``Versioned`` or the error that refused it.
+
+        Example:
+            >>> agents.update_many({"a1": {"status": "busy"}, "a2": {"load": 3}}, atomic=True)  # doctest: +SKIP
+        """
+        pairs = list(updates.items() if isinstance(updates, Mapping) else updates)
+        return run_many(
+            self._store,
+            [partial(self.update_op, i, ttl=ttl, partition=partition, **f) for i, f in pairs],
+            [partial(self._decode_full, i, partition) for i, _f in pairs],
+            atomic=atomic,
+        )
 
     def update(
         self,
@@ -294,24 +330,36 @@ class Collection(Generic[M]):
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
             return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition)
+        op = self.update_op(entity_id, expected_version=expected_version, ttl=ttl, partition=partition, **fields)
+        key = self._ks.entity(self.name, entity_id, op.partition)
+        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
+
+    def update_op(
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+        partition: str | None = None,
+        **fields: Any,
+    ) -> WriteOp:
+        """The ``WriteOp`` of a partial ``update``, validated (for batches and transactions)."""
+        validate_id(entity_id)
         if not fields:
             raise ValidationError("update needs at least one field to set")
         if self.partition_key in fields:
             raise ValidationError(
                 f"{self.partition_key!r} is the partition key: it cannot change", field=self.partition_key
             )
-        p = self._partition(entity_id, partition)
-        op = self._op(
+        return self._op(
             "update",
             entity_id,
-            p,
+            self._partition(entity_id, partition),
             expected=expected_version,
-            ttl=ttl_arg,
+            ttl=KEEP_TTL if ttl is None else str(_ttl_ms(ttl)),
             want_full=True,
             sets=self._codec.encode_fields(fields),
         )
-        result = self._store._mutate([op])[0]
-        return self._decode(entity_id, result.full, self._ks.entity(self.name, entity_id, p))
 
     def _update_with(
         self,
@@ -346,12 +394,11 @@ class Collection(Generic[M]):
                 return current
             op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
             try:
-                result = self._store._mutate([op])[0]
+                return write_value(self, op, partial(self._versioned, entity_id, new))
             except ConflictError:
                 if expected is not None:
                     raise
                 continue
-            return self._versioned(entity_id, new, result)
         raise ConflictError(
             f"{self.key(entity_id, partition=partition)}: still changing after {retries} attempts",
             key=self.key(entity_id, partition=partition),
@@ -379,23 +426,33 @@ class Collection(Generic[M]):
             >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
             3
         """
+        op = self.incr_op(entity_id, field, amount, expected_version=expected_version, partition=partition)
+        return int(write_one(self, op).full[field.encode()])
+
+    def incr_op(
+        self,
+        entity_id: str,
+        field: str,
+        amount: int = 1,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+    ) -> WriteOp:
+        """The ``WriteOp`` of an ``incr``, validated (for batches and transactions)."""
         validate_id(entity_id)
         if field not in self._codec.integer_fields:
             raise ValidationError(f"{self.model.__name__}.{field} is not an int field", field=field)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
         low, high = self._bounds[field]
-        p = self._partition(entity_id, partition)
-        op = self._op(
+        return self._op(
             "incr",
             entity_id,
-            p,
+            self._partition(entity_id, partition),
             expected=expected_version,
             want_full=True,
             incrs=[(field, amount, low, high)],
         )
-        result = self._store._mutate([op])[0]
-        return int(result.full[field.encode()])
 
     def delete(
         self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
@@ -409,9 +466,15 @@ class Collection(Generic[M]):
             >>> agents.delete("a1")  # doctest: +SKIP
             True
         """
+        op = self.delete_op(entity_id, expected_version=expected_version, partition=partition)
+        return write_one(self, op).version > 0
+
+    def delete_op(
+        self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
+    ) -> WriteOp:
+        """The ``WriteOp`` of a ``delete``, validated (for batches and transactions)."""
         validate_id(entity_id)
-        op = self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
-        return self._store._mutate([op])[0].version > 0
+        return self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
@@ -424,8 +487,18 @@ class Collection(Generic[M]):
             >>> agents.get_versioned("a1").version  # doctest: +SKIP
             1
         """
+        cache = self._store._cache
+        if cache is not None:
+            key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
+            if key is None:
+                key = self.key(entity_id, partition=partition)
+                if partition is None:
+                    if len(self._keys) >= _KEY_MEMO:
+                        self._keys.clear()
+                    self._keys[entity_id] = key
+            return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
-        raw = self._store.client.hgetall(key)
+        raw = self._settled(key, self._store.client.hgetall(key))
         if not raw:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
         return self._decode(entity_id, raw, key)
@@ -456,7 +529,11 @@ class Collection(Generic[M]):
             >>> agents.exists("a1")  # doctest: +SKIP
             True
         """
-        return bool(self._store.client.exists(self.key(entity_id, partition=partition)))
+        key = self.key(entity_id, partition=partition)
+        version, intent = self._store.client.hmget(key, "_v", "_t")
+        if intent is not None:
+            return b"_v" in self._settled(key, self._store.client.hgetall(key))
+        return version is not None
 
     def get_many(self, entity_ids: Iterable[str], *, partition: str | None = None) -> dict[str, M]:
         """Values of many ids in one round trip; absent ids are left out.
@@ -476,22 +553,32 @@ class Collection(Generic[M]):
     def _fetch(self, entity_ids: Sequence[str], partition: str | None) -> list[Versioned[M]]:
         out: list[Versioned[M]] = []
         client = self._store.client
+        cache = self._store._cache
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]
+            if cache is not None:
+                out += fetch_many(self, cache, list(zip(chunk, keys, strict=True)))
+                continue
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(key)
             for entity_id, key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
         return out
 
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
-        pipe = self._store.client.pipeline(transaction=False)
-        for p in range(self._ks.partitions):
-            pipe.execute_command(command, key_of(p), *args)
-        return pipe.execute()  # type: ignore[no-any-return]
+        for _attempt in range(3):
+            pipe = self._store.client.pipeline(transaction=False)
+            for p in range(self._ks.partitions):
+                pipe.execute_command(command, key_of(p), *args)
+                pipe.hgetall(self._ks.tx_index(p))  # transactions with intents here: see twophase
+            replies = pipe.execute()
+            if not any(replies[1::2]) or not settle_listed(self._store, replies[1::2]):
+                break
+        return replies[0::2]  # type: ignore[no-any-return]
 
     def ids(self) -> list[str]:
         """Every id in the collection, sorted.
@@ -517,6 +604,7 @@ class Collection(Generic[M]):
             for key in keys:
                 pipe.hgetall(key)
             for (entity_id, _p), key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
         return out
@@ -590,3 +678,19 @@ class Collection(Generic[M]):
             0
         """
         return self._store._reap(self)
+
+    # -- notebook display and pictures -------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        from .notebook._views import Table
+
+        return Table(self)._repr_html_()
+
+    def plot(self, field: str, **options: Any) -> Any:
+        """The distribution of a field's values as a matplotlib figure (needs matplotlib).
+
+        Example:
+            >>> agents.plot("status").savefig("status.png")  # doctest: +SKIP
+        """
+        from .notebook._plots import plot_field
+
+        return plot_field(self, field, **options)

@@ -5,6 +5,7 @@ RxStateError
  ├── ValidationError (ValueError)      bad input: wrong type, unknown field, invalid id, too large
  ├── SchemaError                        model/schema mismatch, stored schema newer than the code
  ├── ConflictError                      an expected version did not match
+ │    └── TransactionPending            an entity is locked by another transaction still in progress
  ├── NotFound (KeyError)                no entity under that id
  ├── AlreadyExists                      create() of an id that exists
  ├── LockError                          a lock could not be acquired, or was lost
@@ -37,6 +38,7 @@ __all__ = [
     "RxStateError",
     "SchemaError",
     "ServerError",
+    "TransactionPending",
     "ValidationError",
 ]
 
@@ -77,6 +79,21 @@ class ConflictError(RxStateError):
         self.key = key
         self.expected = expected
         self.actual = actual
+
+
+class TransactionPending(ConflictError):
+    """An entity is locked by an intent of another cross-partition transaction not yet decided.
+
+    Writers wait for such a transaction to finish (or expire) before this surfaces.
+
+    Attributes:
+        key: the locked entity key.
+        owner: ``"<txid>@<primary partition>"`` of the transaction holding the lock.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, owner: str = "") -> None:
+        super().__init__(message, key=key)
+        self.owner = owner
 
 
 class NotFound(RxStateError, KeyError):

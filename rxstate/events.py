@@ -24,6 +24,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
@@ -37,6 +38,7 @@ from .eventtypes import EventTypes, parse_meta, stream_id_ms
 from .keys import validate_collection_name, validate_id
 from .model import Model
 from .snapshots import Folded, Snapshot, Snapshots, fold_stream
+from .twophase import run_past_intents
 from .versioned import Versioned
 from .writes import pack_ops
 
@@ -248,7 +250,9 @@ class EventCollection(EventReads[S]):
         return result
 
     def _run_append(self, keys: list[str], args: list[Any]) -> tuple[int, list[str], str]:
-        version, positions, change_id = self._append(self._store.client, keys, args)
+        # A projected entity locked by a cross-partition transaction is settled or waited out first.
+        reply = run_past_intents(self._store, partial(self._append, self._store.client, keys, args))
+        version, positions, change_id = reply
         return int(version), [x.decode() for x in positions], change_id.decode() if change_id else ""
 
     def _append_projected(
@@ -290,6 +294,8 @@ class EventCollection(EventReads[S]):
                 if expected is not None:
                     raise
                 continue
+            finally:
+                self._store._forget_cached([op])  # the read cache must not serve the older projection
             return AppendResult(new_version, positions, event_ids, new)
         raise ConflictError(f"{keys[0]}: still changing after {retries} attempts", key=keys[0])
 

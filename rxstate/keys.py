@@ -14,6 +14,10 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_esv:<collection>        stream versions of a collection's aggregates (hash id -> version)
     rx:{ns:p}:_snap:<collection>:<id>  latest snapshot of one aggregate (hash, entity layout)
     rx:{ns:p}:_ckpt:<projection>       checkpoint of a projection in this partition (last event id)
+    rx:{ns:p}:_probe                   probe written by the local cache's invalidation feed (expires)
+    rx:{ns:p}:_tx:<txid>               decision record of a cross-partition transaction (primary partition)
+    rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
+    rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
 """
 
@@ -122,9 +126,21 @@ class Keyspace:
 
     def checkpoint(self, projection: str, partition: int) -> str:
         return f"{self._tags[partition]}_ckpt:{projection}"
+    def tx_record(self, partition: int, txid: str) -> str:
+        return f"{self._tags[partition]}_tx:{txid}"
+
+    def tx_payload(self, partition: int, txid: str) -> str:
+        return f"{self._tags[partition]}_txw:{txid}"
+
+    def tx_index(self, partition: int) -> str:
+        return f"{self._tags[partition]}_txi"
 
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"
+
+    def cache_probe(self, partition: int) -> str:
+        """A short-lived key the local cache writes to check that invalidations reach it."""
+        return f"{self._tags[partition]}_probe"
 
     def meta(self) -> str:
         return f"rx:{{{self.namespace}}}:meta"

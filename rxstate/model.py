@@ -118,6 +118,17 @@ class Model(BaseModel):
             if (inner := _secret_inner_type(info.annotation)) is not None
         }
 
+    # -- display (short, redacted reprs; HTML in notebooks) ----------------------------------------
+    def __repr_args__(self) -> Any:
+        from .notebook._text import model_repr_args
+
+        return model_repr_args(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import model_html
+
+        return model_html(self)
+
     @classmethod
     def upcast(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:
         """Bring a dict of stored field values from ``from_version`` to the current version.

@@ -39,6 +39,10 @@ def script_dir() -> Path:
 
 
 def _conflict(d: list[str]) -> errors.RxStateError:
+    if len(d) > 3:  # a transaction: every stale key, as lists
+        keys, expected, actual = d[0::3], [int(v) for v in d[1::3]], [int(v) for v in d[2::3]]
+        stale = ", ".join(f"{k} (expected {e}, found {a})" for k, e, a in zip(keys, expected, actual, strict=True))
+        return errors.ConflictError(f"stale: {stale}", key=keys, expected=expected, actual=actual)
     return errors.ConflictError(
         f"{d[0]}: expected version {d[1]}, found {d[2]}", key=d[0], expected=int(d[1]), actual=int(d[2])
     )
@@ -67,6 +71,12 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"{d[0]} field {d[1]!r} would leave the exact integer range (2^53)", field=d[1]
     ),
     "RXINTEGRITY": _integrity,
+    "RXINTENT": lambda d: errors.TransactionPending(
+        f"{d[0]} is locked by transaction {d[1]}", key=d[0], owner=d[1]
+    ),
+    "RXTXABORTED": lambda d: errors.ConflictError(
+        f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
+    ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
     "RXQUOTA": lambda d: errors.QuotaExceeded(
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]

@@ -11,12 +11,16 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
+from .batch import Batch
+from .cache import EntityCache
 from .codec import Codec
 from .collection import Collection
-from .errors import ClusterError, RxStateError, SchemaError, ServerError, ValidationError
+from .errors import ClusterError, RxStateError, SchemaError, ServerError, TransactionPending, ValidationError
 from .keys import Keyspace, validate_namespace
 from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
+from .transaction import Transaction
+from .twophase import run_past_intents, sweep
 from .writes import WriteOp, WriteResult, pack_ops
 
 if TYPE_CHECKING:
@@ -53,6 +57,10 @@ class Store:
         change_retention: int = 10_000,
         reap_interval: float | None = 1.0,
         server: Any = None,
+        cache: bool = True,
+        cache_size: int = 10_000,
+        cache_bytes: int | None = None,
+        invalidation: str = "auto",
     ) -> None:
         _check_client(client)
         self.client = client
@@ -71,6 +79,7 @@ class Store:
         self._closed = threading.Event()
         self._reap_interval = reap_interval
         self._reaper: threading.Thread | None = None
+        self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
     def __repr__(self) -> str:
         return (
@@ -172,12 +181,18 @@ class Store:
         return dict(self._collections)
 
     # -- the write path ----------------------------------------------------------------------------
-    def _mutate(self, ops: Sequence[WriteOp], txid: str = "") -> list[WriteResult]:
-        """Run operations as one atomic script call; all happen or none does."""
+    def _mutate(self, ops: Sequence[WriteOp], txid: str = "", *, nparts: int | None = None) -> list[WriteResult]:
+        """Run operations as one atomic script call; all happen or none does.
+
+        An entity locked by a cross-partition transaction makes the call wait for (or settle) it first.
+        """
         if self.is_cluster and len({op.partition for op in ops}) > 1:
             raise ClusterError("one script call cannot span partitions on a cluster")
-        keys, args = pack_ops(self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention)
-        replies = self.scripts.get("mutate")(self.client, keys, args)
+        keys, args = pack_ops(
+            self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention, nparts=nparts
+        )
+        script = self.scripts.get("mutate")
+        replies = run_past_intents(self, lambda: script(self.client, keys, args))
         return [WriteResult.from_reply(r) for r in replies]
 
     def _mutate_each(self, ops: Sequence[WriteOp]) -> list[WriteResult | RxStateError]:
@@ -188,8 +203,13 @@ class Store:
             for op in ops
         ]
         out: list[WriteResult | RxStateError] = []
-        for reply in self.scripts.run_batch(self.client, calls):
-            if isinstance(reply, RxStateError):
+        for op, reply in zip(ops, self.scripts.run_batch(self.client, calls), strict=True):
+            if isinstance(reply, TransactionPending):
+                try:
+                    out.append(self._mutate([op])[0])
+                except RxStateError as exc:
+                    out.append(exc)
+            elif isinstance(reply, RxStateError):
                 out.append(reply)
             elif isinstance(reply, BaseException):
                 raise reply
@@ -233,6 +253,10 @@ class Store:
                     self._reap(collection)
                 except Exception as exc:  # keep upkeep alive through transient server errors
                     log.debug("reaper: %s: %s", collection.name, exc)
+            try:
+                sweep(self)  # transactions abandoned by dead clients
+            except Exception as exc:
+                log.debug("reaper: transactions: %s", exc)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -253,6 +277,7 @@ class Store:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._stop_cache()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
         try:
@@ -261,6 +286,108 @@ class Store:
             log.debug("close: %s", exc)
         if self.server is not None:
             self.server.stop()
+
+    # -- notebook pictures -------------------------------------------------------------------------
+    def graph(self, **options: Any) -> Any:
+        """The dependency graph of live derived values and what they read, as a matplotlib figure.
+
+        Example:
+            >>> store.graph().savefig("deps.png")  # doctest: +SKIP
+        """
+        from .notebook._plots import dependency_graph
+
+        return dependency_graph(self, **options)
+
+    # -- local read cache --------------------------------------------------------------------------
+    def _start_cache(self, enabled: bool, size: int, nbytes: int | None, invalidation: str) -> None:
+        from .invalidation import MODES, InvalidationFeed
+        from .readthrough import Refresher
+
+        self._cache: EntityCache | None = None
+        self._invalidation: InvalidationFeed | None = None
+        self._refresher: Refresher | None = None
+        if invalidation not in MODES:
+            raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
+        if not enabled:
+            return
+        cache = EntityCache(max_entries=size, max_bytes=nbytes)
+        feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
+        if feed.start() is not None:
+            self._cache, self._invalidation = cache, feed
+            self._refresher = Refresher(self, cache)
+
+    def _stop_cache(self) -> None:
+        if self._invalidation is not None:
+            self._invalidation.close()
+        if self._refresher is not None:
+            self._refresher.close()
+
+    @property
+    def cache(self) -> EntityCache | None:
+        """The local read cache (``stats()``, ``clear()``), or None when caching is off.
+
+        Example:
+            >>> store.cache.stats().hit_rate  # doctest: +SKIP
+            0.98
+        """
+        return self._cache
+
+    # -- transactions and batches ------------------------------------------------------------------
+    def _forget_cached(self, ops: Sequence[WriteOp]) -> None:
+        """Evict cached values of entities these operations may have written.
+
+        Transactions and batches write without the per-entity cache bookkeeping of single writes; the
+        invalidation echo of their writes can lag behind their reply, so a later read by the writer
+        must not be served the older cached value.
+        """
+        if self._cache is not None:
+            ks = self.keyspace
+            self._cache.invalidate_many(
+                [ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"]
+            )
+
+    def transaction(self, *, retries: int = 0, ttl: float = 5.0, two_phase: bool | None = None) -> Transaction:
+        """A transaction: reads with versions, buffered writes, one all-or-nothing commit.
+
+        Use it in a ``with`` block (commit at the end, discard on an exception), or, with ``retries``, as a
+        decorator or ``.run(fn, ...)`` that re-runs ``fn(tx, ...)`` on conflict.
+
+        Args:
+            retries: re-runs of a decorated / ``run`` function on ``ConflictError``.
+            ttl: seconds a cross-partition commit may hold its locks before others may abort it.
+            two_phase: force (True) the two-phase protocol even where one script could commit (standalone);
+                default: only when the transaction spans partitions of a cluster.
+
+        Example:
+            >>> with store.transaction() as tx:  # doctest: +SKIP
+            ...     tx.update(agents, "a1", status="busy")
+            ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
+        """
+        return Transaction(self, retries=retries, ttl=ttl, two_phase=two_phase)
+
+    def batch(self, *, atomic: bool = False) -> Batch:
+        """Group writes to any collections into the fewest round trips, each with its own result.
+
+        Args:
+            atomic: all-or-nothing per partition (one script call per partition) instead of per write.
+
+        Example:
+            >>> with store.batch() as batch:  # doctest: +SKIP
+            ...     batch.update(agents, "a1", status="busy")
+            ...     batch.put(tasks, "t9", Task(title="review"))
+        """
+        return Batch(self, atomic=atomic)
+
+    def resolve_transactions(self) -> int:
+        """Settle cross-partition transactions abandoned past their deadline; returns how many.
+
+        The background upkeep does this every ``reap_interval``; readers and writers settle the ones they meet.
+
+        Example:
+            >>> store.resolve_transactions()  # doctest: +SKIP
+            0
+        """
+        return sweep(self)
 
     # -- event sourcing ----------------------------------------------------------------------------
     def events(
@@ -334,6 +461,10 @@ def connect(
     max_entity_bytes: int = 8 * 1024 * 1024,
     change_retention: int = 10_000,
     reap_interval: float | None = 1.0,
+    cache: bool = True,
+    cache_size: int = 10_000,
+    cache_bytes: int | None = None,
+    invalidation: str = "auto",
 ) -> Store:
     """Open a store.
 
@@ -354,6 +485,13 @@ def connect(
         max_entity_bytes: the largest entity a write accepts.
         change_retention: approximate number of change records kept per partition.
         reap_interval: seconds between expiry sweeps (None: only on ``count``/``reap``).
+        cache: keep a local cache of decoded entities for ``get``/``get_versioned``/``get_many``,
+            invalidated by every write of anyone (see the README, "Reading fast").
+        cache_size: the most entities the cache keeps.
+        cache_bytes: size the cache by stored bytes instead of entries.
+        invalidation: how the cache learns of other clients' writes: ``"tracking"`` (``CLIENT
+            TRACKING`` in broadcast mode), ``"keyspace"`` (keyspace notifications) or ``"auto"``
+            (tracking, else keyspace notifications; without either, caching is off with a warning).
 
     Example:
         >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
@@ -387,6 +525,10 @@ def connect(
             change_retention=change_retention,
             reap_interval=reap_interval,
             server=server,
+            cache=cache,
+            cache_size=cache_size,
+            cache_bytes=cache_bytes,
+            invalidation=invalidation,
         )
     except BaseException:
         if server is not None:

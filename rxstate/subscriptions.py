@@ -24,11 +24,13 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from .errors import ClusterError, ValidationError
+from .errors import ClusterError, ConflictError, NotFound, ValidationError
 from .eventtypes import RecordedEvent
-from .keys import validate_collection_name, validate_id
+from .keys import validate_collection_name
+from .twophase import run_past_intents
 from .writes import WriteOp, pack_ops
 
 if TYPE_CHECKING:
@@ -179,16 +181,36 @@ class Subscription:
 
 
 class ProjectionBatch:
-    """The entity writes an atomic projection handler makes for one event.
+    """The entity reads and writes an atomic projection handler makes for one event.
+
+    An entity read with ``get`` is written back only if it is still at the version read (an older
+    cached value, or a change by someone else, makes the runner handle the event again), so a
+    read-modify-write of a read model is exact.
 
     Example:
         >>> def handler(event, batch):
-        ...     old = totals.get(event.aggregate_id, Total())
+        ...     old = batch.get(totals, event.aggregate_id, Total())
         ...     batch.put(totals, event.aggregate_id, Total(n=old.n + 1))
     """
 
     def __init__(self) -> None:
         self.ops: list[WriteOp] = []
+        self._read: dict[tuple[str, str], int] = {}
+
+    def get(self, collection: Collection[Any], entity_id: str, default: Any = None) -> Any:
+        """An entity's value (``default`` if absent), remembering its version for the writes.
+
+        Example:
+            >>> batch.get(totals, "o1", Total())  # doctest: +SKIP
+            Total(n=2)
+        """
+        try:
+            current = collection.get_versioned(entity_id)
+        except NotFound:
+            self._read[(collection.name, entity_id)] = 0
+            return default
+        self._read[(collection.name, entity_id)] = current.version
+        return current.value
 
     def put(self, collection: Collection[Any], entity_id: str, value: Any) -> None:
         """Store ``value`` under ``entity_id`` in ``collection`` (validated now, written with the checkpoint).
@@ -196,20 +218,17 @@ class ProjectionBatch:
         Example:
             >>> batch.put(totals, "o1", Total(n=3))  # doctest: +SKIP
         """
-        self.ops.append(collection.put_op(entity_id, value))
+        expected = self._read.get((collection.name, entity_id))
+        self.ops.append(collection.put_op(entity_id, value, expected_version=expected))
 
     def delete(self, collection: Collection[Any], entity_id: str) -> None:
-        """Delete an entity of a collection without a partition key.
+        """Delete an entity.
 
         Example:
             >>> batch.delete(totals, "o1")  # doctest: +SKIP
         """
-        validate_id(entity_id)
-        if collection.partition_key is not None:
-            raise ValidationError(f"collection {collection.name!r} is partitioned by a field: put a new value")
-        p = collection._ks.partition_of(entity_id)
-        kw = {"schema_version": collection.model.__version__, "indexes": collection.indexes}
-        self.ops.append(WriteOp(kind="delete", collection=collection.name, id=entity_id, partition=p, **kw))
+        expected = self._read.get((collection.name, entity_id))
+        self.ops.append(collection.delete_op(entity_id, expected_version=expected))
 
 
 class Projection:
@@ -298,15 +317,26 @@ class Projection:
             self._seen[event.partition] = event.position
             self.handled += 1
 
-    def _apply_atomically(self, event: RecordedEvent, checkpoint_key: str) -> None:
-        batch = ProjectionBatch()
-        self.handler(event, batch)
+    def _apply_atomically(self, event: RecordedEvent, checkpoint_key: str, attempts: int = 16) -> None:
         store = self._store
-        if store.is_cluster and any(op.partition != event.partition for op in batch.ops):
-            raise ClusterError(f"projection {self.name!r}: on a cluster, write only entities of the event's partition")
-        keys, args = pack_ops(self._ks, batch.ops, actor=store.actor, txid="", maxlen=store.change_retention)
         expected = self._seen.get(event.partition, "")  # another runner moving it raises ConflictError
-        self._script(store.client, [*keys, checkpoint_key], [expected, event.position, *args])
+        for attempt in range(attempts):
+            batch = ProjectionBatch()
+            self.handler(event, batch)
+            if store.is_cluster and any(op.partition != event.partition for op in batch.ops):
+                raise ClusterError(
+                    f"projection {self.name!r}: on a cluster, write only entities of the event's partition"
+                )
+            keys, args = pack_ops(self._ks, batch.ops, actor=store.actor, txid="", maxlen=store.change_retention)
+            run_keys, run_args = [*keys, checkpoint_key], [expected, event.position, *args]
+            try:
+                run_past_intents(store, partial(self._script, store.client, run_keys, run_args))
+                return
+            except ConflictError as exc:
+                if exc.key == checkpoint_key or attempt == attempts - 1:
+                    raise
+            finally:
+                store._forget_cached(batch.ops)  # written, or read stale: the next read goes to the server
 
     def run(self) -> int:
         """Handle every event after the checkpoint, then return how many were handled.

@@ -116,7 +116,7 @@ def test_atomic_projection_keyed_by_aggregate(rx_store, orders):
     tallies = rx_store.collection("tallies", Tally)
 
     def handler(event, batch):
-        batch.put(tallies, event.aggregate_id, Tally(n=tallies.get(event.aggregate_id, Tally()).n + 1))
+        batch.put(tallies, event.aggregate_id, Tally(n=batch.get(tallies, event.aggregate_id, Tally()).n + 1))
 
     for i in range(6):
         orders.append(f"o{i % 3}", [Placed(sku="a", qty=1)])

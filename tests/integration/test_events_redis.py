@@ -178,7 +178,7 @@ class Stat(rxstate.Model):
 
 def counting(stats):
     def handler(event, batch) -> None:
-        old = stats.get(event.aggregate_id, Stat())
+        old = batch.get(stats, event.aggregate_id, Stat())
         batch.put(stats, event.aggregate_id, Stat(count=old.count + 1, last=event.type))
 
     return handler
