@@ -11,9 +11,10 @@ never skipped. A handler that raises leaves its event unrecorded, to be handled 
 
 - A plain handler (``handler(event)``, any side effects) is followed by the checkpoint write: an event
   is handled twice only if the process dies between the handler's return and that one write.
-- An atomic handler (``atomic=True``: ``handler(event, batch)``) puts its entity writes into a
-  ``ProjectionBatch``; ``project.lua`` applies them through ``mutate.lua`` and moves the checkpoint in
-  the same call, only from the position the runner last saw. Each event's writes then happen exactly
+- An atomic handler (``atomic=True``: ``handler(event, batch)``) reads and writes entities through a
+  ``ProjectionBatch``; ``project.lua`` applies the writes through ``mutate.lua`` and moves the
+  checkpoint in the same call, only from the position the runner last saw (and only if the entities
+  read are unchanged; else the event is handled again). Each event's writes then happen exactly
   once, across crashes and across runners racing on one projection. (On a cluster, the written
   entities must share the event's partition: a read model keyed by the aggregate id does.)
 """
