@@ -10,12 +10,14 @@ Example:
     1
 """
 
-from . import errors
+from . import errors, ops
+from .changes import Change, ChangeFeed
 from .codec import Codec
 from .collection import Collection
 from .errors import (
     AlreadyExists,
     ConflictError,
+    CycleError,
     IntegrityError,
     LockError,
     NotFound,
@@ -24,14 +26,19 @@ from .errors import (
     ValidationError,
 )
 from .model import Model, Secret, upcaster
+from .reactive import Derived, aiter
 from .store import Store, connect
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "Change",
+    "ChangeFeed",
     "Codec",
     "Collection",
     "ConflictError",
+    "CycleError",
+    "Derived",
     "IntegrityError",
     "LockError",
     "Model",
@@ -42,8 +49,10 @@ __all__ = [
     "Store",
     "ValidationError",
     "Versioned",
+    "aiter",
     "connect",
     "errors",
+    "ops",
     "upcaster",
 ]
 

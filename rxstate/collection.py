@@ -13,6 +13,7 @@ from .codec import ModelCodec
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .model import Model
+from .tracking import track, track_members
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -424,6 +425,7 @@ class Collection(Generic[M]):
             1
         """
         key = self.key(entity_id, partition=partition)
+        track(self.name, entity_id)
         raw = self._store.client.hgetall(key)
         if not raw:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
@@ -455,6 +457,7 @@ class Collection(Generic[M]):
             >>> agents.exists("a1")  # doctest: +SKIP
             True
         """
+        track(self.name, entity_id)
         return bool(self._store.client.exists(self.key(entity_id, partition=partition)))
 
     def get_many(self, entity_ids: Iterable[str], *, partition: str | None = None) -> dict[str, M]:
@@ -478,6 +481,8 @@ class Collection(Generic[M]):
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]
+            for i in chunk:
+                track(self.name, i)
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(key)
@@ -499,6 +504,7 @@ class Collection(Generic[M]):
             >>> agents.ids()  # doctest: +SKIP
             ['a1', 'a2']
         """
+        track_members(self.name)
         replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
         return sorted(m.decode() for members in replies for m in members)
 
@@ -531,6 +537,7 @@ class Collection(Generic[M]):
 
     def all_versioned(self) -> list[Versioned[M]]:
         """Every entity with its version, ordered by id."""
+        track_members(self.name, None)
         return self._fetch_routed(self._routed_ids())
 
     def count(self) -> int:
@@ -541,6 +548,7 @@ class Collection(Generic[M]):
             2
         """
         self.reap()
+        track_members(self.name)
         return sum(self._per_partition("SCARD", lambda p: self._ks.ids(self.name, p)))
 
     def where(self, **conditions: Any) -> list[M]:
@@ -565,6 +573,7 @@ class Collection(Generic[M]):
                     f"{self.name}.{f} has no index (declared: {', '.join(self.indexes) or 'none'})", field=f
                 )
         encoded = dict(self._codec.encode_fields(conditions))
+        track_members(self.name, encoded)
         matches: set[tuple[str, int]] | None = None
         for f, value in encoded.items():
             lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
@@ -574,6 +583,8 @@ class Collection(Generic[M]):
             found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
             matches = found if matches is None else matches & found
         wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}
+        for entity_id, _p in matches or ():
+            track(self.name, entity_id)
         # Re-check on the fetched value: it may have changed between the index read and the fetch.
         return [
             v
@@ -591,3 +602,59 @@ class Collection(Generic[M]):
             0
         """
         return self._store._reap(self)
+
+    # -- reactive: watching ------------------------------------------------------------------------
+    def watch(
+        self,
+        entity_id: str,
+        *,
+        partition: str | None = None,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 1000,
+        overflow: str = "coalesce",
+    ) -> Any:
+        """An ``Observable`` of one entity's changes: its current value first (op ``snapshot``), then
+        every change (``delete``/``expire`` when it goes away), each with the full new ``value``.
+
+        Example:
+            >>> agents.watch("a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+        """
+        from .reactive import watch
+
+        return watch(
+            self,
+            entity_id,
+            partition=partition,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )
+
+    def watch_all(
+        self,
+        *,
+        where: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 10_000,
+        overflow: str = "coalesce",
+    ) -> Any:
+        """An ``Observable`` of the collection (or the entities matching ``where`` on indexed fields):
+        one ``snapshot`` change per current entity, then every change; an entity that stops matching
+        ``where`` emits a ``leave`` change.
+
+        Example:
+            >>> agents.watch_all(where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+        """
+        from .reactive import watch_all
+
+        return watch_all(
+            self,
+            where=where,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )
