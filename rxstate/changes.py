@@ -38,7 +38,7 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from .codec import Codec
-from .delivery import DeliveryMetrics, Dispatcher, Mailbox, Overflow, dispatch, scheduler_runner
+from .delivery import OVERFLOW_POLICIES, DeliveryMetrics, Dispatcher, Mailbox, Overflow, dispatch, scheduler_runner
 from .errors import ServerError, ValidationError
 
 if TYPE_CHECKING:
@@ -333,10 +333,10 @@ class _Reader:
         client = feed.store.client
         if feed.group is None:
             streams = {k: feed.positions[p] for k, p in self.keys.items()}
-            return client.xread(streams, count=_COUNT, block=_BLOCK_MS)
+            return client.xread(streams, count=feed.read_count, block=_BLOCK_MS)
         streams = {k: feed.group_cursor[p] for k, p in self.keys.items()}
         block = None if any(v != ">" for v in streams.values()) else _BLOCK_MS
-        return client.xreadgroup(feed.group, feed.consumer, streams, count=_COUNT, block=block)
+        return client.xreadgroup(feed.group, feed.consumer, streams, count=feed.read_count, block=block)
 
     def _run(self) -> None:
         feed = self.feed
@@ -405,7 +405,7 @@ class _Reader:
             if last is not None:
                 feed.positions[p] = last.decode() if isinstance(last, bytes) else last
             feed.metrics_data.records += len(changes)
-            items.append((p, changes, len(records) < _COUNT))
+            items.append((p, changes, len(records) < feed.read_count))
         if feed.group is not None and not reply:
             for p in self.partitions:  # nothing pending any more
                 feed.group_cursor[p] = ">"
@@ -427,6 +427,8 @@ class ChangeFeed:
             times, so this replays what happened after that moment), or ``{partition: offset}``.
         group: a consumer group name, for a durable shared subscription (acknowledged after delivery).
         consumer: this consumer's name within the group.
+        read_count: the most records read from one stream at once (a consumer in a group takes no
+            more than it can buffer, leaving the rest to other consumers).
 
     Example:
         >>> store.change_feed.metrics()["records"]  # doctest: +SKIP
@@ -440,8 +442,10 @@ class ChangeFeed:
         since: str | Mapping[int, str] | None = None,
         group: str | None = None,
         consumer: str | None = None,
+        read_count: int = _COUNT,
     ) -> None:
         self.store = store
+        self.read_count = read_count
         self.group = group
         self.consumer = consumer or store.actor
         self.metrics_data = FeedMetrics()
@@ -759,6 +763,10 @@ def changes_observable(
     if group is not None and (not isinstance(group, str) or not group):
         raise ValidationError(f"group must be a non-empty string, not {group!r}")
     policy: Overflow = overflow or ("block" if group is not None else "coalesce")
+    if policy not in OVERFLOW_POLICIES:
+        raise ValidationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {policy!r}")
+    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+        raise ValidationError(f"max_buffer must be a positive int, not {max_buffer!r}")
     if policy == "block" and not private:
         raise ValidationError("overflow='block' would stall the shared feed: use it with since= or group=")
     if group is not None and policy in ("coalesce", "drop_oldest", "drop_newest"):
@@ -768,7 +776,11 @@ def changes_observable(
 
     def subscribe(observer: abc.ObserverBase[Any], sched: abc.SchedulerBase | None = None) -> abc.DisposableBase:
         schedule = runner if runner is not None else scheduler_runner(sched) if sched is not None else None
-        feed = ChangeFeed(store, since=since, group=group, consumer=consumer) if private else shared_feed(store)
+        feed = (
+            ChangeFeed(store, since=since, group=group, consumer=consumer, read_count=min(_COUNT, max_buffer))
+            if private
+            else shared_feed(store)
+        )
         sub = Subscription(
             feed,
             observer,
