@@ -391,7 +391,7 @@ class _Reader:
                 if raw is None:  # a pending entry that was trimmed away
                     continue
                 change = decode(p, offset, raw)
-                if feed.group is not None and change.offset in feed.inflight:
+                if feed.group is not None and (p, change.offset) in feed.inflight:
                     continue
                 changes.append(change)
             if feed.group is not None:
@@ -401,7 +401,7 @@ class _Reader:
                     else:
                         feed.group_cursor[p] = last.decode() if isinstance(last, bytes) else last
                 for c in changes:
-                    feed.inflight.add(c.offset)
+                    feed.inflight.add((p, c.offset))
             if last is not None:
                 feed.positions[p] = last.decode() if isinstance(last, bytes) else last
             feed.metrics_data.records += len(changes)
@@ -453,7 +453,7 @@ class ChangeFeed:
         n = store.keyspace.partitions
         self.positions: dict[int, str] = {}
         self.group_cursor: dict[int, str] = dict.fromkeys(range(n), "0")
-        self.inflight: set[str] = set()
+        self.inflight: set[tuple[int, str]] = set()
         self._since = _check_since(since, n)
         self._boxes: list[Mailbox[Change]] = []
         self._boxes_lock = threading.Lock()
@@ -594,7 +594,7 @@ class ChangeFeed:
                     if self.stopped:
                         return
                     time.sleep(_BACKOFF[attempt])
-            self.inflight.difference_update(offsets)
+            self.inflight.difference_update((p, o) for o in offsets)
 
 
 def _check_since(since: Any, partitions: int) -> str | Mapping[int, str] | None:

@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-import rxstate
 from rxstate import tracking
 from rxstate.changes import Change, FeedMetrics, _Assembler, coalesce_changes, offset_key
 from rxstate.delivery import BufferOverflow, DeliveryMetrics, Mailbox
