@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -38,7 +38,16 @@ from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from .codec import Codec
-from .delivery import OVERFLOW_POLICIES, DeliveryMetrics, Dispatcher, Mailbox, Overflow, dispatch, scheduler_runner
+from .delivery import (
+    OVERFLOW_POLICIES,
+    DeliveryMetrics,
+    Dispatcher,
+    Fanout,
+    Mailbox,
+    Overflow,
+    dispatch,
+    scheduler_runner,
+)
 from .errors import ServerError, ValidationError
 
 if TYPE_CHECKING:
@@ -455,7 +464,8 @@ class ChangeFeed:
         self.group_cursor: dict[int, str] = dict.fromkeys(range(n), "0")
         self.inflight: set[tuple[int, str]] = set()
         self._since = _check_since(since, n)
-        self._boxes: list[Mailbox[Change]] = []
+        self._boxes: list[Mailbox[Change] | Fanout[Change]] = []
+        self._fanouts: dict[Hashable, Fanout[Change]] = {}
         self._boxes_lock = threading.Lock()
         self.dispatcher = Dispatcher(metrics=self.metrics_data)
         self.assembler = _Assembler(n, self._emit, self.metrics_data)
@@ -477,7 +487,8 @@ class ChangeFeed:
             0
         """
         out = self.metrics_data.as_dict()
-        out["subscribers"] = len(self._boxes)
+        boxes = self._boxes
+        out["subscribers"] = sum(len(b) if isinstance(b, Fanout) else 1 for b in boxes)
         return out
 
     # -- lifecycle ----------------------------------------------------------------------------------
@@ -567,11 +578,36 @@ class ChangeFeed:
             self._boxes = [*self._boxes, box]
         self.start()
 
-    def detach(self, box: Mailbox[Change]) -> None:
+    def detach(self, box: Mailbox[Change] | Fanout[Change]) -> None:
         """Stop offering batches to ``box`` and close it."""
         with self._boxes_lock:
             self._boxes = [b for b in self._boxes if b is not box]
         box.close()
+
+    def join(self, key: Hashable, make: Callable[[], Fanout[Change]], observer: abc.ObserverBase[Any]) -> Any:
+        """Add a plain subscriber to the fan-out of its kind (``key``), creating that fan-out if needed."""
+        with self._boxes_lock:
+            fan = self._fanouts.get(key)
+            if fan is None or fan.closed:
+                fan = self._fanouts[key] = make()
+                self._boxes = [*self._boxes, fan]
+            on_next = observer.on_next
+
+            def emit(batch: tuple[Change, ...]) -> None:
+                for change in batch:
+                    on_next(change)
+
+            member = fan.add(emit, observer.on_error)
+        self.start()
+        return fan, member
+
+    def leave(self, key: Hashable, fan: Fanout[Change], member: Any) -> None:
+        """Remove a subscriber added with ``join``; an emptied fan-out is dropped."""
+        with self._boxes_lock:
+            if fan.remove(member) and self._fanouts.get(key) is fan:
+                del self._fanouts[key]
+                self._boxes = [b for b in self._boxes if b is not fan]
+                fan.close()
 
     def _emit(self, batch: tuple[Change, ...]) -> None:
         self.metrics_data.batches += 1
@@ -670,10 +706,50 @@ def change_filter(
     return (lambda c: all(t(c) for t in tests)), keep
 
 
+_SHAREABLE = frozenset({"coalesce", "drop_oldest", "drop_newest"})
+
+
+def _hashable(spec: Any) -> Hashable:
+    """A key telling subscription specs apart (equal specs share a fan-out)."""
+    if spec is None or isinstance(spec, str):
+        return spec
+    if isinstance(spec, Mapping):
+        try:
+            return ("map", frozenset(spec.items()))
+        except TypeError:
+            return ("obj", id(spec))
+    if callable(spec):
+        return ("fn", spec)
+    try:
+        return ("set", frozenset(getattr(x, "name", x) for x in spec))
+    except TypeError:
+        return ("obj", id(spec))
+
+
 def _trim(change: Change, keep: frozenset[str]) -> Change:
     if keep.issuperset(change.fields):
         return change
     return replace(change, fields=MappingProxyType({k: v for k, v in change.fields.items() if k in keep}))
+
+
+def selector(
+    feed: ChangeFeed, test: Filter | None, keep: frozenset[str] | None
+) -> Callable[[tuple[Change, ...]], tuple[Change, ...]] | None:
+    """The part of a batch a subscriber wants (changes passing ``test``, trimmed to ``keep``)."""
+    if test is None and keep is None:
+        return None
+    group = feed.group is not None
+
+    def select(batch: tuple[Change, ...]) -> tuple[Change, ...]:
+        picked = tuple(c for c in batch if test(c)) if test is not None else batch
+        if group and len(picked) < len(batch):
+            chosen = {id(c) for c in picked}
+            feed.ack([c for c in batch if id(c) not in chosen])  # not for this subscriber: done with
+        if keep is not None:
+            picked = tuple(_trim(c, keep) for c in picked)
+        return picked
+
+    return select
 
 
 class Subscription:
@@ -707,24 +783,9 @@ class Subscription:
             overflow=overflow,
             merge=coalesce_changes,
             schedule=schedule,
-            select=self._selector() if test is not None or keep is not None else None,
+            select=selector(feed, test, keep),
         )
         self.box.paused = paused
-
-    def _selector(self) -> Callable[[tuple[Change, ...]], tuple[Change, ...]]:
-        test, keep = self._test, self._keep
-        group = self.feed.group is not None
-
-        def filtered(batch: tuple[Change, ...]) -> tuple[Change, ...]:
-            picked = tuple(c for c in batch if test(c)) if test is not None else batch
-            if group and len(picked) < len(batch):
-                chosen = {id(c) for c in picked}
-                self.feed.ack([c for c in batch if id(c) not in chosen])  # not for us: done with
-            if keep is not None:
-                picked = tuple(_trim(c, keep) for c in picked)
-            return picked
-
-        return filtered
 
     def _deliver(self, batch: tuple[Change, ...]) -> None:
         if self._transform is not None:
@@ -773,9 +834,26 @@ def changes_observable(
         raise ValidationError("a consumer group must not lose changes: use overflow='block' or 'error'")
     _check_since(since, store.keyspace.partitions)
     runner = scheduler_runner(scheduler, loop)
+    fan_key = (_hashable(collection), id, _hashable(where), _hashable(fields), max_buffer, policy)
 
     def subscribe(observer: abc.ObserverBase[Any], sched: abc.SchedulerBase | None = None) -> abc.DisposableBase:
         schedule = runner if runner is not None else scheduler_runner(sched) if sched is not None else None
+        if not private and schedule is None and not batched and policy in _SHAREABLE:
+            # The common case: join the fan-out of subscribers that want the same changes.
+            shared = shared_feed(store)
+            fan, member = shared.join(
+                fan_key,
+                lambda: Fanout(
+                    dispatcher=shared.dispatcher,
+                    metrics=shared.metrics_data,
+                    max_items=max_buffer,
+                    overflow=policy,
+                    merge=coalesce_changes,
+                    select=selector(shared, test, keep),
+                ),
+                observer,
+            )
+            return Disposable(lambda: shared.leave(fan_key, fan, member))
         feed = (
             ChangeFeed(store, since=since, group=group, consumer=consumer, read_count=min(_COUNT, max_buffer))
             if private

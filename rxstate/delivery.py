@@ -10,6 +10,7 @@ changes but always the latest state.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -19,10 +20,11 @@ from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 
 from reactivex import abc
+from reactivex.scheduler import ImmediateScheduler
 
 from .errors import RxStateError, ValidationError
 
-__all__ = ["OVERFLOW_POLICIES", "BufferOverflow", "DeliveryMetrics", "Dispatcher", "Mailbox", "Overflow"]
+__all__ = ["OVERFLOW_POLICIES", "BufferOverflow", "DeliveryMetrics", "Dispatcher", "Fanout", "Mailbox", "Overflow"]
 
 log = logging.getLogger("rxstate.delivery")
 T = TypeVar("T")
@@ -65,11 +67,12 @@ class DeliveryMetrics:
 
 
 class _Worker:
-    __slots__ = ("busy_since", "chunk", "thread")
+    __slots__ = ("busy_since", "chunk", "current", "thread")
 
     def __init__(self) -> None:
-        self.chunk: deque[Mailbox[Any]] = deque()
+        self.chunk: deque[Any] = deque()
         self.busy_since = 0.0
+        self.current: Any = None
         self.thread: threading.Thread | None = None
 
 
@@ -143,9 +146,11 @@ class Dispatcher:
                     box = chunk.popleft()
                 except IndexError:
                     break
+                me.current = box
                 me.busy_since = time.monotonic()
                 box.drain(self)
                 me.busy_since = 0.0
+                me.current = None
 
     def _watch(self) -> None:
         while not self._closed:
@@ -159,19 +164,23 @@ class Dispatcher:
             now = time.monotonic()
             with self._cond:
                 stuck = [w for w in self._workers if w.busy_since and now - w.busy_since > _STALL_S]
-                if not stuck or self._idle:
+                if not stuck:
                     continue
-                moved = 0
                 for w in stuck:
-                    while True:
+                    while True:  # what the stuck worker has not started yet goes to the others
                         try:
                             self._ready.append(w.chunk.popleft())
-                            moved += 1
                         except IndexError:
                             break
-                if (self._ready or moved) and len(self._workers) < self.max_workers:
-                    self.metrics.workers_added += 1
-                    self._spawn()
+                    current = w.current
+                    if getattr(current, "helpable", False) and current.needs_help():
+                        self._ready.append(current)  # a fan-out others can continue
+                if self._ready:
+                    if self._idle:
+                        self._cond.notify(min(self._idle, len(self._ready)))
+                    elif len(self._workers) < self.max_workers:
+                        self.metrics.workers_added += 1
+                        self._spawn()
 
     def close(self) -> None:
         """Stop the workers once they finish their current callback."""
@@ -180,6 +189,192 @@ class Dispatcher:
             self._ready.clear()
             self._cond.notify_all()
         self._activity.set()
+
+
+class _Member:
+    """One subscriber of a ``Fanout``."""
+
+    __slots__ = ("dead", "emit", "guard", "on_error", "solo")
+
+    def __init__(self, emit: Callable[[tuple[Any, ...]], None], on_error: Callable[[Exception], None]) -> None:
+        self.emit = emit
+        self.on_error = on_error
+        self.guard = threading.Lock()  # held while this subscriber runs: calls to it never overlap
+        self.solo: Mailbox[Any] | None = None
+        self.dead = False
+
+
+class Fanout(Generic[T]):
+    """Subscribers with the same selection and delivery sharing one buffer: the cheap path for many.
+
+    The feed offers a batch once for all of them; a worker calls each subscriber in turn. Several
+    workers may work on one fan-out at once (a subscriber index is handed out atomically), so when
+    one subscriber is stuck in its callback the watchdog lets another worker carry on with the rest.
+    A subscriber found still busy with an earlier batch is moved to a mailbox of its own (with the
+    same overflow policy), so it gets its batches in order, one call at a time, and holds up nobody.
+
+    Example:
+        >>> fan = Fanout(dispatcher=Dispatcher(metrics=DeliveryMetrics()), metrics=DeliveryMetrics(),
+        ...              merge=lambda items: items)
+    """
+
+    helpable = True
+
+    def __init__(
+        self,
+        *,
+        dispatcher: Dispatcher,
+        metrics: DeliveryMetrics,
+        max_items: int = 10_000,
+        overflow: Overflow = "coalesce",
+        merge: Callable[[list[T]], list[T]] | None = None,
+        select: Callable[[tuple[T, ...]], tuple[T, ...]] | None = None,
+    ) -> None:
+        if overflow in ("block", "error"):
+            raise ValidationError(f"a shared fan-out cannot use overflow={overflow!r}")
+        self.dispatcher = dispatcher
+        self.metrics = metrics
+        self.max_items = max_items
+        self.overflow = overflow
+        self._merge = merge
+        self._select = select
+        self.members: list[_Member] = []
+        self._lock = threading.Lock()
+        self._tasks: deque[tuple[T, ...]] = deque()
+        self._count = 0
+        self._active: tuple[tuple[T, ...], list[_Member], Any] | None = None
+        self._driving = False
+        self.closed = False
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def add(self, emit: Callable[[tuple[T, ...]], None], on_error: Callable[[Exception], None]) -> _Member:
+        member = _Member(emit, on_error)
+        with self._lock:
+            self.members = [*self.members, member]
+        return member
+
+    def remove(self, member: _Member) -> bool:
+        """Take a subscriber out; True when none is left."""
+        member.dead = True
+        with self._lock:
+            self.members = [m for m in self.members if m is not member]
+            empty = not self.members
+        if member.solo is not None:
+            member.solo.close()
+        return empty
+
+    def offer(self, batch: tuple[T, ...]) -> bool:
+        if self._select is not None:
+            batch = self._select(batch)
+            if not batch:
+                return False
+        with self._lock:
+            if self.closed:
+                return False
+            if self._count + len(batch) > self.max_items:
+                self._make_room(batch)
+            else:
+                self._tasks.append(batch)
+                self._count += len(batch)
+            if self._driving:
+                return False
+            self._driving = True
+        return True
+
+    def _make_room(self, batch: tuple[T, ...]) -> None:
+        items = [item for b in self._tasks for item in b]
+        items.extend(batch)
+        merged = items
+        if self.overflow == "coalesce" and self._merge is not None:
+            merged = self._merge(items)
+            self.metrics.coalesced += len(items) - len(merged)
+        kept = merged[: self.max_items] if self.overflow == "drop_newest" else merged[-self.max_items :]
+        self.metrics.dropped += len(merged) - len(kept)
+        self._tasks.clear()
+        self._tasks.append(tuple(kept))
+        self._count = len(kept)
+
+    def needs_help(self) -> bool:
+        active = self._active
+        return active is not None or bool(self._tasks)
+
+    def drain(self, dispatcher: Dispatcher | None) -> None:
+        """Deliver queued batches to every subscriber; safe to run on several workers at once."""
+        slow = self._deliver_slow
+        while True:
+            active = self._active
+            if active is not None:
+                batch, members, counter = active
+                n = len(members)
+                while True:
+                    i = next(counter)
+                    if i >= n:
+                        break
+                    m = members[i]
+                    if m.solo is None and not m.dead and m.guard.acquire(False):
+                        try:
+                            m.emit(batch)
+                        except Exception as exc:
+                            self._fail(m, exc)
+                        finally:
+                            m.guard.release()
+                        if m.solo is not None:  # moved to its own mailbox while it ran: start that now
+                            m.solo.resume(self.dispatcher)
+                    elif not m.dead:
+                        slow(m, batch)
+            with self._lock:
+                if self._active is active:
+                    if active is not None:
+                        self.metrics.delivered += len(active[0]) * len(active[1])
+                    if self._tasks:
+                        batch = self._tasks.popleft()
+                        self._count -= len(batch)
+                        self._active = (batch, self.members, itertools.count())
+                    else:
+                        self._active = None
+                        self._driving = False
+                        return
+
+    def _deliver_slow(self, member: _Member, batch: tuple[T, ...]) -> None:
+        """``member`` is still busy with an earlier batch (or has its own mailbox already)."""
+        solo = member.solo
+        if solo is None:
+            with self._lock:
+                solo = member.solo
+                if solo is None:
+                    solo = member.solo = Mailbox(
+                        member.emit,
+                        on_error=lambda exc, m=member: self._fail(m, exc),
+                        metrics=self.metrics,
+                        max_items=self.max_items,
+                        overflow=self.overflow,
+                        merge=self._merge,
+                    )
+                    solo.paused = True
+        solo.offer(batch)
+        if member.guard.acquire(False):  # its earlier call has ended meanwhile
+            member.guard.release()
+            solo.resume(self.dispatcher)
+
+    def _fail(self, member: _Member, exc: Exception) -> None:
+        self.metrics.subscriber_errors += 1
+        self.remove(member)
+        try:
+            member.on_error(exc)
+        except Exception as again:
+            log.warning("subscriber failed: %r (its on_error raised %r)", exc, again)
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._tasks.clear()
+            members, self.members = self.members, []
+        for m in members:
+            m.dead = True
+            if m.solo is not None:
+                m.solo.close()
 
 
 class Mailbox(Generic[T]):
@@ -403,10 +598,16 @@ def scheduler_runner(
         return lambda fn: loop.call_soon_threadsafe(fn)
     if scheduler is None:
         return None
+    if isinstance(scheduler, ImmediateScheduler):
+        return _run_now  # the same thing, without a scheduled item and a disposable per call
     return lambda fn: scheduler.schedule(lambda _s, _st: fn())
 
 
-def dispatch(boxes: Iterable[Mailbox[T]], batch: tuple[T, ...], dispatcher: Dispatcher) -> None:
+def _run_now(fn: Callable[[], None]) -> None:
+    fn()
+
+
+def dispatch(boxes: Iterable[Mailbox[T] | Fanout[T]], batch: tuple[T, ...], dispatcher: Dispatcher) -> None:
     """Offer one batch to many mailboxes and wake the dispatcher once for all that became ready."""
     ready = [box for box in boxes if box.offer(batch)]
     if ready:

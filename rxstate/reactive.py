@@ -106,10 +106,10 @@ class Derived(Observable[T], Generic[T]):
             Exception: whatever the last computation of ``fn`` raised.
         """
         tracking.note(self)
-        if self._state != _CLEAN:
-            if self._state == _COMPUTING:
-                raise CycleError(f"derived value {self.name!r} reads itself", names=[self.name])
-            with self._graph._lock:
+        if self._state != _CLEAN or self._graph._busy:
+            with self._graph._lock:  # another thread's propagation finishes first
+                if self._state == _COMPUTING:  # ... so this one is computing it: a loop
+                    raise CycleError(f"derived value {self.name!r} reads itself", names=[self.name])
                 self._update()
         if self.error is not None:
             raise self.error
@@ -145,8 +145,9 @@ class Derived(Observable[T], Generic[T]):
         finally:
             tracking.end(token)
         self.computations += 1
-        parents = tuple(s for s in reads.sources if isinstance(s, Derived))
-        self._graph._rewire(self, reads.entities, parents)
+        parents = tuple(reads.sources) if reads.sources else ()  # only Derived.value notes a source
+        if parents != self._parents or reads.entities != self._entities:
+            self._graph._rewire(self, reads.entities, parents)
         changed = error is not None or self.error is not None or not _same(value, self._value)
         self._value, self.error = value, error
         self._state = _CLEAN
@@ -163,7 +164,7 @@ class Derived(Observable[T], Generic[T]):
                 child._mark(dirty)
 
     def _notify(self) -> None:
-        if self.error is not None:
+        if self.error is not None or not self._boxes:
             return
         batch = (self._value,)
         for box in self._boxes:
@@ -245,6 +246,7 @@ class DerivedGraph:
         self.metrics = DeliveryMetrics()
         self.errors = 0
         self.propagations = 0
+        self._busy = False
 
     def dispatcher(self) -> Any:
         if self._dispatcher_factory is not None:
@@ -362,6 +364,13 @@ class DerivedGraph:
 
     def _propagate(self, hit: set[Derived[Any]]) -> None:
         self.propagations += 1
+        self._busy = True
+        try:
+            self._run(hit)
+        finally:
+            self._busy = False
+
+    def _run(self, hit: set[Derived[Any]]) -> None:
         stale: list[Derived[Any]] = []
         for node in hit:
             node._state = _DIRTY
