@@ -597,7 +597,7 @@ class ChangeFeed:
                 for change in batch:
                     on_next(change)
 
-            member = fan.add(emit, observer.on_error)
+            member = fan.add(emit, observer.on_error, on_next)
         self.start()
         return fan, member
 

@@ -99,6 +99,7 @@ class Dispatcher:
         self._closed = False
         self._activity = threading.Event()
         self._watchdog: threading.Thread | None = None
+        self._progress: dict[_Worker, tuple[tuple[Any, int], float]] = {}
 
     def submit(self, boxes: Sequence[Mailbox[Any]]) -> None:
         """Queue mailboxes that have something to deliver."""
@@ -163,7 +164,7 @@ class Dispatcher:
             time.sleep(_STALL_S / 2)
             now = time.monotonic()
             with self._cond:
-                stuck = [w for w in self._workers if w.busy_since and now - w.busy_since > _STALL_S]
+                stuck = [w for w in self._workers if self._stuck(w, now)]
                 if not stuck:
                     continue
                 for w in stuck:
@@ -182,6 +183,22 @@ class Dispatcher:
                         self.metrics.workers_added += 1
                         self._spawn()
 
+    def _stuck(self, w: _Worker, now: float) -> bool:
+        """A worker is stuck when its current callback has run for too long. In a fan-out, which calls
+        many quick callbacks in one go, that means: no subscriber finished for a while."""
+        since = w.busy_since
+        if not since:
+            return False
+        current = w.current
+        if getattr(current, "helpable", False):
+            seen = self._progress.get(w)
+            mark = (current, current.progress)
+            if seen is None or seen[0] != mark:
+                self._progress[w] = (mark, now)
+                return False
+            since = seen[1]
+        return now - since > _STALL_S
+
     def close(self) -> None:
         """Stop the workers once they finish their current callback."""
         with self._cond:
@@ -194,10 +211,16 @@ class Dispatcher:
 class _Member:
     """One subscriber of a ``Fanout``."""
 
-    __slots__ = ("dead", "emit", "guard", "on_error", "solo")
+    __slots__ = ("dead", "emit", "guard", "on_error", "on_item", "solo")
 
-    def __init__(self, emit: Callable[[tuple[Any, ...]], None], on_error: Callable[[Exception], None]) -> None:
+    def __init__(
+        self,
+        emit: Callable[[tuple[Any, ...]], None],
+        on_error: Callable[[Exception], None],
+        on_item: Callable[[Any], None] | None = None,
+    ) -> None:
         self.emit = emit
+        self.on_item = on_item if on_item is not None else (lambda item: emit((item,)))
         self.on_error = on_error
         self.guard = threading.Lock()  # held while this subscriber runs: calls to it never overlap
         self.solo: Mailbox[Any] | None = None
@@ -249,8 +272,14 @@ class Fanout(Generic[T]):
     def __len__(self) -> int:
         return len(self.members)
 
-    def add(self, emit: Callable[[tuple[T, ...]], None], on_error: Callable[[Exception], None]) -> _Member:
-        member = _Member(emit, on_error)
+    def add(
+        self,
+        emit: Callable[[tuple[T, ...]], None],
+        on_error: Callable[[Exception], None],
+        on_item: Callable[[T], None] | None = None,
+    ) -> _Member:
+        """A new subscriber: ``emit`` takes a batch, ``on_item`` (optional, faster) one item."""
+        member = _Member(emit, on_error, on_item)
         with self._lock:
             self.members = [*self.members, member]
         return member
@@ -296,6 +325,13 @@ class Fanout(Generic[T]):
         self._tasks.append(tuple(kept))
         self._count = len(kept)
 
+    @property
+    def progress(self) -> tuple[int, str]:
+        """Changes as each subscriber is called (the watchdog tells slow from stuck by it). The repr of
+        an ``itertools.count`` shows its next index without consuming it, so counting costs nothing."""
+        active = self._active
+        return (0, "") if active is None else (id(active), repr(active[2]))
+
     def needs_help(self) -> bool:
         active = self._active
         return active is not None or bool(self._tasks)
@@ -308,6 +344,8 @@ class Fanout(Generic[T]):
             if active is not None:
                 batch, members, counter = active
                 n = len(members)
+                single = len(batch) == 1
+                first = batch[0]
                 while True:
                     i = next(counter)
                     if i >= n:
@@ -315,7 +353,10 @@ class Fanout(Generic[T]):
                     m = members[i]
                     if m.solo is None and not m.dead and m.guard.acquire(False):
                         try:
-                            m.emit(batch)
+                            if single:
+                                m.on_item(first)
+                            else:
+                                m.emit(batch)
                         except Exception as exc:
                             self._fail(m, exc)
                         finally:
