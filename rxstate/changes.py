@@ -794,7 +794,7 @@ class Subscription:
                 return
         on_next = self.observer.on_next
         if self._batched:
-            on_next(batch)  # type: ignore[arg-type]
+            on_next(batch)
         else:
             for change in batch:
                 on_next(change)
@@ -832,7 +832,7 @@ def changes_observable(
         raise ValidationError("overflow='block' would stall the shared feed: use it with since= or group=")
     if group is not None and policy in ("coalesce", "drop_oldest", "drop_newest"):
         raise ValidationError("a consumer group must not lose changes: use overflow='block' or 'error'")
-    _check_since(since, store.keyspace.partitions)
+    start = _check_since(since, store.keyspace.partitions)
     runner = scheduler_runner(scheduler, loop)
     fan_key = (_hashable(collection), id, _hashable(where), _hashable(fields), max_buffer, policy)
 
@@ -855,7 +855,7 @@ def changes_observable(
             )
             return Disposable(lambda: shared.leave(fan_key, fan, member))
         feed = (
-            ChangeFeed(store, since=since, group=group, consumer=consumer, read_count=min(_COUNT, max_buffer))
+            ChangeFeed(store, since=start, group=group, consumer=consumer, read_count=min(_COUNT, max_buffer))
             if private
             else shared_feed(store)
         )

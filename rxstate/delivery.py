@@ -10,6 +10,7 @@ changes but always the latest state.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import threading
@@ -101,7 +102,7 @@ class Dispatcher:
         self._watchdog: threading.Thread | None = None
         self._progress: dict[_Worker, tuple[tuple[Any, int], float]] = {}
 
-    def submit(self, boxes: Sequence[Mailbox[Any]]) -> None:
+    def submit(self, boxes: Sequence[Any]) -> None:
         """Queue mailboxes that have something to deliver."""
         with self._cond:
             if self._closed:
@@ -208,6 +209,13 @@ class Dispatcher:
         self._activity.set()
 
 
+def _one_of(emit: Callable[[tuple[Any, ...]], None]) -> Callable[[Any], None]:
+    def on_item(item: Any) -> None:
+        emit((item,))
+
+    return on_item
+
+
 class _Member:
     """One subscriber of a ``Fanout``."""
 
@@ -220,7 +228,7 @@ class _Member:
         on_item: Callable[[Any], None] | None = None,
     ) -> None:
         self.emit = emit
-        self.on_item = on_item if on_item is not None else (lambda item: emit((item,)))
+        self.on_item = on_item if on_item is not None else _one_of(emit)
         self.on_error = on_error
         self.guard = threading.Lock()  # held while this subscriber runs: calls to it never overlap
         self.solo: Mailbox[Any] | None = None
@@ -387,7 +395,7 @@ class Fanout(Generic[T]):
                 if solo is None:
                     solo = member.solo = Mailbox(
                         member.emit,
-                        on_error=lambda exc, m=member: self._fail(m, exc),
+                        on_error=functools.partial(self._fail, member),
                         metrics=self.metrics,
                         max_items=self.max_items,
                         overflow=self.overflow,
@@ -636,12 +644,20 @@ def scheduler_runner(
     if loop is not None and scheduler is not None:
         raise ValidationError("pass either scheduler= or loop=, not both")
     if loop is not None:
-        return lambda fn: loop.call_soon_threadsafe(fn)
+
+        def on_loop(fn: Callable[[], None]) -> None:
+            loop.call_soon_threadsafe(fn)
+
+        return on_loop
     if scheduler is None:
         return None
     if isinstance(scheduler, ImmediateScheduler):
         return _run_now  # the same thing, without a scheduled item and a disposable per call
-    return lambda fn: scheduler.schedule(lambda _s, _st: fn())
+
+    def on_scheduler(fn: Callable[[], None]) -> None:
+        scheduler.schedule(lambda _s, _st: fn())
+
+    return on_scheduler
 
 
 def _run_now(fn: Callable[[], None]) -> None:

@@ -145,7 +145,8 @@ class Derived(Observable[T], Generic[T]):
         finally:
             tracking.end(token)
         self.computations += 1
-        parents = tuple(reads.sources) if reads.sources else ()  # only Derived.value notes a source
+        # only Derived.value notes a source
+        parents: tuple[Derived[Any], ...] = tuple(reads.sources) if reads.sources else ()  # type: ignore[arg-type]
         if parents != self._parents or reads.entities != self._entities:
             self._graph._rewire(self, reads.entities, parents)
         changed = error is not None or self.error is not None or not _same(value, self._value)
@@ -310,7 +311,9 @@ class DerivedGraph:
             node._entities = entities
 
     def _unindex(self, node: Derived[Any], key: tuple[str, str]) -> None:
-        index: dict[Any, dict[Derived[Any], Any]] = self._by_collection if key[1] == tracking.ALL else self._by_entity  # type: ignore[assignment]
+        index: dict[Any, dict[Derived[Any], Any]] = (
+            self._by_collection if key[1] == tracking.ALL else self._by_entity
+        )
         ikey = key[0] if key[1] == tracking.ALL else key
         readers = index.get(ikey)
         if readers is not None:
@@ -448,14 +451,14 @@ class StoreGraph(DerivedGraph):
 
 class _CallbackObserver(abc.ObserverBase[Any]):
     def __init__(self, on_next: Callable[[Any], None], on_error: Callable[[Exception], None]) -> None:
-        self.on_next = on_next  # type: ignore[method-assign]
-        self.on_error = on_error  # type: ignore[method-assign]
+        self._next = on_next
+        self._error = on_error
 
-    def on_next(self, value: Any) -> None:  # replaced per instance
-        raise NotImplementedError
+    def on_next(self, value: Any) -> None:
+        self._next(value)
 
-    def on_error(self, error: Exception) -> None:  # replaced per instance
-        raise NotImplementedError
+    def on_error(self, error: Exception) -> None:
+        self._error(error)
 
     def on_completed(self) -> None:
         return None
@@ -694,11 +697,16 @@ async def aiter(observable: Observable[T], *, max_buffer: int = 10_000) -> Async
         end.append(exc)
         wake.set()
 
-    disposable = observable.subscribe(
-        lambda item: loop.call_soon_threadsafe(push, item),
-        lambda exc: loop.call_soon_threadsafe(finish, exc),
-        lambda: loop.call_soon_threadsafe(finish, None),
-    )
+    def on_next(item: T) -> None:
+        loop.call_soon_threadsafe(push, item)
+
+    def on_error(exc: Exception) -> None:
+        loop.call_soon_threadsafe(finish, exc)
+
+    def on_completed() -> None:
+        loop.call_soon_threadsafe(finish, None)
+
+    disposable = observable.subscribe(on_next, on_error, on_completed)
     try:
         while True:
             while queue:
