@@ -316,6 +316,7 @@ class FeedMetrics(DeliveryMetrics):
         batches: batches handed to subscribers.
         reconnects: reads retried after a connection error.
         incomplete_transactions: transactions delivered without all their partitions after a wait.
+        undecodable: records skipped because they were not change records (a foreign ``XADD``).
         subscribers: current subscriber count.
     """
 
@@ -323,6 +324,7 @@ class FeedMetrics(DeliveryMetrics):
     batches: int = 0
     reconnects: int = 0
     incomplete_transactions: int = 0
+    undecodable: int = 0
     subscribers: int = 0
 
 
@@ -380,7 +382,10 @@ class _Reader:
                 continue
             if feed.stopped:
                 return
-            self._handle(reply)
+            try:
+                self._handle(reply)
+            except Exception as exc:  # never let one bad record or subscriber end the feed
+                log.error("change feed: dropped a reply it could not handle: %r", exc)
 
     def _handle(self, reply: Any) -> None:
         feed = self.feed
@@ -399,7 +404,12 @@ class _Reader:
                 last = offset
                 if raw is None:  # a pending entry that was trimmed away
                     continue
-                change = decode(p, offset, raw)
+                try:
+                    change = decode(p, offset, raw)
+                except (ValueError, UnicodeDecodeError) as exc:  # not written by rxstate: skip it
+                    feed.metrics_data.undecodable += 1
+                    log.warning("change feed: skipping record %r of partition %d: %r", offset, p, exc)
+                    continue
                 if feed.group is not None and (p, change.offset) in feed.inflight:
                     continue
                 changes.append(change)

@@ -407,6 +407,11 @@ class Fanout(Generic[T]):
             member.guard.release()
             solo.resume(self.dispatcher)
 
+    def fail(self, exc: Exception) -> None:
+        """End every subscriber with ``exc`` (their shared selection raised)."""
+        for member in list(self.members):
+            self._fail(member, exc)
+
     def _fail(self, member: _Member, exc: Exception) -> None:
         self.metrics.subscriber_errors += 1
         self.remove(member)
@@ -608,6 +613,10 @@ class Mailbox(Generic[T]):
             elif dispatcher is not None:
                 dispatcher.submit([self])
 
+    def fail(self, exc: Exception) -> None:
+        """End this subscriber with ``exc`` (routed to its ``on_error``)."""
+        self._fail(exc, True)
+
     def _fail(self, exc: Exception, counted: bool) -> None:
         with self._lock:
             self._dead = True
@@ -665,7 +674,16 @@ def _run_now(fn: Callable[[], None]) -> None:
 
 
 def dispatch(boxes: Iterable[Mailbox[T] | Fanout[T]], batch: tuple[T, ...], dispatcher: Dispatcher) -> None:
-    """Offer one batch to many mailboxes and wake the dispatcher once for all that became ready."""
-    ready = [box for box in boxes if box.offer(batch)]
+    """Offer one batch to many mailboxes and wake the dispatcher once for all that became ready.
+
+    A subscriber whose own selection or scheduler raises is ended with that error; the others go on.
+    """
+    ready = []
+    for box in boxes:
+        try:
+            if box.offer(batch):
+                ready.append(box)
+        except Exception as exc:
+            box.fail(exc)
     if ready:
         dispatcher.submit(ready)
