@@ -63,7 +63,7 @@ def row(label: str, values: list[float], baseline: list[float] | None = None) ->
 # -- 1. propagation ---------------------------------------------------------------------------------
 
 
-def bench_raw_xread(server: EmbeddedServer, rounds: int) -> tuple[list[float], list[float]]:
+def bench_raw_xread(server: EmbeddedServer, rounds: int) -> tuple[list[float], list[float], list[float]]:
     """Baseline: raw redis-py XADD, and a thread blocked in XREAD on the same stream."""
     writer, reader = server.client(), server.client()
     key = "bench:raw"
@@ -84,7 +84,7 @@ def bench_raw_xread(server: EmbeddedServer, rounds: int) -> tuple[list[float], l
     thread = threading.Thread(target=follow, daemon=True)
     thread.start()
     time.sleep(0.05)
-    since_start, since_return = [], []
+    since_start, since_return, calls = [], [], []
     for i in range(rounds):
         arrived.clear()
         start = time.perf_counter()
@@ -93,12 +93,13 @@ def bench_raw_xread(server: EmbeddedServer, rounds: int) -> tuple[list[float], l
         arrived.wait(2)
         since_start.append(stamp[0] - start)
         since_return.append(max(0.0, stamp[0] - returned))
+        calls.append(returned - start)
     stop[0] = True
     thread.join()
-    return since_start, since_return
+    return since_start, since_return, calls
 
 
-def bench_propagation(server: EmbeddedServer, rounds: int) -> tuple[list[float], list[float]]:
+def bench_propagation(server: EmbeddedServer, rounds: int) -> tuple[list[float], list[float], list[float]]:
     writer = rxstate.connect(server.client(), namespace="bench-prop", reap_interval=None)
     reader = rxstate.connect(server.client(), namespace="bench-prop", reap_interval=None)
     items = writer.collection("items", Item)
@@ -113,7 +114,7 @@ def bench_propagation(server: EmbeddedServer, rounds: int) -> tuple[list[float],
     reader.changes(collection="items").subscribe(on_change)
     reader.change_feed.start()
     time.sleep(0.05)
-    since_start, since_return = [], []
+    since_start, since_return, calls = [], [], []
     for i in range(rounds):
         arrived.clear()
         start = time.perf_counter()
@@ -123,9 +124,10 @@ def bench_propagation(server: EmbeddedServer, rounds: int) -> tuple[list[float],
         since_start.append(stamp[0] - start)
         # A change can reach the subscriber before the writer has parsed its own reply: count that as 0.
         since_return.append(max(0.0, stamp[0] - returned))
+        calls.append(returned - start)
     writer.close()
     reader.close()
-    return since_start, since_return
+    return since_start, since_return, calls
 
 
 # -- 2. fan-out ---------------------------------------------------------------------------------------
@@ -271,8 +273,11 @@ def main() -> None:
         print(f"server: {server.binary} on {server.url}\n")
 
         print("1. change propagation: writer's return -> subscriber in another store")
-        raw_start, raw = bench_raw_xread(server, rounds)
-        ours_start, ours = bench_propagation(server, rounds)
+        raw_start, raw, raw_calls = bench_raw_xread(server, rounds)
+        ours_start, ours, ours_calls = bench_propagation(server, rounds)
+        print("  the write call alone:")
+        row("raw redis-py XADD", raw_calls)
+        row("rxstate update (script: version, hash, stream)", ours_calls, raw_calls)
         print("  measured from the write call's start:")
         row("raw redis-py XADD -> XREAD thread (baseline)", raw_start)
         row("rxstate update -> store.changes() subscriber", ours_start, raw_start)

@@ -17,11 +17,13 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import replace
+from threading import get_ident
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
+from reactivex.scheduler import ImmediateScheduler
 
 from . import tracking
 from .changes import REMOVALS, Change, ChangeObservable, Subscription, coalesce_changes, offset_key, shared_feed
@@ -76,7 +78,7 @@ class Derived(Observable[T], Generic[T]):
         self._entities: dict[tuple[str, str], frozenset[str] | None] = {}
         self._parents: tuple[Derived[Any], ...] = ()
         self._children: set[Derived[Any]] = set()
-        self._boxes: list[Mailbox[Any]] = []
+        self._boxes: list[Mailbox[Any] | _Direct] = []
         self._changed = False
         self.computations = 0
         self.disposed = False
@@ -106,7 +108,8 @@ class Derived(Observable[T], Generic[T]):
             Exception: whatever the last computation of ``fn`` raised.
         """
         tracking.note(self)
-        if self._state != _CLEAN or self._graph._busy:
+        busy = self._graph._busy  # the thread propagating, if any: others wait for it to finish
+        if self._state != _CLEAN or (busy and busy != get_ident()):
             with self._graph._lock:  # another thread's propagation finishes first
                 if self._state == _COMPUTING:  # ... so this one is computing it: a loop
                     raise CycleError(f"derived value {self.name!r} reads itself", names=[self.name])
@@ -149,7 +152,9 @@ class Derived(Observable[T], Generic[T]):
         parents: tuple[Derived[Any], ...] = tuple(reads.sources) if reads.sources else ()  # type: ignore[arg-type]
         if parents != self._parents or reads.entities != self._entities:
             self._graph._rewire(self, reads.entities, parents)
-        changed = error is not None or self.error is not None or not _same(value, self._value)
+        changed = (
+            error is not None or self.error is not None or (value is not self._value and not _same(value, self._value))
+        )
         self._value, self.error = value, error
         self._state = _CLEAN
         if changed:
@@ -176,14 +181,18 @@ class Derived(Observable[T], Generic[T]):
     def _subscribe(
         self, observer: abc.ObserverBase[T], scheduler: abc.SchedulerBase | None = None
     ) -> abc.DisposableBase:
-        box: Mailbox[Any] = Mailbox(
-            lambda batch: observer.on_next(batch[-1]),
-            on_error=observer.on_error,
-            metrics=self._graph.metrics,
-            max_items=1,
-            merge=lambda items: items[-1:],
-            schedule=scheduler_runner(scheduler),
-        )
+        box: Mailbox[Any] | _Direct
+        if isinstance(scheduler, ImmediateScheduler):  # asked for delivery inside the propagation
+            box = _Direct(observer, self._graph.metrics)
+        else:
+            box = Mailbox(
+                lambda batch: observer.on_next(batch[-1]),
+                on_error=observer.on_error,
+                metrics=self._graph.metrics,
+                max_items=1,
+                merge=lambda items: items[-1:],
+                schedule=scheduler_runner(scheduler),
+            )
         with self._graph._lock:
             if self.disposed:
                 observer.on_completed()
@@ -206,6 +215,38 @@ class Derived(Observable[T], Generic[T]):
             >>> busy.dispose()  # doctest: +SKIP
         """
         self._graph._remove(self)
+
+
+class _Direct:
+    """A derived value's subscriber called synchronously (``scheduler=ImmediateScheduler()``)."""
+
+    __slots__ = ("dead", "metrics", "observer")
+
+    def __init__(self, observer: abc.ObserverBase[Any], metrics: DeliveryMetrics) -> None:
+        self.observer = observer
+        self.metrics = metrics
+        self.dead = False
+
+    def offer(self, batch: tuple[Any, ...]) -> bool:
+        if not self.dead:
+            try:
+                self.observer.on_next(batch[-1])
+                self.metrics.delivered += 1
+            except Exception as exc:
+                self._fail(exc, True)
+        return False
+
+    def _fail(self, exc: Exception, counted: bool) -> None:
+        self.dead = True
+        if counted:
+            self.metrics.subscriber_errors += 1
+        try:
+            self.observer.on_error(exc)
+        except Exception as again:
+            log.warning("subscriber failed: %r (its on_error raised %r)", exc, again)
+
+    def close(self) -> None:
+        self.dead = True
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -247,7 +288,7 @@ class DerivedGraph:
         self.metrics = DeliveryMetrics()
         self.errors = 0
         self.propagations = 0
-        self._busy = False
+        self._busy = 0
 
     def dispatcher(self) -> Any:
         if self._dispatcher_factory is not None:
@@ -311,9 +352,7 @@ class DerivedGraph:
             node._entities = entities
 
     def _unindex(self, node: Derived[Any], key: tuple[str, str]) -> None:
-        index: dict[Any, dict[Derived[Any], Any]] = (
-            self._by_collection if key[1] == tracking.ALL else self._by_entity
-        )
+        index: dict[Any, dict[Derived[Any], Any]] = self._by_collection if key[1] == tracking.ALL else self._by_entity
         ikey = key[0] if key[1] == tracking.ALL else key
         readers = index.get(ikey)
         if readers is not None:
@@ -367,11 +406,11 @@ class DerivedGraph:
 
     def _propagate(self, hit: set[Derived[Any]]) -> None:
         self.propagations += 1
-        self._busy = True
+        self._busy = get_ident()
         try:
             self._run(hit)
         finally:
-            self._busy = False
+            self._busy = 0
 
     def _run(self, hit: set[Derived[Any]]) -> None:
         stale: list[Derived[Any]] = []
