@@ -209,6 +209,22 @@ class Dispatcher:
         self._activity.set()
 
 
+class _Gone:
+    """Stands in for the mailbox of a subscriber that left a fan-out: nothing reaches it any more."""
+
+    def resume(self, dispatcher: Dispatcher) -> None:
+        return None
+
+    def offer(self, batch: tuple[Any, ...]) -> bool:
+        return False
+
+    def close(self) -> None:
+        return None
+
+
+_GONE = _Gone()
+
+
 def _one_of(emit: Callable[[tuple[Any, ...]], None]) -> Callable[[Any], None]:
     def on_item(item: Any) -> None:
         emit((item,))
@@ -219,7 +235,7 @@ def _one_of(emit: Callable[[tuple[Any, ...]], None]) -> Callable[[Any], None]:
 class _Member:
     """One subscriber of a ``Fanout``."""
 
-    __slots__ = ("dead", "emit", "guard", "on_error", "on_item", "solo")
+    __slots__ = ("emit", "guard", "on_error", "on_item", "seq", "solo")
 
     def __init__(
         self,
@@ -231,8 +247,8 @@ class _Member:
         self.on_item = on_item if on_item is not None else _one_of(emit)
         self.on_error = on_error
         self.guard = threading.Lock()  # held while this subscriber runs: calls to it never overlap
-        self.solo: Mailbox[Any] | None = None
-        self.dead = False
+        self.solo: Mailbox[Any] | _Gone | None = None  # its own mailbox once moved aside; _GONE once removed
+        self.seq = 0  # the last batch it was given on the fast path
 
 
 class Fanout(Generic[T]):
@@ -273,7 +289,8 @@ class Fanout(Generic[T]):
         self._lock = threading.Lock()
         self._tasks: deque[tuple[T, ...]] = deque()
         self._count = 0
-        self._active: tuple[tuple[T, ...], list[_Member], Any] | None = None
+        self._active: tuple[tuple[T, ...], list[_Member], Any, int] | None = None
+        self._seq = 0  # number of the latest batch started
         self._driving = False
         self.closed = False
 
@@ -289,17 +306,19 @@ class Fanout(Generic[T]):
         """A new subscriber: ``emit`` takes a batch, ``on_item`` (optional, faster) one item."""
         member = _Member(emit, on_error, on_item)
         with self._lock:
+            member.seq = self._seq  # its first batch is the next one started
             self.members = [*self.members, member]
         return member
 
     def remove(self, member: _Member) -> bool:
         """Take a subscriber out; True when none is left."""
-        member.dead = True
         with self._lock:
+            solo, member.solo = member.solo, _GONE
+            member.seq = -2  # never the one before a batch: only the (no-op) slow path sees it again
             self.members = [m for m in self.members if m is not member]
             empty = not self.members
-        if member.solo is not None:
-            member.solo.close()
+        if solo is not None and solo is not _GONE:
+            solo.close()
         return empty
 
     def offer(self, batch: tuple[T, ...]) -> bool:
@@ -350,16 +369,19 @@ class Fanout(Generic[T]):
         while True:
             active = self._active
             if active is not None:
-                batch, members, counter = active
+                batch, members, counter, seq = active
+                prev = seq - 1
                 n = len(members)
                 single = len(batch) == 1
                 first = batch[0]
-                while True:
-                    i = next(counter)
+                for i in counter:  # several workers may share this counter: each index goes to one
                     if i >= n:
                         break
                     m = members[i]
-                    if m.solo is None and not m.dead and m.guard.acquire(False):
+                    # Only a subscriber that has had the batch before this one and is not running
+                    # takes the fast path; any other (busy, lagging, moved aside) the ordered slow one.
+                    if m.seq == prev and m.guard.acquire(False):
+                        m.seq = seq
                         try:
                             if single:
                                 m.on_item(first)
@@ -369,9 +391,9 @@ class Fanout(Generic[T]):
                             self._fail(m, exc)
                         finally:
                             m.guard.release()
-                        if m.solo is not None:  # moved to its own mailbox while it ran: start that now
+                        if m.solo is not None:  # moved aside (or gone) while it ran
                             m.solo.resume(self.dispatcher)
-                    elif not m.dead:
+                    else:
                         slow(m, batch)
             with self._lock:
                 if self._active is active:
@@ -380,15 +402,18 @@ class Fanout(Generic[T]):
                     if self._tasks:
                         batch = self._tasks.popleft()
                         self._count -= len(batch)
-                        self._active = (batch, self.members, itertools.count())
+                        self._seq += 1
+                        self._active = (batch, self.members, itertools.count(), self._seq)
                     else:
                         self._active = None
                         self._driving = False
                         return
 
     def _deliver_slow(self, member: _Member, batch: tuple[T, ...]) -> None:
-        """``member`` is still busy with an earlier batch (or has its own mailbox already)."""
+        """``member`` is still busy with an earlier batch (or has its own mailbox already, or is gone)."""
         solo = member.solo
+        if solo is _GONE:
+            return
         if solo is None:
             with self._lock:
                 solo = member.solo
@@ -426,9 +451,10 @@ class Fanout(Generic[T]):
             self._tasks.clear()
             members, self.members = self.members, []
         for m in members:
-            m.dead = True
-            if m.solo is not None:
-                m.solo.close()
+            solo, m.solo = m.solo, _GONE
+            m.seq = -2
+            if solo is not None and solo is not _GONE:
+                solo.close()
 
 
 class Mailbox(Generic[T]):
