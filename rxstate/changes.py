@@ -317,6 +317,7 @@ class FeedMetrics(DeliveryMetrics):
         reconnects: reads retried after a connection error.
         incomplete_transactions: transactions delivered without all their partitions after a wait.
         undecodable: records skipped because they were not change records (a foreign ``XADD``).
+        claimed: changes taken over from another consumer of a group that left them unacknowledged.
         subscribers: current subscriber count.
     """
 
@@ -325,6 +326,7 @@ class FeedMetrics(DeliveryMetrics):
     reconnects: int = 0
     incomplete_transactions: int = 0
     undecodable: int = 0
+    claimed: int = 0
     subscribers: int = 0
 
 
@@ -347,14 +349,42 @@ class _Reader:
             return client.xread(streams, count=feed.read_count, block=_BLOCK_MS)
         streams = {k: feed.group_cursor[p] for k, p in self.keys.items()}
         block = None if any(v != ">" for v in streams.values()) else _BLOCK_MS
+        if block is not None and feed.claim_after is not None:
+            block = max(1, min(block, int(feed.claim_after * 500)))  # wake up to look for abandoned changes
         return client.xreadgroup(feed.group, feed.consumer, streams, count=feed.read_count, block=block)
+
+    def _claim(self) -> Any:
+        """Entries another consumer of the group took but left unacknowledged for ``claim_after`` s."""
+        feed = self.feed
+        assert feed.claim_after is not None
+        idle_ms = max(1, int(feed.claim_after * 1000))
+        reply = []
+        for key in self.keys:
+            claimed = feed.store.client.xautoclaim(
+                key, feed.group, feed.consumer, min_idle_time=idle_ms, start_id="0-0", count=feed.read_count
+            )
+            if claimed and claimed[1]:
+                reply.append((key.encode(), claimed[1]))
+                feed.metrics_data.claimed += len(claimed[1])
+        return reply
 
     def _run(self) -> None:
         feed = self.feed
         failures = 0
+        next_claim = time.monotonic() + (feed.claim_after or 0) / 2
         while not feed.stopped:
             try:
-                reply = self._read()
+                if (
+                    feed.claim_after is not None
+                    and time.monotonic() >= next_claim
+                    and all(feed.group_cursor[p] == ">" for p in self.partitions)  # own pending ones first
+                ):
+                    next_claim = time.monotonic() + feed.claim_after / 2
+                    reply = self._claim()
+                    if not reply:
+                        continue
+                else:
+                    reply = self._read()
                 failures = 0
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if feed.stopped:
@@ -448,6 +478,8 @@ class ChangeFeed:
         consumer: this consumer's name within the group.
         read_count: the most records read from one stream at once (a consumer in a group takes no
             more than it can buffer, leaving the rest to other consumers).
+        claim_after: in a group, take over changes another consumer has left unacknowledged for this
+            many seconds (it crashed or hangs); None never takes any over.
 
     Example:
         >>> store.change_feed.metrics()["records"]  # doctest: +SKIP
@@ -462,9 +494,11 @@ class ChangeFeed:
         group: str | None = None,
         consumer: str | None = None,
         read_count: int = _COUNT,
+        claim_after: float | None = None,
     ) -> None:
         self.store = store
         self.read_count = read_count
+        self.claim_after = claim_after if group is not None else None
         self.group = group
         self.consumer = consumer or store.actor
         self.metrics_data = FeedMetrics()
@@ -822,6 +856,7 @@ def changes_observable(
     fields: Iterable[str] | None = None,
     group: str | None = None,
     consumer: str | None = None,
+    claim_after: float | None = None,
     batched: bool = False,
     scheduler: abc.SchedulerBase | None = None,
     loop: Any = None,
@@ -840,6 +875,10 @@ def changes_observable(
         raise ValidationError(f"max_buffer must be a positive int, not {max_buffer!r}")
     if policy == "block" and not private:
         raise ValidationError("overflow='block' would stall the shared feed: use it with since= or group=")
+    if claim_after is not None and (
+        group is None or isinstance(claim_after, bool) or not isinstance(claim_after, int | float) or claim_after <= 0
+    ):
+        raise ValidationError(f"claim_after needs group= and a positive number of seconds, not {claim_after!r}")
     if group is not None and policy in ("coalesce", "drop_oldest", "drop_newest"):
         raise ValidationError("a consumer group must not lose changes: use overflow='block' or 'error'")
     start = _check_since(since, store.keyspace.partitions)
@@ -865,7 +904,14 @@ def changes_observable(
             )
             return Disposable(lambda: shared.leave(fan_key, fan, member))
         feed = (
-            ChangeFeed(store, since=start, group=group, consumer=consumer, read_count=min(_COUNT, max_buffer))
+            ChangeFeed(
+                store,
+                since=start,
+                group=group,
+                consumer=consumer,
+                read_count=min(_COUNT, max_buffer),
+                claim_after=claim_after,
+            )
             if private
             else shared_feed(store)
         )

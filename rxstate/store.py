@@ -269,6 +269,7 @@ class Store:
         fields: Sequence[str] | None = None,
         group: str | None = None,
         consumer: str | None = None,
+        claim_after: float | None = None,
         batched: bool = False,
         scheduler: Any = None,
         loop: Any = None,
@@ -294,6 +295,8 @@ class Store:
                 each change goes to one consumer and is acknowledged after delivery; a restarted
                 consumer continues where it stopped.
             consumer: this consumer's name in ``group`` (default: the store's actor).
+            claim_after: in a group, take over changes another consumer left unacknowledged for this
+                many seconds (it crashed or hangs); None (default) never takes any over.
             batched: emit tuples of changes, one per batch (a transaction is one batch).
             scheduler: a reactivex scheduler to deliver on.
             loop: an asyncio loop to deliver on.
@@ -314,6 +317,7 @@ class Store:
             fields=fields,
             group=group,
             consumer=consumer,
+            claim_after=claim_after,
             batched=batched,
             scheduler=scheduler,
             loop=loop,

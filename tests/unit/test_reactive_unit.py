@@ -555,3 +555,25 @@ def test_a_stuck_subscriber_in_a_fanout_moves_aside_and_keeps_its_order():
     assert stuck_got == sorted(stuck_got) and stuck_got[0] == 1 and not overlap
     assert metrics.workers_added >= 1
     dispatcher.close()
+
+
+def test_a_consumer_takes_over_changes_another_left_unacknowledged(store, agents):
+    crashed: list[Exception] = []
+
+    def crash(c):
+        raise RuntimeError("consumer died while handling it")
+
+    store.changes(group="crew", consumer="dead").subscribe(crash, crashed.append)
+    store.change_feed.start()
+    time.sleep(0.05)
+    agents.put("a1", Agent(name="x"))
+    assert wait_for(lambda: crashed)
+    ks = store.keyspace
+    p = ks.partition_of("a1")
+    assert wait_for(lambda: store.client.xpending(ks.changes(p), "crew")["pending"] == 1)
+    taken: list[Change] = []
+    store.changes(group="crew", consumer="alive", claim_after=0.1).subscribe(taken.append)
+    assert wait_for(lambda: [c.id for c in taken] == ["a1"], 5)
+    assert wait_for(lambda: store.client.xpending(ks.changes(p), "crew")["pending"] == 0)
+    with pytest.raises(ValidationError):
+        store.changes(claim_after=1.0)  # only with a group
