@@ -249,7 +249,7 @@ class _Assembler:
                     self._held += 1
                 if whole and queue:
                     self._close_open(p, queue[-1], None)
-            self._release(force=False)
+            self._release(force=True)  # also gives up on transactions that waited too long
 
     def _close_open(self, p: int, last: Change, next_txid: str | None) -> None:
         if last.partitions > 1 and last.txid and last.txid != next_txid:
@@ -537,7 +537,11 @@ class ChangeFeed:
 
     # -- lifecycle ----------------------------------------------------------------------------------
     def start(self) -> ChangeFeed:
-        """Find the starting offsets and start the reader threads (idempotent)."""
+        """Find the starting offsets and start the reader threads (idempotent).
+
+        Example:
+            >>> store.change_feed.start()  # doctest: +SKIP
+        """
         with self._start_lock:
             if self._started:
                 return self
@@ -591,7 +595,11 @@ class ChangeFeed:
                     raise
 
     def stop(self) -> None:
-        """Stop reading and delivering. Readers blocked on the server notice within a second."""
+        """Stop reading and delivering. Readers blocked on the server notice within a second.
+
+        Example:
+            >>> store.change_feed.stop()  # store.close() does this  # doctest: +SKIP
+        """
         self._stop.set()
         self.dispatcher.close()
         with self._boxes_lock:
@@ -715,6 +723,11 @@ def change_filter(
     ``collection``: a name or names. ``id``: a glob (``"a*"``). ``where``: ``{field: value}`` (the
     change sets each field to that value) or a predicate. ``fields``: only changes that touch one of
     them (and removals), trimmed to them.
+
+    Example:
+        >>> test, keep = change_filter(collection="agents", id="a*")
+        >>> test(Change("agents", "a1", "update", 2, {}))
+        True
     """
     tests: list[Filter] = []
     if collection is not None:
@@ -863,7 +876,11 @@ def changes_observable(
     max_buffer: int = 10_000,
     overflow: Overflow | None = None,
 ) -> Observable[Any]:
-    """The observable behind ``store.changes`` (see there)."""
+    """The observable behind ``store.changes`` (see there for the options).
+
+    Example:
+        >>> changes_observable(store, collection="agents").subscribe(print)  # doctest: +SKIP
+    """
     test, keep = change_filter(collection=collection, id=id, where=where, fields=fields)
     private = since is not None or group is not None
     if group is not None and (not isinstance(group, str) or not group):
@@ -956,7 +973,12 @@ _SHARED_LOCK = threading.Lock()
 
 
 def shared_feed(store: Store) -> ChangeFeed:
-    """The store's shared feed (created on first use, stopped by ``store.close()``)."""
+    """The store's shared feed (created on first use, stopped by ``store.close()``).
+
+    Example:
+        >>> shared_feed(store) is store.change_feed  # doctest: +SKIP
+        True
+    """
     feed: ChangeFeed | None = getattr(store, "_change_feed", None)
     if feed is None:
         with _SHARED_LOCK:

@@ -300,7 +300,12 @@ class DerivedGraph:
         return self._own_dispatcher
 
     def values(self) -> list[Derived[Any]]:
-        """The live (not disposed) derived values, in creation order."""
+        """The live (not disposed) derived values, in creation order.
+
+        Example:
+            >>> [d.name for d in graph.values()]  # doctest: +SKIP
+            ['double']
+        """
         with self._lock:
             return list(self._nodes)
 
@@ -310,6 +315,9 @@ class DerivedGraph:
         Raises:
             CycleError: ``fn`` reads a derived value that (indirectly) reads this one.
             ValidationError: ``fn`` is not callable.
+
+        Example:
+            >>> total = graph.derived(lambda: double.value + 1, name="total")  # doctest: +SKIP
         """
         if not callable(fn):
             raise ValidationError(f"derived needs a function of no arguments, not {fn!r}")
@@ -398,7 +406,11 @@ class DerivedGraph:
         return hit
 
     def apply(self, changes: Iterable[Change]) -> None:
-        """Propagate one batch of changes through the derived values (see the class docstring)."""
+        """Propagate one batch of changes through the derived values (see the class docstring).
+
+        Example:
+            >>> graph.apply([Change("t", "a", "update", 3, {"n": 1})])  # doctest: +SKIP
+        """
         with self._lock:
             hit = self.affected(changes)
             if hit:
@@ -564,7 +576,11 @@ def watch(
     max_buffer: int = 1000,
     overflow: Overflow = "coalesce",
 ) -> ChangeObservable:
-    """The observable behind ``Collection.watch`` (see there)."""
+    """The observable behind ``Collection.watch`` (see there).
+
+    Example:
+        >>> watch(agents, "a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+    """
     key = coll.key(entity_id, partition=partition)
     p = coll._partition(entity_id, partition)
     store = coll._store
@@ -624,7 +640,11 @@ def watch_all(
     max_buffer: int = 10_000,
     overflow: Overflow = "coalesce",
 ) -> ChangeObservable:
-    """The observable behind ``Collection.watch_all`` (see there)."""
+    """The observable behind ``Collection.watch_all`` (see there).
+
+    Example:
+        >>> watch_all(agents, where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+    """
     store = coll._store
     runner = scheduler_runner(scheduler, loop)
     name = coll.name

@@ -53,7 +53,11 @@ class Reads:
 
 
 def track(collection: str, entity_id: str, fields: Iterable[str] | None = None) -> None:
-    """Report a read of one entity (all its fields unless ``fields`` is given)."""
+    """Report a read of one entity (all its fields unless ``fields`` is given).
+
+    Example:
+        >>> track("agents", "a1", ["status"])
+    """
     reads = _current.get()
     if reads is not None:
         reads.add(collection, entity_id, fields)
@@ -65,6 +69,9 @@ def track_members(collection: str, fields: Iterable[str] | None = ()) -> None:
     ``fields`` say which changes can alter what was read: ``()`` only creations, deletions and expiries
     (``ids``, ``count``); some fields, also changes of those (the fields a ``where`` selected on); None,
     any change in the collection (``all`` read every entity).
+
+    Example:
+        >>> track_members("agents", ["status"])
     """
     reads = _current.get()
     if reads is not None:
@@ -72,7 +79,11 @@ def track_members(collection: str, fields: Iterable[str] | None = ()) -> None:
 
 
 def note(source: object) -> None:
-    """Report a read of some other source (a derived value's ``.value``)."""
+    """Report a read of some other source (a derived value's ``.value``).
+
+    Example:
+        >>> note(object())
+    """
     reads = _current.get()
     if reads is not None:
         reads.sources[source] = None
