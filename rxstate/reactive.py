@@ -150,8 +150,17 @@ class Derived(Observable[T], Generic[T]):
         self.computations += 1
         # only Derived.value notes a source
         parents: tuple[Derived[Any], ...] = tuple(reads.sources) if reads.sources else ()  # type: ignore[arg-type]
-        if parents != self._parents or reads.entities != self._entities:
-            self._graph._rewire(self, reads.entities, parents)
+        entities = reads.entities
+        if error is not None:
+            # A failed run may have stopped before reading everything: keep what it read before too,
+            # and try again with the next batch (the failure may be a lost connection).
+            entities = {**self._entities, **entities}
+            parents = tuple(dict.fromkeys(self._parents + parents))
+            self._graph._failed.add(self)
+        elif self._graph._failed:
+            self._graph._failed.discard(self)
+        if parents != self._parents or entities != self._entities:
+            self._graph._rewire(self, entities, parents)
         changed = (
             error is not None or self.error is not None or (value is not self._value and not _same(value, self._value))
         )
@@ -289,6 +298,7 @@ class DerivedGraph:
         self.errors = 0
         self.propagations = 0
         self._busy = 0
+        self._failed: set[Derived[Any]] = set()  # values whose last run raised: retried each batch
 
     def dispatcher(self) -> Any:
         if self._dispatcher_factory is not None:
@@ -374,6 +384,7 @@ class DerivedGraph:
                 return
             node.disposed = True
             self._nodes.pop(node, None)
+            self._failed.discard(node)
             for key in node._entities:
                 self._unindex(node, key)
             for parent in node._parents:
@@ -413,6 +424,8 @@ class DerivedGraph:
         """
         with self._lock:
             hit = self.affected(changes)
+            if self._failed:
+                hit |= self._failed
             if hit:
                 self._propagate(hit)
 

@@ -411,6 +411,27 @@ def test_errors_in_fn_are_kept_and_recover():
     assert inv.value == 0.25 and inv.error is None
 
 
+def test_a_failed_run_keeps_its_dependencies_and_is_retried_with_the_next_batch():
+    graph = DerivedGraph()
+    a, b = Source("a", 1), Source("b", 2)
+    down = {"flag": False}
+
+    def total():
+        x = a.get()
+        if down["flag"]:
+            raise ConnectionError("server gone")
+        return x + b.get()
+
+    t = graph.derived(total, name="total")
+    down["flag"] = True
+    a.v = 10
+    graph.apply([a.change()])
+    assert isinstance(t.error, ConnectionError) and t.sources == {("src", "a"), ("src", "b")}
+    down["flag"] = False
+    graph.apply([Change("src", "unrelated", "update", 1, {})])  # any batch retries it
+    assert t.value == 12 and t.error is None
+
+
 def test_dispose_stops_updates_and_leaves_the_registry():
     graph = DerivedGraph()
     a = Source("a", 1)
