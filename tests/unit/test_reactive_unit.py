@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+import rxstate
 from rxstate import tracking
 from rxstate.changes import Change, FeedMetrics, _Assembler, coalesce_changes, offset_key
 from rxstate.delivery import BufferOverflow, DeliveryMetrics, Mailbox
@@ -598,3 +599,23 @@ def test_a_consumer_takes_over_changes_another_left_unacknowledged(store, agents
     assert wait_for(lambda: store.client.xpending(ks.changes(p), "crew")["pending"] == 0)
     with pytest.raises(ValidationError):
         store.changes(claim_after=1.0)  # only with a group
+
+
+def test_the_core_does_not_import_the_reactive_layer():
+    """Dependency direction: the reactive layer consumes the core, never the other way round (the core
+    reaches it only from inside the methods that hand out observables)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(rxstate.__file__).parent
+    reactive = {"reactivex", "changes", "reactive", "ops", "delivery"}
+    for name in ("store", "collection", "keys", "codec", "writes", "scripts", "model", "versioned", "tracking"):
+        tree = ast.parse((root / f"{name}.py").read_text())
+        for node in tree.body:  # module level only
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                mods = [node.module or ""] + [a.name for a in node.names]
+            else:
+                continue
+            assert not any(m.split(".")[0] in reactive or m in reactive for m in mods), (name, mods)
