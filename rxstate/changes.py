@@ -318,6 +318,7 @@ class FeedMetrics(DeliveryMetrics):
         incomplete_transactions: transactions delivered without all their partitions after a wait.
         undecodable: records skipped because they were not change records (a foreign ``XADD``).
         claimed: changes taken over from another consumer of a group that left them unacknowledged.
+        gaps: times a stream was found trimmed past this feed's position (changes lost to it).
         subscribers: current subscriber count.
     """
 
@@ -327,6 +328,7 @@ class FeedMetrics(DeliveryMetrics):
     incomplete_transactions: int = 0
     undecodable: int = 0
     claimed: int = 0
+    gaps: int = 0
     subscribers: int = 0
 
 
@@ -353,6 +355,12 @@ class _Reader:
             block = max(1, min(block, int(feed.claim_after * 500)))  # wake up to look for abandoned changes
         return client.xreadgroup(feed.group, feed.consumer, streams, count=feed.read_count, block=block)
 
+    def _guarded(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except (redis.RedisError, OSError) as exc:  # a check only: never stop reading over it
+            log.debug("change feed: %r", exc)
+
     def _claim(self) -> Any:
         """Entries another consumer of the group took but left unacknowledged for ``claim_after`` s."""
         feed = self.feed
@@ -368,9 +376,39 @@ class _Reader:
                 feed.metrics_data.claimed += len(claimed[1])
         return reply
 
+    def check_gaps(self) -> None:
+        """Count partitions whose stream was trimmed past this reader's position (while it was away,
+        or before a replay's starting point): changes after that position may be lost."""
+        feed = self.feed
+        if feed.group is not None:
+            return
+        for key, p in self.keys.items():
+            position = feed.positions.get(p, "0-0")
+            if position in ("0-0", "0"):
+                continue
+            try:
+                first = feed.store.client.xinfo_stream(key).get("first-entry")
+            except redis.ResponseError:  # no such stream (yet)
+                continue
+            if not first:
+                continue
+            oldest = first[0].decode() if isinstance(first[0], bytes) else first[0]
+            if offset_key(oldest) > offset_key(position):
+                feed.metrics_data.gaps += 1
+                log.warning(
+                    "change feed: partition %d was trimmed past offset %s (oldest kept: %s); changes in "
+                    "between are lost to this reader (raise change_retention?)",
+                    p,
+                    position,
+                    oldest,
+                )
+                feed._gap(p, position, oldest)
+
     def _run(self) -> None:
         feed = self.feed
         failures = 0
+        if feed._since is not None:
+            self._guarded(self.check_gaps)
         next_claim = time.monotonic() + (feed.claim_after or 0) / 2
         while not feed.stopped:
             try:
@@ -385,6 +423,8 @@ class _Reader:
                         continue
                 else:
                     reply = self._read()
+                if failures:
+                    self._guarded(self.check_gaps)
                 failures = 0
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
                 if feed.stopped:
@@ -518,6 +558,7 @@ class ChangeFeed:
         self._started = False
         self._start_lock = threading.Lock()
         self._lost_listeners: list[Callable[[], None]] = []
+        self._gap_listeners: list[Callable[[int, str, str], None]] = []
 
     @property
     def stopped(self) -> bool:
@@ -606,6 +647,22 @@ class ChangeFeed:
             boxes, self._boxes = self._boxes, []
         for box in boxes:
             box.close()
+
+    def on_gap(self, listener: Callable[[int, str, str], None]) -> None:
+        """Call ``listener(partition, last_offset_read, oldest_offset_kept)`` (on the reader thread) when
+        a partition's stream turns out trimmed past this feed's position, so changes were lost to it.
+
+        Example:
+            >>> store.change_feed.on_gap(lambda p, last, oldest: cache.clear())  # doctest: +SKIP
+        """
+        self._gap_listeners.append(listener)
+
+    def _gap(self, partition: int, position: str, oldest: str) -> None:
+        for listener in list(self._gap_listeners):
+            try:
+                listener(partition, position, oldest)
+            except Exception as exc:
+                log.warning("gap listener failed: %r", exc)
 
     def on_connection_lost(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the reader thread) whenever a read fails on a lost connection."""

@@ -619,3 +619,25 @@ def test_the_core_does_not_import_the_reactive_layer():
             else:
                 continue
             assert not any(m.split(".")[0] in reactive or m in reactive for m in mods), (name, mods)
+
+
+def test_a_replay_from_before_the_retained_changes_reports_the_gap(rx_fake_store):
+    store = rx_fake_store
+    agents = store.collection("agents", Agent)
+    first = agents.put("a1", Agent(name="x"))
+    ks = store.keyspace
+    p = ks.partition_of("a1")
+    for i in range(30):
+        agents.update("a1", load=i % 100)
+    store.client.xtrim(ks.changes(p), maxlen=5, approximate=False)  # as a small change_retention would
+    feed = rxstate.ChangeFeed(store, since={p: first.offset})
+    gaps = []
+    feed.on_gap(lambda part, last, oldest: gaps.append((part, last)))
+    got: list[Change] = []
+    feed.attach(
+        Mailbox(lambda batch: got.extend(batch), on_error=print, metrics=DeliveryMetrics(), merge=coalesce_changes)
+    )
+    assert wait_for(lambda: len(got) == 5)  # what is left, and a report of what is not
+    assert gaps == [(p, first.offset)] and feed.metrics()["gaps"] == 1
+    assert [c.version for c in got] == list(range(27, 32))
+    feed.stop()
