@@ -84,8 +84,9 @@ class Change:
     Attributes:
         collection: the collection name.
         id: the entity id.
-        op: ``create``, ``replace``, ``update``, ``incr``, ``delete`` or ``expire`` (and ``snapshot``
-            for the current value that ``watch`` emits first).
+        op: ``create``, ``replace``, ``update``, ``incr``, ``delete`` or ``expire`` (and, from ``watch``
+            and ``watch_all``, ``snapshot`` for a current value emitted first and ``leave`` for an
+            entity that stopped matching ``where``).
         version: the entity's version after the change (0 after an expiry).
         fields: changed field -> new value, decoded by the collection's model when this store has the
             collection open (else the JSON-decoded value).
