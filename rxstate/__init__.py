@@ -10,14 +10,16 @@ Example:
     1
 """
 
-from . import errors
+from . import errors, ops
 from .batch import Batch, BatchItem
 from .cache import CacheStats
+from .changes import Change, ChangeFeed
 from .codec import Codec
 from .collection import Collection
 from .errors import (
     AlreadyExists,
     ConflictError,
+    CycleError,
     IntegrityError,
     LockError,
     NotFound,
@@ -27,6 +29,7 @@ from .errors import (
     ValidationError,
 )
 from .model import Model, Secret, upcaster
+from .reactive import Derived, aiter
 from .store import Store, connect
 from .transaction import Transaction
 from .versioned import Versioned
@@ -36,9 +39,13 @@ __all__ = [
     "Batch",
     "BatchItem",
     "CacheStats",
+    "Change",
+    "ChangeFeed",
     "Codec",
     "Collection",
     "ConflictError",
+    "CycleError",
+    "Derived",
     "IntegrityError",
     "LockError",
     "Model",
@@ -51,8 +58,10 @@ __all__ = [
     "TransactionPending",
     "ValidationError",
     "Versioned",
+    "aiter",
     "connect",
     "errors",
+    "ops",
     "upcaster",
 ]
 
