@@ -10,14 +10,16 @@ Example:
     1
 """
 
-from . import errors
+from . import errors, ops
 from .batch import Batch, BatchItem
 from .cache import CacheStats
+from .changes import Change, ChangeFeed
 from .codec import Codec
 from .collection import Collection
 from .errors import (
     AlreadyExists,
     ConflictError,
+    CycleError,
     IntegrityError,
     LockError,
     NotFound,
@@ -30,6 +32,7 @@ from .eventquery import EventLog, Timeline, Why
 from .events import AppendResult, EventCollection
 from .eventtypes import RecordedEvent
 from .model import Model, Secret, upcaster
+from .reactive import Derived, aiter
 from .store import Store, connect
 from .subscriptions import Projection, ProjectionBatch, Subscription
 from .transaction import Transaction
@@ -41,9 +44,13 @@ __all__ = [
     "Batch",
     "BatchItem",
     "CacheStats",
+    "Change",
+    "ChangeFeed",
     "Codec",
     "Collection",
     "ConflictError",
+    "CycleError",
+    "Derived",
     "EventCollection",
     "EventLog",
     "IntegrityError",
@@ -64,8 +71,10 @@ __all__ = [
     "ValidationError",
     "Versioned",
     "Why",
+    "aiter",
     "connect",
     "errors",
+    "ops",
     "upcaster",
 ]
 

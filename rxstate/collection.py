@@ -16,6 +16,7 @@ from .errors import ConflictError, NotFound, RxStateError, SchemaError, Validati
 from .keys import validate_collection_name, validate_id
 from .model import Model
 from .readthrough import fetch_many, read_one, write_one, write_value
+from .tracking import track, track_members
 from .twophase import INTENT_FIELD, settle, settle_listed
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
@@ -487,6 +488,7 @@ class Collection(Generic[M]):
             >>> agents.get_versioned("a1").version  # doctest: +SKIP
             1
         """
+        track(self.name, entity_id)
         cache = self._store._cache
         if cache is not None:
             key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
@@ -529,6 +531,7 @@ class Collection(Generic[M]):
             >>> agents.exists("a1")  # doctest: +SKIP
             True
         """
+        track(self.name, entity_id)
         key = self.key(entity_id, partition=partition)
         version, intent = self._store.client.hmget(key, "_v", "_t")
         if intent is not None:
@@ -557,6 +560,8 @@ class Collection(Generic[M]):
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]
+            for i in chunk:
+                track(self.name, i)
             if cache is not None:
                 out += fetch_many(self, cache, list(zip(chunk, keys, strict=True)))
                 continue
@@ -587,6 +592,7 @@ class Collection(Generic[M]):
             >>> agents.ids()  # doctest: +SKIP
             ['a1', 'a2']
         """
+        track_members(self.name)
         replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
         return sorted(m.decode() for members in replies for m in members)
 
@@ -620,6 +626,7 @@ class Collection(Generic[M]):
 
     def all_versioned(self) -> list[Versioned[M]]:
         """Every entity with its version, ordered by id."""
+        track_members(self.name, None)
         return self._fetch_routed(self._routed_ids())
 
     def count(self) -> int:
@@ -630,6 +637,7 @@ class Collection(Generic[M]):
             2
         """
         self.reap()
+        track_members(self.name)
         return sum(self._per_partition("SCARD", lambda p: self._ks.ids(self.name, p)))
 
     def where(self, **conditions: Any) -> list[M]:
@@ -654,6 +662,7 @@ class Collection(Generic[M]):
                     f"{self.name}.{f} has no index (declared: {', '.join(self.indexes) or 'none'})", field=f
                 )
         encoded = dict(self._codec.encode_fields(conditions))
+        track_members(self.name, encoded)
         matches: set[tuple[str, int]] | None = None
         for f, value in encoded.items():
             lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
@@ -661,6 +670,8 @@ class Collection(Generic[M]):
             found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
             matches = found if matches is None else matches & found
         wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}
+        for entity_id, _p in matches or ():
+            track(self.name, entity_id)
         # Re-check on the fetched value: it may have changed between the index read and the fetch.
         return [
             v
@@ -694,3 +705,59 @@ class Collection(Generic[M]):
         from .notebook._plots import plot_field
 
         return plot_field(self, field, **options)
+
+    # -- reactive: watching ------------------------------------------------------------------------
+    def watch(
+        self,
+        entity_id: str,
+        *,
+        partition: str | None = None,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 1000,
+        overflow: str = "coalesce",
+    ) -> Any:
+        """An ``Observable`` of one entity's changes: its current value first (op ``snapshot``), then
+        every change (``delete``/``expire`` when it goes away), each with the full new ``value``.
+
+        Example:
+            >>> agents.watch("a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+        """
+        from .reactive import watch
+
+        return watch(
+            self,
+            entity_id,
+            partition=partition,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )
+
+    def watch_all(
+        self,
+        *,
+        where: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 10_000,
+        overflow: str = "coalesce",
+    ) -> Any:
+        """An ``Observable`` of the collection (or the entities matching ``where`` on indexed fields):
+        one ``snapshot`` change per current entity, then every change; an entity that stops matching
+        ``where`` emits a ``leave`` change.
+
+        Example:
+            >>> agents.watch_all(where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+        """
+        from .reactive import watch_all
+
+        return watch_all(
+            self,
+            where=where,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )

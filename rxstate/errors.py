@@ -14,7 +14,8 @@ RxStateError
  ├── QuotaExceeded                      a tenant quota or rate limit was reached
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
- └── CorruptDataError                   stored bytes that cannot be decoded
+ ├── CorruptDataError                   stored bytes that cannot be decoded
+ └── CycleError                         derived values that depend on each other in a loop
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -30,6 +31,7 @@ __all__ = [
     "ClusterError",
     "ConflictError",
     "CorruptDataError",
+    "CycleError",
     "IntegrityError",
     "LockError",
     "NotFound",
@@ -183,3 +185,15 @@ class CorruptDataError(RxStateError):
         super().__init__(message)
         self.key = key
         self.field = field
+
+
+class CycleError(RxStateError):
+    """A derived value would depend on itself, directly or through other derived values.
+
+    Attributes:
+        names: the derived values on the loop, in reading order.
+    """
+
+    def __init__(self, message: str, *, names: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.names = names or []

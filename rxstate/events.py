@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -293,6 +295,7 @@ class EventCollection(EventReads[S]):
             except ConflictError:
                 if expected is not None:
                     raise
+                time.sleep(random.uniform(0, 0.0005 * (attempt + 1)))  # jitter: racing writers spread out
                 continue
             finally:
                 self._store._forget_cached([op])  # the read cache must not serve the older projection

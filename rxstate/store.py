@@ -277,6 +277,7 @@ class Store:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._stop_reactive()
         self._stop_cache()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
@@ -388,6 +389,116 @@ class Store:
             0
         """
         return sweep(self)
+
+    # -- reactive: change feed and derived values ---------------------------------------------------
+    def changes(
+        self,
+        *,
+        since: Any = None,
+        collection: str | Sequence[str] | None = None,
+        id: str | None = None,
+        where: Any = None,
+        fields: Sequence[str] | None = None,
+        group: str | None = None,
+        consumer: str | None = None,
+        claim_after: float | None = None,
+        batched: bool = False,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 10_000,
+        overflow: str | None = None,
+    ) -> Any:
+        """An ``Observable`` of ``rxstate.Change`` objects: every change made to this namespace.
+
+        Delivery runs off the feed's thread (a worker thread by default; ``scheduler=`` a reactivex
+        scheduler, ``loop=`` an asyncio loop), through a buffer of ``max_buffer`` changes per subscriber:
+        a slow subscriber gets changes coalesced by entity (``overflow="coalesce"``; or ``drop_oldest``,
+        ``drop_newest``, ``error``, ``block``); one that raises gets its own ``on_error``. Iterate with
+        ``async for c in store.changes().aiter()``.
+
+        Args:
+            since: replay from a stream offset (a time: ``"<ms>-<seq>"``, ``"0"`` for all retained), a
+                ``Change``, or ``{partition: offset}``; None: changes from now on.
+            collection: only these collections (a name or names).
+            id: only ids matching this glob (``"a*"``).
+            where: only changes setting these ``{field: value}``, or a predicate on the ``Change``.
+            fields: only changes touching these fields (and removals), with just those fields.
+            group: a durable subscription shared by every consumer of that name (a consumer group):
+                each change goes to one consumer and is acknowledged after delivery; a restarted
+                consumer continues where it stopped.
+            consumer: this consumer's name in ``group`` (default: the store's actor).
+            claim_after: in a group, take over changes another consumer left unacknowledged for this
+                many seconds (it crashed or hangs); None (default) never takes any over.
+            batched: emit tuples of changes, one per batch (a transaction is one batch).
+            scheduler: a reactivex scheduler to deliver on.
+            loop: an asyncio loop to deliver on.
+            max_buffer: changes buffered per subscriber before ``overflow`` applies.
+            overflow: what a full buffer does (default ``coalesce``; ``block`` with a group).
+
+        Example:
+            >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id))  # doctest: +SKIP
+        """
+        from .changes import changes_observable
+
+        return changes_observable(
+            self,
+            since=since,
+            collection=collection,
+            id=id,
+            where=where,
+            fields=fields,
+            group=group,
+            consumer=consumer,
+            claim_after=claim_after,
+            batched=batched,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )
+
+    @property
+    def change_feed(self) -> Any:
+        """The store's shared ``ChangeFeed`` (``metrics()``, ``positions``); started by its first subscriber."""
+        from .changes import shared_feed
+
+        return shared_feed(self)
+
+    def derived(self, fn: Any, *, name: str | None = None) -> Any:
+        """A ``Derived`` value: ``fn()`` now, recomputed whenever an entity or field it read changes.
+
+        What ``fn`` reads through collections (and other derived values' ``.value``) is recorded on
+        every run. A change batch recomputes each affected value once, parents before children, and
+        subscribers hear of new values only when all are up to date (never a mix of old and new).
+
+        Raises:
+            CycleError: derived values would depend on each other in a loop.
+
+        Example:
+            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))  # doctest: +SKIP
+            >>> busy.value, busy.subscribe(print)  # doctest: +SKIP
+        """
+        from .reactive import store_graph
+
+        return store_graph(self).derived(fn, name=name)
+
+    def derived_values(self) -> list[Any]:
+        """The live ``Derived`` values of this store, in creation order.
+
+        Example:
+            >>> [d.name for d in store.derived_values()]  # doctest: +SKIP
+            ['busy']
+        """
+        graph = getattr(self, "_derived_graph", None)
+        return [] if graph is None else graph.values()
+
+    def _stop_reactive(self) -> None:
+        graph = getattr(self, "_derived_graph", None)
+        if graph is not None:
+            graph.close()
+        feed = getattr(self, "_change_feed", None)
+        if feed is not None:
+            feed.stop()
 
     # -- event sourcing ----------------------------------------------------------------------------
     def events(
