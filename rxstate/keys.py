@@ -77,7 +77,7 @@ class Keyspace:
         'rx:{crew:5}:agents:a1'
     """
 
-    __slots__ = ("_tags", "namespace", "partitions")
+    __slots__ = ("_tags", "_write_keys", "namespace", "partitions")
 
     def __init__(self, namespace: str, partitions: int) -> None:
         self.namespace = validate_namespace(namespace)
@@ -85,6 +85,7 @@ class Keyspace:
             raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
         self.partitions = partitions
         self._tags = [f"rx:{{{namespace}:{p}}}:" for p in range(partitions)]
+        self._write_keys: dict[tuple[str, int, tuple[str, ...]], list[str]] = {}
 
     def partition_of(self, routing_value: str) -> int:
         """The partition of a routing value (an entity id, or its partition-key value)."""
@@ -108,6 +109,21 @@ class Keyspace:
 
     def ttl_index(self, collection: str, partition: int) -> str:
         return f"{self._tags[partition]}_ttlidx:{collection}"
+
+    def write_keys(self, collection: str, partition: int, indexes: tuple[str, ...]) -> list[str]:
+        """The keys a write touches besides the entity: ids, expiry, ttl-index, changes, indexes (memoised)."""
+        memo_key = (collection, partition, indexes)
+        keys = self._write_keys.get(memo_key)
+        if keys is None:
+            keys = [
+                self.ids(collection, partition),
+                self.expiry(collection, partition),
+                self.ttl_index(collection, partition),
+                self.changes(partition),
+                *(self.index(collection, f, partition) for f in indexes),
+            ]
+            self._write_keys[memo_key] = keys
+        return keys
 
     def changes(self, partition: int) -> str:
         return f"{self._tags[partition]}changes"

@@ -50,14 +50,7 @@ class WriteOp:
 
     def keys(self, ks: Keyspace) -> list[str]:
         p, c = self.partition, self.collection
-        return [
-            ks.entity(c, self.id, p),
-            ks.ids(c, p),
-            ks.expiry(c, p),
-            ks.ttl_index(c, p),
-            ks.changes(p),
-            *(ks.index(c, f, p) for f in self.indexes),
-        ]
+        return [ks.entity(c, self.id, p), *ks.write_keys(c, p, tuple(self.indexes))]
 
     def args(self) -> list[Any]:
         out: list[Any] = [
