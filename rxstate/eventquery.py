@@ -245,6 +245,11 @@ class Timeline:
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from .notebook._html import timeline_html
+
+        return timeline_html(self.events, caption=f"{self.title}: {len(self.events)} events")
+
 
 @dataclass
 class FieldChange:
