@@ -228,6 +228,9 @@ def timeline_html(events: Sequence[Any], *, secrets: Iterable[str] | None = None
     return _wrap(f'{cap}<ol class="rxs-tl">{"".join(items)}</ol>')
 
 
+_SOURCES_SHOWN = 12
+
+
 def derived_html(derived: Any) -> str:
     """HTML of a derived value: its name, current value (or error), sources and parents.
 
@@ -238,9 +241,10 @@ def derived_html(derived: Any) -> str:
         shown = value_html(derived.value)
     except Exception as exc:  # the last computation failed: show the error, not the traceback
         shown = f'<pre class="rxs-secret">{esc(type(exc).__name__)}: {esc(clip(str(exc), 200))}</pre>'
-    sources = ", ".join(
-        esc(f"{c}/{i}" if i != "*" else f"{c} (ids)") for c, i in sorted(getattr(derived, "sources", ()))
-    )
+    read = sorted(getattr(derived, "sources", ()), key=lambda s: (s[1] != "*", s))
+    sources = ", ".join(esc(f"{c}/{i}" if i != "*" else f"{c} (ids)") for c, i in read[:_SOURCES_SHOWN])
+    if len(read) > _SOURCES_SHOWN:
+        sources += f" … ({len(read)} in all)"
     parents = ", ".join(esc(p.name) for p in sorted(getattr(derived, "parents", ()), key=lambda p: str(p.name)))
     head = (
         f'<div class="rxs-meta">derived <b>{esc(derived.name)}</b> · computed '

@@ -210,3 +210,12 @@ def test_derived_repr_is_short_and_html_shows_an_error(store: rxstate.Store) -> 
     broken = store.derived(lambda: keys.get("missing").label, name="broken")
     out = broken._repr_html_()
     assert "NotFound" in out and "broken" in out
+
+
+def test_derived_html_lists_at_most_a_dozen_sources(store: rxstate.Store) -> None:
+    keys = store.collection("keys", Keyholder)
+    keys.put_many({f"k{i:02d}": Keyholder(label=f"key {i}") for i in range(30)})
+    labels = store.derived(lambda: [keys.get(f"k{i:02d}").label for i in range(30)], name="labels")
+    assert len(labels.value) == 30 and len(labels.sources) == 30
+    out = labels._repr_html_()
+    assert "keys/k00" in out and "keys/k11" in out and "keys/k12" not in out and "(30 in all)" in out
