@@ -166,7 +166,8 @@ def changes_html(
     rows = []
     for ch in changes:
         secrets = set(known.get(getattr(ch, "collection", ""), ())) | fallback
-        tx = f"<td>{esc(getattr(ch, 'txid', '') or '')}</td>" if with_tx else ""
+        txid = getattr(ch, "txid", "") or ""
+        tx = f'<td title="{esc(txid)}">{esc(txid[:8])}</td>' if with_tx else ""
         rows.append(
             f"<tr><td>{esc(getattr(ch, 'offset', ''))}</td><td>{esc(format_ms(getattr(ch, 'timestamp_ms', None)))}</td>"
             f"<td>{esc(getattr(ch, 'collection', ''))}</td><td>{esc(getattr(ch, 'id', ''))}</td>"
