@@ -296,6 +296,11 @@ class Why:
             lines.append(line + (f"  <- {causes}" if causes else ""))
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from .notebook._html import why_html
+
+        return why_html(self)
+
 
 def filter_events(
     events: Sequence[RecordedEvent],

@@ -89,7 +89,8 @@ def recent_changes(store: Store, *, count: int = 50, collection: str | None = No
 
 
 def timeline(events: Iterable[Any], *, secrets: Iterable[str] | None = None) -> Timeline:
-    """An event history (objects with type, version, actor, timestamp_ms, data, causation_id) as a timeline.
+    """An event history (``RecordedEvent``s, or objects with type, version, actor, timestamp_ms,
+    causation_id and a ``data`` mapping) as a timeline.
 
     Args:
         events: the events, oldest first.

@@ -26,6 +26,7 @@ __all__ = [
     "timeline_html",
     "value_html",
     "versioned_html",
+    "why_html",
 ]
 
 _STYLE = (
@@ -227,6 +228,35 @@ def timeline_html(events: Sequence[Any], *, secrets: Iterable[str] | None = None
         )
     cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
     return _wrap(f'{cap}<ol class="rxs-tl">{"".join(items)}</ol>')
+
+
+def why_html(why: Any) -> str:
+    """HTML of ``EventCollection.why``: the field's value, then each event that changed it with its causes.
+
+    Example:
+        >>> why_html(orders.why("o1", "status"))  # doctest: +SKIP
+    """
+    secrets = known_secret_names()
+    name = str(why.field)
+    rows = []
+    for change in why.changes:
+        ev = change.event
+        causes = " ← ".join(
+            esc(c) if isinstance(c, str) else esc(f"{c.collection}/{c.aggregate_id} v{c.version} {c.type}")
+            for c in change.causes
+        )
+        rows.append(
+            f"<tr><td>v{esc(ev.version)}</td><td>{esc(format_ms(ev.timestamp_ms))}</td>"
+            f'<td class="rxs-op">{esc(ev.type)}</td><td>{esc(ev.actor)}</td>'
+            f"<td>{cell(name, change.before, secrets)} → {cell(name, change.after, secrets)}</td>"
+            f"<td>{causes or '—'}</td></tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("event", "time (UTC)", "type", "actor", "change", "caused by"))
+    meta = (
+        f'<div class="rxs-meta"><b>{esc(name)}</b> = {cell(name, why.value, secrets)} '
+        f"({esc(why.collection)}/{esc(why.aggregate_id)}): {len(why.changes)} change(s)</div>"
+    )
+    return _wrap(f"{meta}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
 _SOURCES_SHOWN = 12

@@ -219,3 +219,14 @@ def test_derived_html_lists_at_most_a_dozen_sources(store: rxstate.Store) -> Non
     assert len(labels.value) == 30 and len(labels.sources) == 30
     out = labels._repr_html_()
     assert "keys/k00" in out and "keys/k11" in out and "keys/k12" not in out and "(30 in all)" in out
+
+
+def test_why_html_lists_the_changes_with_causes_redacted_and_escaped(store: rxstate.Store) -> None:
+    badges = open_badges(store)
+    first = badges.append("b1", [Issued(holder=SCRIPT, credential=KEY)], causation_id="cmd-<9>")
+    badges.append("b1", [Issued(holder="bob", credential="sk-other-7")], causation_id=first.event_ids[0])
+    out = badges.why("b1", "credential")._repr_html_()
+    assert KEY not in out and "sk-other-7" not in out and out.count(REDACTED) >= 3
+    assert "cmd-&lt;9&gt;" in out and "badges/b1 v1 Issued" in out and "2 change(s)" in out
+    out = badges.why("b1", "holder")._repr_html_()
+    assert ESCAPED in out and SCRIPT not in out and "→ bob" in out
