@@ -117,6 +117,16 @@ class Change:
     schema_version: int = 0
     value: Any = None
 
+    def __repr__(self) -> str:
+        from .notebook._text import change_line
+
+        return f"<Change {change_line(self)}>"
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import changes_html
+
+        return changes_html([self])
+
     @property
     def key(self) -> tuple[str, str]:
         """``(collection, id)``: the entity this change is about."""

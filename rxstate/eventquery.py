@@ -245,6 +245,11 @@ class Timeline:
             lines.append("  ".join(cells).rstrip())
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from .notebook._html import timeline_html
+
+        return timeline_html(self.events, caption=f"{self.title}: {len(self.events)} events")
+
 
 @dataclass
 class FieldChange:
@@ -290,6 +295,11 @@ class Why:
             line = f"  #{c.event.version} {c.event.type} by {c.event.actor}: {c.before!r} -> {c.after!r}"
             lines.append(line + (f"  <- {causes}" if causes else ""))
         return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import why_html
+
+        return why_html(self)
 
 
 def filter_events(

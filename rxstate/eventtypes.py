@@ -111,6 +111,21 @@ class RecordedEvent:
             return self.event.model_dump(mode="json")
         return dict(self.event)
 
+    def __repr__(self) -> str:
+        from .notebook._html import event_data
+        from .notebook._text import redact_mapping, short
+
+        data, secrets = event_data(self)
+        return (
+            f"<RecordedEvent {self.collection}/{self.aggregate_id}#{self.version} {self.type} by {self.actor}: "
+            f"{short(redact_mapping(data, secrets), 100)}>"
+        )
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import timeline_html
+
+        return timeline_html([self])
+
 
 def _validated(name: str, build: Callable[[], Model]) -> Model:
     try:

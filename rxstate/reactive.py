@@ -84,8 +84,15 @@ class Derived(Observable[T], Generic[T]):
         self.disposed = False
 
     def __repr__(self) -> str:
-        shown = "<error>" if self.error is not None else repr(self._value) if self._value is not _MISSING else "?"
+        from .notebook._text import short
+
+        shown = "<error>" if self.error is not None else short(self._value) if self._value is not _MISSING else "?"
         return f"<Derived {self.name!r} = {shown}>"
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import derived_html
+
+        return derived_html(self)
 
     @property
     def sources(self) -> set[tuple[str, str]]:

@@ -2,7 +2,8 @@
 
 - Rich displays: models, versioned values and collections show as HTML in a notebook (a collection as
   a paged table); ``recent_changes`` and ``timeline`` show change lists and event histories. Classified
-  values (``rxstate.Secret`` fields) are always redacted, and all user data is escaped.
+  values (``rxstate.Secret`` fields) are always redacted, and all user data is escaped. Changes,
+  batches of changes (lists/tuples), event histories, timelines and derived values display too.
 - Live views: ``live(observable_or_derived)`` shows a value that updates in place, throttled
   (needs ``ipywidgets``: ``pip install 'rxstate[notebook]'``).
 - Pictures (matplotlib): ``graph(store)`` (also ``store.graph()``), ``plot_field(collection, field)``
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._changes import ChangeRecord, read_changes
 from ._html import value_html
+from ._ipython import register_formatters
 from ._live import LiveView, Throttle, live
 from ._plots import dependency_graph, new_figure, plot_change_rate, plot_field
 from ._views import ChangeList, Table, Timeline
@@ -51,6 +53,8 @@ __all__ = [
     "table",
     "timeline",
 ]
+
+register_formatters()  # in IPython: lists of changes and of events display as tables and timelines
 
 
 def html(value: Any) -> str:
@@ -85,7 +89,8 @@ def recent_changes(store: Store, *, count: int = 50, collection: str | None = No
 
 
 def timeline(events: Iterable[Any], *, secrets: Iterable[str] | None = None) -> Timeline:
-    """An event history (objects with type, version, actor, timestamp_ms, data, causation_id) as a timeline.
+    """An event history (``RecordedEvent``s, or objects with type, version, actor, timestamp_ms,
+    causation_id and a ``data`` mapping) as a timeline.
 
     Args:
         events: the events, oldest first.

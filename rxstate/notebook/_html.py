@@ -17,11 +17,16 @@ from ._text import REDACTED, clip, format_ms, is_secret, known_secret_names, mod
 
 __all__ = [
     "changes_html",
+    "derived_html",
+    "event_data",
+    "looks_like_change",
+    "looks_like_event",
     "model_html",
     "rows_html",
     "timeline_html",
     "value_html",
     "versioned_html",
+    "why_html",
 ]
 
 _STYLE = (
@@ -147,7 +152,8 @@ def _data_cells(data: Mapping[str, Any], secrets: Iterable[str]) -> str:
 def changes_html(
     changes: Sequence[Any], *, secrets_of: Mapping[str, Iterable[str]] | None = None, caption: str = ""
 ) -> str:
-    """A table of change records (objects with collection, id, op, version, fields, actor, timestamp_ms, offset).
+    """A table of change records (``rxstate.Change`` or ``ChangeRecord``: collection, id, op, version,
+    fields, actor, timestamp_ms, offset, and txid when part of a transaction).
 
     Args:
         changes: the changes, in the order to show.
@@ -157,55 +163,136 @@ def changes_html(
     """
     fallback = known_secret_names()
     known = secrets_of or {}
+    with_tx = any(getattr(ch, "txid", "") for ch in changes)
     rows = []
     for ch in changes:
         secrets = set(known.get(getattr(ch, "collection", ""), ())) | fallback
+        txid = getattr(ch, "txid", "") or ""
+        tx = f'<td title="{esc(txid)}">{esc(txid[:8])}</td>' if with_tx else ""
         rows.append(
             f"<tr><td>{esc(getattr(ch, 'offset', ''))}</td><td>{esc(format_ms(getattr(ch, 'timestamp_ms', None)))}</td>"
             f"<td>{esc(getattr(ch, 'collection', ''))}</td><td>{esc(getattr(ch, 'id', ''))}</td>"
             f'<td class="rxs-op">{esc(getattr(ch, "op", ""))}</td><td>{esc(getattr(ch, "version", ""))}</td>'
-            f"<td>{esc(getattr(ch, 'actor', ''))}</td>"
-            f"<td>{_data_cells(getattr(ch, 'fields', {}) or {}, secrets)}</td></tr>"
+            f"<td>{esc(getattr(ch, 'actor', ''))}</td>{tx}"
+            f"<td>{_data_cells(getattr(ch, 'fields', None) or {}, secrets)}</td></tr>"
         )
-    head = "".join(
-        f"<th>{h}</th>" for h in ("offset", "time (UTC)", "collection", "id", "op", "version", "actor", "fields")
-    )
+    titles = ["offset", "time (UTC)", "collection", "id", "op", "version", "actor"]
+    titles += ["transaction"] if with_tx else []
+    head = "".join(f"<th>{h}</th>" for h in (*titles, "fields"))
     cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
     return _wrap(f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
 
 
+def event_data(event: Any, secrets: Iterable[str] | None = None) -> tuple[Mapping[str, Any], frozenset[str]]:
+    """The payload of an event and the names to redact in it.
+
+    A ``RecordedEvent`` whose payload decoded to a model gives that model's fields (``Secret`` values
+    stay wrapped) and the model's secret fields; a plain payload (its collection not open here, or an
+    object with a ``data`` mapping) gives ``secrets``, or by default every name a loaded model classifies.
+    """
+    names = frozenset(known_secret_names() if secrets is None else secrets)
+    payload = getattr(event, "event", None)
+    if isinstance(payload, Model):
+        return dict(model_fields(payload)), names | frozenset(type(payload).__rxstate_secrets__)
+    if isinstance(payload, Mapping):
+        return payload, names
+    data = getattr(event, "data", None)
+    if callable(data):
+        data = data()
+    return (data if isinstance(data, Mapping) else {}), names
+
+
 def timeline_html(events: Sequence[Any], *, secrets: Iterable[str] | None = None, caption: str = "") -> str:
-    """A vertical timeline of events (objects with type, version, actor, timestamp_ms, data, causation_id).
+    """A vertical timeline of events (``RecordedEvent``s, or objects with type, version, actor,
+    timestamp_ms, causation_id and a ``data`` mapping).
 
     Args:
         events: the history, oldest first.
-        secrets: data keys classified secret (default: every name any loaded model classifies).
+        secrets: data keys classified secret, besides the secret fields of each event's own model
+            (default: every name any loaded model classifies).
         caption: text above the timeline (escaped).
     """
-    names = set(known_secret_names() if secrets is None else secrets)
     items = []
     for ev in events:
+        data, names = event_data(ev, secrets)
         cause = getattr(ev, "causation_id", None)
         because = f" · caused by {esc(cause)}" if cause else ""
+        aggregate = getattr(ev, "aggregate_id", None)
+        where = f"{esc(getattr(ev, 'collection', ''))}/{esc(aggregate)} " if aggregate is not None else ""
         items.append(
-            f'<li><div class="rxs-meta">v{esc(getattr(ev, "version", ""))} · '
+            f'<li><div class="rxs-meta">{where}v{esc(getattr(ev, "version", ""))} · '
             f"{esc(format_ms(getattr(ev, 'timestamp_ms', None)))} UTC · "
             f"by {esc(getattr(ev, 'actor', ''))}{because}</div>"
             f'<div><span class="rxs-op">{esc(getattr(ev, "type", ""))}</span> '
-            f"{_data_cells(getattr(ev, 'data', {}) or {}, names)}</div></li>"
+            f"{_data_cells(data, names)}</div></li>"
         )
     cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
     return _wrap(f'{cap}<ol class="rxs-tl">{"".join(items)}</ol>')
 
 
+def why_html(why: Any) -> str:
+    """HTML of ``EventCollection.why``: the field's value, then each event that changed it with its causes.
+
+    Example:
+        >>> why_html(orders.why("o1", "status"))  # doctest: +SKIP
+    """
+    secrets = known_secret_names()
+    name = str(why.field)
+    rows = []
+    for change in why.changes:
+        ev = change.event
+        causes = " ← ".join(
+            esc(c) if isinstance(c, str) else esc(f"{c.collection}/{c.aggregate_id} v{c.version} {c.type}")
+            for c in change.causes
+        )
+        rows.append(
+            f"<tr><td>v{esc(ev.version)}</td><td>{esc(format_ms(ev.timestamp_ms))}</td>"
+            f'<td class="rxs-op">{esc(ev.type)}</td><td>{esc(ev.actor)}</td>'
+            f"<td>{cell(name, change.before, secrets)} → {cell(name, change.after, secrets)}</td>"
+            f"<td>{causes or '—'}</td></tr>"
+        )
+    head = "".join(f"<th>{h}</th>" for h in ("event", "time (UTC)", "type", "actor", "change", "caused by"))
+    meta = (
+        f'<div class="rxs-meta"><b>{esc(name)}</b> = {cell(name, why.value, secrets)} '
+        f"({esc(why.collection)}/{esc(why.aggregate_id)}): {len(why.changes)} change(s)</div>"
+    )
+    return _wrap(f"{meta}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+_SOURCES_SHOWN = 12
+
+
+def derived_html(derived: Any) -> str:
+    """HTML of a derived value: its name, current value (or error), sources and parents.
+
+    Example:
+        >>> derived_html(store.derived(lambda: agents.count(), name="agents"))  # doctest: +SKIP
+    """
+    try:
+        shown = value_html(derived.value)
+    except Exception as exc:  # the last computation failed: show the error, not the traceback
+        shown = f'<pre class="rxs-secret">{esc(type(exc).__name__)}: {esc(clip(str(exc), 200))}</pre>'
+    read = sorted(getattr(derived, "sources", ()), key=lambda s: (s[1] != "*", s))
+    sources = ", ".join(esc(f"{c}/{i}" if i != "*" else f"{c} (ids)") for c, i in read[:_SOURCES_SHOWN])
+    if len(read) > _SOURCES_SHOWN:
+        sources += f" … ({len(read)} in all)"
+    parents = ", ".join(esc(p.name) for p in sorted(getattr(derived, "parents", ()), key=lambda p: str(p.name)))
+    head = (
+        f'<div class="rxs-meta">derived <b>{esc(derived.name)}</b> · computed '
+        f"{esc(getattr(derived, 'computations', '?'))} time(s)</div>"
+    )
+    rows = f"<tr><th>sources</th><td>{sources or '—'}</td></tr><tr><th>parents</th><td>{parents or '—'}</td></tr>"
+    return _wrap(f"{head}{shown}<table>{rows}</table>")
+
+
 def looks_like_change(obj: Any) -> bool:
-    """Whether ``obj`` has the attributes of a change record."""
+    """Whether ``obj`` has the attributes of a change record (``rxstate.Change``, ``ChangeRecord``)."""
     return all(hasattr(obj, a) for a in ("collection", "op", "offset", "fields"))
 
 
 def looks_like_event(obj: Any) -> bool:
-    """Whether ``obj`` has the attributes of an event."""
-    return all(hasattr(obj, a) for a in ("type", "data", "causation_id"))
+    """Whether ``obj`` has the attributes of an event (``RecordedEvent``, or one with a ``data`` mapping)."""
+    return hasattr(obj, "type") and hasattr(obj, "causation_id") and (hasattr(obj, "event") or hasattr(obj, "data"))
 
 
 def value_html(value: Any) -> str:

@@ -7,8 +7,8 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ValidationError
-from ._html import changes_html, rows_html, timeline_html
-from ._text import change_line, format_ms, known_secret_names, short
+from ._html import changes_html, event_data, rows_html, timeline_html
+from ._text import change_line, format_ms, known_secret_names, redact_mapping, short
 
 if TYPE_CHECKING:
     from ..collection import Collection
@@ -118,19 +118,13 @@ class Timeline(list[Any]):
     def __repr__(self) -> str:
         lines = [f"<Timeline of {len(self)} events>"]
         for ev in self[-20:]:
-            data = getattr(ev, "data", {}) or {}
+            data, secrets = event_data(ev, self.secrets)
             lines.append(
                 f"  v{getattr(ev, 'version', '?')} {format_ms(getattr(ev, 'timestamp_ms', None))} "
                 f"{getattr(ev, 'type', '?')} by {getattr(ev, 'actor', '?')}: "
-                f"{short(_redacted(data, self.secrets), 120)}"
+                f"{short(redact_mapping(data, secrets), 120)}"
             )
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
         return timeline_html(list(self), secrets=self.secrets, caption=f"{len(self)} events")
-
-
-def _redacted(data: Any, secrets: Iterable[str] | None) -> Any:
-    from ._text import redact_mapping
-
-    return redact_mapping(data, secrets) if isinstance(data, dict) else data

@@ -11,8 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from rxstate.store import Store
-
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 pytest.importorskip("ipykernel")
@@ -20,8 +18,6 @@ pytest.importorskip("matplotlib")
 
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
 KERNEL = "rxstate-test-python"
-# Notebooks about capabilities that are still being built: skipped until their API exists.
-NEEDS = {"02-reactive-agents.ipynb": ("Store.derived", lambda: hasattr(Store, "derived"))}
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +56,6 @@ def test_committed_notebooks_have_no_outputs() -> None:
 def test_notebook_runs(
     path: Path, kernel_manager_factory: type, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    need = NEEDS.get(path.name)
-    if need is not None and not need[1]():
-        pytest.skip(f"{path.name} needs {need[0]}, which this build of rxstate does not have yet")
     monkeypatch.delenv("REDIS_URL", raising=False)  # every notebook runs on its own embedded server
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("JUPYTER_PLATFORM_DIRS", "1")
