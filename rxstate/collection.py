@@ -10,8 +10,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 import annotated_types
 
 from .codec import ModelCodec
-from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
+from .constraints import Constraint, Constraints, index_fields
+from .errors import ConflictError, NotFound, RxStateError, SchemaError, StaleDeclarations, ValidationError
 from .keys import validate_collection_name, validate_id
+from .lock import Lease, fence_args
 from .model import Model
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
@@ -75,6 +77,7 @@ class Collection(Generic[M]):
         *,
         indexes: Sequence[str] = (),
         partition_key: str | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         self.name = validate_collection_name(name)
         if not (isinstance(model, type) and issubclass(model, Model)):
@@ -86,11 +89,13 @@ class Collection(Generic[M]):
                 raise SchemaError(
                     f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by"
                 )
-        self.indexes: tuple[str, ...] = tuple(dict.fromkeys(indexes))
+        self.indexes: tuple[str, ...] = tuple(dict.fromkeys((*indexes, *index_fields(constraints))))
         self.partition_key = partition_key
         self._store = store
         self._ks = store.keyspace
-        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=self.indexes)
+        constrained = (*self.indexes, *(c.field for c in constraints if isinstance(c, Constraint)))
+        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained)
+        self.constraints = Constraints(store, name, self._codec, constraints, partition_key=partition_key)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
 
     def __repr__(self) -> str:
@@ -125,16 +130,19 @@ class Collection(Generic[M]):
             )
         return value  # type: ignore[return-value]
 
-    def _op(self, kind: str, entity_id: str, partition: int, **kw: Any) -> WriteOp:
-        return WriteOp(
+    def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
+        op = WriteOp(
             kind=kind,
             collection=self.name,
             id=entity_id,
             partition=partition,
             schema_version=self.model.__version__,
             indexes=self.indexes,
+            fence=fence_args(fence),
             **kw,
         )
+        self.constraints.attach(op)
+        return op
 
     def _versioned(self, entity_id: str, value: M, result: WriteResult) -> Versioned[M]:
         return Versioned(
@@ -168,6 +176,7 @@ class Collection(Generic[M]):
         kind: str = "put",
         expected_version: int | None = None,
         ttl: Ttl = None,
+        fence: Lease | None = None,
     ) -> WriteOp:
         """The ``WriteOp`` of a ``put``/``create``, validated (for batches and transactions)."""
         validate_id(entity_id)
@@ -183,10 +192,17 @@ class Collection(Generic[M]):
             expected=0 if kind == "create" else expected_version,
             ttl=PERSIST if ttl is None else str(_ttl_ms(ttl)),
             sets=self._codec.encode(value),
+            fence=fence,
         )
 
     def put(
-        self, entity_id: str, value: M, *, expected_version: int | None = None, ttl: Ttl = None
+        self,
+        entity_id: str,
+        value: M,
+        *,
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+        fence: Lease | None = None,
     ) -> Versioned[M]:
         """Store ``value`` under ``entity_id``, replacing any previous value.
 
@@ -195,26 +211,29 @@ class Collection(Generic[M]):
             value: an instance of the collection's model.
             expected_version: only write if the current version is this (0: only if absent).
             ttl: seconds (or a timedelta) after which the entity expires; None keeps it forever.
+            fence: a lease of ``store.lock``: the write is refused (``LockError``) if a newer lease of
+                that lock has already written to this partition, or the lease has expired.
 
         Raises:
             ValidationError: bad id, value or ttl (nothing is written).
             ConflictError: ``expected_version`` did not match.
+            IntegrityError: a declared constraint would be violated.
 
         Example:
             >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
             1
         """
-        op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl)
+        op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl, fence=fence)
         return self._versioned(entity_id, value, self._store._mutate([op])[0])
 
-    def create(self, entity_id: str, value: M, *, ttl: Ttl = None) -> Versioned[M]:
+    def create(self, entity_id: str, value: M, *, ttl: Ttl = None, fence: Lease | None = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
 
         Example:
             >>> agents.create("a2", Agent(name="coder")).version  # doctest: +SKIP
             1
         """
-        op = self.put_op(entity_id, value, kind="create", ttl=ttl)
+        op = self.put_op(entity_id, value, kind="create", ttl=ttl, fence=fence)
         return self._versioned(entity_id, value, self._store._mutate([op])[0])
 
     def put_many(
@@ -259,6 +278,7 @@ class Collection(Generic[M]):
         ttl: Ttl = None,
         retries: int = 16,
         partition: str | None = None,
+        fence: Lease | None = None,
         **fields: Any,
     ) -> Versioned[M]:
         """Change an existing entity: set some fields, or apply a read-modify-write function.
@@ -275,6 +295,7 @@ class Collection(Generic[M]):
             ttl: a new TTL in seconds; None keeps the current one.
             retries: attempts of a read-modify-write before ``ConflictError``.
             partition: the partition-key value, for a collection that has one.
+            fence: a lease of ``store.lock`` fencing this write (see ``put``).
             **fields: field values to set.
 
         Raises:
@@ -292,7 +313,7 @@ class Collection(Generic[M]):
         if fn is not None:
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
-            return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition)
+            return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition, fence)
         if not fields:
             raise ValidationError("update needs at least one field to set")
         if self.partition_key in fields:
@@ -308,6 +329,7 @@ class Collection(Generic[M]):
             ttl=ttl_arg,
             want_full=True,
             sets=self._codec.encode_fields(fields),
+            fence=fence,
         )
         result = self._store._mutate([op])[0]
         return self._decode(entity_id, result.full, self._ks.entity(self.name, entity_id, p))
@@ -320,6 +342,7 @@ class Collection(Generic[M]):
         ttl: str,
         retries: int,
         partition: str | None,
+        fence: Lease | None = None,
     ) -> Versioned[M]:
         p = self._partition(entity_id, partition)
         for _attempt in range(max(1, retries)):
@@ -343,7 +366,7 @@ class Collection(Generic[M]):
             changed = [(n, v) for n, v in encoded if old.get(n) != v]
             if not changed and ttl == KEEP_TTL:
                 return current
-            op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
+            op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed, fence=fence)
             try:
                 result = self._store._mutate([op])[0]
             except ConflictError:
@@ -364,6 +387,7 @@ class Collection(Generic[M]):
         *,
         expected_version: int | None = None,
         partition: str | None = None,
+        fence: Lease | None = None,
     ) -> int:
         """Add ``amount`` to an integer field on the server, atomically; returns the new value.
 
@@ -392,25 +416,38 @@ class Collection(Generic[M]):
             expected=expected_version,
             want_full=True,
             incrs=[(field, amount, low, high)],
+            fence=fence,
         )
         result = self._store._mutate([op])[0]
         return int(result.full[field.encode()])
 
     def delete(
-        self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+        fence: Lease | None = None,
     ) -> bool:
         """Delete an entity; returns whether it existed.
 
         Raises:
             ConflictError: ``expected_version`` did not match.
+            IntegrityError: a live entity still references it (a declared ``references``).
 
         Example:
             >>> agents.delete("a1")  # doctest: +SKIP
             True
         """
         validate_id(entity_id)
-        op = self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
-        return self._store._mutate([op])[0].version > 0
+        op = self._op(
+            "delete", entity_id, self._partition(entity_id, partition), expected=expected_version, fence=fence
+        )
+        try:
+            return self._store._mutate([op])[0].version > 0
+        except StaleDeclarations:
+            self.constraints.refresh_delete(op)  # references were declared elsewhere since we looked
+            return self._store._mutate([op])[0].version > 0
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:

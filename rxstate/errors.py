@@ -166,3 +166,7 @@ class CorruptDataError(RxStateError):
         super().__init__(message)
         self.key = key
         self.field = field
+
+
+class StaleDeclarations(ConflictError):
+    """Internal: a delete was built from an outdated view of the declared references; it is rebuilt and retried."""

@@ -9,6 +9,11 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_exp:<collection>        expiry deadlines of entities with a TTL (zset)
     rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
     rx:{ns:p}:changes                  change stream of the partition
+    rx:{ns:p}:_lock:<name>             a lock's current holder (hash, expires with the lease)
+    rx:{ns:p}:_lockr:<name>            a read/write lock's readers and their deadlines (zset)
+    rx:{ns:p}:_lockseq:<name>          a lock's fencing-token counter (never reset, never expires)
+    rx:{ns:p}:_fences                  highest fencing token each lock has written with here (hash)
+    rx:{ns:p}:_refby:<collection>      declared references to a collection: "<referrer>\\0<field>\\0<name>" (set)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
 """
 
@@ -105,6 +110,26 @@ class Keyspace:
 
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"
+
+    # -- locks and constraints --------------------------------------------------------------------
+    def lock_partition(self, name: str) -> int:
+        """The partition holding a lock's keys (a hash of its name)."""
+        return self.partition_of("lock:" + name)
+
+    def lock(self, name: str) -> str:
+        return f"{self._tags[self.lock_partition(name)]}_lock:{name}"
+
+    def lock_readers(self, name: str) -> str:
+        return f"{self._tags[self.lock_partition(name)]}_lockr:{name}"
+
+    def lock_sequence(self, name: str) -> str:
+        return f"{self._tags[self.lock_partition(name)]}_lockseq:{name}"
+
+    def fences(self, partition: int) -> str:
+        return f"{self._tags[partition]}_fences"
+
+    def refby(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_refby:{collection}"
 
     def meta(self) -> str:
         return f"rx:{{{self.namespace}}}:meta"

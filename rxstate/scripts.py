@@ -60,6 +60,11 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     ),
     "RXINTEGRITY": _integrity,
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
+    "RXREFSTALE": lambda d: errors.StaleDeclarations(f"{d[0]}: the declared references changed", key=d[0]),
+    "RXFENCED": lambda d: errors.LockError(
+        f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
+        + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")
+    ),
     "RXQUOTA": lambda d: errors.QuotaExceeded(
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
 from .codec import Codec
 from .collection import Collection
+from .constraints import Constraint, index_fields
 from .errors import ClusterError, RxStateError, SchemaError, ServerError, ValidationError
 from .keys import Keyspace, validate_namespace
 from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
 from .writes import WriteOp, WriteResult, pack_ops
+
+if TYPE_CHECKING:
+    from .lock import Lock, ReadWriteLock
 
 __all__ = ["Store", "connect"]
 
@@ -103,6 +109,7 @@ class Store:
         *,
         indexes: Sequence[str] = (),
         partition_key: str | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> Collection[M]:
         """Open (or create) a collection of ``model`` entities.
 
@@ -114,6 +121,8 @@ class Store:
             model: an ``rxstate.Model`` subclass.
             indexes: fields to maintain secondary indexes on, for ``where``.
             partition_key: a field whose value places related entities in one partition.
+            constraints: integrity constraints checked by every write (``rxstate.unique``,
+                ``references``, ``bounds``, ``one_of``); see ``rxstate.constraints`` for the cluster rules.
 
         Example:
             >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
@@ -122,15 +131,20 @@ class Store:
             existing = self._collections.get(name)
             if existing is not None:
                 if existing.model is not model or (
-                    tuple(indexes) != existing.indexes or partition_key != existing.partition_key
+                    tuple(dict.fromkeys((*indexes, *index_fields(constraints)))) != existing.indexes
+                    or partition_key != existing.partition_key
+                    or tuple(constraints) != existing.constraints.items
                 ):
                     raise SchemaError(
                         f"collection {name!r} is already open here with {existing.model.__name__}, "
                         f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}"
                     )
                 return existing
-            collection = Collection(self, name, model, indexes=indexes, partition_key=partition_key)
+            collection = Collection(
+                self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
+            )
             self._register_schema(collection)
+            collection.constraints.declare_references()
             self._collections[name] = collection
         self._start_reaper()
         return collection
@@ -256,6 +270,49 @@ class Store:
             log.debug("close: %s", exc)
         if self.server is not None:
             self.server.stop()
+
+    # -- locks (lock.py) ---------------------------------------------------------------------------
+    @functools.cached_property
+    def _lock_owner_id(self) -> str:
+        """This store's identity as a lock owner (reentrant locks add the thread)."""
+        return uuid.uuid4().hex
+
+    def lock(
+        self,
+        name: str,
+        ttl: float = 10.0,
+        *,
+        blocking: bool = True,
+        timeout: float | None = None,
+        reentrant: bool = False,
+    ) -> Lock:
+        """A lease lock with fencing tokens.
+
+        Args:
+            name: the lock's name (any id-like string).
+            ttl: the lease, in seconds; the lock frees itself when it ends unless extended.
+            blocking: whether acquiring waits for the holder to release.
+            timeout: seconds to wait at most (None: forever).
+            reentrant: the same thread (of this store) may acquire it again; it frees on the last release.
+
+        Example:
+            >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
+            ...     jobs.update("j1", status="printing", fence=lease)
+        """
+        from .lock import Lock
+
+        return Lock(self, name, ttl, blocking=blocking, timeout=timeout, reentrant=reentrant)
+
+    def rwlock(self, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> ReadWriteLock:
+        """A read/write lease lock: many readers or one writer.
+
+        Example:
+            >>> with store.rwlock("catalog", ttl=5).read() as lease:  # doctest: +SKIP
+            ...     items = catalog.all()
+        """
+        from .lock import ReadWriteLock
+
+        return ReadWriteLock(self, name, ttl, timeout=timeout)
 
 
 def _check_client(client: Any) -> None:
