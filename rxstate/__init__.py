@@ -13,8 +13,10 @@ Example:
 from . import errors
 from .codec import Codec
 from .collection import Collection
+from .constraints import bounds, one_of, references, unique
 from .errors import (
     AlreadyExists,
+    ClusterError,
     ConflictError,
     IntegrityError,
     LockError,
@@ -23,27 +25,36 @@ from .errors import (
     SchemaError,
     ValidationError,
 )
+from .lock import Lease, Lock, ReadWriteLock
 from .model import Model, Secret, upcaster
 from .store import Store, connect
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "ClusterError",
     "Codec",
     "Collection",
     "ConflictError",
     "IntegrityError",
+    "Lease",
+    "Lock",
     "LockError",
     "Model",
     "NotFound",
+    "ReadWriteLock",
     "RxStateError",
     "SchemaError",
     "Secret",
     "Store",
     "ValidationError",
     "Versioned",
+    "bounds",
     "connect",
     "errors",
+    "one_of",
+    "references",
+    "unique",
     "upcaster",
 ]
 

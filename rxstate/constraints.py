@@ -193,11 +193,6 @@ class Constraints:
             names.add(c.name)
             self._check_field(codec, c.field, c)
             kinds = _base_types(fields[c.field].annotation) - {type(None)}
-            if isinstance(c, Unique | References) and self._cluster and partition_key != c.field:
-                raise ClusterError(
-                    f"collection {collection!r}: {c.name} needs {c.field!r} as the partition key on a cluster "
-                    f"(one script reaches one slot); open it with partition_key={c.field!r}"
-                )
             if isinstance(c, References):
                 if kinds != {str}:
                     raise SchemaError(f"{c.name}: {c.field!r} must be a str field (it holds an id)")
@@ -211,6 +206,11 @@ class Constraints:
             elif isinstance(c, OneOf):
                 encoded = [dict(codec.encode_fields({c.field: v}))[c.field] for v in c.values]
                 self._static[c.name] = [len(encoded), *encoded]
+            if isinstance(c, Unique | References) and self._cluster and partition_key != c.field:
+                raise ClusterError(
+                    f"collection {collection!r}: {c.name} needs {c.field!r} as the partition key on a cluster "
+                    f"(one script reaches one slot); open it with partition_key={c.field!r}"
+                )
 
     def _check_field(self, codec: ModelCodec[Any], f: str, c: Constraint) -> None:
         if f not in codec.model.model_fields:
