@@ -25,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import threading
@@ -370,20 +369,30 @@ def _model_for(model: Any, key: str) -> Model:
 
 
 def _check_key(key: str, ops: Sequence[Op], model: Model, deadline: float | None) -> Counterexample | bool | None:
-    """Search for a linearization of one key's operations; a counterexample if none exists."""
+    """Search for a linearization of one key's operations; a counterexample if none exists.
+
+    Completed operations sit in a doubly linked list of call and return events (the Wing & Gong
+    search). Operations of unknown outcome (``info``) never return, so they stay apart: the search
+    tries them only after the completed candidates of a step, and of several identical ones (same
+    function and input) only the earliest invoked that is still pending, as they are interchangeable.
+    Without that, each lost increment of a counter would double the work.
+    """
+    done = [i for i, op in enumerate(ops) if op.complete_ns is not None]
+    unknown = sorted((i for i, op in enumerate(ops) if op.complete_ns is None), key=lambda i: ops[i].invoke_ns)
     events: list[tuple[float, int, int]] = []
-    for i, op in enumerate(ops):
-        events.append((op.invoke_ns, 0, i))  # calls sort before returns at the same instant: concurrent
-        events.append((_INF if op.complete_ns is None else op.complete_ns, 1, i))
+    for i in done:
+        events.append((ops[i].invoke_ns, 0, i))  # calls sort before returns at the same instant: concurrent
+        events.append((ops[i].complete_ns or 0, 1, i))
     events.sort()
     m = len(events)
     head = m
     is_return = [e[1] for e in events]
     op_of = [e[2] for e in events]
-    ret_node = [0] * len(ops)
+    time_of = [e[0] for e in events]
+    call_node: dict[int, int] = {}
+    ret_node: dict[int, int] = {}
     for node, (_t, kind, i) in enumerate(events):
-        if kind:
-            ret_node[i] = node
+        (ret_node if kind else call_node)[i] = node
     nxt = [*range(1, m), -1, 0 if m else -1]
     prv = [head, *range(m - 1), -1]
 
@@ -397,51 +406,94 @@ def _check_key(key: str, ops: Sequence[Op], model: Model, deadline: float | None
         if nxt[x] != -1:
             prv[nxt[x]] = x
 
+    # Identical unknown operations: only the earliest pending one of each kind is a candidate.
+    previous_same: list[int] = []
+    last_of_kind: dict[tuple[str, str], int] = {}
+    for j, i in enumerate(unknown):
+        kind_key = (ops[i].f, repr(ops[i].value))
+        previous_same.append(last_of_kind.get(kind_key, -1))
+        last_of_kind[kind_key] = j
+    unknown_done = [False] * len(unknown)
+    unknown_slot = {i: j for j, i in enumerate(unknown)}
+
     state = model.init()
     linearized = 0
     seen: set[tuple[int, Hashable]] = set()
-    stack: list[tuple[int, Hashable]] = []
-    best: tuple[int, list[int], Hashable, int] = (-1, [], state, -1)
-    entry = nxt[head]
-    for steps in itertools.count():
+    # A frame: (operation, state before it, where to resume trying: (0, node) or (1, unknown index)).
+    stack: list[tuple[int, Hashable, tuple[int, int]]] = []
+    best: tuple[int, list[int], Hashable, float] = (-1, [], state, 0.0)
+    cursor = (0, nxt[head])
+    steps = 0
+
+    def attempt(i: int) -> bool:
+        nonlocal state, linearized
+        new = model.step(state, ops[i])
+        if new is _INVALID:
+            return False
+        mask = linearized | (1 << i)
+        if (mask, new) in seen:
+            return False
+        seen.add((mask, new))
+        state, linearized = new, mask
+        return True
+
+    while True:
         if nxt[head] == -1:
-            return True
-        if deadline is not None and steps % 4096 == 0 and time.monotonic() > deadline:
+            return True  # what is left never returned: it may all take effect after the end
+        steps += 1
+        if deadline is not None and steps % 2048 == 0 and time.monotonic() > deadline:
             return None
-        if not is_return[entry]:
-            i = op_of[entry]
-            new = model.step(state, ops[i])
-            if new is not _INVALID:
-                mask = linearized | (1 << i)
-                if (mask, new) not in seen:
-                    seen.add((mask, new))
-                    stack.append((entry, state))
-                    state, linearized = new, mask
+        phase, pos = cursor
+        moved = False
+        if phase == 0:
+            entry = pos
+            while entry != -1 and not is_return[entry]:
+                i = op_of[entry]
+                before = state
+                if attempt(i):
+                    stack.append((i, before, (0, nxt[entry])))
                     unlink(entry)
                     unlink(ret_node[i])
-                    entry = nxt[head]
+                    moved = True
+                    break
+                entry = nxt[entry]
+            pos = 0
+        if not moved:
+            # Unknown operations invoked before the first pending return may take effect now.
+            first = nxt[head]
+            while not is_return[first]:
+                first = nxt[first]
+            limit = time_of[first]
+            for j in range(pos, len(unknown)):
+                i = unknown[j]
+                if ops[i].invoke_ns > limit:
+                    break
+                if unknown_done[j] or (previous_same[j] != -1 and not unknown_done[previous_same[j]]):
                     continue
-            entry = nxt[entry]
-            continue
-        # A completed operation is next: everything before it must have been linearized already.
-        if len(stack) > best[0]:
-            best = (len(stack), [op_of[c] for c, _s in stack], state, entry)
-        if not stack:
-            break
-        entry, state = stack.pop()
-        i = op_of[entry]
-        linearized &= ~(1 << i)
-        relink(ret_node[i])
-        relink(entry)
-        entry = nxt[entry]
-    return _counterexample(key, ops, best, events)
+                before = state
+                if attempt(i):
+                    stack.append((i, before, (1, j + 1)))
+                    unknown_done[j] = True
+                    moved = True
+                    break
+            if not moved:
+                if len(stack) > best[0]:
+                    best = (len(stack), [f[0] for f in stack], state, limit)
+                if not stack:
+                    return _counterexample(key, ops, best)
+                i, state, cursor = stack.pop()
+                linearized &= ~(1 << i)
+                if ops[i].complete_ns is None:
+                    unknown_done[unknown_slot[i]] = False
+                else:
+                    relink(ret_node[i])
+                    relink(call_node[i])
+                continue
+        cursor = (0, nxt[head])
 
 
-def _counterexample(
-    key: str, ops: Sequence[Op], best: tuple[int, list[int], Hashable, int], events: list[tuple[float, int, int]]
-) -> Counterexample:
-    _depth, order, state, blocked = best
+def _counterexample(key: str, ops: Sequence[Op], best: tuple[int, list[int], Hashable, float]) -> Counterexample:
+    _depth, order, state, blocked_time = best
     done = set(order)
-    blocked_time = events[blocked][0]
     stuck = [ops[i] for i in range(len(ops)) if i not in done and ops[i].invoke_ns <= blocked_time]
     return Counterexample(key, [ops[i] for i in order], state, stuck)
