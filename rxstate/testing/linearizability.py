@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "INVALID",
     "Counterexample",
     "History",
     "Model",
@@ -47,7 +48,8 @@ __all__ = [
     "register",
 ]
 
-_INVALID: Any = object()
+INVALID: Hashable = object()
+_INVALID = INVALID
 _INF = float("inf")
 
 
@@ -200,7 +202,10 @@ class Model(Protocol):
     def init(self) -> Hashable: ...
 
     def step(self, state: Hashable, op: Op) -> Hashable:
-        """The state after ``op`` if ``op`` (with its output) is legal in ``state``, else ``INVALID``."""
+        """The state after ``op`` if ``op`` (with its output) is legal in ``state``, else ``INVALID``.
+
+        An ``info`` operation (``op.status``) has no output to check: only its effect counts.
+        """
         ...
 
 
@@ -215,13 +220,15 @@ class _Register:
         if op.f == "read":
             return state if op.status != "ok" or op.output == state else _INVALID
         if op.f == "write":
-            return op.value
+            written: Hashable = op.value
+            return written
         if op.f == "cas":
             expected, new = op.value
+            new_value: Hashable = new
             applies = state == expected
             if op.status == "ok" and bool(op.output) != applies:
                 return _INVALID
-            return new if applies else state
+            return new_value if applies else state
         return _INVALID
 
 
@@ -237,7 +244,7 @@ class _Counter:
         if op.f == "read":
             return state if op.status != "ok" or op.output == state else _INVALID
         if op.f == "incr":
-            after = state + op.value
+            after: int = state + int(op.value)
             if op.status == "ok" and op.output is not None and op.output != after:
                 return _INVALID
             return after
