@@ -73,6 +73,18 @@ def test_blocking_acquire_gets_the_lock_when_the_holder_releases(rx_backend):
     assert got[0][0] - released_at < 0.2  # woke up promptly, without a hot spin before
 
 
+def test_waiting_backs_off_instead_of_spinning(rx_store, monkeypatch):
+    held = rx_store.lock("busy", ttl=5).acquire()
+    waiter = rx_store.lock("busy", timeout=0.4)
+    calls = []
+    original = waiter._call
+    monkeypatch.setattr(waiter, "_call", lambda *a: calls.append(a) or original(*a))
+    with pytest.raises(LockError):
+        waiter.acquire()
+    assert 5 <= len(calls) <= 40  # backoff grows to 50 ms: about a dozen tries in 0.4 s, not thousands
+    held.release()
+
+
 def test_only_the_owner_releases_or_extends(rx_store):
     lost = rx_store.lock("m", ttl=0.05).acquire()
     time.sleep(0.12)
