@@ -214,7 +214,8 @@ class ReadWriteLock:
     """Many readers or one writer; ``store.rwlock(name, ttl=...)`` makes one.
 
     A writer waits until every read lease has ended; readers wait while a write lease is held. Write
-    leases fence writes like any lock; read leases carry tokens too but cannot fence writes.
+    leases fence writes like any lock; read leases carry tokens too but cannot fence writes. Waiting
+    writers do not hold new readers back, so a steady stream of overlapping readers can starve them.
 
     Example:
         >>> rw = store.rwlock("catalog", ttl=5)  # doctest: +SKIP

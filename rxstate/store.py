@@ -9,7 +9,7 @@ import os
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import redis
 
@@ -18,12 +18,10 @@ from .collection import Collection
 from .constraints import Constraint, index_fields
 from .errors import ClusterError, RxStateError, SchemaError, ServerError, ValidationError
 from .keys import Keyspace, validate_namespace
+from .lock import Lock, ReadWriteLock
 from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
 from .writes import WriteOp, WriteResult, pack_ops
-
-if TYPE_CHECKING:
-    from .lock import Lock, ReadWriteLock
 
 __all__ = ["Store", "connect"]
 
@@ -299,8 +297,6 @@ class Store:
             >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
             ...     jobs.update("j1", status="printing", fence=lease)
         """
-        from .lock import Lock
-
         return Lock(self, name, ttl, blocking=blocking, timeout=timeout, reentrant=reentrant)
 
     def rwlock(self, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> ReadWriteLock:
@@ -310,8 +306,6 @@ class Store:
             >>> with store.rwlock("catalog", ttl=5).read() as lease:  # doctest: +SKIP
             ...     items = catalog.all()
         """
-        from .lock import ReadWriteLock
-
         return ReadWriteLock(self, name, ttl, timeout=timeout)
 
 
