@@ -10,26 +10,17 @@ ARGV:
   [1] actor, [2] transaction id ("" if none), [3] change stream MAXLEN (~), [4] number of operations,
   [5] number of partitions the batch touches,
   then per operation:
-    op ("put" | "create" | "update" | "incr" | "delete"), collection, id,
+    op ("put" | "create" | "update" | "incr" | "delete" | "check" | "prepare" | "resolve"), collection, id,
     expected version ("" = unchecked), schema version,
     ttl ("-" keep, "0" persist, N = expire after N ms), want full hash in reply ("1" | "0"),
     nset, (field, encoded value) * nset,
     nincr, (field, integer amount, min, max) * nincr   (min/max: bounds, "" for none),
     nidx, index field name * nidx          (names of the index zsets passed in KEYS, same order)
-    nfence (0 | 1), then if 1: lock name, fencing token, lease deadline (server ms)
-                                           (KEYS: + the partition's fence hash)
-    ncons, then per constraint: kind, constraint name, field, and by kind:
-      "u" nscan                  unique: no other live entity holds the new value
-                                 (KEYS: + nscan pairs of index zset, expiry zset to search)
-      "x" referrer value nscan   delete protection: no live entity of collection `referrer` holds
-                                 `value` in `field` (KEYS: + nscan pairs of index zset, expiry zset)
-      "r"                        reference: the referenced entity exists (KEYS: + its entity key)
-      "b" low high               bounds: low <= new value <= high; each "" (none), "n:<number>" or
-                                 "f:<field>" (the entity's value of another field after the write)
-      "e" nvals, value * nvals   enum: the new (encoded) value is one of these
-      "d" n, declaration * n     the declared references to this collection (KEYS: + the partition's
-                                 set of them) are exactly these, as the caller built its "x" checks from
+    nfence, ncons, ...                     (fenced writes and constraints: see the end of this header)
 Returns: one array per operation: {version, change id, server time ms, {field, value, ...} or {}}
+Transactions (see the Phase 0 comment): "check" verifies a version and writes nothing; one "prepare" op
+turns the call into the first phase of a cross-partition commit; one "resolve" op applies (or releases)
+a prepared transaction's intents in this partition.
 Errors (prefix, then space-separated details):
   RXCONFLICT key expected actual     expected version did not match
   RXEXISTS key actual                create of an existing entity
@@ -40,6 +31,23 @@ Errors (prefix, then space-separated details):
   RXINTEGRITY key constraint detail   a declared constraint would be violated
   RXREFSTALE key                      the caller's view of declared references is out of date
   RXFENCED key lock token seen|expired  a fenced write's lease is older than one already seen, or expired
+  RXCONFLICT key expected actual ...  stale "check" ops: every stale key of the call, in one error
+  RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
+  RXTXABORTED record                 "prepare" of a primary partition whose transaction was aborted already
+Fences and constraints, at the end of each operation's ARGV:
+  nfence (0 | 1), then if 1: lock name, fencing token, lease deadline (server ms)
+                             (KEYS: + the partition's fence hash)
+  ncons, then per constraint: kind, constraint name, field, and by kind:
+    "u" nscan                  unique: no other live entity holds the new value
+                               (KEYS: + nscan pairs of index zset, expiry zset to search)
+    "x" referrer value nscan   delete protection: no live entity of collection `referrer` holds
+                               `value` in `field` (KEYS: + nscan pairs of index zset, expiry zset)
+    "r"                        reference: the referenced entity exists (KEYS: + its entity key)
+    "b" low high               bounds: low <= new value <= high; each "" (none), "n:<number>" or
+                               "f:<field>" (the entity's value of another field after the write)
+    "e" nvals, value * nvals   enum: the new (encoded) value is one of these
+    "d" n, declaration * n     the declared references to this collection (KEYS: + the partition's
+                               set of them) are exactly these, as the caller built its "x" checks from
 ]]
 
 local actor, txid, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -109,10 +117,89 @@ for i = 1, nops do
   ops[i] = op
 end
 
+-- Phase 0: transactions. An entity locked by another transaction (hash field _t = "<txid>@<primary
+-- partition>", set by a "prepare") refuses every write (RXINTENT): the client settles that transaction
+-- first. Stale versions are collected, so one RXCONFLICT names every stale key.
+-- A "prepare" op (KEYS: payload hash, intent index, transaction record or payload hash again) makes the
+-- call lock its entities and store the payload instead of writing (its fields: owner "<txid>@<primary>",
+-- parts, n, ops = the payload; its ttl: how long the locks hold). A "resolve" op (KEYS: payload hash,
+-- intent index, record or payload) makes it apply the given ops of transaction txid, then release its
+-- locks; without the payload hash (already resolved) the call does nothing.
+local txn, kept, stale = nil, {}, {}
+for _, op in ipairs(ops) do
+  if op.kind == "prepare" or op.kind == "resolve" then txn = op else kept[#kept + 1] = op end
+end
+if txn and txn.kind == "resolve" and redis.call("EXISTS", txn.ekey) == 0 then return {} end
+ops = kept
+local locked = ops
+kept = {}
+for _, op in ipairs(ops) do
+  local h = redis.call("HMGET", op.ekey, "_v", "_t")
+  local cur = tonumber(h[1] or "0")
+  if h[2] and (txid == "" or string.match(h[2], "^(.*)@") ~= txid) then
+    return redis.error_reply("RXINTENT " .. op.ekey .. " " .. h[2])
+  end
+  if op.kind == "check" and op.expected ~= "" and tonumber(op.expected) ~= cur then
+    stale[#stale + 1] = op.ekey .. " " .. op.expected .. " " .. cur
+  end
+  -- An entity whose TTL ran out while locked has nothing left to update, increment or delete.
+  local gone = cur == 0 and (op.kind == "update" or op.kind == "incr" or op.kind == "delete")
+  if not (txn and txn.kind == "resolve" and gone) then
+    kept[#kept + 1] = op
+  end
+end
+if #stale > 0 then return redis.error_reply("RXCONFLICT " .. table.concat(stale, " ")) end
+if txn and txn.kind == "resolve" then ops = kept end
+
+local function txn_fields()
+  local f = {}
+  for _, kv in ipairs(txn.set) do f[kv[1]] = kv[2] end
+  return f
+end
+
+local function txn_prepare()
+  local f = txn_fields()
+  if txn.exp ~= txn.ekey and redis.call("EXISTS", txn.exp) == 1 then
+    return redis.error_reply("RXTXABORTED " .. txn.exp)
+  end
+  local deadline = tostring(now + tonumber(txn.ttl))
+  for _, op in ipairs(ops) do redis.call("HSET", op.ekey, "_t", f.owner) end
+  local h = {"HSET", txn.ekey, "d", deadline}
+  for _, kv in ipairs(txn.set) do h[#h + 1] = kv[1]; h[#h + 1] = kv[2] end
+  redis.call(unpack(h))
+  redis.call("HSET", txn.ids, txid, f.owner .. " " .. deadline)
+  if txn.exp ~= txn.ekey then
+    redis.call("HSET", txn.exp, "s", "pending", "d", deadline, "p", f.parts)
+  end
+  return {deadline}
+end
+
+local function txn_release()
+  local owner = txn_fields().owner
+  for _, op in ipairs(locked) do
+    local h = redis.call("HMGET", op.ekey, "_v", "_t")
+    if h[2] == owner then
+      if h[1] then redis.call("HDEL", op.ekey, "_t") else redis.call("DEL", op.ekey) end
+    end
+  end
+  redis.call("DEL", txn.ekey)
+  if txn.exp == txn.ekey then redis.call("HDEL", txn.ids, txid) end  -- the primary's goes with the record
+end
+
 -- Phase 1: checks. No write happens before all of them pass.
 for _, op in ipairs(ops) do
-  local cur = tonumber(redis.call("HGET", op.ekey, "_v") or "0")
+  -- One read per entity: version, expiry deadline, old indexed values, old values of incr fields.
+  local wanted = {"HMGET", op.ekey, "_v", "_x"}
+  for _, f in ipairs(op.idx) do wanted[#wanted + 1] = f end
+  for _, inc in ipairs(op.incr) do wanted[#wanted + 1] = inc[1] end
+  local snap = redis.call(unpack(wanted))
+  local cur = tonumber(snap[1] or "0")
   op.cur = cur
+  op.had_ttl = snap[2] ~= false
+  op.old = {}
+  for j = 1, #op.idx do op.old[j] = snap[2 + j] end
+  op.incr_old = {}
+  for j = 1, #op.incr do op.incr_old[j] = snap[2 + #op.idx + j] end
   if op.kind == "create" and cur ~= 0 then
     return redis.error_reply("RXEXISTS " .. op.ekey .. " " .. cur)
   end
@@ -122,8 +209,8 @@ for _, op in ipairs(ops) do
   if (op.kind == "update" or op.kind == "incr") and cur == 0 then
     return redis.error_reply("RXNOTFOUND " .. op.ekey)
   end
-  for _, inc in ipairs(op.incr) do
-    local v = redis.call("HGET", op.ekey, inc[1]) or "0"
+  for j, inc in ipairs(op.incr) do
+    local v = op.incr_old[j] or "0"
     if not string.match(v, "^%-?%d+$") then
       return redis.error_reply("RXNOTINT " .. op.ekey .. " " .. inc[1])
     end
@@ -178,8 +265,10 @@ local function integrity(op, c, detail)
   return redis.error_reply("RXINTEGRITY " .. op.ekey .. " " .. c.name .. " " .. detail)
 end
 
+-- A "resolve" applies a transaction whose prepare passed these checks: it must not fail now.
+local checked = (txn and txn.kind == "resolve") and {} or ops
 local claimed = {}
-for _, op in ipairs(ops) do
+for _, op in ipairs(checked) do
   if op.fence then
     local seen = tonumber(redis.call("HGET", op.fence.key, op.fence.name) or "0")
     if op.fence.token < seen then
@@ -225,12 +314,13 @@ for _, op in ipairs(ops) do
     end
   end
 end
-for _, op in ipairs(ops) do
+for _, op in ipairs(checked) do
   if op.fence then
     local seen = tonumber(redis.call("HGET", op.fence.key, op.fence.name) or "0")
     if op.fence.token > seen then redis.call("HSET", op.fence.key, op.fence.name, op.fence.token) end
   end
 end
+if txn and txn.kind == "prepare" then return txn_prepare() end
 
 -- Phase 2: writes.
 local function change_record(op, kind, version, fields)
@@ -244,82 +334,66 @@ local function change_record(op, kind, version, fields)
   return redis.call(unpack(rec))
 end
 
-local function index_values(op)
-  local vals = {}
-  for j, f in ipairs(op.idx) do
-    vals[j] = redis.call("HGET", op.ekey, f)
-  end
-  return vals
-end
-
-local function reindex(op, old, new)
+local function reindex(op, new)
   for j, key in ipairs(op.idxkeys) do
-    if old[j] ~= new[j] then
-      if old[j] then redis.call("ZREM", key, old[j] .. SEP .. op.id) end
+    local old = op.old[j]
+    if old ~= new[j] then
+      if old then redis.call("ZREM", key, old .. SEP .. op.id) end
       if new[j] then redis.call("ZADD", key, 0, new[j] .. SEP .. op.id) end
     end
   end
 end
 
--- Expiry bookkeeping: the expiry zset drives the reaper; the ttl-index hash remembers the indexed
--- values of an entity with a TTL, so the reaper can clean indexes after Redis has dropped the hash.
-local function apply_ttl(op, vals)
-  local has_ttl
-  if op.ttl == "-" then
-    has_ttl = redis.call("ZSCORE", op.exp, op.id) ~= false
-  elseif op.ttl == "0" then
-    has_ttl = false
-    redis.call("PERSIST", op.ekey)
-    redis.call("ZREM", op.exp, op.id)
-  else
-    has_ttl = true
-    local ms = tonumber(op.ttl)
-    redis.call("PEXPIRE", op.ekey, ms)
-    redis.call("ZADD", op.exp, now + ms, op.id)
-  end
-  if has_ttl and #op.idx > 0 then
-    local parts = {}
-    for j, f in ipairs(op.idx) do
-      if vals[j] then
-        parts[#parts + 1] = f
-        parts[#parts + 1] = vals[j]
-      end
+-- The ttl-index hash remembers the indexed values of an entity with a TTL, so the reaper can clean
+-- its index entries after Redis has dropped the hash.
+local function remember_indexed(op, vals)
+  local parts = {}
+  for j, f in ipairs(op.idx) do
+    if vals[j] then
+      parts[#parts + 1] = f
+      parts[#parts + 1] = vals[j]
     end
-    redis.call("HSET", op.ttlidx, op.id, table.concat(parts, SEP))
-  else
-    redis.call("HDEL", op.ttlidx, op.id)
   end
+  redis.call("HSET", op.ttlidx, op.id, table.concat(parts, SEP))
+end
+
+local function forget_ttl(op)
+  redis.call("ZREM", op.exp, op.id)
+  if #op.idx > 0 then redis.call("HDEL", op.ttlidx, op.id) end
 end
 
 local results = {}
 for i, op in ipairs(ops) do
-  local old = index_values(op)
-  if op.kind == "delete" then
+  if op.kind == "check" then
+    results[i] = {op.cur, "", now, {}}
+  elseif op.kind == "delete" then
     if op.cur == 0 then
       results[i] = {0, "", now, {}}
     else
       local version = op.cur + 1
-      reindex(op, old, {})
+      reindex(op, {})
       redis.call("DEL", op.ekey)
       redis.call("SREM", op.ids, op.id)
-      redis.call("ZREM", op.exp, op.id)
-      redis.call("HDEL", op.ttlidx, op.id)
-      results[i] = {version, change_record(op, "delete", version, {}), now, {}}
+      if op.had_ttl then forget_ttl(op) end
+      local cid = change_record(op, "delete", version, {})
+      results[i] = {version, cid, now, {}}
     end
   else
     local version = op.cur + 1
-    local changed = {}
-    for _, f in ipairs(op.set) do changed[#changed + 1] = f end
-    if op.kind == "put" or op.kind == "create" then
-      redis.call("DEL", op.ekey)
+    local replace = op.kind == "put" or op.kind == "create"
+    local changed, setv = {}, {}
+    for _, f in ipairs(op.set) do
+      changed[#changed + 1] = f
+      setv[f[1]] = f[2]
     end
+    if replace and op.cur > 0 then redis.call("DEL", op.ekey) end
     for _, inc in ipairs(op.incr) do
-      local v = redis.call("HINCRBY", op.ekey, inc[1], inc[2])
-      changed[#changed + 1] = {inc[1], tostring(v)}
+      local v = tostring(redis.call("HINCRBY", op.ekey, inc[1], inc[2]))
+      changed[#changed + 1] = {inc[1], v}
+      setv[inc[1]] = v
     end
     local kind = op.kind
-    if kind == "create" or (kind == "put" and op.cur == 0) then kind = "create" end
-    if kind == "put" then kind = "replace" end
+    if replace then kind = (op.cur == 0) and "create" or "replace" end
     local cid = change_record(op, kind, version, changed)
     local hset = {"HSET", op.ekey, "_v", tostring(version), "_sv", op.sv, "_ts", tostring(now),
       "_by", actor, "_o", cid}
@@ -327,14 +401,35 @@ for i, op in ipairs(ops) do
       hset[#hset + 1] = f[1]
       hset[#hset + 1] = f[2]
     end
+    local ttl_ms = tonumber(op.ttl)
+    if ttl_ms and ttl_ms > 0 then
+      hset[#hset + 1] = "_x"
+      hset[#hset + 1] = tostring(now + ttl_ms)
+    end
     redis.call(unpack(hset))
-    redis.call("SADD", op.ids, op.id)
-    local new = index_values(op)
-    reindex(op, old, new)
-    apply_ttl(op, new)
+    if op.cur == 0 then redis.call("SADD", op.ids, op.id) end
+    local new = {}
+    for j, f in ipairs(op.idx) do
+      if setv[f] then new[j] = setv[f] elseif not replace then new[j] = op.old[j] end
+    end
+    reindex(op, new)
+    if ttl_ms and ttl_ms > 0 then
+      redis.call("PEXPIRE", op.ekey, ttl_ms)
+      redis.call("ZADD", op.exp, now + ttl_ms, op.id)
+      if #op.idx > 0 then remember_indexed(op, new) end
+    elseif op.had_ttl and (op.ttl == "0") then
+      if not replace then
+        redis.call("PERSIST", op.ekey)
+        redis.call("HDEL", op.ekey, "_x")
+      end
+      forget_ttl(op)
+    elseif op.had_ttl and #op.idx > 0 then
+      remember_indexed(op, new)
+    end
     local full = {}
     if op.full then full = redis.call("HGETALL", op.ekey) end
     results[i] = {version, cid, now, full}
   end
 end
+if txn then txn_release() end
 return results

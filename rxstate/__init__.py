@@ -10,7 +10,10 @@ Example:
     1
 """
 
-from . import errors
+from . import errors, ops
+from .batch import Batch, BatchItem
+from .cache import CacheStats
+from .changes import Change, ChangeFeed
 from .codec import Codec
 from .collection import Collection
 from .constraints import bounds, one_of, references, unique
@@ -18,24 +21,35 @@ from .errors import (
     AlreadyExists,
     ClusterError,
     ConflictError,
+    CycleError,
     IntegrityError,
     LockError,
     NotFound,
     RxStateError,
     SchemaError,
+    TransactionPending,
     ValidationError,
 )
 from .lock import Lease, Lock, ReadWriteLock
 from .model import Model, Secret, upcaster
+from .reactive import Derived, aiter
 from .store import Store, connect
+from .transaction import Transaction
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "Batch",
+    "BatchItem",
+    "CacheStats",
+    "Change",
+    "ChangeFeed",
     "ClusterError",
     "Codec",
     "Collection",
     "ConflictError",
+    "CycleError",
+    "Derived",
     "IntegrityError",
     "Lease",
     "Lock",
@@ -47,12 +61,16 @@ __all__ = [
     "SchemaError",
     "Secret",
     "Store",
+    "Transaction",
+    "TransactionPending",
     "ValidationError",
     "Versioned",
+    "aiter",
     "bounds",
     "connect",
     "errors",
     "one_of",
+    "ops",
     "references",
     "unique",
     "upcaster",

@@ -26,7 +26,7 @@ __all__ = ["RESERVED_FIELDS", "Codec", "EntityMeta", "ModelCodec"]
 M = TypeVar("M", bound=Model)
 
 LZ4_MARKER = b"\x00z"
-RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o"})
+RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o", b"_x", b"_t"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
@@ -66,7 +66,7 @@ class Codec:
     def pack(self, fragment: bytes, compressible: bool = True) -> bytes:
         """Compress a JSON fragment when that pays off."""
         if compressible and len(fragment) > self.compress_threshold:
-            packed = LZ4_MARKER + lz4.frame.compress(fragment)
+            packed: bytes = LZ4_MARKER + lz4.frame.compress(fragment)
             if len(packed) < len(fragment):
                 return packed
         return fragment
@@ -193,7 +193,7 @@ class ModelCodec(Generic[M]):
             if secret_inner:
                 adapter = TypeAdapter(self._secrets[name])
             else:
-                adapter = TypeAdapter(Annotated[info.annotation, info])  # type: ignore[name-defined]
+                adapter = TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type,unused-ignore]
             self._adapters[cache_key] = adapter
         return adapter
 

@@ -5,16 +5,21 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import annotated_types
 
+from .batch import run_many
 from .codec import ModelCodec
-from .constraints import Constraint, Constraints, index_fields
-from .errors import ConflictError, NotFound, RxStateError, SchemaError, StaleDeclarations, ValidationError
+from .constraints import Constraint, Constraints, StaleDeclarations, index_fields
+from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
 from .lock import Lease, fence_args
 from .model import Model
+from .readthrough import fetch_many, read_one, write_one, write_value
+from .tracking import track, track_members
+from .twophase import INTENT_FIELD, settle, settle_listed
 from .versioned import Versioned
 from .writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -26,6 +31,7 @@ __all__ = ["Collection"]
 M = TypeVar("M", bound=Model)
 _MISSING: Any = object()
 _FETCH_CHUNK = 500
+_KEY_MEMO = 65_536
 Ttl = float | int | timedelta | None
 
 
@@ -97,6 +103,7 @@ class Collection(Generic[M]):
         self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained)
         self.constraints = Constraints(store, name, self._codec, constraints, partition_key=partition_key)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
+        self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:
         return f"<Collection {self.name!r} of {self.model.__name__} in namespace {self._ks.namespace!r}>"
@@ -128,7 +135,7 @@ class Collection(Generic[M]):
             raise ValidationError(
                 f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}"
             )
-        return value  # type: ignore[return-value]
+        return value  # type: ignore[return-value,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
         op = WriteOp(
@@ -154,6 +161,13 @@ class Collection(Generic[M]):
             actor=self._store.actor,
             offset=result.offset,
         )
+
+    def _decode_full(self, entity_id: str, partition: str | None, result: WriteResult) -> Versioned[M]:
+        return self._decode(entity_id, result.full, self.key(entity_id, partition=partition))
+
+    def _settled(self, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
+        """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
+        return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
 
     def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str) -> Versioned[M]:
         value, meta = self._codec.decode(raw, key)
@@ -224,7 +238,7 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl, fence=fence)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def create(self, entity_id: str, value: M, *, ttl: Ttl = None, fence: Lease | None = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
@@ -234,39 +248,63 @@ class Collection(Generic[M]):
             1
         """
         op = self.put_op(entity_id, value, kind="create", ttl=ttl, fence=fence)
-        return self._versioned(entity_id, value, self._store._mutate([op])[0])
+        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def put_many(
-        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None
+        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None, atomic: bool = False
     ) -> list[Versioned[M] | RxStateError]:
-        """Store many entities in one round trip; each is atomic alone and reports its own result.
+        """Store many entities in one round trip, reporting each item's result.
+
+        Args:
+            items: ``{id: value}`` or ``(id, value)`` pairs.
+            ttl: TTL of every item.
+            atomic: all-or-nothing per partition (one script call per partition, pipelined across
+                partitions; a refused item fails its partition's items); invalid input then raises at once.
+                Otherwise each item is atomic alone and a bad item fails alone.
 
         Returns:
-            One entry per item, in order: its ``Versioned`` or the error that refused it (a bad item
-            fails alone, the others are written).
+            One entry per item, in order: its ``Versioned`` or the error that refused it.
 
         Example:
             >>> results = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})  # doctest: +SKIP
         """
         pairs = list(items.items() if isinstance(items, Mapping) else items)
-        results: list[Versioned[M] | RxStateError] = []
-        ops: list[WriteOp | RxStateError] = []
-        for entity_id, value in pairs:
-            try:
-                ops.append(self.put_op(entity_id, value, ttl=ttl))
-            except RxStateError as exc:
-                ops.append(exc)
-        replies = self._store._mutate_each([op for op in ops if isinstance(op, WriteOp)])
-        it = iter(replies)
-        for (entity_id, value), op in zip(pairs, ops, strict=True):
-            if isinstance(op, RxStateError):
-                results.append(op)
-                continue
-            reply = next(it)
-            results.append(
-                reply if isinstance(reply, RxStateError) else self._versioned(entity_id, value, reply)
-            )
-        return results
+        return run_many(
+            self._store,
+            [partial(self.put_op, i, v, ttl=ttl) for i, v in pairs],
+            [partial(self._versioned, i, v) for i, v in pairs],
+            atomic=atomic,
+        )
+
+    def update_many(
+        self,
+        updates: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any]]],
+        *,
+        ttl: Ttl = None,
+        partition: str | None = None,
+        atomic: bool = False,
+    ) -> list[Versioned[M] | RxStateError]:
+        """Partial updates of many entities in one round trip, reporting each item's result.
+
+        Args:
+            updates: ``{id: {field: value}}`` or ``(id, {field: value})`` pairs.
+            ttl: a new TTL for every item (None keeps each one's).
+            partition: the partition-key value of every item, for a collection that has one.
+            atomic: all-or-nothing per partition, as in ``put_many``.
+
+        Returns:
+            One entry per item, in order: its new ``Versioned`` or the error that refused it.
+
+        Example:
+            >>> agents.update_many({"a1": {"status": "busy"}, "a2": {"load": 3}}, atomic=True)  # doctest: +SKIP
+        """
+        pairs = list(updates.items() if isinstance(updates, Mapping) else updates)
+        return run_many(
+            self._store,
+            [partial(self.update_op, i, ttl=ttl, partition=partition, **f) for i, f in pairs],
+            [partial(self._decode_full, i, partition) for i, _f in pairs],
+            atomic=atomic,
+        )
 
     def update(
         self,
@@ -314,25 +352,40 @@ class Collection(Generic[M]):
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
             return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition, fence)
+        op = self.update_op(
+            entity_id, expected_version=expected_version, ttl=ttl, partition=partition, fence=fence, **fields
+        )
+        key = self._ks.entity(self.name, entity_id, op.partition)
+        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
+
+    def update_op(
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+        partition: str | None = None,
+        fence: Lease | None = None,
+        **fields: Any,
+    ) -> WriteOp:
+        """The ``WriteOp`` of a partial ``update``, validated (for batches and transactions)."""
+        validate_id(entity_id)
         if not fields:
             raise ValidationError("update needs at least one field to set")
         if self.partition_key in fields:
             raise ValidationError(
                 f"{self.partition_key!r} is the partition key: it cannot change", field=self.partition_key
             )
-        p = self._partition(entity_id, partition)
-        op = self._op(
+        return self._op(
             "update",
             entity_id,
-            p,
+            self._partition(entity_id, partition),
             expected=expected_version,
-            ttl=ttl_arg,
+            ttl=KEEP_TTL if ttl is None else str(_ttl_ms(ttl)),
             want_full=True,
             sets=self._codec.encode_fields(fields),
             fence=fence,
         )
-        result = self._store._mutate([op])[0]
-        return self._decode(entity_id, result.full, self._ks.entity(self.name, entity_id, p))
 
     def _update_with(
         self,
@@ -368,12 +421,11 @@ class Collection(Generic[M]):
                 return current
             op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed, fence=fence)
             try:
-                result = self._store._mutate([op])[0]
+                return write_value(self, op, partial(self._versioned, entity_id, new))
             except ConflictError:
                 if expected is not None:
                     raise
                 continue
-            return self._versioned(entity_id, new, result)
         raise ConflictError(
             f"{self.key(entity_id, partition=partition)}: still changing after {retries} attempts",
             key=self.key(entity_id, partition=partition),
@@ -402,24 +454,37 @@ class Collection(Generic[M]):
             >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
             3
         """
+        op = self.incr_op(
+            entity_id, field, amount, expected_version=expected_version, partition=partition, fence=fence
+        )
+        return int(write_one(self, op).full[field.encode()])
+
+    def incr_op(
+        self,
+        entity_id: str,
+        field: str,
+        amount: int = 1,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+        fence: Lease | None = None,
+    ) -> WriteOp:
+        """The ``WriteOp`` of an ``incr``, validated (for batches and transactions)."""
         validate_id(entity_id)
         if field not in self._codec.integer_fields:
             raise ValidationError(f"{self.model.__name__}.{field} is not an int field", field=field)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
         low, high = self._bounds[field]
-        p = self._partition(entity_id, partition)
-        op = self._op(
+        return self._op(
             "incr",
             entity_id,
-            p,
+            self._partition(entity_id, partition),
             expected=expected_version,
             want_full=True,
             incrs=[(field, amount, low, high)],
             fence=fence,
         )
-        result = self._store._mutate([op])[0]
-        return int(result.full[field.encode()])
 
     def delete(
         self,
@@ -439,15 +504,26 @@ class Collection(Generic[M]):
             >>> agents.delete("a1")  # doctest: +SKIP
             True
         """
-        validate_id(entity_id)
-        op = self._op(
-            "delete", entity_id, self._partition(entity_id, partition), expected=expected_version, fence=fence
-        )
+        op = self.delete_op(entity_id, expected_version=expected_version, partition=partition, fence=fence)
         try:
-            return self._store._mutate([op])[0].version > 0
+            return write_one(self, op).version > 0
         except StaleDeclarations:
             self.constraints.refresh_delete(op)  # references were declared elsewhere since we looked
-            return self._store._mutate([op])[0].version > 0
+            return write_one(self, op).version > 0
+
+    def delete_op(
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+        fence: Lease | None = None,
+    ) -> WriteOp:
+        """The ``WriteOp`` of a ``delete``, validated (for batches and transactions)."""
+        validate_id(entity_id)
+        return self._op(
+            "delete", entity_id, self._partition(entity_id, partition), expected=expected_version, fence=fence
+        )
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
@@ -460,8 +536,19 @@ class Collection(Generic[M]):
             >>> agents.get_versioned("a1").version  # doctest: +SKIP
             1
         """
+        track(self.name, entity_id)
+        cache = self._store._cache
+        if cache is not None:
+            key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
+            if key is None:
+                key = self.key(entity_id, partition=partition)
+                if partition is None:
+                    if len(self._keys) >= _KEY_MEMO:
+                        self._keys.clear()
+                    self._keys[entity_id] = key
+            return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
-        raw = self._store.client.hgetall(key)
+        raw = self._settled(key, self._store.client.hgetall(key))
         if not raw:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
         return self._decode(entity_id, raw, key)
@@ -492,7 +579,12 @@ class Collection(Generic[M]):
             >>> agents.exists("a1")  # doctest: +SKIP
             True
         """
-        return bool(self._store.client.exists(self.key(entity_id, partition=partition)))
+        track(self.name, entity_id)
+        key = self.key(entity_id, partition=partition)
+        version, intent = self._store.client.hmget(key, "_v", "_t")
+        if intent is not None:
+            return b"_v" in self._settled(key, self._store.client.hgetall(key))
+        return version is not None
 
     def get_many(self, entity_ids: Iterable[str], *, partition: str | None = None) -> dict[str, M]:
         """Values of many ids in one round trip; absent ids are left out.
@@ -512,22 +604,34 @@ class Collection(Generic[M]):
     def _fetch(self, entity_ids: Sequence[str], partition: str | None) -> list[Versioned[M]]:
         out: list[Versioned[M]] = []
         client = self._store.client
+        cache = self._store._cache
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]
+            for i in chunk:
+                track(self.name, i)
+            if cache is not None:
+                out += fetch_many(self, cache, list(zip(chunk, keys, strict=True)))
+                continue
             pipe = client.pipeline(transaction=False)
             for key in keys:
                 pipe.hgetall(key)
             for entity_id, key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
         return out
 
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
-        pipe = self._store.client.pipeline(transaction=False)
-        for p in range(self._ks.partitions):
-            pipe.execute_command(command, key_of(p), *args)
-        return pipe.execute()  # type: ignore[no-any-return]
+        for _attempt in range(3):
+            pipe = self._store.client.pipeline(transaction=False)
+            for p in range(self._ks.partitions):
+                pipe.execute_command(command, key_of(p), *args)
+                pipe.hgetall(self._ks.tx_index(p))  # transactions with intents here: see twophase
+            replies = pipe.execute()
+            if not any(replies[1::2]) or not settle_listed(self._store, replies[1::2]):
+                break
+        return replies[0::2]  # type: ignore[no-any-return]
 
     def ids(self) -> list[str]:
         """Every id in the collection, sorted.
@@ -536,6 +640,7 @@ class Collection(Generic[M]):
             >>> agents.ids()  # doctest: +SKIP
             ['a1', 'a2']
         """
+        track_members(self.name)
         replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
         return sorted(m.decode() for members in replies for m in members)
 
@@ -553,6 +658,7 @@ class Collection(Generic[M]):
             for key in keys:
                 pipe.hgetall(key)
             for (entity_id, _p), key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+                raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
         return out
@@ -568,6 +674,7 @@ class Collection(Generic[M]):
 
     def all_versioned(self) -> list[Versioned[M]]:
         """Every entity with its version, ordered by id."""
+        track_members(self.name, None)
         return self._fetch_routed(self._routed_ids())
 
     def count(self) -> int:
@@ -578,6 +685,7 @@ class Collection(Generic[M]):
             2
         """
         self.reap()
+        track_members(self.name)
         return sum(self._per_partition("SCARD", lambda p: self._ks.ids(self.name, p)))
 
     def where(self, **conditions: Any) -> list[M]:
@@ -602,15 +710,16 @@ class Collection(Generic[M]):
                     f"{self.name}.{f} has no index (declared: {', '.join(self.indexes) or 'none'})", field=f
                 )
         encoded = dict(self._codec.encode_fields(conditions))
+        track_members(self.name, encoded)
         matches: set[tuple[str, int]] | None = None
         for f, value in encoded.items():
             lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
-            replies = self._per_partition(
-                "ZRANGEBYLEX", lambda p, f=f: self._ks.index(self.name, f, p), lo, hi
-            )
+            replies = self._per_partition("ZRANGEBYLEX", partial(self._ks.index, self.name, f), lo, hi)
             found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
             matches = found if matches is None else matches & found
         wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}
+        for entity_id, _p in matches or ():
+            track(self.name, entity_id)
         # Re-check on the fetched value: it may have changed between the index read and the fetch.
         return [
             v
@@ -628,3 +737,75 @@ class Collection(Generic[M]):
             0
         """
         return self._store._reap(self)
+
+    # -- notebook display and pictures -------------------------------------------------------------
+    def _repr_html_(self) -> str:
+        from .notebook._views import Table
+
+        return Table(self)._repr_html_()
+
+    def plot(self, field: str, **options: Any) -> Any:
+        """The distribution of a field's values as a matplotlib figure (needs matplotlib).
+
+        Example:
+            >>> agents.plot("status").savefig("status.png")  # doctest: +SKIP
+        """
+        from .notebook._plots import plot_field
+
+        return plot_field(self, field, **options)
+
+    # -- reactive: watching ------------------------------------------------------------------------
+    def watch(
+        self,
+        entity_id: str,
+        *,
+        partition: str | None = None,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 1000,
+        overflow: str = "coalesce",
+    ) -> Any:
+        """An ``Observable`` of one entity's changes: its current value first (op ``snapshot``), then
+        every change (``delete``/``expire`` when it goes away), each with the full new ``value``.
+
+        Example:
+            >>> agents.watch("a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+        """
+        from .reactive import watch
+
+        return watch(
+            self,
+            entity_id,
+            partition=partition,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )
+
+    def watch_all(
+        self,
+        *,
+        where: Mapping[str, Any] | None = None,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 10_000,
+        overflow: str = "coalesce",
+    ) -> Any:
+        """An ``Observable`` of the collection (or the entities matching ``where`` on indexed fields):
+        one ``snapshot`` change per current entity, then every change; an entity that stops matching
+        ``where`` emits a ``leave`` change.
+
+        Example:
+            >>> agents.watch_all(where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+        """
+        from .reactive import watch_all
+
+        return watch_all(
+            self,
+            where=where,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )

@@ -34,12 +34,13 @@ from __future__ import annotations
 
 import types
 import typing
+import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Union
 
 from .codec import ModelCodec, _dumps
-from .errors import ClusterError, SchemaError, ValidationError
+from .errors import ClusterError, ConflictError, SchemaError, ValidationError
 from .writes import WriteOp
 
 if TYPE_CHECKING:
@@ -60,6 +61,21 @@ __all__ = [
 ]
 
 _SEP = "\x00"
+_WRITES = frozenset({"put", "create", "update", "incr"})
+_LIVE: weakref.WeakSet[Constraints] = weakref.WeakSet()
+
+
+class StaleDeclarations(ConflictError):
+    """A delete was built from an outdated view of the declared references; rebuild it and retry."""
+
+
+def forget_declared_references() -> None:
+    """Drop every cached view of declared references in this process (a script found one out of date).
+
+    Deletes built afterwards, including the retries of transactions, read the declarations again.
+    """
+    for constraints in list(_LIVE):
+        constraints._referrers.clear()
 
 
 @dataclass(frozen=True)
@@ -182,6 +198,7 @@ class Constraints:
         self.items = tuple(constraints)
         self._cluster = store.is_cluster
         self._referrers: dict[int, tuple[str, ...]] = {}
+        _LIVE.add(self)
         fields = codec.model.model_fields
         names: set[str] = set()
         self._static: dict[str, list[Any]] = {}
@@ -253,7 +270,7 @@ class Constraints:
         if op.kind == "delete":
             self._attach_delete(op)
             return
-        if not self.items:
+        if not self.items or op.kind not in _WRITES:
             return
         sets = dict(op.sets)
         touched = sets.keys() | {i[0] for i in op.incrs}

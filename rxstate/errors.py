@@ -5,6 +5,7 @@ RxStateError
  ├── ValidationError (ValueError)      bad input: wrong type, unknown field, invalid id, too large
  ├── SchemaError                        model/schema mismatch, stored schema newer than the code
  ├── ConflictError                      an expected version did not match
+ │    └── TransactionPending            an entity is locked by another transaction still in progress
  ├── NotFound (KeyError)                no entity under that id
  ├── AlreadyExists                      create() of an id that exists
  ├── LockError                          a lock could not be acquired, or was lost
@@ -13,7 +14,8 @@ RxStateError
  ├── QuotaExceeded                      a tenant quota or rate limit was reached
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
- └── CorruptDataError                   stored bytes that cannot be decoded
+ ├── CorruptDataError                   stored bytes that cannot be decoded
+ └── CycleError                         derived values that depend on each other in a loop
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -29,6 +31,7 @@ __all__ = [
     "ClusterError",
     "ConflictError",
     "CorruptDataError",
+    "CycleError",
     "IntegrityError",
     "LockError",
     "NotFound",
@@ -37,6 +40,7 @@ __all__ = [
     "RxStateError",
     "SchemaError",
     "ServerError",
+    "TransactionPending",
     "ValidationError",
 ]
 
@@ -77,6 +81,21 @@ class ConflictError(RxStateError):
         self.key = key
         self.expected = expected
         self.actual = actual
+
+
+class TransactionPending(ConflictError):
+    """An entity is locked by an intent of another cross-partition transaction not yet decided.
+
+    Writers wait for such a transaction to finish (or expire) before this surfaces.
+
+    Attributes:
+        key: the locked entity key.
+        owner: ``"<txid>@<primary partition>"`` of the transaction holding the lock.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, owner: str = "") -> None:
+        super().__init__(message, key=key)
+        self.owner = owner
 
 
 class NotFound(RxStateError, KeyError):
@@ -166,7 +185,13 @@ class CorruptDataError(RxStateError):
         super().__init__(message)
         self.key = key
         self.field = field
+class CycleError(RxStateError):
+    """A derived value would depend on itself, directly or through other derived values.
 
+    Attributes:
+        names: the derived values on the loop, in reading order.
+    """
 
-class StaleDeclarations(ConflictError):
-    """Internal: a delete was built from an outdated view of the declared references; it is rebuilt and retried."""
+    def __init__(self, message: str, *, names: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.names = names or []

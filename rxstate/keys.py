@@ -14,6 +14,10 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_lockseq:<name>          a lock's fencing-token counter (never reset, never expires)
     rx:{ns:p}:_fences                  highest fencing token each lock has written with here (hash)
     rx:{ns:p}:_refby:<collection>      declared references to a collection: "<referrer>\\0<field>\\0<name>" (set)
+    rx:{ns:p}:_probe                   probe written by the local cache's invalidation feed (expires)
+    rx:{ns:p}:_tx:<txid>               decision record of a cross-partition transaction (primary partition)
+    rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
+    rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
 """
 
@@ -108,6 +112,15 @@ class Keyspace:
     def changes(self, partition: int) -> str:
         return f"{self._tags[partition]}changes"
 
+    def tx_record(self, partition: int, txid: str) -> str:
+        return f"{self._tags[partition]}_tx:{txid}"
+
+    def tx_payload(self, partition: int, txid: str) -> str:
+        return f"{self._tags[partition]}_txw:{txid}"
+
+    def tx_index(self, partition: int) -> str:
+        return f"{self._tags[partition]}_txi"
+
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"
 
@@ -130,6 +143,9 @@ class Keyspace:
 
     def refby(self, collection: str, partition: int) -> str:
         return f"{self._tags[partition]}_refby:{collection}"
+    def cache_probe(self, partition: int) -> str:
+        """A short-lived key the local cache writes to check that invalidations reach it."""
+        return f"{self._tags[partition]}_probe"
 
     def meta(self) -> str:
         return f"rx:{{{self.namespace}}}:meta"

@@ -54,7 +54,7 @@ def upcaster(from_version: int) -> Callable[[Upcaster], Upcaster]:
     def mark(fn: Upcaster) -> Upcaster:
         inner = fn.__func__ if isinstance(fn, staticmethod) else fn
         setattr(inner, _UPCAST_MARK, from_version)
-        return staticmethod(inner)  # type: ignore[return-value]
+        return staticmethod(inner)  # type: ignore[return-value,unused-ignore]
 
     return mark
 
@@ -117,6 +117,17 @@ class Model(BaseModel):
             for name, info in cls.model_fields.items()
             if (inner := _secret_inner_type(info.annotation)) is not None
         }
+
+    # -- display (short, redacted reprs; HTML in notebooks) ----------------------------------------
+    def __repr_args__(self) -> Any:
+        from .notebook._text import model_repr_args
+
+        return model_repr_args(self)
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import model_html
+
+        return model_html(self)
 
     @classmethod
     def upcast(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:

@@ -31,6 +31,10 @@ def script_dir() -> Path:
 
 
 def _conflict(d: list[str]) -> errors.RxStateError:
+    if len(d) > 3:  # a transaction: every stale key, as lists
+        keys, expected, actual = d[0::3], [int(v) for v in d[1::3]], [int(v) for v in d[2::3]]
+        stale = ", ".join(f"{k} (expected {e}, found {a})" for k, e, a in zip(keys, expected, actual, strict=True))
+        return errors.ConflictError(f"stale: {stale}", key=keys, expected=expected, actual=actual)
     return errors.ConflictError(
         f"{d[0]}: expected version {d[1]}, found {d[2]}", key=d[0], expected=int(d[1]), actual=int(d[2])
     )
@@ -48,6 +52,13 @@ def _integrity(d: list[str]) -> errors.RxStateError:
     )
 
 
+def _stale_declarations(d: list[str]) -> errors.RxStateError:
+    from .constraints import StaleDeclarations, forget_declared_references
+
+    forget_declared_references()  # so that a rebuilt or retried delete reads them again
+    return StaleDeclarations(f"{d[0]}: the declared references changed", key=d[0])
+
+
 _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     "RXCONFLICT": _conflict,
     "RXEXISTS": _exists,
@@ -59,8 +70,14 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"{d[0]} field {d[1]!r} would leave the exact integer range (2^53)", field=d[1]
     ),
     "RXINTEGRITY": _integrity,
+    "RXINTENT": lambda d: errors.TransactionPending(
+        f"{d[0]} is locked by transaction {d[1]}", key=d[0], owner=d[1]
+    ),
+    "RXTXABORTED": lambda d: errors.ConflictError(
+        f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
+    ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
-    "RXREFSTALE": lambda d: errors.StaleDeclarations(f"{d[0]}: the declared references changed", key=d[0]),
+    "RXREFSTALE": _stale_declarations,
     "RXFENCED": lambda d: errors.LockError(
         f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
         + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")

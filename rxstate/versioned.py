@@ -39,6 +39,20 @@ class Versioned(Generic[T]):
     actor: str
     offset: str
 
+    def __repr__(self) -> str:
+        from .notebook._text import short
+
+        return (
+            f"Versioned(id={self.id!r}, value={short(self.value)}, version={self.version}, "
+            f"schema_version={self.schema_version}, timestamp_ms={self.timestamp_ms}, actor={self.actor!r}, "
+            f"offset={self.offset!r})"
+        )
+
+    def _repr_html_(self) -> str:
+        from .notebook._html import versioned_html
+
+        return versioned_html(self)
+
     @property
     def updated_at(self) -> datetime:
         """The server time of the last write."""

@@ -23,7 +23,7 @@ class WriteOp:
     """One entity operation.
 
     Attributes:
-        kind: "put", "create", "update", "incr" or "delete".
+        kind: "put", "create", "update", "incr", "delete", or "check" (verify `expected`, write nothing).
         collection: collection name.
         id: entity id.
         partition: the entity's partition.
@@ -112,11 +112,17 @@ class WriteResult:
 
 
 def pack_ops(
-    ks: Keyspace, ops: Sequence[WriteOp], *, actor: str, txid: str, maxlen: int
+    ks: Keyspace, ops: Sequence[WriteOp], *, actor: str, txid: str, maxlen: int, nparts: int | None = None
 ) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of one ``mutate.lua`` call running ``ops``."""
+    """KEYS and ARGV of one ``mutate.lua`` call running ``ops``.
+
+    ``nparts`` (default: the partitions of ``ops``) is recorded in change records as the number of
+    partitions the transaction touched.
+    """
     keys: list[str] = []
-    args: list[Any] = [actor, txid, maxlen, len(ops), len({op.partition for op in ops})]
+    if nparts is None:
+        nparts = len({op.partition for op in ops})
+    args: list[Any] = [actor, txid, maxlen, len(ops), nparts]
     for op in ops:
         keys += op.keys(ks)
         args += op.args()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
 from typing import Any, Self
@@ -17,6 +17,10 @@ from rxstate.server import EmbeddedServer
 __all__ = ["LocalCluster"]
 
 _SLOTS = 16384
+
+
+def _cmd(conn: redis.Redis, *args: str | int) -> Any:
+    return conn.execute_command(*args)  # type: ignore[no-untyped-call]
 
 
 def _info(text: str) -> dict[str, str]:
@@ -81,7 +85,7 @@ class LocalCluster:
             >>> cluster.client(decode_responses=True).get("k")  # doctest: +SKIP
         """
         kwargs.setdefault("decode_responses", False)
-        nodes = [ClusterNode(host, port) for host, port in self.startup_nodes]
+        nodes = [ClusterNode(host, port) for host, port in self.startup_nodes]  # type: ignore[no-untyped-call]
         return RedisCluster(startup_nodes=nodes, **kwargs)
 
     def start(self, timeout: float = 30.0) -> Self:
@@ -112,24 +116,33 @@ class LocalCluster:
 
     def _create(self, deadline: float) -> None:
         conns = [self._conn(node) for node in self._nodes]
+        try:
+            self._join(conns, deadline)
+        except redis.RedisError as exc:
+            raise ServerError(f"could not wire the cluster {self.startup_nodes}: {exc}") from exc
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def _join(self, conns: list[redis.Redis], deadline: float) -> None:
         for i, conn in enumerate(conns):
-            conn.execute_command("CLUSTER", "SET-CONFIG-EPOCH", i + 1)
+            _cmd(conn, "CLUSTER", "SET-CONFIG-EPOCH", i + 1)
             if i < self._masters:
                 first, last = i * _SLOTS // self._masters, (i + 1) * _SLOTS // self._masters - 1
-                conn.execute_command("CLUSTER", "ADDSLOTSRANGE", first, last)
+                _cmd(conn, "CLUSTER", "ADDSLOTSRANGE", first, last)
         for node in self._nodes[1:]:
-            conns[0].execute_command("CLUSTER", "MEET", "127.0.0.1", node.port)
+            _cmd(conns[0], "CLUSTER", "MEET", "127.0.0.1", node.port or 0)
         self._wait(deadline, "all nodes to meet", self._all_met)
-        ids = [conn.execute_command("CLUSTER", "MYID") for conn in conns]
+        ids = [_cmd(conn, "CLUSTER", "MYID") for conn in conns]
         for r, conn in enumerate(conns[self._masters :]):
-            conn.execute_command("CLUSTER", "REPLICATE", ids[r // self._replicas])
+            _cmd(conn, "CLUSTER", "REPLICATE", ids[r // self._replicas])
         self._wait(deadline, "the cluster to become healthy", self._healthy)
 
     def _nodes_views(self) -> list[list[list[str]]]:
         views = []
         for node in self._nodes:
             with self._conn(node) as conn:
-                text = conn.execute_command("CLUSTER", "NODES")
+                text = _cmd(conn, "CLUSTER", "NODES")
             views.append([line.split() for line in text.splitlines() if line.strip()])
         return views
 
@@ -142,7 +155,7 @@ class LocalCluster:
     def _healthy(self) -> bool:
         for node in self._nodes:
             with self._conn(node) as conn:
-                info = _info(conn.execute_command("CLUSTER", "INFO"))
+                info = _info(_cmd(conn, "CLUSTER", "INFO"))
                 if info.get("cluster_state") != "ok" or info.get("cluster_slots_assigned") != str(_SLOTS):
                     return False
                 if info.get("cluster_known_nodes") != str(len(self._nodes)):
@@ -158,7 +171,7 @@ class LocalCluster:
                 return False
         return True
 
-    def _wait(self, deadline: float, what: str, check: Any) -> None:
+    def _wait(self, deadline: float, what: str, check: Callable[[], bool]) -> None:
         last: Exception | None = None
         while time.monotonic() < deadline:
             try:

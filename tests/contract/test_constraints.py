@@ -203,3 +203,49 @@ def test_cluster_refuses_constraints_that_span_slots(rx_cluster):
             store.collection("members", Member, constraints=[rxstate.references("team_id", "teams")])
     finally:
         backend.close()
+
+
+def test_constraints_hold_inside_transactions(rx_backend):
+    store = rx_backend.store()
+    cluster = rx_backend.kind == "cluster"
+    members = store.collection(
+        "members",
+        Member,
+        constraints=[rxstate.unique("email"), rxstate.bounds("load", 0, "max_load")],
+        partition_key="email" if cluster else None,
+    )
+    members.put("m0", Member(email="taken@x"))
+    for clash in ("taken@x", "new@x"):
+        with pytest.raises(IntegrityError), store.transaction() as tx:
+            tx.put(members, "m1", Member(email="new@x"))
+            tx.put(members, "m2", Member(email=clash))
+        assert members.ids() == ["m0"]
+    with pytest.raises(IntegrityError), store.transaction() as tx:
+        tx.put(members, "m3", Member(email="ok@x"))
+        tx.put(members, "m4", Member(email="ok2@x", load=9))
+    assert members.ids() == ["m0"]
+
+
+def test_a_transaction_retry_sees_references_declared_meanwhile(rx_backend):
+    cluster = rx_backend.kind == "cluster"
+    first, second = rx_backend.store(), rx_backend.store()
+    teams = first.collection("teams", Team)
+    teams.put("t1", Team())
+    teams.put("t0", Team())
+    assert teams.delete("t0")  # `first` caches the (empty) declarations of t0's partition
+    teams.put("t0", Team())
+    members = second.collection(
+        "members",
+        Member,
+        constraints=[rxstate.references("team_id", "teams")],
+        partition_key="team_id" if cluster else None,
+    )
+    members.put("m0", Member(team_id="t0"))
+
+    @first.transaction(retries=2)
+    def drop(tx, team_id):
+        tx.delete(teams, team_id)
+
+    with pytest.raises(IntegrityError):
+        drop("t0")
+    assert teams.exists("t0")

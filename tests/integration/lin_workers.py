@@ -25,10 +25,16 @@ class Cell(rxstate.Model):
     n: int = 0
 
 
-def connect(port: int, namespace: str) -> rxstate.Store:
-    # No client-side retries: re-sending a script after a dropped connection could apply it twice.
+def connect(port: int, namespace: str, *, cache: bool = False) -> rxstate.Store:
+    """A store whose every operation goes to the server.
+
+    No client-side retries: re-sending a script after a dropped connection could apply it twice. No
+    local cache: its invalidations arrive asynchronously (within milliseconds), so a process may read
+    a cached value after another process's newer write was acknowledged; the checker rejects such
+    histories (it did, on the counter, in runs with the cache on).
+    """
     client = redis.Redis(host="127.0.0.1", port=port, retry=Retry(NoBackoff(), 0), socket_timeout=2)
-    return rxstate.connect(client, namespace=namespace, reap_interval=None)
+    return rxstate.connect(client, namespace=namespace, reap_interval=None, cache=cache)
 
 
 def write(cells: Any, key: str, value: int) -> None:

@@ -1,0 +1,242 @@
+"""HTML of state values for notebooks: models, versioned values, tables, change lists, timelines.
+
+Every piece of user data goes through ``html.escape`` (a ``<script>`` value shows as text) and
+through the secret rules of ``_text`` (classified values never appear in clear). Only the standard
+library is used, so the core's ``_repr_html_`` methods can call in here cheaply.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from ..model import Model
+from ..versioned import Versioned
+from ._text import REDACTED, clip, format_ms, is_secret, known_secret_names, model_fields, short
+
+__all__ = [
+    "changes_html",
+    "model_html",
+    "rows_html",
+    "timeline_html",
+    "value_html",
+    "versioned_html",
+]
+
+_STYLE = (
+    "<style>"
+    ".rxs{font-family:var(--jp-content-font-family,system-ui,sans-serif);font-size:13px}"
+    ".rxs table{border-collapse:collapse;margin:2px 0}"
+    ".rxs th,.rxs td{border:1px solid #ddd;padding:2px 6px;text-align:left;vertical-align:top}"
+    ".rxs th{background:#f3f3f3;font-weight:600}"
+    ".rxs .rxs-meta{color:#666;font-size:12px}"
+    ".rxs .rxs-secret{color:#999;font-style:italic}"
+    ".rxs .rxs-op{font-weight:600}"
+    ".rxs ol.rxs-tl{list-style:none;border-left:3px solid #8ab;margin:4px 0 4px 6px;padding-left:12px}"
+    ".rxs ol.rxs-tl li{margin:0 0 6px 0}"
+    "</style>"
+)
+_SECRET = f'<span class="rxs-secret" title="classified: redacted">{REDACTED}</span>'
+
+
+def esc(value: Any) -> str:
+    """Escaped text of a string (or of ``str(value)``)."""
+    return html.escape(value if isinstance(value, str) else str(value), quote=True)
+
+
+def cell(name: str, value: Any, secrets: Iterable[str] = ()) -> str:
+    """The escaped, redacted, clipped text of one field value."""
+    if value is not None and is_secret(name, value, secrets):
+        return _SECRET
+    if isinstance(value, str):  # shown without quotes
+        return esc(clip(value, note=f"{len(value)} chars"))
+    return esc(short(value))
+
+
+def _wrap(body: str) -> str:
+    return f'{_STYLE}<div class="rxs">{body}</div>'
+
+
+def _fields_table(model: Model) -> str:
+    secrets = type(model).__rxstate_secrets__
+    rows = "".join(
+        f"<tr><th>{esc(name)}</th><td>{cell(name, value, secrets)}</td></tr>" for name, value in model_fields(model)
+    )
+    return f"<table>{rows}</table>"
+
+
+def model_html(model: Model) -> str:
+    """HTML of one model: its class, schema version and fields (secrets redacted).
+
+    Example:
+        >>> "&lt;script&gt;" in model_html(Agent(name="<script>"))  # doctest: +SKIP
+        True
+    """
+    head = f'<div class="rxs-meta">{esc(type(model).__name__)} (schema v{type(model).__version__})</div>'
+    return _wrap(head + _fields_table(model))
+
+
+def _meta_line(v: Versioned[Any]) -> str:
+    return (
+        f'<div class="rxs-meta"><b>{esc(v.id)}</b> · version {v.version} · schema v{v.schema_version} · '
+        f"by {esc(v.actor)} · {esc(format_ms(v.timestamp_ms))} UTC · offset {esc(v.offset)}</div>"
+    )
+
+
+def versioned_html(v: Versioned[Any]) -> str:
+    """HTML of a stored value with its version, writer, time and change offset.
+
+    Example:
+        >>> versioned_html(agents.get_versioned("a1"))  # doctest: +SKIP
+    """
+    value = v.value
+    body = _fields_table(value) if isinstance(value, Model) else f"<pre>{esc(short(value, 400))}</pre>"
+    return _wrap(_meta_line(v) + body)
+
+
+def rows_html(
+    rows: Sequence[Versioned[Any] | Model],
+    model: type[Model] | None,
+    *,
+    fields: Sequence[str] | None = None,
+    caption: str = "",
+) -> str:
+    """A table of entities: id, version, actor and time columns, then one column per field.
+
+    Args:
+        rows: versioned values (or bare models) to show, in order.
+        model: their model class (taken from the first row when None).
+        fields: the fields to show (default: every field the model shows in its repr).
+        caption: text above the table (escaped).
+    """
+    if model is None and rows:
+        first = rows[0]
+        model = type(first.value if isinstance(first, Versioned) else first)
+    names = list(fields) if fields is not None else _shown_fields(model)
+    secrets = model.__rxstate_secrets__ if model is not None and issubclass(model, Model) else {}
+    meta_cols = any(isinstance(r, Versioned) for r in rows)
+    head = ("<th>id</th><th>version</th><th>actor</th><th>updated (UTC)</th>" if meta_cols else "") + "".join(
+        f"<th>{esc(n)}</th>" for n in names
+    )
+    body = []
+    for row in rows:
+        value = row.value if isinstance(row, Versioned) else row
+        meta = (
+            f"<td>{esc(row.id)}</td><td>{row.version}</td><td>{esc(row.actor)}</td>"
+            f"<td>{esc(format_ms(row.timestamp_ms))}</td>"
+            if isinstance(row, Versioned)
+            else ("<td></td>" * 4 if meta_cols else "")
+        )
+        cells = "".join(f"<td>{cell(n, getattr(value, n, None), secrets)}</td>" for n in names)
+        body.append(f"<tr>{meta}{cells}</tr>")
+    cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
+    return _wrap(f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _shown_fields(model: type[Model] | None) -> list[str]:
+    if model is None or not issubclass(model, Model):
+        return []
+    return [n for n, info in model.model_fields.items() if info.repr]
+
+
+def _data_cells(data: Mapping[str, Any], secrets: Iterable[str]) -> str:
+    return "<br>".join(f"<b>{esc(k)}</b>={cell(k, v, secrets)}" for k, v in data.items())
+
+
+def changes_html(
+    changes: Sequence[Any], *, secrets_of: Mapping[str, Iterable[str]] | None = None, caption: str = ""
+) -> str:
+    """A table of change records (objects with collection, id, op, version, fields, actor, timestamp_ms, offset).
+
+    Args:
+        changes: the changes, in the order to show.
+        secrets_of: secret field names by collection; fields of other collections are redacted when
+            any loaded model classifies their name as secret.
+        caption: text above the table (escaped).
+    """
+    fallback = known_secret_names()
+    known = secrets_of or {}
+    rows = []
+    for ch in changes:
+        secrets = set(known.get(getattr(ch, "collection", ""), ())) | fallback
+        rows.append(
+            f"<tr><td>{esc(getattr(ch, 'offset', ''))}</td><td>{esc(format_ms(getattr(ch, 'timestamp_ms', None)))}</td>"
+            f"<td>{esc(getattr(ch, 'collection', ''))}</td><td>{esc(getattr(ch, 'id', ''))}</td>"
+            f'<td class="rxs-op">{esc(getattr(ch, "op", ""))}</td><td>{esc(getattr(ch, "version", ""))}</td>'
+            f"<td>{esc(getattr(ch, 'actor', ''))}</td>"
+            f"<td>{_data_cells(getattr(ch, 'fields', {}) or {}, secrets)}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("offset", "time (UTC)", "collection", "id", "op", "version", "actor", "fields")
+    )
+    cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
+    return _wrap(f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
+
+
+def timeline_html(events: Sequence[Any], *, secrets: Iterable[str] | None = None, caption: str = "") -> str:
+    """A vertical timeline of events (objects with type, version, actor, timestamp_ms, data, causation_id).
+
+    Args:
+        events: the history, oldest first.
+        secrets: data keys classified secret (default: every name any loaded model classifies).
+        caption: text above the timeline (escaped).
+    """
+    names = set(known_secret_names() if secrets is None else secrets)
+    items = []
+    for ev in events:
+        cause = getattr(ev, "causation_id", None)
+        because = f" · caused by {esc(cause)}" if cause else ""
+        items.append(
+            f'<li><div class="rxs-meta">v{esc(getattr(ev, "version", ""))} · '
+            f"{esc(format_ms(getattr(ev, 'timestamp_ms', None)))} UTC · "
+            f"by {esc(getattr(ev, 'actor', ''))}{because}</div>"
+            f'<div><span class="rxs-op">{esc(getattr(ev, "type", ""))}</span> '
+            f"{_data_cells(getattr(ev, 'data', {}) or {}, names)}</div></li>"
+        )
+    cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
+    return _wrap(f'{cap}<ol class="rxs-tl">{"".join(items)}</ol>')
+
+
+def looks_like_change(obj: Any) -> bool:
+    """Whether ``obj`` has the attributes of a change record."""
+    return all(hasattr(obj, a) for a in ("collection", "op", "offset", "fields"))
+
+
+def looks_like_event(obj: Any) -> bool:
+    """Whether ``obj`` has the attributes of an event."""
+    return all(hasattr(obj, a) for a in ("type", "data", "causation_id"))
+
+
+def value_html(value: Any) -> str:
+    """HTML of any value a view may show: a model, a versioned value, a list of them, changes, events.
+
+    A mapping shows as a key/value table (keys any loaded model classifies as secret are redacted);
+    anything else shows as its short, escaped ``repr``.
+
+    Example:
+        >>> "<pre>3</pre>" in value_html(3)
+        True
+    """
+    if isinstance(value, Versioned):
+        return versioned_html(value)
+    if isinstance(value, Model):
+        return model_html(value)
+    if isinstance(value, Mapping) and value and all(isinstance(v, Model | Versioned) for v in value.values()):
+        value = list(value.values())
+    if isinstance(value, list | tuple) and value:
+        if all(isinstance(v, Versioned | Model) for v in value):
+            return rows_html(value, None, caption=f"{len(value)} entities")
+        if all(looks_like_change(v) for v in value):
+            return changes_html(value, caption=f"{len(value)} changes")
+        if all(looks_like_event(v) for v in value):
+            return timeline_html(value, caption=f"{len(value)} events")
+    if isinstance(value, Mapping) and value and all(isinstance(k, str) for k in value):
+        secrets = known_secret_names()  # an unknown shape: hide any name a model classifies
+        rows = "".join(f"<tr><th>{esc(k)}</th><td>{cell(k, v, secrets)}</td></tr>" for k, v in value.items())
+        return _wrap(f"<table>{rows}</table>")
+    if looks_like_change(value):
+        return changes_html([value])
+    if looks_like_event(value):
+        return timeline_html([value])
+    return _wrap(f"<pre>{esc(short(value, 400))}</pre>")
