@@ -9,9 +9,6 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_exp:<collection>        expiry deadlines of entities with a TTL (zset)
     rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
     rx:{ns:p}:changes                  change stream of the partition
-    rx:{ns:p}:_lock:<name>             a lock's current holder (hash, expires with the lease)
-    rx:{ns:p}:_lockr:<name>            a read/write lock's readers and their deadlines (zset)
-    rx:{ns:p}:_lockseq:<name>          a lock's fencing-token counter (never reset, never expires)
     rx:{ns:p}:_fences                  highest fencing token each lock has written with here (hash)
     rx:{ns:p}:_refby:<collection>      declared references to a collection: "<referrer>\\0<field>\\0<name>" (set)
     rx:{ns:p}:_probe                   probe written by the local cache's invalidation feed (expires)
@@ -19,6 +16,12 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
     rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
+    rx:{ns}:_lock:<name>               a lock's current holder (hash, expires with the lease)
+    rx:{ns}:_lockr:<name>              a read/write lock's readers and their deadlines (zset)
+    rx:{ns}:_lockseq:<name>            a lock's fencing-token counter (never reset, never expires)
+
+Locks sit in the namespace's own slot, outside every partition: their churn is nobody's cached data,
+so it stays out of the partitions' invalidation feeds (which follow the prefix ``rx:{ns:``).
 """
 
 from __future__ import annotations
@@ -125,18 +128,14 @@ class Keyspace:
         return f"{self._tags[partition]}audit"
 
     # -- locks and constraints --------------------------------------------------------------------
-    def lock_partition(self, name: str) -> int:
-        """The partition holding a lock's keys (a hash of its name)."""
-        return self.partition_of("lock:" + name)
-
     def lock(self, name: str) -> str:
-        return f"{self._tags[self.lock_partition(name)]}_lock:{name}"
+        return f"rx:{{{self.namespace}}}:_lock:{name}"
 
     def lock_readers(self, name: str) -> str:
-        return f"{self._tags[self.lock_partition(name)]}_lockr:{name}"
+        return f"rx:{{{self.namespace}}}:_lockr:{name}"
 
     def lock_sequence(self, name: str) -> str:
-        return f"{self._tags[self.lock_partition(name)]}_lockseq:{name}"
+        return f"rx:{{{self.namespace}}}:_lockseq:{name}"
 
     def fences(self, partition: int) -> str:
         return f"{self._tags[partition]}_fences"

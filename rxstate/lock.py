@@ -10,7 +10,8 @@ server's clock. Both refusals raise ``LockError`` and change nothing.
 
 Where the fence lives: each partition keeps, per lock name, the highest token that has written to it
 (``rx:{ns:p}:_fences``), so the check runs in the same script, on the same cluster slot, as the write.
-The lock's own keys sit in the partition of its name.
+The locks' own keys sit in the namespace's slot (``rx:{ns}:_lock:<name>``), outside the partitions
+whose changes local caches follow.
 
 Example:
     >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
