@@ -210,3 +210,14 @@ def test_bad_lock_arguments(rx_store):
         rx_store.lock("bad name")
     with pytest.raises(ValidationError):
         rx_store.lock("ok", ttl=0)
+
+
+def test_lock_keys_stay_out_of_the_partitions(rx_store):
+    """Lock churn must stay out of the caches' invalidation feeds, which follow the prefix ``rx:{ns:``."""
+    ks = rx_store.keyspace
+    lease = rx_store.lock("feeds", ttl=5).acquire()
+    names = (ks.lock("feeds"), ks.lock_sequence("feeds"), ks.lock_readers("feeds"))
+    assert rx_store.client.exists(ks.lock("feeds")) and rx_store.client.exists(ks.lock_sequence("feeds"))
+    assert not any(n.startswith(f"rx:{{{ks.namespace}:") for n in names)
+    lease.release()
+    assert not rx_store.client.exists(ks.lock("feeds"))
