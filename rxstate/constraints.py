@@ -32,6 +32,7 @@ Where the data lives decides what a single script can check:
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 import weakref
@@ -198,6 +199,7 @@ class Constraints:
         self.items = tuple(constraints)
         self._cluster = store.is_cluster
         self._referrers: dict[int, tuple[str, ...]] = {}
+        self._scans: dict[tuple[str, str, int], tuple[list[str], int]] = {}
         _LIVE.add(self)
         fields = codec.model.model_fields
         names: set[str] = set()
@@ -236,8 +238,6 @@ class Constraints:
             raise SchemaError(f"{c.name}: {f!r} is a secret field; its stored value cannot be compared")
 
     def _check_target(self, c: References) -> None:
-        import json
-
         raw = self._store.client.hget(self._ks.schemas(), c.target)
         if raw is not None and json.loads(raw).get("partition_key"):
             raise SchemaError(
@@ -258,12 +258,17 @@ class Constraints:
 
     # -- per write ---------------------------------------------------------------------------------
     def _scan(self, collection: str, f: str, partition: int) -> tuple[list[str], int]:
-        ks = self._ks
-        parts = (partition,) if self._cluster else range(ks.partitions)
-        keys: list[str] = []
-        for q in parts:
-            keys += (ks.index(collection, f, q), ks.expiry(collection, q))
-        return keys, len(parts)
+        """The (index zset, expiry zset) keys to search for a value: every partition, or on a cluster its own."""
+        memo = (collection, f, partition if self._cluster else -1)
+        found = self._scans.get(memo)
+        if found is None:
+            ks = self._ks
+            parts = (partition,) if self._cluster else range(ks.partitions)
+            keys: list[str] = []
+            for q in parts:
+                keys += (ks.index(collection, f, q), ks.expiry(collection, q))
+            found = self._scans[memo] = (keys, len(parts))
+        return found
 
     def attach(self, op: WriteOp) -> None:
         """Fill in ``op.constraint_keys`` and ``op.constraint_args`` for the write it describes."""
@@ -334,6 +339,4 @@ def _bound(b: float | str | None) -> str:
 
 
 def _decode_json(raw: bytes) -> Any:
-    import json
-
     return json.loads(raw)
