@@ -232,11 +232,20 @@ class ReadWriteLock:
 
     def read(self, *, blocking: bool = True, timeout: float | None = None) -> Lock:
         """A shared (read) hold of this lock, as a ``Lock`` to enter or ``acquire``."""
-        return Lock(self._store, self.name, self.ttl, blocking=blocking, timeout=timeout or self.timeout, mode="r")
+        return Lock(
+            self._store,
+            self.name,
+            self.ttl,
+            blocking=blocking,
+            timeout=self.timeout if timeout is None else timeout,
+            mode="r",
+        )
 
     def write(self, *, blocking: bool = True, timeout: float | None = None) -> Lock:
         """An exclusive (write) hold of this lock, as a ``Lock`` to enter or ``acquire``."""
-        return Lock(self._store, self.name, self.ttl, blocking=blocking, timeout=timeout or self.timeout)
+        return Lock(
+            self._store, self.name, self.ttl, blocking=blocking, timeout=self.timeout if timeout is None else timeout
+        )
 
 
 def fence_args(fence: Lease | None) -> tuple[str, int, int] | None:
