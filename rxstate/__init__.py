@@ -30,15 +30,20 @@ from .errors import (
     TransactionPending,
     ValidationError,
 )
+from .eventquery import EventLog, Timeline, Why
+from .events import AppendResult, EventCollection
+from .eventtypes import RecordedEvent
 from .lock import Lease, Lock, ReadWriteLock
 from .model import Model, Secret, upcaster
 from .reactive import Derived, aiter
 from .store import Store, connect
+from .subscriptions import Projection, ProjectionBatch, Subscription
 from .transaction import Transaction
 from .versioned import Versioned
 
 __all__ = [
     "AlreadyExists",
+    "AppendResult",
     "Batch",
     "BatchItem",
     "CacheStats",
@@ -50,21 +55,29 @@ __all__ = [
     "ConflictError",
     "CycleError",
     "Derived",
+    "EventCollection",
+    "EventLog",
     "IntegrityError",
     "Lease",
     "Lock",
     "LockError",
     "Model",
     "NotFound",
+    "Projection",
+    "ProjectionBatch",
     "ReadWriteLock",
+    "RecordedEvent",
     "RxStateError",
     "SchemaError",
     "Secret",
     "Store",
+    "Subscription",
+    "Timeline",
     "Transaction",
     "TransactionPending",
     "ValidationError",
     "Versioned",
+    "Why",
     "aiter",
     "bounds",
     "connect",

@@ -100,6 +100,7 @@ class ModelCodec(Generic[M]):
         self.settings = settings
         self.fields = tuple(model.model_fields)
         self._field_bytes = {name.encode(): name for name in self.fields}
+        self._json_prefix = {name.encode(): b'"' + name.encode() + b'":' for name in self.fields}
         self._uncompressed = frozenset(uncompressed)
         self._secrets = model.__rxstate_secrets__
         self._adapters: dict[str, TypeAdapter[Any]] = {}
@@ -205,10 +206,12 @@ class ModelCodec(Generic[M]):
         """
         meta = EntityMeta.from_hash(raw)
         if meta.schema_version == self.model.__version__:
-            parts = []
-            for field, value in raw.items():
-                if field in self._field_bytes:
-                    parts.append(b'"' + field + b'":' + self.settings.unpack(value, key, field.decode()))
+            prefixes, unpack = self._json_prefix, self.settings.unpack
+            parts = [
+                prefixes[field] + (value if value[:1] != b"\x00" else unpack(value, key, field.decode()))
+                for field, value in raw.items()
+                if field in prefixes
+            ]
             try:
                 return self.model.model_validate_json(b"{" + b",".join(parts) + b"}"), meta
             except pydantic.ValidationError:

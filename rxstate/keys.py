@@ -11,6 +11,11 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:changes                  change stream of the partition
     rx:{ns:p}:_fences                  highest fencing token each lock has written with here (hash)
     rx:{ns:p}:_refby:<collection>      declared references to a collection: "<referrer>\\0<field>\\0<name>" (set)
+    rx:{ns:p}:events                   event log of the partition (every event of every event collection)
+    rx:{ns:p}:_es:<collection>:<id>    event stream of one aggregate
+    rx:{ns:p}:_esv:<collection>        stream versions of a collection's aggregates (hash id -> version)
+    rx:{ns:p}:_snap:<collection>:<id>  latest snapshot of one aggregate (hash, entity layout)
+    rx:{ns:p}:_ckpt:<projection>       checkpoint of a projection in this partition (last event id)
     rx:{ns:p}:_probe                   probe written by the local cache's invalidation feed (expires)
     rx:{ns:p}:_tx:<txid>               decision record of a cross-partition transaction (primary partition)
     rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
@@ -80,7 +85,7 @@ class Keyspace:
         'rx:{crew:5}:agents:a1'
     """
 
-    __slots__ = ("_tags", "namespace", "partitions")
+    __slots__ = ("_tags", "_write_keys", "namespace", "partitions")
 
     def __init__(self, namespace: str, partitions: int) -> None:
         self.namespace = validate_namespace(namespace)
@@ -88,6 +93,7 @@ class Keyspace:
             raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
         self.partitions = partitions
         self._tags = [f"rx:{{{namespace}:{p}}}:" for p in range(partitions)]
+        self._write_keys: dict[tuple[str, int, tuple[str, ...]], list[str]] = {}
 
     def partition_of(self, routing_value: str) -> int:
         """The partition of a routing value (an entity id, or its partition-key value)."""
@@ -112,9 +118,38 @@ class Keyspace:
     def ttl_index(self, collection: str, partition: int) -> str:
         return f"{self._tags[partition]}_ttlidx:{collection}"
 
+    def write_keys(self, collection: str, partition: int, indexes: tuple[str, ...]) -> list[str]:
+        """The keys a write touches besides the entity: ids, expiry, ttl-index, changes, indexes (memoised)."""
+        memo_key = (collection, partition, indexes)
+        keys = self._write_keys.get(memo_key)
+        if keys is None:
+            keys = [
+                self.ids(collection, partition),
+                self.expiry(collection, partition),
+                self.ttl_index(collection, partition),
+                self.changes(partition),
+                *(self.index(collection, f, partition) for f in indexes),
+            ]
+            self._write_keys[memo_key] = keys
+        return keys
+
     def changes(self, partition: int) -> str:
         return f"{self._tags[partition]}changes"
 
+    def event_stream(self, collection: str, aggregate_id: str, partition: int) -> str:
+        return f"{self._tags[partition]}_es:{collection}:{aggregate_id}"
+
+    def event_log(self, partition: int) -> str:
+        return f"{self._tags[partition]}events"
+
+    def stream_versions(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_esv:{collection}"
+
+    def snapshot(self, collection: str, aggregate_id: str, partition: int) -> str:
+        return f"{self._tags[partition]}_snap:{collection}:{aggregate_id}"
+
+    def checkpoint(self, projection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_ckpt:{projection}"
     def tx_record(self, partition: int, txid: str) -> str:
         return f"{self._tags[partition]}_tx:{txid}"
 

@@ -3,11 +3,18 @@
 Scripts live as ``.lua`` files in the top-level ``lua/`` folder (mapped into the wheel as
 ``rxstate/lua``). Server error replies that start with an ``RX...`` prefix map to typed errors in one
 table, so a script's refusal surfaces as ``ConflictError``, ``NotFound`` and so on.
+
+A script may reuse another one whole with a line ``-- @include <name>``: at load time that line becomes
+``local function <name>(KEYS, ARGV) <source of name.lua> end``, so the including script calls the
+other as a function with its own KEYS and ARGV (an error reply comes back as a table with ``err``).
+This keeps one copy of shared logic (``append.lua`` writes projected state through ``mutate.lua``) while
+each script stays one atomic call.
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -20,6 +27,7 @@ from . import errors
 __all__ = ["Script", "ScriptLibrary", "script_dir", "translate_error"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
+_INCLUDE = re.compile(r"^-- @include ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", re.MULTILINE)
 
 
 def script_dir() -> Path:
@@ -86,6 +94,9 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),
     "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
+    "RXSTALE": lambda d: errors.ConflictError(
+        f"{d[0]}: expected {d[1]}, found {d[2]} (another runner moved it)", key=d[0], expected=d[1], actual=d[2]
+    ),
 }
 
 
@@ -136,11 +147,23 @@ class ScriptLibrary:
     def get(self, name: str) -> Script:
         script = self._cache.get(name)
         if script is None:
-            path = script_dir() / f"{name}.lua"
-            if not path.is_file():
-                raise errors.RxStateError(f"no Lua script named {name!r} in {path.parent}")
-            script = self._cache[name] = Script(name, path.read_text())
+            script = self._cache[name] = Script(name, self._source(name, ()))
         return script
+
+    def _source(self, name: str, including: tuple[str, ...]) -> str:
+        """A script's text with its ``-- @include`` lines resolved (recursively, refusing cycles)."""
+        if name in including:
+            raise errors.RxStateError(f"Lua include cycle: {' -> '.join((*including, name))}")
+        path = script_dir() / f"{name}.lua"
+        if not path.is_file():
+            raise errors.RxStateError(f"no Lua script named {name!r} in {path.parent}")
+
+        def expand(match: re.Match[str]) -> str:
+            inner = match.group(1)
+            body = self._source(inner, (*including, name))
+            return f"local function {inner}(KEYS, ARGV)\n{body}\nend"
+
+        return _INCLUDE.sub(expand, path.read_text())
 
     def load_all(self, client: Any, names: Sequence[str]) -> None:
         """SCRIPT LOAD the named scripts (on every primary of a cluster)."""

@@ -8,8 +8,8 @@ import logging
 import os
 import threading
 import uuid
-from collections.abc import Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import redis
 
@@ -27,12 +27,17 @@ from .transaction import Transaction
 from .twophase import run_past_intents, sweep
 from .writes import WriteOp, WriteResult, pack_ops
 
+if TYPE_CHECKING:
+    from .eventquery import EventLog
+    from .events import EventCollection
+
 __all__ = ["Store", "connect"]
 
 log = logging.getLogger("rxstate")
 M = TypeVar("M", bound=Model)
 DEFAULT_PARTITIONS = 16
 _REAP_BATCH = 200
+_NO_INITIAL: Any = object()
 
 
 class Store:
@@ -506,6 +511,54 @@ class Store:
         feed = getattr(self, "_change_feed", None)
         if feed is not None:
             feed.stop()
+
+    # -- event sourcing ----------------------------------------------------------------------------
+    def events(
+        self,
+        name: str,
+        *,
+        state: type[M],
+        events: Sequence[type[Model]],
+        reducer: Callable[[M | None, Any], M],
+        snapshot_every: int | None = 100,
+        project_to: str | None = None,
+        initial: Any = _NO_INITIAL,
+        cache_size: int = 1024,
+    ) -> EventCollection[M]:
+        """Open (or create) an event-sourced collection: aggregates whose state is a fold of events.
+
+        Args:
+            name: collection name.
+            state: the aggregate state model.
+            events: the accepted event types (``rxstate.Model`` subclasses with their own versions).
+            reducer: ``(state or None, event) -> new state``.
+            snapshot_every: take a snapshot every this many events (None: only on demand).
+            project_to: also keep each aggregate's current state as an entity of this collection,
+                written in the same atomic call as the events.
+            initial: the state before the first event (default: ``state()`` if it validates, else None).
+            cache_size: how many aggregates' latest states this process keeps, so that a load reads only
+                the events after them (0: none; every load starts from the snapshot).
+
+        Example:
+            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
+        """
+        from .events import open_event_collection
+
+        options: dict[str, Any] = {"state": state, "events": events, "reducer": reducer}
+        options.update(snapshot_every=snapshot_every, project_to=project_to, cache_size=cache_size)
+        if initial is not _NO_INITIAL:
+            options["initial"] = initial
+        return open_event_collection(self, name, **options)
+
+    def event_log(self) -> EventLog:
+        """Every event of the namespace: subscriptions, projections, temporal and audit queries.
+
+        Example:
+            >>> store.event_log().query(actor="agent:planner")  # doctest: +SKIP
+        """
+        from .eventquery import EventLog
+
+        return EventLog(self)
 
     # -- locks (lock.py) ---------------------------------------------------------------------------
     @functools.cached_property

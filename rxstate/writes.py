@@ -58,11 +58,7 @@ class WriteOp:
         p, c = self.partition, self.collection
         return [
             ks.entity(c, self.id, p),
-            ks.ids(c, p),
-            ks.expiry(c, p),
-            ks.ttl_index(c, p),
-            ks.changes(p),
-            *(ks.index(c, f, p) for f in self.indexes),
+            *ks.write_keys(c, p, tuple(self.indexes)),
             *((ks.fences(p),) if self.fence else ()),
             *self.constraint_keys,
         ]
