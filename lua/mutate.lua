@@ -16,6 +16,7 @@ ARGV:
     nset, (field, encoded value) * nset,
     nincr, (field, integer amount, min, max) * nincr   (min/max: bounds, "" for none),
     nidx, index field name * nidx          (names of the index zsets passed in KEYS, same order)
+    nfence, ncons, ...                     (fenced writes and constraints: see the end of this header)
 Returns: one array per operation: {version, change id, server time ms, {field, value, ...} or {}}
 Transactions (see the Phase 0 comment): "check" verifies a version and writes nothing; one "prepare" op
 turns the call into the first phase of a cross-partition commit; one "resolve" op applies (or releases)
@@ -27,9 +28,26 @@ Errors (prefix, then space-separated details):
   RXNOTINT key field                 incr of a field whose stored value is not an integer
   RXRANGE key field                  incr would leave the exact integer range (|n| > 2^53-1)
   RXINTEGRITY key bounds:field value  incr would leave the field's declared bounds
+  RXINTEGRITY key constraint detail   a declared constraint would be violated
+  RXREFSTALE key                      the caller's view of declared references is out of date
+  RXFENCED key lock token seen|expired  a fenced write's lease is older than one already seen, or expired
   RXCONFLICT key expected actual ...  stale "check" ops: every stale key of the call, in one error
   RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
   RXTXABORTED record                 "prepare" of a primary partition whose transaction was aborted already
+Fences and constraints, at the end of each operation's ARGV:
+  nfence (0 | 1), then if 1: lock name, fencing token, lease deadline (server ms)
+                             (KEYS: + the partition's fence hash)
+  ncons, then per constraint: kind, constraint name, field, and by kind:
+    "u" nscan                  unique: no other live entity holds the new value
+                               (KEYS: + nscan pairs of index zset, expiry zset to search)
+    "x" referrer value nscan   delete protection: no live entity of collection `referrer` holds
+                               `value` in `field` (KEYS: + nscan pairs of index zset, expiry zset)
+    "r"                        reference: the referenced entity exists (KEYS: + its entity key)
+    "b" low high               bounds: low <= new value <= high; each "" (none), "n:<number>" or
+                               "f:<field>" (the entity's value of another field after the write)
+    "e" nvals, value * nvals   enum: the new (encoded) value is one of these
+    "d" n, declaration * n     the declared references to this collection (KEYS: + the partition's
+                               set of them) are exactly these, as the caller built its "x" checks from
 ]]
 
 local actor, txid, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -64,6 +82,37 @@ for i = 1, nops do
   local nidx = tonumber(ARGV[a]); a = a + 1
   for j = 1, nidx do
     op.idx[j] = ARGV[a]; op.idxkeys[j] = KEYS[k]; a = a + 1; k = k + 1
+  end
+  -- Fenced writes and integrity constraints (see the header).
+  if ARGV[a] == "1" then
+    op.fence = {name = ARGV[a + 1], token = tonumber(ARGV[a + 2]), deadline = tonumber(ARGV[a + 3]), key = KEYS[k]}
+    a = a + 4; k = k + 1
+  else
+    a = a + 1
+  end
+  op.cons = {}
+  local ncons = tonumber(ARGV[a]); a = a + 1
+  for j = 1, ncons do
+    local c = {kind = ARGV[a], name = ARGV[a + 1], field = ARGV[a + 2], scan = {}}
+    a = a + 3
+    if c.kind == "x" then
+      c.referrer, c.value = ARGV[a], ARGV[a + 1]; a = a + 2
+    end
+    if c.kind == "u" or c.kind == "x" then
+      for s = 1, tonumber(ARGV[a]) do c.scan[s] = {KEYS[k], KEYS[k + 1]}; k = k + 2 end
+      a = a + 1
+    elseif c.kind == "r" then
+      c.target = KEYS[k]; k = k + 1
+    elseif c.kind == "b" then
+      c.low, c.high = ARGV[a], ARGV[a + 1]; a = a + 2
+    elseif c.kind == "e" or c.kind == "d" then
+      c.values = {}
+      for s = 1, tonumber(ARGV[a]) do c.values[ARGV[a + s]] = true end
+      c.count = tonumber(ARGV[a])
+      a = a + 1 + c.count
+      if c.kind == "d" then c.target = KEYS[k]; k = k + 1 end
+    end
+    op.cons[j] = c
   end
   ops[i] = op
 end
@@ -177,6 +226,100 @@ for _, op in ipairs(ops) do
   end
 end
 
+-- Phase 1b: fencing tokens and declared integrity constraints.
+local function after_value(op, f)
+  for _, inc in ipairs(op.incr) do
+    if inc[1] == f then
+      return string.format("%d", tonumber(redis.call("HGET", op.ekey, f) or "0") + inc[2])
+    end
+  end
+  for _, s in ipairs(op.set) do
+    if s[1] == f then return s[2] end
+  end
+  if op.kind == "put" or op.kind == "create" then return nil end
+  return redis.call("HGET", op.ekey, f) or nil
+end
+
+-- Whether a live entity other than (coll, id) holds `value` in one of the scanned index zsets.
+local function held_elsewhere(scan, value, self_id)
+  for _, pair in ipairs(scan) do
+    for _, m in ipairs(redis.call("ZRANGEBYLEX", pair[1], "[" .. value .. SEP, "(" .. value .. "\1")) do
+      local other = string.sub(m, #value + 2)
+      if other ~= self_id then
+        local deadline = redis.call("ZSCORE", pair[2], other)
+        if not deadline or tonumber(deadline) > now then return other end
+      end
+    end
+  end
+  return nil
+end
+
+local function bound_value(op, spec)
+  if spec == "" then return nil end
+  if string.sub(spec, 1, 2) == "n:" then return tonumber(string.sub(spec, 3)) end
+  local v = after_value(op, string.sub(spec, 3))
+  return v and tonumber(v)
+end
+
+local function integrity(op, c, detail)
+  return redis.error_reply("RXINTEGRITY " .. op.ekey .. " " .. c.name .. " " .. detail)
+end
+
+-- A "resolve" applies a transaction whose prepare passed these checks: it must not fail now.
+local checked = (txn and txn.kind == "resolve") and {} or ops
+local claimed = {}
+for _, op in ipairs(checked) do
+  if op.fence then
+    local seen = tonumber(redis.call("HGET", op.fence.key, op.fence.name) or "0")
+    if op.fence.token < seen then
+      return redis.error_reply("RXFENCED " .. op.ekey .. " " .. op.fence.name .. " " .. op.fence.token .. " " .. seen)
+    end
+    if now > op.fence.deadline then
+      return redis.error_reply("RXFENCED " .. op.ekey .. " " .. op.fence.name .. " " .. op.fence.token .. " expired")
+    end
+  end
+  for _, c in ipairs(op.cons) do
+    if c.kind == "d" then
+      local declared = redis.call("SMEMBERS", c.target)
+      local stale = #declared ~= c.count
+      for _, m in ipairs(declared) do stale = stale or not c.values[m] end
+      if stale then return redis.error_reply("RXREFSTALE " .. op.ekey) end
+    elseif c.kind == "x" then
+      local self_id = (c.referrer == op.coll) and op.id or nil
+      local holder = held_elsewhere(c.scan, c.value, self_id)
+      if holder then return integrity(op, c, "still referenced by " .. c.referrer .. ":" .. holder) end
+    else
+      local v = after_value(op, c.field)
+      if v and v ~= "null" then
+        if c.kind == "u" then
+          local tag = c.name .. SEP .. v
+          local holder = held_elsewhere(c.scan, v, op.id)
+          if not holder and claimed[tag] and claimed[tag] ~= op.id then holder = claimed[tag] end
+          if holder then return integrity(op, c, c.field .. "=" .. v .. " already used by " .. holder) end
+          claimed[tag] = op.id
+        elseif c.kind == "r" then
+          if redis.call("EXISTS", c.target) == 0 then
+            return integrity(op, c, c.field .. "=" .. v .. " names no existing entity")
+          end
+        elseif c.kind == "b" then
+          local n, low, high = tonumber(v), bound_value(op, c.low), bound_value(op, c.high)
+          if n and ((low and n < low) or (high and n > high)) then
+            return integrity(op, c, c.field .. "=" .. v .. " outside [" .. tostring(low or "") .. ", " ..
+              tostring(high or "") .. "]")
+          end
+        elseif c.kind == "e" then
+          if not c.values[v] then return integrity(op, c, c.field .. "=" .. v .. " is not allowed") end
+        end
+      end
+    end
+  end
+end
+for _, op in ipairs(checked) do
+  if op.fence then
+    local seen = tonumber(redis.call("HGET", op.fence.key, op.fence.name) or "0")
+    if op.fence.token > seen then redis.call("HSET", op.fence.key, op.fence.name, op.fence.token) end
+  end
+end
 if txn and txn.kind == "prepare" then return txn_prepare() end
 
 -- Phase 2: writes.

@@ -16,8 +16,10 @@ from .cache import CacheStats
 from .changes import Change, ChangeFeed
 from .codec import Codec
 from .collection import Collection
+from .constraints import bounds, one_of, references, unique
 from .errors import (
     AlreadyExists,
+    ClusterError,
     ConflictError,
     CycleError,
     IntegrityError,
@@ -31,6 +33,7 @@ from .errors import (
 from .eventquery import EventLog, Timeline, Why
 from .events import AppendResult, EventCollection
 from .eventtypes import RecordedEvent
+from .lock import Lease, Lock, ReadWriteLock
 from .model import Model, Secret, upcaster
 from .reactive import Derived, aiter
 from .store import Store, connect
@@ -46,6 +49,7 @@ __all__ = [
     "CacheStats",
     "Change",
     "ChangeFeed",
+    "ClusterError",
     "Codec",
     "Collection",
     "ConflictError",
@@ -54,11 +58,14 @@ __all__ = [
     "EventCollection",
     "EventLog",
     "IntegrityError",
+    "Lease",
+    "Lock",
     "LockError",
     "Model",
     "NotFound",
     "Projection",
     "ProjectionBatch",
+    "ReadWriteLock",
     "RecordedEvent",
     "RxStateError",
     "SchemaError",
@@ -72,9 +79,13 @@ __all__ = [
     "Versioned",
     "Why",
     "aiter",
+    "bounds",
     "connect",
     "errors",
+    "one_of",
     "ops",
+    "references",
+    "unique",
     "upcaster",
 ]
 

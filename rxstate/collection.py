@@ -12,8 +12,10 @@ import annotated_types
 
 from .batch import run_many
 from .codec import ModelCodec
+from .constraints import Constraint, Constraints, StaleDeclarations, index_fields
 from .errors import ConflictError, NotFound, RxStateError, SchemaError, ValidationError
 from .keys import validate_collection_name, validate_id
+from .lock import Lease, fence_args
 from .model import Model
 from .readthrough import fetch_many, read_one, write_one, write_value
 from .tracking import track, track_members
@@ -81,6 +83,7 @@ class Collection(Generic[M]):
         *,
         indexes: Sequence[str] = (),
         partition_key: str | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> None:
         self.name = validate_collection_name(name)
         if not (isinstance(model, type) and issubclass(model, Model)):
@@ -92,11 +95,13 @@ class Collection(Generic[M]):
                 raise SchemaError(
                     f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by"
                 )
-        self.indexes: tuple[str, ...] = tuple(dict.fromkeys(indexes))
+        self.indexes: tuple[str, ...] = tuple(dict.fromkeys((*indexes, *index_fields(constraints))))
         self.partition_key = partition_key
         self._store = store
         self._ks = store.keyspace
-        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=self.indexes)
+        constrained = (*self.indexes, *(c.field for c in constraints if isinstance(c, Constraint)))
+        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained)
+        self.constraints = Constraints(store, name, self._codec, constraints, partition_key=partition_key)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
         self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
@@ -132,16 +137,19 @@ class Collection(Generic[M]):
             )
         return value  # type: ignore[return-value,unused-ignore]
 
-    def _op(self, kind: str, entity_id: str, partition: int, **kw: Any) -> WriteOp:
-        return WriteOp(
+    def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
+        op = WriteOp(
             kind=kind,
             collection=self.name,
             id=entity_id,
             partition=partition,
             schema_version=self.model.__version__,
             indexes=self.indexes,
+            fence=fence_args(fence),
             **kw,
         )
+        self.constraints.attach(op)
+        return op
 
     def _versioned(self, entity_id: str, value: M, result: WriteResult) -> Versioned[M]:
         return Versioned(
@@ -182,6 +190,7 @@ class Collection(Generic[M]):
         kind: str = "put",
         expected_version: int | None = None,
         ttl: Ttl = None,
+        fence: Lease | None = None,
     ) -> WriteOp:
         """The ``WriteOp`` of a ``put``/``create``, validated (for batches and transactions)."""
         validate_id(entity_id)
@@ -197,10 +206,17 @@ class Collection(Generic[M]):
             expected=0 if kind == "create" else expected_version,
             ttl=PERSIST if ttl is None else str(_ttl_ms(ttl)),
             sets=self._codec.encode(value),
+            fence=fence,
         )
 
     def put(
-        self, entity_id: str, value: M, *, expected_version: int | None = None, ttl: Ttl = None
+        self,
+        entity_id: str,
+        value: M,
+        *,
+        expected_version: int | None = None,
+        ttl: Ttl = None,
+        fence: Lease | None = None,
     ) -> Versioned[M]:
         """Store ``value`` under ``entity_id``, replacing any previous value.
 
@@ -209,26 +225,29 @@ class Collection(Generic[M]):
             value: an instance of the collection's model.
             expected_version: only write if the current version is this (0: only if absent).
             ttl: seconds (or a timedelta) after which the entity expires; None keeps it forever.
+            fence: a lease of ``store.lock``: the write is refused (``LockError``) if a newer lease of
+                that lock has already written to this partition, or the lease has expired.
 
         Raises:
             ValidationError: bad id, value or ttl (nothing is written).
             ConflictError: ``expected_version`` did not match.
+            IntegrityError: a declared constraint would be violated.
 
         Example:
             >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
             1
         """
-        op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl)
+        op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl, fence=fence)
         return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
-    def create(self, entity_id: str, value: M, *, ttl: Ttl = None) -> Versioned[M]:
+    def create(self, entity_id: str, value: M, *, ttl: Ttl = None, fence: Lease | None = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
 
         Example:
             >>> agents.create("a2", Agent(name="coder")).version  # doctest: +SKIP
             1
         """
-        op = self.put_op(entity_id, value, kind="create", ttl=ttl)
+        op = self.put_op(entity_id, value, kind="create", ttl=ttl, fence=fence)
         return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
 
     def put_many(
@@ -297,6 +316,7 @@ class Collection(Generic[M]):
         ttl: Ttl = None,
         retries: int = 16,
         partition: str | None = None,
+        fence: Lease | None = None,
         **fields: Any,
     ) -> Versioned[M]:
         """Change an existing entity: set some fields, or apply a read-modify-write function.
@@ -313,6 +333,7 @@ class Collection(Generic[M]):
             ttl: a new TTL in seconds; None keeps the current one.
             retries: attempts of a read-modify-write before ``ConflictError``.
             partition: the partition-key value, for a collection that has one.
+            fence: a lease of ``store.lock`` fencing this write (see ``put``).
             **fields: field values to set.
 
         Raises:
@@ -330,8 +351,10 @@ class Collection(Generic[M]):
         if fn is not None:
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
-            return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition)
-        op = self.update_op(entity_id, expected_version=expected_version, ttl=ttl, partition=partition, **fields)
+            return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition, fence)
+        op = self.update_op(
+            entity_id, expected_version=expected_version, ttl=ttl, partition=partition, fence=fence, **fields
+        )
         key = self._ks.entity(self.name, entity_id, op.partition)
         return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
 
@@ -342,6 +365,7 @@ class Collection(Generic[M]):
         expected_version: int | None = None,
         ttl: Ttl = None,
         partition: str | None = None,
+        fence: Lease | None = None,
         **fields: Any,
     ) -> WriteOp:
         """The ``WriteOp`` of a partial ``update``, validated (for batches and transactions)."""
@@ -360,6 +384,7 @@ class Collection(Generic[M]):
             ttl=KEEP_TTL if ttl is None else str(_ttl_ms(ttl)),
             want_full=True,
             sets=self._codec.encode_fields(fields),
+            fence=fence,
         )
 
     def _update_with(
@@ -370,6 +395,7 @@ class Collection(Generic[M]):
         ttl: str,
         retries: int,
         partition: str | None,
+        fence: Lease | None = None,
     ) -> Versioned[M]:
         p = self._partition(entity_id, partition)
         for _attempt in range(max(1, retries)):
@@ -393,7 +419,7 @@ class Collection(Generic[M]):
             changed = [(n, v) for n, v in encoded if old.get(n) != v]
             if not changed and ttl == KEEP_TTL:
                 return current
-            op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed)
+            op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed, fence=fence)
             try:
                 return write_value(self, op, partial(self._versioned, entity_id, new))
             except ConflictError:
@@ -413,6 +439,7 @@ class Collection(Generic[M]):
         *,
         expected_version: int | None = None,
         partition: str | None = None,
+        fence: Lease | None = None,
     ) -> int:
         """Add ``amount`` to an integer field on the server, atomically; returns the new value.
 
@@ -427,7 +454,9 @@ class Collection(Generic[M]):
             >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
             3
         """
-        op = self.incr_op(entity_id, field, amount, expected_version=expected_version, partition=partition)
+        op = self.incr_op(
+            entity_id, field, amount, expected_version=expected_version, partition=partition, fence=fence
+        )
         return int(write_one(self, op).full[field.encode()])
 
     def incr_op(
@@ -438,6 +467,7 @@ class Collection(Generic[M]):
         *,
         expected_version: int | None = None,
         partition: str | None = None,
+        fence: Lease | None = None,
     ) -> WriteOp:
         """The ``WriteOp`` of an ``incr``, validated (for batches and transactions)."""
         validate_id(entity_id)
@@ -453,29 +483,47 @@ class Collection(Generic[M]):
             expected=expected_version,
             want_full=True,
             incrs=[(field, amount, low, high)],
+            fence=fence,
         )
 
     def delete(
-        self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+        fence: Lease | None = None,
     ) -> bool:
         """Delete an entity; returns whether it existed.
 
         Raises:
             ConflictError: ``expected_version`` did not match.
+            IntegrityError: a live entity still references it (a declared ``references``).
 
         Example:
             >>> agents.delete("a1")  # doctest: +SKIP
             True
         """
-        op = self.delete_op(entity_id, expected_version=expected_version, partition=partition)
-        return write_one(self, op).version > 0
+        op = self.delete_op(entity_id, expected_version=expected_version, partition=partition, fence=fence)
+        try:
+            return write_one(self, op).version > 0
+        except StaleDeclarations:
+            self.constraints.refresh_delete(op)  # references were declared elsewhere since we looked
+            return write_one(self, op).version > 0
 
     def delete_op(
-        self, entity_id: str, *, expected_version: int | None = None, partition: str | None = None
+        self,
+        entity_id: str,
+        *,
+        expected_version: int | None = None,
+        partition: str | None = None,
+        fence: Lease | None = None,
     ) -> WriteOp:
         """The ``WriteOp`` of a ``delete``, validated (for batches and transactions)."""
         validate_id(entity_id)
-        return self._op("delete", entity_id, self._partition(entity_id, partition), expected=expected_version)
+        return self._op(
+            "delete", entity_id, self._partition(entity_id, partition), expected=expected_version, fence=fence
+        )
 
     # -- reads -------------------------------------------------------------------------------------
     def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:

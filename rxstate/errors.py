@@ -185,8 +185,6 @@ class CorruptDataError(RxStateError):
         super().__init__(message)
         self.key = key
         self.field = field
-
-
 class CycleError(RxStateError):
     """A derived value would depend on itself, directly or through other derived values.
 

@@ -9,6 +9,8 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_exp:<collection>        expiry deadlines of entities with a TTL (zset)
     rx:{ns:p}:_ttlidx:<collection>     indexed values of entities with a TTL (hash)
     rx:{ns:p}:changes                  change stream of the partition
+    rx:{ns:p}:_fences                  highest fencing token each lock has written with here (hash)
+    rx:{ns:p}:_refby:<collection>      declared references to a collection: "<referrer>\\0<field>\\0<name>" (set)
     rx:{ns:p}:events                   event log of the partition (every event of every event collection)
     rx:{ns:p}:_es:<collection>:<id>    event stream of one aggregate
     rx:{ns:p}:_esv:<collection>        stream versions of a collection's aggregates (hash id -> version)
@@ -19,6 +21,12 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
     rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
+    rx:{ns}:_lock:<name>               a lock's current holder (hash, expires with the lease)
+    rx:{ns}:_lockr:<name>              a read/write lock's readers and their deadlines (zset)
+    rx:{ns}:_lockseq:<name>            a lock's fencing-token counter (never reset, never expires)
+
+Locks sit in the namespace's own slot, outside every partition: their churn is nobody's cached data,
+so it stays out of the partitions' invalidation feeds (which follow the prefix ``rx:{ns:``).
 """
 
 from __future__ import annotations
@@ -154,6 +162,21 @@ class Keyspace:
     def audit(self, partition: int) -> str:
         return f"{self._tags[partition]}audit"
 
+    # -- locks and constraints --------------------------------------------------------------------
+    def lock(self, name: str) -> str:
+        return f"rx:{{{self.namespace}}}:_lock:{name}"
+
+    def lock_readers(self, name: str) -> str:
+        return f"rx:{{{self.namespace}}}:_lockr:{name}"
+
+    def lock_sequence(self, name: str) -> str:
+        return f"rx:{{{self.namespace}}}:_lockseq:{name}"
+
+    def fences(self, partition: int) -> str:
+        return f"{self._tags[partition]}_fences"
+
+    def refby(self, collection: str, partition: int) -> str:
+        return f"{self._tags[partition]}_refby:{collection}"
     def cache_probe(self, partition: int) -> str:
         """A short-lived key the local cache writes to check that invalidations reach it."""
         return f"{self._tags[partition]}_probe"

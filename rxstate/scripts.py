@@ -60,6 +60,13 @@ def _integrity(d: list[str]) -> errors.RxStateError:
     )
 
 
+def _stale_declarations(d: list[str]) -> errors.RxStateError:
+    from .constraints import StaleDeclarations, forget_declared_references
+
+    forget_declared_references()  # so that a rebuilt or retried delete reads them again
+    return StaleDeclarations(f"{d[0]}: the declared references changed", key=d[0])
+
+
 _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     "RXCONFLICT": _conflict,
     "RXEXISTS": _exists,
@@ -78,6 +85,11 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
     ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
+    "RXREFSTALE": _stale_declarations,
+    "RXFENCED": lambda d: errors.LockError(
+        f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
+        + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")
+    ),
     "RXQUOTA": lambda d: errors.QuotaExceeded(
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import threading
+import uuid
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -15,8 +17,10 @@ from .batch import Batch
 from .cache import EntityCache
 from .codec import Codec
 from .collection import Collection
+from .constraints import Constraint, index_fields
 from .errors import ClusterError, RxStateError, SchemaError, ServerError, TransactionPending, ValidationError
 from .keys import Keyspace, validate_namespace
+from .lock import Lock, ReadWriteLock
 from .model import Model
 from .scripts import ScriptLibrary, is_cluster, translate_error
 from .transaction import Transaction
@@ -117,6 +121,7 @@ class Store:
         *,
         indexes: Sequence[str] = (),
         partition_key: str | None = None,
+        constraints: Sequence[Constraint] = (),
     ) -> Collection[M]:
         """Open (or create) a collection of ``model`` entities.
 
@@ -128,6 +133,8 @@ class Store:
             model: an ``rxstate.Model`` subclass.
             indexes: fields to maintain secondary indexes on, for ``where``.
             partition_key: a field whose value places related entities in one partition.
+            constraints: integrity constraints checked by every write (``rxstate.unique``,
+                ``references``, ``bounds``, ``one_of``); see ``rxstate.constraints`` for the cluster rules.
 
         Example:
             >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
@@ -136,15 +143,20 @@ class Store:
             existing = self._collections.get(name)
             if existing is not None:
                 if existing.model is not model or (
-                    tuple(indexes) != existing.indexes or partition_key != existing.partition_key
+                    tuple(dict.fromkeys((*indexes, *index_fields(constraints)))) != existing.indexes
+                    or partition_key != existing.partition_key
+                    or tuple(constraints) != existing.constraints.items
                 ):
                     raise SchemaError(
                         f"collection {name!r} is already open here with {existing.model.__name__}, "
                         f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}"
                     )
                 return existing
-            collection = Collection(self, name, model, indexes=indexes, partition_key=partition_key)
+            collection = Collection(
+                self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
+            )
             self._register_schema(collection)
+            collection.constraints.declare_references()
             self._collections[name] = collection
         self._start_reaper()
         return collection
@@ -547,6 +559,45 @@ class Store:
         from .eventquery import EventLog
 
         return EventLog(self)
+
+    # -- locks (lock.py) ---------------------------------------------------------------------------
+    @functools.cached_property
+    def _lock_owner_id(self) -> str:
+        """This store's identity as a lock owner (reentrant locks add the thread)."""
+        return uuid.uuid4().hex
+
+    def lock(
+        self,
+        name: str,
+        ttl: float = 10.0,
+        *,
+        blocking: bool = True,
+        timeout: float | None = None,
+        reentrant: bool = False,
+    ) -> Lock:
+        """A lease lock with fencing tokens.
+
+        Args:
+            name: the lock's name (any id-like string).
+            ttl: the lease, in seconds; the lock frees itself when it ends unless extended.
+            blocking: whether acquiring waits for the holder to release.
+            timeout: seconds to wait at most (None: forever).
+            reentrant: the same thread (of this store) may acquire it again; it frees on the last release.
+
+        Example:
+            >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
+            ...     jobs.update("j1", status="printing", fence=lease)
+        """
+        return Lock(self, name, ttl, blocking=blocking, timeout=timeout, reentrant=reentrant)
+
+    def rwlock(self, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> ReadWriteLock:
+        """A read/write lease lock: many readers or one writer.
+
+        Example:
+            >>> with store.rwlock("catalog", ttl=5).read() as lease:  # doctest: +SKIP
+            ...     items = catalog.all()
+        """
+        return ReadWriteLock(self, name, ttl, timeout=timeout)
 
 
 def _check_client(client: Any) -> None:

@@ -34,6 +34,9 @@ class WriteOp:
         sets: (field, encoded value) pairs to write.
         incrs: (field, amount, min, max) integer increments; min/max are bounds ("" for none).
         indexes: names of the collection's indexed fields.
+        fence: (lock name, fencing token, lease deadline in server ms) of a fenced write, or None.
+        constraint_keys: extra KEYS of the declared integrity constraints checked by this op.
+        constraint_args: the constraints section of the op's ARGV (count first; empty: none).
     """
 
     kind: str
@@ -47,10 +50,18 @@ class WriteOp:
     sets: Sequence[tuple[str, bytes]] = ()
     incrs: Sequence[tuple[str, int, str, str]] = ()
     indexes: Sequence[str] = field(default_factory=tuple)
+    fence: tuple[str, int, int] | None = None
+    constraint_keys: Sequence[str] = ()
+    constraint_args: Sequence[Any] = ()
 
     def keys(self, ks: Keyspace) -> list[str]:
         p, c = self.partition, self.collection
-        return [ks.entity(c, self.id, p), *ks.write_keys(c, p, tuple(self.indexes))]
+        return [
+            ks.entity(c, self.id, p),
+            *ks.write_keys(c, p, tuple(self.indexes)),
+            *((ks.fences(p),) if self.fence else ()),
+            *self.constraint_keys,
+        ]
 
     def args(self) -> list[Any]:
         out: list[Any] = [
@@ -70,6 +81,8 @@ class WriteOp:
             out += (name, amount, low, high)
         out.append(len(self.indexes))
         out += self.indexes
+        out += ("1", *self.fence) if self.fence else ("0",)
+        out += self.constraint_args or (0,)
         return out
 
 
