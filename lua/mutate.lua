@@ -134,7 +134,13 @@ ops = kept
 local locked = ops
 kept = {}
 for _, op in ipairs(ops) do
-  local h = redis.call("HMGET", op.ekey, "_v", "_t")
+  -- One read per entity, for every phase: version, intent, expiry deadline, old indexed values, old
+  -- values of incr fields.
+  local wanted = {"HMGET", op.ekey, "_v", "_t", "_x"}
+  for _, f in ipairs(op.idx) do wanted[#wanted + 1] = f end
+  for _, inc in ipairs(op.incr) do wanted[#wanted + 1] = inc[1] end
+  local h = redis.call(unpack(wanted))
+  op.snap = h
   local cur = tonumber(h[1] or "0")
   if h[2] and (txid == "" or string.match(h[2], "^(.*)@") ~= txid) then
     return redis.error_reply("RXINTENT " .. op.ekey .. " " .. h[2])
@@ -188,18 +194,14 @@ end
 
 -- Phase 1: checks. No write happens before all of them pass.
 for _, op in ipairs(ops) do
-  -- One read per entity: version, expiry deadline, old indexed values, old values of incr fields.
-  local wanted = {"HMGET", op.ekey, "_v", "_x"}
-  for _, f in ipairs(op.idx) do wanted[#wanted + 1] = f end
-  for _, inc in ipairs(op.incr) do wanted[#wanted + 1] = inc[1] end
-  local snap = redis.call(unpack(wanted))
+  local snap = op.snap
   local cur = tonumber(snap[1] or "0")
   op.cur = cur
-  op.had_ttl = snap[2] ~= false
+  op.had_ttl = snap[3] ~= false
   op.old = {}
-  for j = 1, #op.idx do op.old[j] = snap[2 + j] end
+  for j = 1, #op.idx do op.old[j] = snap[3 + j] end
   op.incr_old = {}
-  for j = 1, #op.incr do op.incr_old[j] = snap[2 + #op.idx + j] end
+  for j = 1, #op.incr do op.incr_old[j] = snap[3 + #op.idx + j] end
   if op.kind == "create" and cur ~= 0 then
     return redis.error_reply("RXEXISTS " .. op.ekey .. " " .. cur)
   end

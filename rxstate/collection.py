@@ -526,8 +526,13 @@ class Collection(Generic[M]):
         )
 
     # -- reads -------------------------------------------------------------------------------------
-    def get_versioned(self, entity_id: str, *, partition: str | None = None) -> Versioned[M]:
+    def get_versioned(
+        self, entity_id: str, *, partition: str | None = None, consistent: bool = False
+    ) -> Versioned[M]:
         """The current value with its version and metadata.
+
+        Served from the local cache when it holds the entity; ``consistent=True`` reads from the server
+        (a linearizable read: the cache may trail a write by another client by its invalidation delay).
 
         Raises:
             NotFound: no such entity.
@@ -537,7 +542,7 @@ class Collection(Generic[M]):
             1
         """
         track(self.name, entity_id)
-        cache = self._store._cache
+        cache = None if consistent else self._store._cache
         if cache is not None:
             key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
             if key is None:
@@ -554,11 +559,15 @@ class Collection(Generic[M]):
         return self._decode(entity_id, raw, key)
 
     @overload
-    def get(self, entity_id: str, *, partition: str | None = None) -> M: ...
+    def get(self, entity_id: str, *, partition: str | None = None, consistent: bool = False) -> M: ...
     @overload
-    def get(self, entity_id: str, default: Any, *, partition: str | None = None) -> M | Any: ...
+    def get(
+        self, entity_id: str, default: Any, *, partition: str | None = None, consistent: bool = False
+    ) -> M | Any: ...
 
-    def get(self, entity_id: str, default: Any = _MISSING, *, partition: str | None = None) -> Any:
+    def get(
+        self, entity_id: str, default: Any = _MISSING, *, partition: str | None = None, consistent: bool = False
+    ) -> Any:
         """The current value; ``default`` (if given) when absent, else ``NotFound``.
 
         Example:
@@ -566,7 +575,7 @@ class Collection(Generic[M]):
             'planner'
         """
         try:
-            return self.get_versioned(entity_id, partition=partition).value
+            return self.get_versioned(entity_id, partition=partition, consistent=consistent).value
         except NotFound:
             if default is _MISSING:
                 raise
@@ -586,25 +595,29 @@ class Collection(Generic[M]):
             return b"_v" in self._settled(key, self._store.client.hgetall(key))
         return version is not None
 
-    def get_many(self, entity_ids: Iterable[str], *, partition: str | None = None) -> dict[str, M]:
+    def get_many(
+        self, entity_ids: Iterable[str], *, partition: str | None = None, consistent: bool = False
+    ) -> dict[str, M]:
         """Values of many ids in one round trip; absent ids are left out.
 
         Example:
             >>> agents.get_many(["a1", "a2", "nope"]).keys()  # doctest: +SKIP
             dict_keys(['a1', 'a2'])
         """
-        return {v.id: v.value for v in self._fetch(list(entity_ids), partition)}
+        return {v.id: v.value for v in self._fetch(list(entity_ids), partition, consistent)}
 
     def get_many_versioned(
-        self, entity_ids: Iterable[str], *, partition: str | None = None
+        self, entity_ids: Iterable[str], *, partition: str | None = None, consistent: bool = False
     ) -> list[Versioned[M]]:
         """Like ``get_many`` but with versions, in the order of ``entity_ids``."""
-        return self._fetch(list(entity_ids), partition)
+        return self._fetch(list(entity_ids), partition, consistent)
 
-    def _fetch(self, entity_ids: Sequence[str], partition: str | None) -> list[Versioned[M]]:
+    def _fetch(
+        self, entity_ids: Sequence[str], partition: str | None, consistent: bool = False
+    ) -> list[Versioned[M]]:
         out: list[Versioned[M]] = []
         client = self._store.client
-        cache = self._store._cache
+        cache = None if consistent else self._store._cache
         for start in range(0, len(entity_ids), _FETCH_CHUNK):
             chunk = entity_ids[start : start + _FETCH_CHUNK]
             keys = [self.key(i, partition=partition) for i in chunk]

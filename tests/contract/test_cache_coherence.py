@@ -21,3 +21,15 @@ def test_own_transaction_and_batch_writes_are_read_back(rx_store):
         assert agents.get("a1").notes == f"b{round_}"
         agents.put_many({"a2": Agent(name="y", notes=f"p{round_}")})
         assert agents.get("a2").notes == f"p{round_}"
+
+
+def test_consistent_reads_see_a_foreign_write_at_once(rx_backend):
+    store = rx_backend.store()
+    agents = store.collection("agents", Agent)
+    agents.put("a1", Agent(name="x"))
+    agents.get("a1")
+    foreign = rx_backend.client()
+    foreign.hset(agents.key("a1"), mapping={"name": '"changed"', "_v": 9})
+    assert agents.get("a1", consistent=True).name == "changed"
+    assert agents.get_versioned("a1", consistent=True).version == 9
+    assert agents.get_many(["a1"], consistent=True)["a1"].name == "changed"
