@@ -49,16 +49,18 @@ def _demo(store: Store, *, agents: int, tasks: int, seed: int, out: object = pri
         board.put(f"task-{i:02d}", DemoTask(title=f"task {i}"))
     say(f"{agents} agents, {tasks} open tasks in namespace {store.namespace!r}")
     lock = threading.Lock()
+    start = threading.Barrier(agents)
     lost_races = 0
 
     def work(name: str) -> None:
         nonlocal lost_races
         local = random.Random(rng.random())
+        start.wait()  # everyone looks at the board at once, as agents woken by one event would
         while True:
             open_tasks = board.where_versioned(state="open")
             if not open_tasks:
                 return
-            pick = local.choice(open_tasks)
+            pick = open_tasks[0]  # everyone wants the oldest open task: CAS decides who gets it
             try:
                 board.update(pick.id, state="claimed", owner=name, expected_version=pick.version)
             except ConflictError:
