@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 import redis
+from _timing import percentile
 from pydantic import Field
 
 import rxstate
@@ -49,11 +50,6 @@ def per_op(fn: Callable[[], object], *, rounds: int, batch: int = 1) -> list[flo
     return samples
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[int(q * (len(ordered) - 1))]
-
-
 def fmt(seconds: float) -> str:
     return f"{seconds * 1e6:9.3f} µs"
 
@@ -61,7 +57,7 @@ def fmt(seconds: float) -> str:
 def row(name: str, samples: list[float], base: float | None = None, base_name: str = "") -> float:
     med = statistics.median(samples)
     ratio = f"   {base / med:8.1f}x faster than {base_name}" if base else ""
-    print(f"  {name:<44} median {fmt(med)}   p99 {fmt(pct(samples, 0.99))}{ratio}")
+    print(f"  {name:<44} median {fmt(med)}   p99 {fmt(percentile(samples, 0.99))}{ratio}")
     return med
 
 
@@ -185,7 +181,7 @@ def bench_invalidation(server: EmbeddedServer) -> None:
         for mode, (d, per_write) in results.items():
             zero = sum(1 for x in d if x < 2e-6) / len(d)
             print(
-                f"    {mode:<9} p50 {fmt(pct(d, 0.5))}   p99 {fmt(pct(d, 0.99))}   max {fmt(max(d))}"
+                f"    {mode:<9} p50 {fmt(percentile(d, 0.5))}   p99 {fmt(percentile(d, 0.99))}   max {fmt(max(d))}"
                 f"   evicted before the writer's return: {zero:4.0%}   messages per write: {per_write:.1f}"
             )
     print(

@@ -10,10 +10,10 @@ ratio of each rxstate operation to its raw baseline.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from typing import Literal
+
+from _timing import median_p99, per_call_us
 
 import rxstate
 from rxstate.server import EmbeddedServer
@@ -32,27 +32,15 @@ class Agent(rxstate.Model):
     priority: int = 0
 
 
-def measure(fn: Callable[[int], object], n: int, warmup: int = 300) -> list[float]:
-    for i in range(warmup):
-        fn(i)
-    samples = []
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        fn(i)
-        samples.append((time.perf_counter_ns() - t0) / 1000)
-    return samples
-
-
-def summary(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--n", type=int, default=5000)
     args = parser.parse_args()
     n = args.n
+
+    def measure(fn: Callable[[int], object]) -> list[float]:
+        return per_call_us(fn, n, warmup=300)
+
     with EmbeddedServer() as server:
         raw = server.client()
         # cache=False: this benchmark measures the round trips; bench_cache.py measures cached reads.
@@ -72,22 +60,22 @@ def main() -> None:
             versions[key] = agents.update(key, status=status, expected_version=versions[key]).version
 
         results = {
-            "raw HSET (10 fields)": measure(lambda i: raw.hset(f"raw:{ids[i % n]}", mapping=fields), n),
-            "put (10 fields)": measure(lambda i: agents.put(ids[i % n], sample), n),
+            "raw HSET (10 fields)": measure(lambda i: raw.hset(f"raw:{ids[i % n]}", mapping=fields)),
+            "put (10 fields)": measure(lambda i: agents.put(ids[i % n], sample)),
         }
         versions.update((v.id, v.version) for v in agents.get_many_versioned(ids))
         results |= {
-            "raw HGETALL": measure(lambda i: raw.hgetall(f"raw:{ids[i % n]}"), n),
-            "get (uncached)": measure(lambda i: agents.get(ids[i % n]), n),
-            "raw HSET (1 field)": measure(lambda i: raw.hset(f"raw:{ids[i % n]}", "status", '"busy"'), n),
-            "update 1 field, CAS, indexed": measure(rx_update, n),
-            "raw HINCRBY": measure(lambda i: raw.hincrby(f"raw:{ids[i % n]}", "load", 1), n),
-            "incr": measure(lambda i: agents.incr(ids[i % n], "load", 1), n),
+            "raw HGETALL": measure(lambda i: raw.hgetall(f"raw:{ids[i % n]}")),
+            "get (uncached)": measure(lambda i: agents.get(ids[i % n])),
+            "raw HSET (1 field)": measure(lambda i: raw.hset(f"raw:{ids[i % n]}", "status", '"busy"')),
+            "update 1 field, CAS, indexed": measure(rx_update),
+            "raw HINCRBY": measure(lambda i: raw.hincrby(f"raw:{ids[i % n]}", "load", 1)),
+            "incr": measure(lambda i: agents.incr(ids[i % n], "load", 1)),
         }
         store.close()
     print(f"{'operation':34} {'median µs':>10} {'p99 µs':>10}")
     for name, samples in results.items():
-        med, p99 = summary(samples)
+        med, p99 = median_p99(samples)
         print(f"{name:34} {med:10.1f} {p99:10.1f}")
     pairs = [
         ("put (10 fields)", "raw HSET (10 fields)"),
@@ -98,7 +86,7 @@ def main() -> None:
     ]
     print("\nratios of medians (rxstate / raw redis-py):")
     for ours, base in pairs:
-        print(f"  {ours:30} / {base:22} = {summary(results[ours])[0] / summary(results[base])[0]:.2f}x")
+        print(f"  {ours:30} / {base:22} = {median_p99(results[ours])[0] / median_p99(results[base])[0]:.2f}x")
 
 
 if __name__ == "__main__":

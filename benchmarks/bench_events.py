@@ -25,6 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from _timing import median_p99, per_call_us, seconds_each
+
 import rxstate
 from rxstate.server import EmbeddedServer
 
@@ -83,33 +85,8 @@ def es_apps(tmp: str) -> dict[str, Any]:
     }
 
 
-def timed(fn: Callable[[], object], repeat: int) -> list[float]:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
-
-
-def per_call(fn: Callable[[int], object], n: int, warmup: int = 100) -> list[float]:
-    for i in range(warmup):
-        fn(i)
-    samples = []
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        fn(i)
-        samples.append((time.perf_counter_ns() - t0) / 1000)
-    return samples
-
-
-def p50_p99(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[max(0, int(len(ordered) * 0.99) - 1)]
-
-
 def lat(samples: list[float]) -> str:
-    median, p99 = p50_p99(samples)
+    median, p99 = median_p99(samples)
     return f"{median:.0f} / {p99:.0f} us"
 
 
@@ -127,8 +104,10 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
     payload = json.dumps({"n": 1, "tag": "x"})
 
     print(f"\nappend, one event per call ({n} calls; median / p99 per call)")
-    raw_s = per_call(lambda i: raw.xadd("raw:single", {"y": "Added", "s": "1", "d": payload, "m": "[]"}), n)
-    base = 1e6 / p50_p99(raw_s)[0]
+    raw_s = per_call_us(
+        lambda i: raw.xadd("raw:single", {"y": "Added", "s": "1", "d": payload, "m": "[]"}), n, warmup=100
+    )
+    base = 1e6 / median_p99(raw_s)[0]
     row("raw XADD (baseline)", base, base, lat(raw_s))
     contenders = (
         ("rxstate append (no snapshots)", bare),
@@ -136,8 +115,8 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
         ("rxstate append + projection", projected),
     )
     for name, coll in contenders:
-        s = per_call(lambda i, c=coll: c.append(f"a{i % 50}", [ev]), n)
-        row(name, 1e6 / p50_p99(s)[0], base, lat(s))
+        s = per_call_us(lambda i, c=coll: c.append(f"a{i % 50}", [ev]), n, warmup=100)
+        row(name, 1e6 / median_p99(s)[0], base, lat(s))
     for name, make in es_apps(tmp).items():
         app = make()
         aggs = [EsCounter() for _ in range(50)]
@@ -149,8 +128,8 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
             a.add(1, "x")
             app.save(a)
 
-        s = per_call(es_one, n)
-        row(name, 1e6 / p50_p99(s)[0], base, lat(s))
+        s = per_call_us(es_one, n, warmup=100)
+        row(name, 1e6 / median_p99(s)[0], base, lat(s))
 
     batch = 100
     calls = max(20, n // 20)
@@ -163,8 +142,8 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
             pipe.xadd("raw:batch", {"y": "Added", "s": "1", "d": payload, "m": "[]"})
         pipe.execute()
 
-    raw_b = per_call(raw_batch, calls, warmup=5)
-    base = batch * 1e6 / p50_p99(raw_b)[0]
+    raw_b = per_call_us(raw_batch, calls, warmup=5)
+    base = batch * 1e6 / median_p99(raw_b)[0]
     row("raw MULTI of 100 XADD (baseline)", base, base)
     contenders = (
         ("rxstate append (no snapshots)", bare),
@@ -172,8 +151,8 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
         ("rxstate append + projection", projected),
     )
     for name, coll in contenders:
-        s = per_call(lambda i, c=coll: c.append(f"b{i % 10}", events), calls, warmup=5)
-        row(name, batch * 1e6 / p50_p99(s)[0], base)
+        s = per_call_us(lambda i, c=coll: c.append(f"b{i % 10}", events), calls, warmup=5)
+        row(name, batch * 1e6 / median_p99(s)[0], base)
     for name, make in es_apps(tmp).items():
         app = make()
         agg = EsCounter()
@@ -183,8 +162,8 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
                 agg.add(1, "x")
             app.save(agg)
 
-        s = per_call(es_batch, calls, warmup=5)
-        row(name, batch * 1e6 / p50_p99(s)[0], base)
+        s = per_call_us(es_batch, calls, warmup=5)
+        row(name, batch * 1e6 / median_p99(s)[0], base)
 
 
 def fill(coll: rxstate.EventCollection[Counter], aggregate_id: str, count: int) -> None:
@@ -240,7 +219,7 @@ def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> Non
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _round in range(rounds):
         for name, (fn, _count) in contenders.items():
-            times[name] += timed(fn, 1)
+            times[name] += seconds_each(lambda _i, fn=fn: fn(), range(1))
     speed = {name: count / statistics.median(times[name]) for name, (_fn, count) in contenders.items()}
     best = {name: count / min(times[name]) for name, (_fn, count) in contenders.items()}
     base = speed["raw XRANGE (unparsed) + json.loads (baseline)"]
@@ -272,7 +251,7 @@ def bench_snapshots(store: rxstate.Store, big: int, loads: int) -> None:
             t0 = time.perf_counter_ns()
             coll.load(name)
             samples[name].append((time.perf_counter_ns() - t0) / 1000)
-    results = {name: p50_p99(values) for name, values in samples.items()}
+    results = {name: median_p99(values) for name, values in samples.items()}
     for name in samples:
         v = coll.load(name).version
         print(f"  {v:>7,} events: {results[name][0]:8.0f} / {results[name][1]:6.0f} us per load")
@@ -280,9 +259,9 @@ def bench_snapshots(store: rxstate.Store, big: int, loads: int) -> None:
     warm = store.events("snaps_warm", state=Counter, events=[Added], reducer=apply, snapshot_every=100)
     fill(warm, "big", big)
     warm.append("big", [Added(n=1)] * 37)
-    cached = p50_p99(per_call(lambda i: warm.load("big"), loads, warmup=20))
+    cached = median_p99(per_call_us(lambda i: warm.load("big"), loads, warmup=20))
     print(f"  {big + 37:>7,} events, state kept by this process: {cached[0]:6.0f} / {cached[1]:6.0f} us per load")
-    full = statistics.median(timed(lambda: coll.replay("big", use_snapshots=False), 3))
+    full = statistics.median(seconds_each(lambda _i: coll.replay("big", use_snapshots=False), range(3)))
     print(f"  {big + 37:>7,} events without snapshots: {full * 1e6:8.0f} us per load ({(big + 37) / full:,.0f} ev/s)")
 
 

@@ -15,9 +15,10 @@ Prints median and p99 (µs) per operation and the ratio to its baseline.
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
+
+from _timing import median_p99
 
 import rxstate
 from rxstate.server import EmbeddedServer
@@ -52,11 +53,6 @@ def measure_pair(
         a.append((t1 - t0) / 1000)
         b.append((t2 - t1) / 1000)
     return a, b
-
-
-def summary(samples: list[float]) -> tuple[float, float]:
-    ordered = sorted(samples)
-    return statistics.median(ordered), ordered[int(len(ordered) * 0.99) - 1]
 
 
 def main() -> None:
@@ -119,8 +115,8 @@ def main() -> None:
         print(f"{server.binary}, {n} x {rounds} rounds per operation\n")
         print(f"{'operation':<26}{'median µs':>10}{'p99 µs':>9}   {'baseline':<16}{'median':>8}{'p99':>8}{'ratio':>8}")
         for name, (ours, theirs) in results.items():
-            m, p = summary(ours)
-            bm, bp = summary(theirs)
+            m, p = median_p99(ours)
+            bm, bp = median_p99(theirs)
             print(f"{name:<26}{m:>10.1f}{p:>9.1f}   {baselines[name]:<16}{bm:>8.1f}{bp:>8.1f}{m / bm:>8.2f}")
         store.close()
 

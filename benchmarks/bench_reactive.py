@@ -22,12 +22,12 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import reactivex
+from _timing import percentile, seconds_each
 from reactivex import operators as rx_ops
 from reactivex.scheduler import ImmediateScheduler
 from reactivex.subject import BehaviorSubject, Subject
@@ -43,20 +43,15 @@ class Item(rxstate.Model):
     n: int = 0
 
 
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
-
-
 def fmt_us(seconds: float) -> str:
     return f"{seconds * 1e6:9.2f} us"
 
 
 def row(label: str, values: list[float], baseline: list[float] | None = None) -> None:
-    p50, p99 = pct(values, 50), pct(values, 99)
+    p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
     line = f"  {label:<46} p50 {fmt_us(p50)}   p99 {fmt_us(p99)}"
-    if baseline and pct(baseline, 50) > 0:
-        line += f"   ratio p50 {p50 / pct(baseline, 50):5.2f}x  p99 {p99 / pct(baseline, 99):5.2f}x"
+    if baseline and percentile(baseline, 0.5) > 0:
+        line += f"   ratio p50 {p50 / percentile(baseline, 0.5):5.2f}x  p99 {p99 / percentile(baseline, 0.99):5.2f}x"
     print(line)
 
 
@@ -192,16 +187,6 @@ def bench_subject_fanout(n: int, rounds: int) -> list[float]:
 # -- 3. diamond ---------------------------------------------------------------------------------------
 
 
-def timed(updates: int, step: Callable[[int], None]) -> list[float]:
-    out = []
-    clock = time.perf_counter
-    for i in range(1, updates + 1):
-        t0 = clock()
-        step(i)
-        out.append(clock() - t0)
-    return out
-
-
 def bench_diamond_ours(updates: int) -> tuple[list[float], int, int]:
     graph = DerivedGraph()
     state = {"a": 0}
@@ -223,7 +208,7 @@ def bench_diamond_ours(updates: int) -> tuple[list[float], int, int]:
         state["a"] = i
         graph.apply(batch)
 
-    times = timed(updates, step)
+    times = seconds_each(step, range(1, updates + 1))
     wrong = sum(1 for bv, cv in seen if bv // 2 != cv - 10)
     return times, len(seen), wrong
 
@@ -238,7 +223,7 @@ def bench_diamond_reaktiv(updates: int) -> tuple[list[float], int, int]:
     seen: list[tuple[int, int]] = []
     effect = Effect(lambda: seen.append(d()))
     seen.clear()
-    times = timed(updates, a.set)
+    times = seconds_each(a.set, range(1, updates + 1))
     wrong = sum(1 for bv, cv in seen if bv // 2 != cv - 10)
     del effect
     return times, len(seen), wrong
@@ -252,7 +237,7 @@ def bench_diamond_combine_latest(updates: int) -> tuple[list[float], int, int]:
     seen: list[tuple[int, int]] = []
     d.subscribe(seen.append)
     seen.clear()
-    times = timed(updates, a.on_next)
+    times = seconds_each(a.on_next, range(1, updates + 1))
     wrong = sum(1 for bv, cv in seen if bv // 2 != cv - 10)
     return times, len(seen), wrong
 
@@ -284,7 +269,7 @@ def main() -> None:
         print("  measured from the write call's return (0 when the change arrived first):")
         row("raw redis-py XADD -> XREAD thread (baseline)", raw)
         row("rxstate update -> store.changes() subscriber", ours)
-        p50, p99 = pct(ours, 50), pct(ours, 99)
+        p50, p99 = percentile(ours, 0.5), percentile(ours, 0.99)
         verdict50 = "met" if p50 < 5e-4 else "MISSED"
         verdict99 = "met" if p99 < 2e-3 else "MISSED"
         print(f"  target p50 < 500 us: {verdict50};  p99 < 2 ms: {verdict99}\n")
@@ -296,14 +281,14 @@ def main() -> None:
         for n, r in fan_rounds.items():
             total = bench_fanout(server, n, r)
             subject = bench_subject_fanout(n, r)
-            med = pct(total, 50)
+            med = percentile(total, 0.5)
             single = med if single is None else single
             marginal = (med - single) / (n - 1) if n > 1 else 0.0
             last_marginal = marginal
             print(
-                f"  N={n:>6}: total p50 {fmt_us(med)}  p99 {fmt_us(pct(total, 99))}  "
+                f"  N={n:>6}: total p50 {fmt_us(med)}  p99 {fmt_us(percentile(total, 0.99))}  "
                 f"marginal per subscriber {marginal * 1e6:6.3f} us  | "
-                f"reactivex Subject per observer {pct(subject, 50) / n * 1e6:6.3f} us"
+                f"reactivex Subject per observer {percentile(subject, 0.5) / n * 1e6:6.3f} us"
             )
         print("  marginal = (p50 at N - p50 at 1) / (N - 1); the Subject column calls the same counting callback")
         print(f"  target < 1 us per subscriber at N=10,000: {'met' if last_marginal < 1e-6 else 'MISSED'}\n")
@@ -317,13 +302,13 @@ def main() -> None:
     }
     base = results["rxstate DerivedGraph"][0]
     for name, (times, emitted, wrong) in results.items():
-        p50, p99 = pct(times, 50), pct(times, 99)
+        p50, p99 = percentile(times, 0.5), percentile(times, 0.99)
         print(
             f"  {name:<26} p50 {fmt_us(p50)}  p99 {fmt_us(p99)}  "
-            f"({pct(times, 50) / pct(base, 50):5.2f}x ours)  "
+            f"({percentile(times, 0.5) / percentile(base, 0.5):5.2f}x ours)  "
             f"emissions/update {emitted / updates:4.2f}  wrong intermediate values {wrong}"
         )
-    ours_p50 = pct(base, 50)
+    ours_p50 = percentile(base, 0.5)
     print(f"  target < 10 us per update: {'met' if ours_p50 < 1e-5 else 'MISSED'}")
     _times, _e, ours_wrong = results["rxstate DerivedGraph"]
     _times, _e, rx_wrong = results["reactivex combine_latest"]

@@ -24,6 +24,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
+from _timing import median_p99, per_call_us
+
 import rxstate
 from rxstate.server import EmbeddedServer
 from rxstate.testing.servers import LocalCluster
@@ -41,12 +43,8 @@ def measure(fn: Callable[[int], object], n: int, warmup: int = 200) -> tuple[lis
     """Per-call latencies (µs) and throughput (calls/s) of ``fn`` over ``n`` sequential calls."""
     for i in range(warmup):
         fn(i)
-    samples = []
     start = time.perf_counter()
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        fn(i)
-        samples.append((time.perf_counter_ns() - t0) / 1000)
+    samples = per_call_us(fn, n, warmup=0)
     return samples, n / (time.perf_counter() - start)
 
 
@@ -141,9 +139,8 @@ def run_backend(label: str, client_factory: Callable[[], Any], n: int, threads: 
     print(f"\n== {label} ==")
     print(f"{'operation':44} {'median µs':>10} {'p99 µs':>9} {'tx/s (1 thread)':>16} {f'tx/s ({threads} threads)':>17}")
     for name, _shape, samples, rate, many in rows:
-        ordered = sorted(samples)
-        p99 = ordered[int(len(ordered) * 0.99) - 1]
-        print(f"{name:44} {statistics.median(ordered):10.1f} {p99:9.1f} {rate:16.0f} {many:17.0f}")
+        med, p99 = median_p99(samples)
+        print(f"{name:44} {med:10.1f} {p99:9.1f} {rate:16.0f} {many:17.0f}")
     print("ratios, rxstate / raw (latency median; throughput 1 thread; throughput threaded):")
     for name, shape, samples, rate, many in rows:
         if not name.startswith("transaction"):

@@ -39,12 +39,12 @@ from reactivex.disposable import Disposable
 
 from .codec import Codec
 from .delivery import (
-    OVERFLOW_POLICIES,
     DeliveryMetrics,
     Dispatcher,
     Fanout,
     Mailbox,
     Overflow,
+    check_buffer,
     dispatch,
     scheduler_runner,
 )
@@ -669,11 +669,7 @@ class ChangeFeed:
         self._gap_listeners.append(listener)
 
     def _gap(self, partition: int, position: str, oldest: str) -> None:
-        for listener in list(self._gap_listeners):
-            try:
-                listener(partition, position, oldest)
-            except Exception as exc:
-                log.warning("gap listener failed: %r", exc)
+        _call_each(self._gap_listeners, "gap", partition, position, oldest)
 
     def on_connection_lost(self, listener: Callable[[], None]) -> None:
         """Call ``listener`` (on the reader thread) whenever a read fails on a lost connection."""
@@ -685,11 +681,7 @@ class ChangeFeed:
             # that list again (entries already in flight here are skipped).
             for p in self.group_cursor:
                 self.group_cursor[p] = "0"
-        for listener in list(self._lost_listeners):
-            try:
-                listener()
-            except Exception as exc:
-                log.warning("connection-lost listener failed: %r", exc)
+        _call_each(self._lost_listeners, "connection-lost")
 
     # -- fan-out ------------------------------------------------------------------------------------
     def attach(self, box: Mailbox[Change]) -> None:
@@ -751,6 +743,15 @@ class ChangeFeed:
                         return
                     time.sleep(_BACKOFF[attempt])
             self.inflight.difference_update((p, o) for o in offsets)
+
+
+def _call_each(listeners: Iterable[Callable[..., None]], what: str, *args: Any) -> None:
+    """Call every listener with ``args``; one that raises is logged and the others still run."""
+    for listener in list(listeners):
+        try:
+            listener(*args)
+        except Exception as exc:
+            log.warning("%s listener failed: %r", what, exc)
 
 
 def _check_since(since: Any, partitions: int) -> str | Mapping[int, str] | None:
@@ -954,10 +955,7 @@ def changes_observable(
     if group is not None and (not isinstance(group, str) or not group):
         raise ValidationError(f"group must be a non-empty string, not {group!r}")
     policy: Overflow = overflow or ("block" if group is not None else "coalesce")
-    if policy not in OVERFLOW_POLICIES:
-        raise ValidationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {policy!r}")
-    if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
-        raise ValidationError(f"max_buffer must be a positive int, not {max_buffer!r}")
+    check_buffer(max_buffer, policy)
     if policy == "block" and not private:
         raise ValidationError("overflow='block' would stall the shared feed: use it with since= or group=")
     if claim_after is not None and (

@@ -67,6 +67,45 @@ class DeliveryMetrics:
         return dict(self.__dict__)
 
 
+def check_buffer(max_items: Any, overflow: Any) -> None:
+    """Raise ``ValidationError`` unless ``overflow`` is a policy and ``max_items`` a positive int.
+
+    Example:
+        >>> check_buffer(100, "drop_oldest")
+    """
+    if overflow not in OVERFLOW_POLICIES:
+        raise ValidationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
+    if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
+        raise ValidationError(f"max_buffer must be a positive int, not {max_items!r}")
+
+
+def _squeeze(
+    items: list[T],
+    merge: Callable[[list[T]], list[T]] | None,
+    max_items: int,
+    metrics: DeliveryMetrics,
+    *,
+    keep_first: bool = False,
+) -> list[T]:
+    """Fold ``items`` with ``merge`` (if any), then keep at most ``max_items`` (the last ones, or the
+    first with ``keep_first``), counting what was coalesced and dropped."""
+    merged = items
+    if merge is not None:
+        merged = merge(items)
+        metrics.coalesced += len(items) - len(merged)
+    kept = merged[:max_items] if keep_first else merged[-max_items:]
+    metrics.dropped += len(merged) - len(kept)
+    return kept
+
+
+def _report(on_error: Callable[[Exception], None], exc: Exception) -> None:
+    """Hand a subscriber's error to its ``on_error``; one that raises again is only logged."""
+    try:
+        on_error(exc)
+    except Exception as again:  # the subscriber has no error handler, or it raised too
+        log.warning("subscriber failed: %r (its on_error raised %r)", exc, again)
+
+
 class _Worker:
     __slots__ = ("busy_since", "chunk", "current", "thread")
 
@@ -250,6 +289,12 @@ class _Member:
         self.solo: Mailbox[Any] | _Gone | None = None  # its own mailbox once moved aside; _GONE once removed
         self.seq = 0  # the last batch it was given on the fast path
 
+    def detach(self) -> Mailbox[Any] | None:
+        """Mark this subscriber gone; returns its own mailbox (if it had one) for the caller to close."""
+        solo, self.solo = self.solo, _GONE
+        self.seq = -2  # never the one before a batch: only the (no-op) slow path sees it again
+        return solo if isinstance(solo, Mailbox) else None
+
 
 class Fanout(Generic[T]):
     """Subscribers with the same selection and delivery sharing one buffer: the cheap path for many.
@@ -313,11 +358,10 @@ class Fanout(Generic[T]):
     def remove(self, member: _Member) -> bool:
         """Take a subscriber out; True when none is left."""
         with self._lock:
-            solo, member.solo = member.solo, _GONE
-            member.seq = -2  # never the one before a batch: only the (no-op) slow path sees it again
+            solo = member.detach()
             self.members = [m for m in self.members if m is not member]
             empty = not self.members
-        if solo is not None and solo is not _GONE:
+        if solo is not None:
             solo.close()
         return empty
 
@@ -342,12 +386,8 @@ class Fanout(Generic[T]):
     def _make_room(self, batch: tuple[T, ...]) -> None:
         items = [item for b in self._tasks for item in b]
         items.extend(batch)
-        merged = items
-        if self.overflow == "coalesce" and self._merge is not None:
-            merged = self._merge(items)
-            self.metrics.coalesced += len(items) - len(merged)
-        kept = merged[: self.max_items] if self.overflow == "drop_newest" else merged[-self.max_items :]
-        self.metrics.dropped += len(merged) - len(kept)
+        merge = self._merge if self.overflow == "coalesce" else None
+        kept = _squeeze(items, merge, self.max_items, self.metrics, keep_first=self.overflow == "drop_newest")
         self._tasks.clear()
         self._tasks.append(tuple(kept))
         self._count = len(kept)
@@ -440,10 +480,7 @@ class Fanout(Generic[T]):
     def _fail(self, member: _Member, exc: Exception) -> None:
         self.metrics.subscriber_errors += 1
         self.remove(member)
-        try:
-            member.on_error(exc)
-        except Exception as again:
-            log.warning("subscriber failed: %r (its on_error raised %r)", exc, again)
+        _report(member.on_error, exc)
 
     def close(self) -> None:
         with self._lock:
@@ -451,9 +488,8 @@ class Fanout(Generic[T]):
             self._tasks.clear()
             members, self.members = self.members, []
         for m in members:
-            solo, m.solo = m.solo, _GONE
-            m.seq = -2
-            if solo is not None and solo is not _GONE:
+            solo = m.detach()
+            if solo is not None:
                 solo.close()
 
 
@@ -504,10 +540,7 @@ class Mailbox(Generic[T]):
         schedule: Callable[[Callable[[], None]], None] | None = None,
         select: Callable[[tuple[T, ...]], tuple[T, ...]] | None = None,
     ) -> None:
-        if overflow not in OVERFLOW_POLICIES:
-            raise ValidationError(f"overflow must be one of {OVERFLOW_POLICIES}, not {overflow!r}")
-        if isinstance(max_items, bool) or not isinstance(max_items, int) or max_items < 1:
-            raise ValidationError(f"max_buffer must be a positive int, not {max_items!r}")
+        check_buffer(max_items, overflow)
         if overflow == "coalesce" and merge is None:
             raise ValidationError("overflow='coalesce' needs a key to coalesce by")
         self._emit = emit
@@ -567,10 +600,14 @@ class Mailbox(Generic[T]):
             if self._scheduled or not self._buffer or self._dead:
                 return
             self._scheduled = True
-        if self._schedule is None:
-            dispatcher.submit([self])
-        else:
+        self._kick(dispatcher)
+
+    def _kick(self, dispatcher: Dispatcher | None) -> None:
+        """Get ``drain`` run: on the scheduler this mailbox has, else on the dispatcher."""
+        if self._schedule is not None:
             self._schedule(self._drain_scheduled)
+        elif dispatcher is not None:
+            dispatcher.submit([self])
 
     def _make_room(self, batch: tuple[T, ...]) -> bool:
         """Apply the overflow policy with the lock held; False when ``batch`` is not to be buffered."""
@@ -584,11 +621,7 @@ class Mailbox(Generic[T]):
             assert self._merge is not None
             items = [item for b in self._buffer for item in b]
             items.extend(batch)
-            merged = self._merge(items)
-            self.metrics.coalesced += len(items) - len(merged)
-            if len(merged) > self.max_items:
-                self.metrics.dropped += len(merged) - self.max_items
-                merged = merged[-self.max_items :]
+            merged = _squeeze(items, self._merge, self.max_items, self.metrics)
             self._buffer.clear()
             self._buffer.append(tuple(merged))
             self._count = len(merged)
@@ -634,28 +667,17 @@ class Mailbox(Generic[T]):
             if more:
                 self._scheduled = True
         if more:
-            if self._schedule is not None:
-                self._schedule(self._drain_scheduled)
-            elif dispatcher is not None:
-                dispatcher.submit([self])
+            self._kick(dispatcher)
 
     def fail(self, exc: Exception) -> None:
         """End this subscriber with ``exc`` (routed to its ``on_error``)."""
         self._fail(exc, True)
 
     def _fail(self, exc: Exception, counted: bool) -> None:
-        with self._lock:
-            self._dead = True
-            self._buffer.clear()
-            self._count = 0
-            if self._cond is not None:
-                self._cond.notify_all()
+        self.close()
         if counted:
             self.metrics.subscriber_errors += 1
-        try:
-            self._on_error(exc)
-        except Exception as again:  # the subscriber has no error handler, or it raised too
-            log.warning("subscriber failed: %r (its on_error raised %r)", exc, again)
+        _report(self._on_error, exc)
 
     def close(self) -> None:
         """Stop delivering; buffered items are dropped."""

@@ -13,7 +13,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .errors import ValidationError
 from .eventtypes import RecordedEvent, event_type_name, parse_meta, raw_xrange
@@ -23,9 +23,25 @@ from .subscriptions import Projection, Subscription
 if TYPE_CHECKING:
     from .store import Store
 
-__all__ = ["EventLog", "FieldChange", "Timeline", "Why", "explain", "filter_events", "to_ms", "type_names"]
+__all__ = [
+    "EventLog",
+    "FieldChange",
+    "TimeBound",
+    "Timeline",
+    "TypeFilter",
+    "Why",
+    "explain",
+    "filter_events",
+    "to_ms",
+    "type_names",
+]
 
 _CHUNK = 2_000
+
+TypeFilter: TypeAlias = str | type[Model] | Sequence[str | type[Model]] | None
+"""An event type filter: a name, a model class, several of them, or None (any type)."""
+TimeBound: TypeAlias = datetime | int | float | None
+"""A time bound: a datetime (naive = UTC), ms since the epoch (int), seconds (float), or None (open)."""
 
 
 def to_ms(when: datetime | int | float) -> int:
@@ -125,9 +141,9 @@ class EventLog:
         *,
         collection: str | None = None,
         actor: str | None = None,
-        type: str | type[Model] | Sequence[str | type[Model]] | None = None,
-        since: datetime | int | float | None = None,
-        until: datetime | int | float | None = None,
+        type: TypeFilter = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
         correlation_id: str | None = None,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
@@ -306,9 +322,9 @@ def filter_events(
     events: Sequence[RecordedEvent],
     *,
     actor: str | None = None,
-    type: Any = None,
-    since: datetime | int | float | None = None,
-    until: datetime | int | float | None = None,
+    type: TypeFilter = None,
+    since: TimeBound = None,
+    until: TimeBound = None,
 ) -> list[RecordedEvent]:
     """The events matching every given filter, in their order (the filters of ``EventLog.query``).
 

@@ -6,12 +6,11 @@ and the partitions' event logs) and never writes events.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .errors import NotFound, ValidationError
-from .eventquery import EventLog, Timeline, Why, explain, filter_events
+from .eventquery import EventLog, TimeBound, Timeline, TypeFilter, Why, explain, filter_events
 from .eventtypes import EventTypes, RecordedEvent, parse_meta, raw_xrange
 from .keys import Keyspace, validate_id
 from .model import Model
@@ -134,9 +133,9 @@ class EventReads(Generic[S]):
         self,
         *,
         actor: str | None = None,
-        type: str | type[Model] | Sequence[str | type[Model]] | None = None,
-        since: datetime | int | float | None = None,
-        until: datetime | int | float | None = None,
+        type: TypeFilter = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
         correlation_id: str | None = None,
         limit: int | None = None,
     ) -> list[RecordedEvent]:
@@ -155,9 +154,9 @@ class EventReads(Generic[S]):
         aggregate_id: str | None = None,
         *,
         actor: str | None = None,
-        type: str | type[Model] | Sequence[str | type[Model]] | None = None,
-        since: datetime | int | float | None = None,
-        until: datetime | int | float | None = None,
+        type: TypeFilter = None,
+        since: TimeBound = None,
+        until: TimeBound = None,
         limit: int | None = 200,
     ) -> Timeline:
         """A compact time-ordered view of events (one aggregate, or the whole collection), for notebooks.

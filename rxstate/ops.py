@@ -46,6 +46,33 @@ def _seconds(value: float | timedelta, what: str) -> float:
     return float(seconds)
 
 
+def _subscribe_windowed(
+    source: Observable[T],
+    observer: abc.ObserverBase[Any],
+    sched: abc.SchedulerBase | None,
+    lock: threading.RLock,
+    timer: SerialDisposable,
+    on_next: Callable[[T], None],
+    flush: Callable[[], None],
+    discard: Callable[[], None],
+) -> abc.DisposableBase:
+    """Subscribe a windowing operator to ``source``: on completion the open window is flushed first;
+    on error it is discarded. Disposing ends the subscription and the window's timer."""
+
+    def on_error(exc: Exception) -> None:
+        with lock:
+            discard()
+            observer.on_error(exc)
+
+    def on_completed() -> None:
+        with lock:
+            flush()
+            observer.on_completed()
+
+    subscription = source.subscribe(on_next, on_error, on_completed, scheduler=sched)
+    return CompositeDisposable(subscription, timer)
+
+
 def batch(
     max_items: int, max_delay: float | timedelta, *, scheduler: abc.SchedulerBase | None = None
 ) -> Callable[[Observable[T]], Observable[list[T]]]:
@@ -94,18 +121,7 @@ def batch(
                         gen = generation[0]
                         timer.disposable = timer_scheduler.schedule_relative(delay, lambda _s, _st: on_timer(gen))
 
-            def on_error(exc: Exception) -> None:
-                with lock:
-                    pending.clear()
-                    observer.on_error(exc)
-
-            def on_completed() -> None:
-                with lock:
-                    flush()
-                    observer.on_completed()
-
-            subscription = source.subscribe(on_next, on_error, on_completed, scheduler=sched)
-            return CompositeDisposable(subscription, timer)
+            return _subscribe_windowed(source, observer, sched, lock, timer, on_next, flush, pending.clear)
 
         return reactivex.create(subscribe)
 
@@ -163,18 +179,7 @@ def coalesce(
                     if len(latest) == 1 and before is None:
                         timer.disposable = timer_scheduler.schedule_relative(delay, on_timer)
 
-            def on_error(exc: Exception) -> None:
-                with lock:
-                    latest.clear()
-                    observer.on_error(exc)
-
-            def on_completed() -> None:
-                with lock:
-                    flush()
-                    observer.on_completed()
-
-            subscription = source.subscribe(on_next, on_error, on_completed, scheduler=sched)
-            return CompositeDisposable(subscription, timer)
+            return _subscribe_windowed(source, observer, sched, lock, timer, on_next, flush, latest.clear)
 
         return reactivex.create(subscribe)
 

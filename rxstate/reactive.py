@@ -31,6 +31,7 @@ from .delivery import DeliveryMetrics, Mailbox, Overflow, scheduler_runner
 from .errors import CycleError, RxStateError, ValidationError
 
 if TYPE_CHECKING:
+    from .changes import ChangeFeed
     from .collection import Collection
     from .store import Store
 
@@ -586,6 +587,42 @@ def _snapshot(coll: Collection[Any], entity_id: str, versioned: Any, partition: 
     )
 
 
+def _held_subscription(
+    feed: ChangeFeed,
+    observer: abc.ObserverBase[Change],
+    *,
+    test: Callable[[Change], bool],
+    transform: Callable[[tuple[Change, ...]], tuple[Change, ...]],
+    max_buffer: int,
+    overflow: Overflow,
+    schedule: Callable[[Callable[[], None]], None] | None,
+) -> Subscription:
+    """A per-change subscription attached to ``feed`` that holds its changes until ``_release``, so
+    a snapshot read after attaching can still be delivered before them."""
+    sub = Subscription(
+        feed,
+        observer,
+        test=test,
+        keep=None,
+        batched=False,
+        max_buffer=max_buffer,
+        overflow=overflow,
+        schedule=schedule,
+        transform=transform,
+        paused=True,
+    )
+    feed.attach(sub.box)
+    return sub
+
+
+def _release(feed: ChangeFeed, sub: Subscription, snapshot: tuple[Change, ...]) -> abc.DisposableBase:
+    """Deliver ``snapshot`` (if any) first, then the changes held since attaching; the disposable detaches."""
+    if snapshot:
+        sub.box.offer_first(snapshot)
+    sub.box.resume(feed.dispatcher)
+    return Disposable(lambda: feed.detach(sub.box))
+
+
 def watch(
     coll: Collection[Any],
     entity_id: str,
@@ -622,19 +659,15 @@ def watch(
                 out.append(c)
             return tuple(out)
 
-        sub = Subscription(
+        sub = _held_subscription(
             feed,
             observer,
             test=lambda c: c.id == entity_id and c.collection == name,
-            keep=None,
-            batched=False,
+            transform=transform,
             max_buffer=max_buffer,
             overflow=overflow,
             schedule=runner if runner is not None else scheduler_runner(sched),
-            transform=transform,
-            paused=True,
         )
-        feed.attach(sub.box)
         # The value and the stream's tail in one MULTI: changes up to that tail are in the value.
         pipe = store.client.pipeline(transaction=True)
         pipe.hgetall(key)
@@ -644,9 +677,7 @@ def watch(
             tail = last[0][0]
             state["gate"] = offset_key(tail.decode() if isinstance(tail, bytes) else tail)
         versioned = coll._decode(entity_id, raw, key) if raw else None
-        sub.box.offer_first((_snapshot(coll, entity_id, versioned, p),))
-        sub.box.resume(feed.dispatcher)
-        return Disposable(lambda: feed.detach(sub.box))
+        return _release(feed, sub, (_snapshot(coll, entity_id, versioned, p),))
 
     return ChangeObservable(subscribe)
 
@@ -715,29 +746,22 @@ def watch_all(
                 out.append(replace(c, value=value))
             return tuple(out)
 
-        sub = Subscription(
+        sub = _held_subscription(
             feed,
             observer,
             test=lambda c: c.collection == name,
-            keep=None,
-            batched=False,
+            transform=transform,
             max_buffer=max_buffer,
             overflow=overflow,
             schedule=runner if runner is not None else scheduler_runner(sched),
-            transform=transform,
-            paused=True,
         )
-        feed.attach(sub.box)
         found = coll.where_versioned(**conditions) if conditions else coll.all_versioned()
         snapshot = []
         for v in found:
             gates[v.id] = offset_key(v.offset or "0-0")
             values[v.id] = v.value
             snapshot.append(_snapshot(coll, v.id, v, coll._partition_of_value(v.id, v.value)))
-        if snapshot:
-            sub.box.offer_first(tuple(snapshot))
-        sub.box.resume(feed.dispatcher)
-        return Disposable(lambda: feed.detach(sub.box))
+        return _release(feed, sub, tuple(snapshot))
 
     return ChangeObservable(subscribe)
 

@@ -79,25 +79,25 @@ class Backend:
         for store in self._stores:
             store.close()
 
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
 
 @pytest.fixture(scope="session")
 def rx_server() -> Iterator[EmbeddedServer]:
     """A real server on a free loopback port, shared by the test session."""
-    server = EmbeddedServer().start()
-    try:
+    with EmbeddedServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")
 def rx_cluster() -> Iterator[LocalCluster]:
     """A local 3-master Redis Cluster, shared by the test session."""
-    cluster = LocalCluster(masters=3).start()
-    try:
+    with LocalCluster(masters=3) as cluster:
         yield cluster
-    finally:
-        cluster.stop()
 
 
 def _backend_params() -> list[Any]:
@@ -122,11 +122,8 @@ def rx_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
         server = request.getfixturevalue("rx_server")
     elif kind == "cluster":
         server = request.getfixturevalue("rx_cluster")
-    backend = Backend(kind, server)
-    try:
+    with Backend(kind, server) as backend:
         yield backend
-    finally:
-        backend.close()
 
 
 @pytest.fixture
@@ -138,21 +135,15 @@ def rx_store(rx_backend: Backend) -> Store:
 @pytest.fixture
 def rx_fake_store() -> Iterator[Store]:
     """A store on a private fakeredis server (fast; no real-server properties)."""
-    backend = Backend("fakeredis")
-    try:
+    with Backend("fakeredis") as backend:
         yield backend.store()
-    finally:
-        backend.close()
 
 
 @pytest.fixture
 def rx_redis_backend(rx_server: EmbeddedServer) -> Iterator[Backend]:
     """The real-server backend alone, with a fresh namespace."""
-    backend = Backend("redis", rx_server)
-    try:
+    with Backend("redis", rx_server) as backend:
         yield backend
-    finally:
-        backend.close()
 
 
 @pytest.fixture

@@ -23,8 +23,7 @@ def first_fresh(read, expected, timeout=2.0):
 
 @pytest.mark.parametrize("mode", ["tracking", "keyspace"])
 def test_foreign_writes_on_every_node_are_seen(rx_cluster, mode):
-    backend = Backend("cluster", rx_cluster)
-    try:
+    with Backend("cluster", rx_cluster) as backend:
         store = backend.store(invalidation=mode)
         assert store.cache is not None and store.cache.stats().mode == mode
         assert len(store._invalidation._nodes) == len(store.client.get_primaries()) == 3
@@ -50,5 +49,3 @@ def test_foreign_writes_on_every_node_are_seen(rx_cluster, mode):
             raw.delete(tasks.key(entity_id))
             assert first_fresh(lambda e=entity_id: tasks.get(e, None), None) < 0.2
         assert store.cache.stats().invalidations >= 3
-    finally:
-        backend.close()

@@ -17,9 +17,8 @@ pytestmark = pytest.mark.cluster
 
 @pytest.fixture
 def cluster_backend(rx_cluster):
-    backend = Backend("cluster", rx_cluster)
-    yield backend
-    backend.close()
+    with Backend("cluster", rx_cluster) as backend:
+        yield backend
 
 
 def test_category_subscription_follows_every_partition_on_a_cluster(cluster_backend):

@@ -7,18 +7,10 @@ import time
 import pytest
 
 import rxstate
+from tests.helpers import wait_for
 from tests.models import Agent
 
 pytestmark = pytest.mark.cluster
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 def test_feed_follows_every_partition_on_a_cluster(rx_cluster):

@@ -194,15 +194,12 @@ def test_declaration_errors(rx_backend):
 
 @pytest.mark.cluster
 def test_cluster_refuses_constraints_that_span_slots(rx_cluster):
-    backend = Backend("cluster", rx_cluster)
-    try:
+    with Backend("cluster", rx_cluster) as backend:
         store = backend.store()
         with pytest.raises(ClusterError, match="partition_key='email'"):
             store.collection("members", Member, constraints=[rxstate.unique("email")])
         with pytest.raises(ClusterError, match="partition_key='team_id'"):
             store.collection("members", Member, constraints=[rxstate.references("team_id", "teams")])
-    finally:
-        backend.close()
 
 
 def test_constraints_hold_inside_transactions(rx_backend):

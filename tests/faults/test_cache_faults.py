@@ -25,11 +25,8 @@ DELAY_BOUND = 0.2  # seconds
 
 @pytest.fixture
 def server() -> Iterator[EmbeddedServer]:
-    srv = EmbeddedServer().start()
-    try:
+    with EmbeddedServer() as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 class ForeignWriter(threading.Thread):

@@ -9,18 +9,10 @@ import pytest
 
 import rxstate
 from rxstate.server import EmbeddedServer
+from tests.helpers import wait_for
 from tests.models import Agent
 
 pytestmark = pytest.mark.slow
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
 
 
 def stream_contents(store):
@@ -89,7 +81,7 @@ def test_client_kill_in_the_middle_of_a_write_stream_loses_and_repeats_nothing()
         writer.join()
         truth = stream_contents(writer_store)
         assert len(truth) >= 600 and killed >= 2
-        assert wait_for(lambda: len(got) >= len(truth))
+        assert wait_for(lambda: len(got) >= len(truth), interval=0.01)
         time.sleep(0.1)
         assert len(got) == len(set(got)) == len(truth)  # nothing twice, nothing lost
         assert per_partition(got) == per_partition(truth)  # and in stream order per partition
@@ -105,7 +97,7 @@ def test_server_crash_and_restart_mid_stream_resumes_from_the_last_offset(tmp_pa
         got = collect(reader_store)
         writer = Writer(writer_store, 400)
         writer.start()
-        assert wait_for(lambda: writer.done >= 150)
+        assert wait_for(lambda: writer.done >= 150, interval=0.01)
         run_id = server.client().info("server")["run_id"]
         server.kill()
         time.sleep(0.3)  # the reader retries against a dead server meanwhile
@@ -114,7 +106,7 @@ def test_server_crash_and_restart_mid_stream_resumes_from_the_last_offset(tmp_pa
         assert not writer.is_alive()
         truth = stream_contents(writer_store)
         assert len(truth) >= 400
-        assert wait_for(lambda: len(got) >= len(truth))
+        assert wait_for(lambda: len(got) >= len(truth), interval=0.01)
         time.sleep(0.1)
         assert len(got) == len(set(got)) == len(truth)
         assert per_partition(got) == per_partition(truth)
@@ -134,7 +126,7 @@ def test_a_subscriber_resuming_from_its_last_offsets_gets_the_rest_exactly_once(
         store.change_feed.start()
         for i in range(100):
             agents.put(f"a{i % 23}", Agent(name="x", load=i % 100))
-        assert wait_for(lambda: len(first) == 100)
+        assert wait_for(lambda: len(first) == 100, interval=0.01)
         sub.dispose()
         last = {c.partition: c.offset for c in first[:60]}  # as if it had stopped after 60
         seen_first = {(c.partition, c.offset) for c in first[:60]}
@@ -144,7 +136,7 @@ def test_a_subscriber_resuming_from_its_last_offsets_gets_the_rest_exactly_once(
         since = {p: last.get(p, "0-0") for p in range(store.keyspace.partitions)}
         store.changes(since=since).subscribe(rest.append)
         truth = set(stream_contents(store))
-        assert wait_for(lambda: len(rest) >= len(truth) - len(seen_first))
+        assert wait_for(lambda: len(rest) >= len(truth) - len(seen_first), interval=0.01)
         time.sleep(0.1)
         resumed = [(c.partition, c.offset) for c in rest]
         assert len(resumed) == len(set(resumed))

@@ -10,16 +10,8 @@ import pytest
 
 import rxstate
 from rxstate.changes import Change
+from tests.helpers import wait_for
 from tests.models import Agent, Task
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.002)
-    return predicate()
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import rxstate
 from rxstate.cache import EntityCache, parse_offset
 from rxstate.errors import ValidationError
 from rxstate.versioned import Versioned
+from tests.helpers import wait_for
 from tests.models import Agent, Task
 
 
@@ -143,15 +144,6 @@ def fake_pair():
     yield stores, fakeredis.FakeRedis(server=server)
     for store in stores:
         store.close()
-
-
-def wait_for(predicate, timeout=2.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.001)
-    return predicate()
 
 
 def test_fakeredis_uses_keyspace_notifications(fake_pair):

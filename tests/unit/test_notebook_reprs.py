@@ -6,7 +6,6 @@ value in clear, whether it comes from a model's ``Secret`` field or from a chang
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from types import MappingProxyType, SimpleNamespace
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 import rxstate
 from rxstate.notebook._ipython import register_formatters, sequence_html
 from rxstate.notebook._text import REDACTED
+from tests.helpers import wait_for
 
 SCRIPT = "<script>alert('x')</script>"
 ESCAPED = "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;"
@@ -56,13 +56,6 @@ def apply(badge: Badge, event: Any) -> Badge:
     return badge
 
 
-def wait_for(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.005)
-
-
 @pytest.fixture
 def server() -> fakeredis.FakeServer:
     return fakeredis.FakeServer()
@@ -80,7 +73,7 @@ def _changes(store: rxstate.Store, write: Callable[[], None], count: int, **filt
     sub = store.changes(**filters).subscribe(seen.append)
     try:
         write()
-        wait_for(lambda: len(seen) >= count)
+        assert wait_for(lambda: len(seen) >= count)
     finally:
         sub.dispose()
     return seen

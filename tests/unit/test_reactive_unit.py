@@ -13,16 +13,8 @@ from rxstate.changes import Change, FeedMetrics, _Assembler, coalesce_changes, o
 from rxstate.delivery import BufferOverflow, DeliveryMetrics, Mailbox
 from rxstate.errors import CycleError, ValidationError
 from rxstate.reactive import DerivedGraph
+from tests.helpers import wait_for
 from tests.models import Agent, Task
-
-
-def wait_for(predicate, timeout=5.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return predicate()
 
 
 @pytest.fixture
