@@ -24,7 +24,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 from cachetools import LRUCache
@@ -303,6 +303,23 @@ class EntityCache:
                 self._horizon = max(self._horizon, forgotten)
             while len(self._invalidated_at) > _PENDING_WRITES:
                 self._invalidated_at.popitem(last=False)
+
+    def invalidate_older(self, changes: Iterable[tuple[str, str]]) -> None:
+        """Drop cached values older than a change seen on the change feed: ``(key, offset)`` pairs.
+
+        An entry at or past the change's offset (e.g. filled by the write itself) stays.
+
+        Example:
+            >>> EntityCache().invalidate_older([("rx:{ns:0}:agents:a1", "1700000000000-0")])
+        """
+        stale = []
+        with self._lock:
+            for key, offset in changes:
+                held = self._lru.get(key)
+                if held is not None and held.offset < parse_offset(offset):
+                    stale.append(key)
+        if stale:
+            self.invalidate_many(stale)
 
     def _want_refresh(self, key: str, until: float) -> None:
         self._refresh[key] = max(until, self._refresh.get(key, 0.0))

@@ -723,6 +723,13 @@ class ChangeFeed:
 
     def _emit(self, batch: tuple[Change, ...]) -> None:
         self.metrics_data.batches += 1
+        cache = self.store._cache
+        if cache is not None:
+            # A subscriber (a derived value, a watcher) may read what changed as soon as it hears of
+            # it; the feed can be faster than the cache's invalidation, so drop older cached values
+            # first: a reader then never meets a value older than the change it was told about.
+            ks = self.store.keyspace
+            cache.invalidate_older([(ks.entity(c.collection, c.id, c.partition), c.offset) for c in batch])
         dispatch(self._boxes, batch, self.dispatcher)
 
     def ack(self, changes: Iterable[Change]) -> None:
