@@ -615,21 +615,24 @@ class Collection(Generic[M]):
     def _fetch(
         self, entity_ids: Sequence[str], partition: str | None, consistent: bool = False
     ) -> list[Versioned[M]]:
+        for i in entity_ids:
+            track(self.name, i)
+        pairs = [(i, self.key(i, partition=partition)) for i in entity_ids]
+        return self._fetch_keyed(pairs, cached=not consistent)
+
+    def _fetch_keyed(self, pairs: Sequence[tuple[str, str]], *, cached: bool) -> list[Versioned[M]]:
+        """Values of ``(id, key)`` pairs in order, absent ones left out, in pipelined chunks."""
         out: list[Versioned[M]] = []
-        client = self._store.client
-        cache = None if consistent else self._store._cache
-        for start in range(0, len(entity_ids), _FETCH_CHUNK):
-            chunk = entity_ids[start : start + _FETCH_CHUNK]
-            keys = [self.key(i, partition=partition) for i in chunk]
-            for i in chunk:
-                track(self.name, i)
+        cache = self._store._cache if cached else None
+        for start in range(0, len(pairs), _FETCH_CHUNK):
+            chunk = pairs[start : start + _FETCH_CHUNK]
             if cache is not None:
-                out += fetch_many(self, cache, list(zip(chunk, keys, strict=True)))
+                out += fetch_many(self, cache, chunk)
                 continue
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
+            pipe = self._store.client.pipeline(transaction=False)
+            for _id, key in chunk:
                 pipe.hgetall(key)
-            for entity_id, key, raw in zip(chunk, keys, pipe.execute(), strict=True):
+            for (entity_id, key), raw in zip(chunk, pipe.execute(), strict=True):
                 raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
@@ -654,27 +657,14 @@ class Collection(Generic[M]):
             ['a1', 'a2']
         """
         track_members(self.name)
-        replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
-        return sorted(m.decode() for members in replies for m in members)
+        return [entity_id for entity_id, _p in self._routed_ids()]
 
     def _routed_ids(self) -> list[tuple[str, int]]:
         replies = self._per_partition("SMEMBERS", lambda p: self._ks.ids(self.name, p))
         return sorted((m.decode(), p) for p, members in enumerate(replies) for m in members)
 
     def _fetch_routed(self, pairs: Sequence[tuple[str, int]]) -> list[Versioned[M]]:
-        out: list[Versioned[M]] = []
-        client = self._store.client
-        for start in range(0, len(pairs), _FETCH_CHUNK):
-            chunk = pairs[start : start + _FETCH_CHUNK]
-            keys = [self._ks.entity(self.name, i, p) for i, p in chunk]
-            pipe = client.pipeline(transaction=False)
-            for key in keys:
-                pipe.hgetall(key)
-            for (entity_id, _p), key, raw in zip(chunk, keys, pipe.execute(), strict=True):
-                raw = self._settled(key, raw)
-                if raw:
-                    out.append(self._decode(entity_id, raw, key))
-        return out
+        return self._fetch_keyed([(i, self._ks.entity(self.name, i, p)) for i, p in pairs], cached=False)
 
     def all(self) -> list[M]:
         """Every entity, ordered by id.

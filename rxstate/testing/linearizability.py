@@ -206,7 +206,6 @@ class Model(Protocol):
 
         An ``info`` operation (``op.status``) has no output to check: only its effect counts.
         """
-        ...
 
 
 @dataclass(frozen=True)
