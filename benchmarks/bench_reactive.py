@@ -33,9 +33,9 @@ from reactivex.scheduler import ImmediateScheduler
 from reactivex.subject import BehaviorSubject, Subject
 
 import rxstate
-from rxstate import tracking
-from rxstate.changes import Change
-from rxstate.reactive import DerivedGraph
+from rxstate.core import tracking
+from rxstate.feed.change import Change
+from rxstate.reactive.derived import DerivedGraph
 from rxstate.server import EmbeddedServer
 
 

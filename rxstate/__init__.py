@@ -10,14 +10,11 @@ Example:
     1
 """
 
-from . import errors, ops
-from .batch import Batch, BatchItem
-from .cache import CacheStats
-from .changes import Change, ChangeFeed
-from .codec import Codec
-from .collection import Collection
-from .constraints import bounds, one_of, references, unique
-from .errors import (
+from rxstate import errors, ops
+from rxstate.api import Collection, Store, connect
+from rxstate.cache.lru import CacheStats
+from rxstate.core.codec import Codec
+from rxstate.core.errors import (
     AlreadyExists,
     ClusterError,
     ConflictError,
@@ -30,16 +27,20 @@ from .errors import (
     TransactionPending,
     ValidationError,
 )
-from .eventquery import EventLog, Timeline, Why
-from .events import AppendResult, EventCollection
-from .eventtypes import RecordedEvent
-from .lock import Lease, Lock, ReadWriteLock
-from .model import Model, Secret, upcaster
-from .reactive import Derived, aiter
-from .store import Store, connect
-from .subscriptions import Projection, ProjectionBatch, Subscription
-from .transaction import Transaction
-from .versioned import Versioned
+from rxstate.core.model import Model, Secret, upcaster
+from rxstate.core.versioned import Versioned
+from rxstate.events.collection import AppendResult, EventCollection
+from rxstate.events.query import EventLog, Timeline, Why
+from rxstate.events.subscriptions import Projection, ProjectionBatch, Subscription
+from rxstate.events.types import RecordedEvent
+from rxstate.feed.aiter import aiter
+from rxstate.feed.change import Change
+from rxstate.feed.reader import ChangeFeed
+from rxstate.reactive.derived import Derived
+from rxstate.store.batch import Batch, BatchItem
+from rxstate.store.constraints import bounds, one_of, references, unique
+from rxstate.store.lock import Lease, Lock, ReadWriteLock
+from rxstate.store.transaction import Transaction
 
 __all__ = [
     "AlreadyExists",

@@ -23,8 +23,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from rxstate.core import display
+from rxstate.core.model import Model
+from rxstate.core.versioned import Versioned
+from rxstate.events.query import Timeline as EventTimeline
+from rxstate.events.query import Why
+from rxstate.events.types import RecordedEvent
+from rxstate.feed.change import Change
+from rxstate.reactive.derived import Derived
+from rxstate.store.collection import Collection
+
 from ._changes import ChangeRecord, read_changes
-from ._html import value_html
+from ._html import changes_html, derived_html, model_html, timeline_html, value_html, versioned_html, why_html
 from ._ipython import register_formatters
 from ._live import LiveView, Throttle, live
 from ._plots import dependency_graph, new_figure, plot_change_rate, plot_field
@@ -33,8 +43,7 @@ from ._views import ChangeList, Table, Timeline
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from ..collection import Collection
-    from ..store import Store
+    from rxstate.store.store import Store
 
 __all__ = [
     "ChangeList",
@@ -54,6 +63,21 @@ __all__ = [
     "timeline",
 ]
 
+
+
+def _register_displays() -> None:
+    """Give the core's types their notebook HTML (they render through ``rxstate.core.display``)."""
+    display.register(Model, model_html)
+    display.register(Versioned, versioned_html)
+    display.register(Collection, lambda c: Table(c)._repr_html_())
+    display.register(Change, lambda c: changes_html([c]))
+    display.register(RecordedEvent, lambda e: timeline_html([e]))
+    display.register(EventTimeline, lambda t: timeline_html(t.events, caption=f"{t.title}: {len(t.events)} events"))
+    display.register(Why, why_html)
+    display.register(Derived, derived_html)
+
+
+_register_displays()
 register_formatters()  # in IPython: lists of changes and of events display as tables and timelines
 
 

@@ -12,11 +12,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..codec import Codec
-from ._text import change_line, known_secret_names, redact_mapping
+from rxstate.core.codec import Codec
+from rxstate.core.redaction import change_line, known_secret_names, redact_mapping
 
 if TYPE_CHECKING:
-    from ..store import Store
+    from rxstate.store.store import Store
 
 __all__ = ["ChangeRecord", "change_times", "read_changes", "secrets_by_collection"]
 

@@ -11,9 +11,18 @@ import html
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from ..model import Model
-from ..versioned import Versioned
-from ._text import REDACTED, clip, format_ms, is_secret, known_secret_names, model_fields, short
+from rxstate.core.model import Model
+from rxstate.core.redaction import (
+    REDACTED,
+    clip,
+    event_data,
+    format_ms,
+    is_secret,
+    known_secret_names,
+    model_fields,
+    short,
+)
+from rxstate.core.versioned import Versioned
 
 __all__ = [
     "changes_html",
@@ -181,25 +190,6 @@ def changes_html(
     head = "".join(f"<th>{h}</th>" for h in (*titles, "fields"))
     cap = f'<div class="rxs-meta">{esc(caption)}</div>' if caption else ""
     return _wrap(f"{cap}<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>")
-
-
-def event_data(event: Any, secrets: Iterable[str] | None = None) -> tuple[Mapping[str, Any], frozenset[str]]:
-    """The payload of an event and the names to redact in it.
-
-    A ``RecordedEvent`` whose payload decoded to a model gives that model's fields (``Secret`` values
-    stay wrapped) and the model's secret fields; a plain payload (its collection not open here, or an
-    object with a ``data`` mapping) gives ``secrets``, or by default every name a loaded model classifies.
-    """
-    names = frozenset(known_secret_names() if secrets is None else secrets)
-    payload = getattr(event, "event", None)
-    if isinstance(payload, Model):
-        return dict(model_fields(payload)), names | frozenset(type(payload).__rxstate_secrets__)
-    if isinstance(payload, Mapping):
-        return payload, names
-    data = getattr(event, "data", None)
-    if callable(data):
-        data = data()
-    return (data if isinstance(data, Mapping) else {}), names
 
 
 def timeline_html(events: Sequence[Any], *, secrets: Iterable[str] | None = None, caption: str = "") -> str:

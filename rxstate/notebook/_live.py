@@ -16,7 +16,8 @@ import reactivex
 from reactivex.abc import DisposableBase, SchedulerBase
 from reactivex.scheduler import TimeoutScheduler
 
-from ..errors import ValidationError
+from rxstate.core.errors import ValidationError
+
 from ._html import esc, value_html
 
 __all__ = ["LiveView", "Throttle", "live"]

@@ -12,16 +12,17 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ValidationError
+from rxstate.core.errors import ValidationError
+from rxstate.core.redaction import clip, format_ms, short
+
 from ._changes import change_times
-from ._text import clip, format_ms, short
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from ..collection import Collection
-    from ..store import Store
+    from rxstate.store.collection import Collection
+    from rxstate.store.store import Store
 
 __all__ = ["dependency_graph", "new_figure", "plot_change_rate", "plot_field"]
 

@@ -6,13 +6,14 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ValidationError
+from rxstate.core.errors import ValidationError
+from rxstate.core.redaction import change_line, format_ms, known_secret_names, redact_mapping, short
+
 from ._html import changes_html, event_data, rows_html, timeline_html
-from ._text import change_line, format_ms, known_secret_names, redact_mapping, short
 
 if TYPE_CHECKING:
-    from ..collection import Collection
-    from ..store import Store
+    from rxstate.store.collection import Collection
+    from rxstate.store.store import Store
 
 __all__ = ["ChangeList", "Table", "Timeline"]
 

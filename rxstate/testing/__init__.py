@@ -27,8 +27,9 @@ from typing import Any
 
 import pytest
 
-from ..server import EmbeddedServer
-from ..store import Store, connect
+from rxstate.api import Store, connect
+from rxstate.server.embedded import EmbeddedServer
+
 from .servers import LocalCluster
 
 __all__ = ["Backend", "LocalCluster"]

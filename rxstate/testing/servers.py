@@ -11,7 +11,7 @@ from typing import Any, Self
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 
-from rxstate.errors import ServerError
+from rxstate.core.errors import ServerError
 from rxstate.server import EmbeddedServer
 
 __all__ = ["LocalCluster"]

@@ -10,7 +10,6 @@ import threading
 
 import pytest
 
-from rxstate import twophase
 from rxstate.errors import (
     AlreadyExists,
     ConflictError,
@@ -19,6 +18,7 @@ from rxstate.errors import (
     RxStateError,
     ValidationError,
 )
+from rxstate.store import twophase
 from tests.models import Agent, Task
 
 

@@ -1,7 +1,7 @@
 """A client SIGKILLed at every step of a two-phase commit leaves no half-applied state visible.
 
 The committing client is a separate process that kills itself (``SIGKILL``) right after step k of the
-protocol (through ``rxstate.twophase.fault_hook``). Afterwards, readers must see the whole transaction
+protocol (through ``rxstate.store.twophase.fault_hook``). Afterwards, readers must see the whole transaction
 (killed after the commit point) or none of it (killed before), through point reads and listings alike;
 writers must get past its locks; and once its deadline has passed, nothing of it is left behind.
 """
@@ -34,7 +34,7 @@ COMMIT_STEP = 4
 CHILD = """
 import os, signal, sys
 import rxstate
-from rxstate import twophase
+from rxstate.store import twophase
 from tests.models import Agent, Task
 
 url, namespace, crash_at, a, b, c, ttl = sys.argv[1:]

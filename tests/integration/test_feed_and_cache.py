@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from rxstate import invalidation
+from rxstate.cache import invalidation
 from tests.models import Agent
 
 

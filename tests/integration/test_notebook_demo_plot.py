@@ -17,7 +17,7 @@ pytest.importorskip("matplotlib")
 def test_demo_plot_command_writes_a_png(tmp_path: Path) -> None:
     out = tmp_path / "demo.png"
     done = subprocess.run(
-        [sys.executable, "-m", "rxstate.notebook", "demo-plot", str(out), "--tasks", "12"],
+        [sys.executable, "-m", "rxstate.cli", "demo-plot", str(out), "--tasks", "12"],
         capture_output=True,
         text=True,
         timeout=120,

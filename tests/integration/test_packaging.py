@@ -46,7 +46,7 @@ def test_installed_wheel_finds_its_scripts(dist, tmp_path):
     subprocess.run(
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)], check=True
     )
-    code = "import rxstate.scripts as s; print(s.script_dir())"
+    code = "import rxstate.core.scripts as s; print(s.script_dir())"
     found = subprocess.run(
         [sys.executable, "-c", code],
         env={"PYTHONPATH": str(target)},
@@ -59,6 +59,6 @@ def test_installed_wheel_finds_its_scripts(dist, tmp_path):
 
 
 def test_source_tree_finds_its_scripts():
-    from rxstate.scripts import script_dir
+    from rxstate.core.scripts import script_dir
 
     assert sorted(p.name for p in script_dir().glob("*.lua")) == SCRIPTS

@@ -9,7 +9,7 @@ import time
 import pytest
 
 import rxstate
-from rxstate.changes import Change
+from rxstate.feed.change import Change
 from tests.helpers import wait_for
 from tests.models import Agent, Task
 

@@ -9,9 +9,9 @@ import fakeredis
 import pytest
 
 import rxstate
-from rxstate.cache import EntityCache, parse_offset
+from rxstate.cache.lru import EntityCache, parse_offset
+from rxstate.core.versioned import Versioned
 from rxstate.errors import ValidationError
-from rxstate.versioned import Versioned
 from tests.helpers import wait_for
 from tests.models import Agent, Task
 

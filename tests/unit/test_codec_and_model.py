@@ -7,9 +7,9 @@ import pytest
 from pydantic import Field
 
 import rxstate
-from rxstate.codec import LZ4_MARKER, Codec, ModelCodec
+from rxstate.core.codec import LZ4_MARKER, Codec, ModelCodec
+from rxstate.core.keys import Keyspace, validate_collection_name, validate_id
 from rxstate.errors import CorruptDataError, SchemaError, ValidationError
-from rxstate.keys import Keyspace, validate_collection_name, validate_id
 from tests.models import Agent
 
 

@@ -7,8 +7,8 @@ import time
 import pytest
 
 import rxstate
+from rxstate.core.scripts import ScriptLibrary
 from rxstate.errors import SchemaError, ValidationError
-from rxstate.scripts import ScriptLibrary
 from tests.event_models import (
     ORDER_EVENTS,
     Added,

@@ -9,7 +9,7 @@ import pytest
 
 import rxstate
 import rxstate.notebook as rxnb
-from rxstate.notebook._text import REDACTED
+from rxstate.core.redaction import REDACTED
 from tests.models import Agent
 
 SCRIPT = "<script>alert('x')</script>"

@@ -14,8 +14,8 @@ import fakeredis
 import pytest
 
 import rxstate
+from rxstate.core.redaction import REDACTED
 from rxstate.notebook._ipython import register_formatters, sequence_html
-from rxstate.notebook._text import REDACTED
 from tests.helpers import wait_for
 
 SCRIPT = "<script>alert('x')</script>"

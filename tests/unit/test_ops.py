@@ -6,8 +6,8 @@ import pytest
 from reactivex.testing import ReactiveTest, TestScheduler
 
 from rxstate import ops
-from rxstate.changes import Change
 from rxstate.errors import ValidationError
+from rxstate.feed.change import Change
 
 on_next = ReactiveTest.on_next
 on_completed = ReactiveTest.on_completed

@@ -6,7 +6,7 @@ import inspect
 
 import rxstate
 from rxstate import errors
-from rxstate.scripts import ScriptLibrary, script_dir, translate_error
+from rxstate.core.scripts import ScriptLibrary, script_dir, translate_error
 
 
 def test_all_is_sorted_and_complete():

@@ -5,9 +5,9 @@ from __future__ import annotations
 import fakeredis
 import pytest
 
-from rxstate import scripts
+from rxstate.core import scripts
+from rxstate.core.scripts import ScriptLibrary
 from rxstate.errors import RxStateError
-from rxstate.scripts import ScriptLibrary
 
 
 @pytest.fixture

@@ -5,9 +5,9 @@ from __future__ import annotations
 from redis.exceptions import ResponseError
 
 from rxstate import errors
-from rxstate.scripts import translate_error
-from rxstate.twophase import _dump, _for_resolve, _load
-from rxstate.writes import WriteOp
+from rxstate.core.scripts import translate_error
+from rxstate.core.writes import WriteOp
+from rxstate.store.twophase import _dump, _for_resolve, _load
 
 
 def test_conflict_with_several_stale_keys_lists_them_all():

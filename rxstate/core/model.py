@@ -1,0 +1,148 @@
+"""Typed state models: schema versions, upcasters, and classified (secret) fields."""
+
+from __future__ import annotations
+
+import typing
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+import pydantic
+from pydantic import BaseModel, ConfigDict
+
+from rxstate.core import display
+from rxstate.core.errors import SchemaError
+from rxstate.core.redaction import classify, model_repr_args
+
+__all__ = ["Model", "Secret", "upcaster"]
+
+T = TypeVar("T")
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+_UPCAST_MARK = "__rxstate_upcast_from__"
+
+
+class Secret(pydantic.Secret[T]):
+    """A classified value: redacted in every ``repr``, ``str`` and log line.
+
+    Read the clear value with ``.get_secret_value()``; the store keeps the real value.
+
+    Example:
+        >>> class Agent(Model):
+        ...     api_key: Secret[str] | None = None
+        >>> Agent(api_key="sk-1")
+        Agent(api_key=Secret('**********'))
+    """
+
+    def _display(self) -> str:
+        return "**********"
+
+
+def upcaster(from_version: int) -> Callable[[Upcaster], Upcaster]:
+    """Mark a function that migrates stored data of ``from_version`` to ``from_version + 1``.
+
+    The function takes and returns a plain dict of field values, and runs on every read of older
+    data (and on migrations). Chains of upcasters bring data up any number of versions.
+
+    Example:
+        >>> class Agent(Model):
+        ...     __version__ = 2
+        ...     name: str
+        ...     @upcaster(1)
+        ...     def _from_v1(data: dict) -> dict:
+        ...         return {"name": data.pop("title"), **data}
+    """
+    if not isinstance(from_version, int) or from_version < 1:
+        raise SchemaError(f"upcaster version must be a positive integer, not {from_version!r}")
+
+    def mark(fn: Upcaster) -> Upcaster:
+        inner = fn.__func__ if isinstance(fn, staticmethod) else fn
+        setattr(inner, _UPCAST_MARK, from_version)
+        return staticmethod(inner)  # type: ignore[return-value,unused-ignore]
+
+    return mark
+
+
+def _secret_inner_type(annotation: Any) -> Any | None:
+    """The ``T`` of a ``Secret[T]`` annotation (also inside ``Optional``/unions), else None."""
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and issubclass(origin, pydantic.Secret):
+        return typing.get_args(annotation)[0]
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        for arg in typing.get_args(annotation):
+            inner = _secret_inner_type(arg)
+            if inner is not None:
+                return inner
+    return None
+
+
+class Model(BaseModel):
+    """Base class of stored state: a frozen pydantic v2 model with a schema version.
+
+    Instances are immutable snapshots; change state through the store, never by mutating a model, so a
+    cache can hand out the same instance safely.
+
+    Example:
+        >>> class Agent(Model):
+        ...     __version__ = 1
+        ...     name: str
+        ...     load: int = 0
+        >>> Agent(name="planner").load
+        0
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    __version__: ClassVar[int] = 1
+    __rxstate_upcasters__: ClassVar[dict[int, Upcaster]] = {}
+    __rxstate_secrets__: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        version = cls.__dict__.get("__version__", getattr(cls, "__version__", 1))
+        if not isinstance(version, int) or version < 1:
+            raise SchemaError(f"{cls.__name__}.__version__ must be a positive integer, not {version!r}")
+        upcasters: dict[int, Upcaster] = {}
+        for klass in reversed(cls.__mro__):
+            for value in vars(klass).values():
+                fn = value.__func__ if isinstance(value, staticmethod) else value
+                step = getattr(fn, _UPCAST_MARK, None)
+                if step is not None:
+                    upcasters[step] = fn
+        for step in upcasters:
+            if step >= version:
+                raise SchemaError(
+                    f"{cls.__name__}: upcaster({step}) migrates to v{step + 1}, beyond __version__ = {version}"
+                )
+        cls.__rxstate_upcasters__ = upcasters
+        cls.__rxstate_secrets__ = {
+            name: inner
+            for name, info in cls.model_fields.items()
+            if (inner := _secret_inner_type(info.annotation)) is not None
+        }
+        classify(cls.__rxstate_secrets__)
+
+    # -- display (short, redacted reprs; HTML in notebooks) ----------------------------------------
+    def __repr_args__(self) -> Any:
+        return model_repr_args(self)
+
+    def _repr_html_(self) -> str:
+        return display.html(self)
+
+    @classmethod
+    def upcast(cls, data: dict[str, Any], from_version: int) -> dict[str, Any]:
+        """Bring a dict of stored field values from ``from_version`` to the current version.
+
+        Raises:
+            SchemaError: the data is newer than this code, or an upcaster in the chain is missing.
+        """
+        if from_version > cls.__version__:
+            raise SchemaError(
+                f"stored {cls.__name__} has schema v{from_version}, newer than this code's "
+                f"v{cls.__version__}: upgrade the code rather than drop fields"
+            )
+        for step in range(from_version, cls.__version__):
+            fn = cls.__rxstate_upcasters__.get(step)
+            if fn is None:
+                raise SchemaError(f"{cls.__name__} has no upcaster from v{step} to v{step + 1}")
+            data = fn(dict(data))
+        return data

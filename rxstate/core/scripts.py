@@ -1,0 +1,208 @@
+"""Lua scripts shipped as package data, run by EVALSHA with a NOSCRIPT fallback.
+
+Scripts live as ``.lua`` files in the top-level ``lua/`` folder (mapped into the wheel as
+``rxstate/lua``). Server error replies that start with an ``RX...`` prefix map to typed errors in one
+table, so a script's refusal surfaces as ``ConflictError``, ``NotFound`` and so on.
+
+A script may reuse another one whole with a line ``-- @include <name>``: at load time that line becomes
+``local function <name>(KEYS, ARGV) <source of name.lua> end``, so the including script calls the
+other as a function with its own KEYS and ARGV (an error reply comes back as a table with ``err``).
+This keeps one copy of shared logic (``append.lua`` writes projected state through ``mutate.lua``) while
+each script stays one atomic call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import redis
+from redis.exceptions import NoScriptError, ResponseError
+
+from rxstate.core import errors
+
+__all__ = ["Script", "ScriptLibrary", "register_error", "script_dir", "translate_error"]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent  # rxstate/
+_INCLUDE = re.compile(r"^-- @include ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", re.MULTILINE)
+
+
+def script_dir() -> Path:
+    """Where the ``.lua`` files are: inside the installed package, else the source tree's ``lua/``."""
+    for candidate in (_PACKAGE_DIR / "lua", _PACKAGE_DIR.parent / "lua"):
+        if (candidate / "mutate.lua").is_file():
+            return candidate
+    raise errors.RxStateError(f"rxstate's Lua scripts are missing (looked in {_PACKAGE_DIR / 'lua'})")
+
+
+def _conflict(d: list[str]) -> errors.RxStateError:
+    if len(d) > 3:  # a transaction: every stale key, as lists
+        keys, expected, actual = d[0::3], [int(v) for v in d[1::3]], [int(v) for v in d[2::3]]
+        stale = ", ".join(f"{k} (expected {e}, found {a})" for k, e, a in zip(keys, expected, actual, strict=True))
+        return errors.ConflictError(f"stale: {stale}", key=keys, expected=expected, actual=actual)
+    return errors.ConflictError(
+        f"{d[0]}: expected version {d[1]}, found {d[2]}", key=d[0], expected=int(d[1]), actual=int(d[2])
+    )
+
+
+def _exists(d: list[str]) -> errors.RxStateError:
+    return errors.AlreadyExists(
+        f"{d[0]} already exists (version {d[1]})", key=d[0], expected=0, actual=int(d[1])
+    )
+
+
+def _integrity(d: list[str]) -> errors.RxStateError:
+    return errors.IntegrityError(
+        f"constraint {d[1]!r} violated on {d[0]}: {' '.join(d[2:])}".rstrip(": "), constraint=d[1], key=d[0]
+    )
+
+
+_ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
+    "RXCONFLICT": _conflict,
+    "RXEXISTS": _exists,
+    "RXNOTFOUND": lambda d: errors.NotFound(f"{d[0]} does not exist", key=d[0]),
+    "RXNOTINT": lambda d: errors.ValidationError(
+        f"{d[0]} field {d[1]!r} does not hold an integer", field=d[1]
+    ),
+    "RXRANGE": lambda d: errors.ValidationError(
+        f"{d[0]} field {d[1]!r} would leave the exact integer range (2^53)", field=d[1]
+    ),
+    "RXINTEGRITY": _integrity,
+    "RXINTENT": lambda d: errors.TransactionPending(
+        f"{d[0]} is locked by transaction {d[1]}", key=d[0], owner=d[1]
+    ),
+    "RXTXABORTED": lambda d: errors.ConflictError(
+        f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
+    ),
+    "RXLOCK": lambda d: errors.LockError(" ".join(d)),
+    "RXFENCED": lambda d: errors.LockError(
+        f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
+        + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")
+    ),
+    "RXQUOTA": lambda d: errors.QuotaExceeded(
+        f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
+    ),
+    "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
+    "RXSTALE": lambda d: errors.ConflictError(
+        f"{d[0]}: expected {d[1]}, found {d[2]} (another runner moved it)", key=d[0], expected=d[1], actual=d[2]
+    ),
+}
+
+
+def register_error(prefix: str, make: Callable[[list[str]], errors.RxStateError]) -> None:
+    """Map the script error prefix ``prefix`` to the error ``make(details)`` (for the stages of upper layers).
+
+    Example:
+        >>> register_error("RXDEMO", lambda d: errors.RxStateError(" ".join(d)))
+        >>> translate_error(ResponseError("RXDEMO one two"))
+        RxStateError('one two')
+    """
+    if not prefix.startswith("RX"):
+        raise errors.ValidationError(f"script error prefixes start with RX, not {prefix!r}")
+    _ERRORS[prefix] = make
+
+
+def translate_error(exc: BaseException) -> BaseException:
+    """Map a server error reply with an ``RX...`` prefix to its rxstate error; others pass through."""
+    if isinstance(exc, ResponseError):
+        message = str(exc)
+        # Lua error replies may arrive prefixed by the script location on some servers.
+        start = message.find("RX")
+        if start >= 0:
+            head, *details = message[start:].split(" ")
+            factory = _ERRORS.get(head)
+            if factory is not None:
+                return factory(details)
+    return exc
+
+
+class Script:
+    """One Lua script: its SHA computed once, EVALSHA first, SCRIPT LOAD on NOSCRIPT.
+
+    Example:
+        >>> mutate = ScriptLibrary().get("mutate")
+        >>> mutate(client, keys, args)  # doctest: +SKIP
+    """
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    def __call__(self, client: Any, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run the script; server refusals raise their typed rxstate error."""
+        try:
+            try:
+                return client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                client.script_load(self.source)
+                return client.evalsha(self.sha, len(keys), *keys, *args)
+        except ResponseError as exc:
+            raise translate_error(exc) from None
+
+
+class ScriptLibrary:
+    """All scripts of the package, loaded once per process."""
+
+    _cache: ClassVar[dict[str, Script]] = {}
+
+    def get(self, name: str) -> Script:
+        script = self._cache.get(name)
+        if script is None:
+            script = self._cache[name] = Script(name, self._source(name, ()))
+        return script
+
+    def _source(self, name: str, including: tuple[str, ...]) -> str:
+        """A script's text with its ``-- @include`` lines resolved (recursively, refusing cycles)."""
+        if name in including:
+            raise errors.RxStateError(f"Lua include cycle: {' -> '.join((*including, name))}")
+        path = script_dir() / f"{name}.lua"
+        if not path.is_file():
+            raise errors.RxStateError(f"no Lua script named {name!r} in {path.parent}")
+
+        def expand(match: re.Match[str]) -> str:
+            inner = match.group(1)
+            body = self._source(inner, (*including, name))
+            return f"local function {inner}(KEYS, ARGV)\n{body}\nend"
+
+        return _INCLUDE.sub(expand, path.read_text())
+
+    def load_all(self, client: Any, names: Sequence[str]) -> None:
+        """SCRIPT LOAD the named scripts (on every primary of a cluster)."""
+        for name in names:
+            client.script_load(self.get(name).source)
+
+    def run_batch(self, client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+        """Run many script calls in one pipelined round trip (each call atomic on its own).
+
+        Returns each call's result, or its typed error in place. A NOSCRIPT reply (the server lost
+        its script cache) means that call did not run: the script is loaded and those calls alone
+        run again.
+        """
+        results = self._pipeline(client, calls)
+        missing = [i for i, r in enumerate(results) if isinstance(r, NoScriptError)]
+        if missing:
+            for script in {calls[i][0].name: calls[i][0] for i in missing}.values():
+                client.script_load(script.source)
+            for i, result in zip(missing, self._pipeline(client, [calls[i] for i in missing]), strict=True):
+                results[i] = result
+        return [translate_error(r) if isinstance(r, BaseException) else r for r in results]
+
+    @staticmethod
+    def _pipeline(client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for script, keys, args in calls:
+            # execute_command: cluster pipelines refuse the evalsha() helper but route EVALSHA by its keys
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)  # type: ignore[no-any-return]
+
+
+ScriptCall = tuple[Script, Sequence[Any], Sequence[Any]]
+
+
+def is_cluster(client: Any) -> bool:
+    """Whether a client talks to a Redis Cluster."""
+    return isinstance(client, redis.cluster.RedisCluster)

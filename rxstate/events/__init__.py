@@ -1,0 +1,1 @@
+"""Event sourcing: event collections, snapshots, projections, subscriptions and event queries."""

@@ -1,0 +1,1 @@
+"""The change feed: the ``Change`` type, stream readers, transaction assembly, delivery to subscribers."""

@@ -1,0 +1,191 @@
+"""Decoding change records and assembling the records of one transaction across partitions into one batch."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from rxstate.core.codec import Codec
+from rxstate.feed.change import Change
+from rxstate.feed.delivery import DeliveryMetrics
+
+if TYPE_CHECKING:
+    from rxstate.store.store import Store
+
+
+__all__ = ["Assembler", "Decoder", "FeedMetrics"]
+
+_TX_WAIT_S = 2.0  # give up waiting for the rest of a transaction after this long (trimmed or partial)
+
+
+class Decoder:
+    """Turns raw stream records into ``Change`` objects, with field values decoded by model."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def _value(self, collection: str, name: str, raw: bytes) -> Any:
+        coll = self._store._collections.get(collection)
+        if coll is not None and name in coll._codec.fields:
+            try:
+                return coll._codec.decode_value(name, raw)
+            except Exception:  # an older schema or a foreign write: fall back to plain JSON
+                pass
+        fragment = Codec.unpack(raw)
+        try:
+            return json.loads(fragment)
+        except ValueError:
+            return fragment.decode("utf-8", "replace")
+
+    def decode(self, partition: int, offset: bytes | str, raw: Mapping[bytes, bytes]) -> Change:
+        get = raw.get
+        collection = get(b"c", b"").decode()
+        fields = {}
+        for name, value in raw.items():
+            if name[:1] == b".":
+                fname = name[1:].decode()
+                fields[fname] = self._value(collection, fname, value)
+        return Change(
+            collection=collection,
+            id=get(b"i", b"").decode(),
+            op=get(b"o", b"").decode(),
+            version=int(get(b"v", b"0")),
+            fields=MappingProxyType(fields),
+            actor=get(b"a", b"").decode(),
+            txid=get(b"x", b"").decode(),
+            partitions=int(get(b"n", b"1") or 1),
+            timestamp_ms=int(get(b"t", b"0")),
+            partition=partition,
+            offset=offset.decode() if isinstance(offset, bytes) else offset,
+            schema_version=int(get(b"s", b"0") or 0),
+        )
+
+
+# -- assembling transactions ------------------------------------------------------------------------
+
+
+@dataclass
+class _Tx:
+    need: int
+    seen: set[int] = field(default_factory=set)
+    closed: set[int] = field(default_factory=set)
+    started: float = field(default_factory=time.monotonic)
+
+
+class Assembler:
+    """Orders records into batches, holding a multi-partition transaction until it is whole."""
+
+    def __init__(self, partitions: int, emit: Callable[[tuple[Change, ...]], None], metrics: FeedMetrics) -> None:
+        self._queues: list[deque[Change]] = [deque() for _ in range(partitions)]
+        self._tx: dict[str, _Tx] = {}
+        self._held = 0
+        self._emit = emit
+        self._metrics = metrics
+        self._lock = threading.Lock()
+
+    def ingest(self, items: Sequence[tuple[int, list[Change], bool]]) -> None:
+        """Take records read from partitions: ``(partition, changes, whole)``, where ``whole`` says the
+        read reached the end of the stream (so every script's records in it are complete)."""
+        with self._lock:
+            if not self._held and not any(c.partitions > 1 and c.txid for _p, cs, _w in items for c in cs):
+                batch = tuple(c for _p, cs, _w in items for c in cs)
+                if batch:
+                    self._emit(batch)
+                return
+            for p, changes, whole in items:
+                queue = self._queues[p]
+                for c in changes:
+                    if queue:
+                        self._close_open(p, queue[-1], c.txid)
+                    if c.partitions > 1 and c.txid:
+                        tx = self._tx.get(c.txid)
+                        if tx is None:
+                            tx = self._tx[c.txid] = _Tx(c.partitions)
+                        tx.seen.add(p)
+                    queue.append(c)
+                    self._held += 1
+                if whole and queue:
+                    self._close_open(p, queue[-1], None)
+            self._release(force=True)  # also gives up on transactions that waited too long
+
+    def _close_open(self, p: int, last: Change, next_txid: str | None) -> None:
+        if last.partitions > 1 and last.txid and last.txid != next_txid:
+            tx = self._tx.get(last.txid)
+            if tx is not None:
+                tx.closed.add(p)
+
+    def tick(self) -> None:
+        """Release transactions that waited too long for their other partitions."""
+        with self._lock:
+            if self._tx:
+                self._release(force=True)
+
+    def _release(self, *, force: bool) -> None:
+        now = time.monotonic()
+        batch: list[Change] = []
+        progress = True
+        while progress:
+            progress = False
+            for queue in self._queues:
+                while queue:
+                    head = queue[0]
+                    if not (head.partitions > 1 and head.txid):
+                        batch.append(queue.popleft())
+                        self._held -= 1
+                        progress = True
+                        continue
+                    tx = self._tx.get(head.txid)
+                    if tx is None:  # the rest of a transaction already given up on
+                        batch.append(queue.popleft())
+                        self._held -= 1
+                        progress = True
+                        continue
+                    whole = len(tx.closed) >= tx.need
+                    late = force and now - tx.started > _TX_WAIT_S
+                    if not (whole or late):
+                        break
+                    # The whole transaction must be at the heads of its partitions' queues.
+                    at_heads = all(self._queues[q] and self._queues[q][0].txid == head.txid for q in tx.seen)
+                    if not (at_heads or late):
+                        break
+                    if late and not whole:
+                        self._metrics.incomplete_transactions += 1
+                    for q in sorted(tx.seen):
+                        other = self._queues[q]
+                        while other and other[0].txid == head.txid:
+                            batch.append(other.popleft())
+                            self._held -= 1
+                    del self._tx[head.txid]
+                    progress = True
+        if batch:
+            self._emit(tuple(batch))
+
+
+class FeedMetrics(DeliveryMetrics):
+    """Counters of a change feed (``store.change_feed.metrics()``).
+
+    Attributes:
+        records: change records read.
+        batches: batches handed to subscribers.
+        reconnects: reads retried after a connection error.
+        incomplete_transactions: transactions delivered without all their partitions after a wait.
+        undecodable: records skipped because they were not change records (a foreign ``XADD``).
+        claimed: changes taken over from another consumer of a group that left them unacknowledged.
+        gaps: times a stream was found trimmed past this feed's position (changes lost to it).
+        subscribers: current subscriber count.
+    """
+
+    records: int = 0
+    batches: int = 0
+    reconnects: int = 0
+    incomplete_transactions: int = 0
+    undecodable: int = 0
+    claimed: int = 0
+    gaps: int = 0
+    subscribers: int = 0

@@ -1,0 +1,1 @@
+"""The store kernel: connections, collections, the Writer, batches, transactions, locks, constraints."""

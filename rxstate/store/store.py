@@ -1,0 +1,585 @@
+"""``connect`` and ``Store``: one namespace of state on one Redis/Valkey server or cluster."""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, Self, TypedDict, TypeVar, Unpack
+
+import redis
+
+from rxstate.cache.lru import EntityCache
+from rxstate.core.codec import Codec
+from rxstate.core.errors import (
+    ClusterError,
+    RxStateError,
+    SchemaError,
+    ServerError,
+    TransactionPending,
+    ValidationError,
+)
+from rxstate.core.keys import Keyspace, validate_namespace
+from rxstate.core.model import Model
+from rxstate.core.scripts import ScriptLibrary, is_cluster, translate_error
+from rxstate.core.writes import WriteOp, WriteResult, pack_ops
+from rxstate.store.batch import Batch
+from rxstate.store.collection import Collection
+from rxstate.store.constraints import Constraint, index_fields
+from rxstate.store.lock import Lock, ReadWriteLock
+from rxstate.store.transaction import Transaction
+from rxstate.store.twophase import run_past_intents, sweep
+
+__all__ = ["ConnectOptions", "Store", "open_store"]
+
+log = logging.getLogger("rxstate")
+M = TypeVar("M", bound=Model)
+S = TypeVar("S")
+ST = TypeVar("ST", bound="Store")
+DEFAULT_PARTITIONS = 16
+_REAP_BATCH = 200
+
+
+class Store:
+    """State of one namespace: collections, the write path, and background upkeep.
+
+    Create one with ``rxstate.connect``. A store is thread-safe (redis-py pools connections).
+
+    Example:
+        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
+        >>> agents = store.collection("agents", Agent)  # doctest: +SKIP
+    """
+
+    _collection_type: type[Collection[Any]] = Collection
+    """The class of the collections this store opens (the public facade substitutes its own)."""
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        namespace: str = "default",
+        partitions: int | None = None,
+        actor: str | None = None,
+        codec: Codec | None = None,
+        change_retention: int = 10_000,
+        reap_interval: float | None = 1.0,
+        server: Any = None,
+        cache: bool = True,
+        cache_size: int = 10_000,
+        cache_bytes: int | None = None,
+        invalidation: str = "auto",
+    ) -> None:
+        _check_client(client)
+        self.client = client
+        self.namespace = validate_namespace(namespace)
+        self.actor = actor if actor is not None else f"pid:{os.getpid()}"
+        self.codec = codec or Codec()
+        if not isinstance(change_retention, int) or change_retention < 1:
+            raise ValidationError(f"change_retention must be a positive int, not {change_retention!r}")
+        self.change_retention = change_retention
+        self.scripts = ScriptLibrary()
+        self.server = server
+        self.keyspace = Keyspace(namespace, self._init_namespace(partitions))
+        self.is_cluster = is_cluster(client)
+        self._collections: dict[str, Collection[Any]] = {}
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        self._reap_interval = reap_interval
+        self._reaper: threading.Thread | None = None
+        self._services: dict[type, tuple[object, Callable[[Any], None]]] = {}
+        self._services_lock = threading.RLock()
+        self._start_cache(cache, cache_size, cache_bytes, invalidation)
+
+    def __repr__(self) -> str:
+        return (
+            f"<Store namespace={self.namespace!r} partitions={self.keyspace.partitions} actor={self.actor!r}>"
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- namespace ---------------------------------------------------------------------------------
+    def _init_namespace(self, partitions: int | None) -> int:
+        meta = Keyspace(self.namespace, 1).meta()
+        wanted = DEFAULT_PARTITIONS if partitions is None else partitions
+        if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= 16384:
+            raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
+        try:
+            self.client.hsetnx(meta, "partitions", wanted)
+            stored = int(self.client.hget(meta, "partitions"))
+        except redis.ConnectionError as exc:
+            raise ServerError(f"cannot reach the server: {exc}") from exc
+        if partitions is not None and stored != partitions:
+            raise SchemaError(
+                f"namespace {self.namespace!r} was created with {stored} partitions, not {partitions}: "
+                "the partition count is fixed at creation"
+            )
+        return stored
+
+    def collection(
+        self,
+        name: str,
+        model: type[M],
+        *,
+        indexes: Sequence[str] = (),
+        partition_key: str | None = None,
+        constraints: Sequence[Constraint] = (),
+    ) -> Collection[M]:
+        """Open (or create) a collection of ``model`` entities.
+
+        The first opening registers the model's name and schema version in the namespace; opening the
+        same collection with another model raises ``SchemaError``.
+
+        Args:
+            name: collection name (letters, digits, ``_`` and ``-``).
+            model: an ``rxstate.Model`` subclass.
+            indexes: fields to maintain secondary indexes on, for ``where``.
+            partition_key: a field whose value places related entities in one partition.
+            constraints: integrity constraints checked by every write (``rxstate.unique``,
+                ``references``, ``bounds``, ``one_of``); see ``rxstate.constraints`` for the cluster rules.
+
+        Example:
+            >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
+        """
+        with self._lock:
+            existing = self._collections.get(name)
+            if existing is not None:
+                if existing.model is not model or (
+                    tuple(dict.fromkeys((*indexes, *index_fields(constraints)))) != existing.indexes
+                    or partition_key != existing.partition_key
+                    or tuple(constraints) != existing.constraints.items
+                ):
+                    raise SchemaError(
+                        f"collection {name!r} is already open here with {existing.model.__name__}, "
+                        f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}"
+                    )
+                return existing
+            collection = self._collection_type(
+                self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
+            )
+            self._register_schema(collection)
+            collection.constraints.declare_references()
+            self._collections[name] = collection
+        self._start_reaper()
+        return collection
+
+    def _register_schema(self, collection: Collection[Any]) -> None:
+        key = self.keyspace.schemas()
+        model = collection.model
+        entry = {
+            "model": getattr(model, "__rxstate_name__", model.__name__),
+            "version": model.__version__,
+            "indexes": list(collection.indexes),
+            "partition_key": collection.partition_key,
+            "fields": list(model.model_fields),
+        }
+        if self.client.hsetnx(key, collection.name, json.dumps(entry)):
+            return
+        stored = json.loads(self.client.hget(key, collection.name))
+        if stored["model"] != entry["model"]:
+            raise SchemaError(
+                f"collection {collection.name!r} holds {stored['model']} entities, not {entry['model']}"
+            )
+        if stored.get("partition_key") != entry["partition_key"]:
+            raise SchemaError(
+                f"collection {collection.name!r} is routed by {stored.get('partition_key')!r}, "
+                f"not {entry['partition_key']!r}: the partition key cannot change"
+            )
+        if entry["version"] > stored["version"] or stored.get("indexes") != entry["indexes"]:
+            merged = {**stored, **entry, "version": max(entry["version"], stored["version"])}
+            self.client.hset(key, collection.name, json.dumps(merged))
+
+    @property
+    def collections(self) -> dict[str, Collection[Any]]:
+        """The collections opened on this store, by name."""
+        return dict(self._collections)
+
+    # -- the write path ----------------------------------------------------------------------------
+    def _mutate(self, ops: Sequence[WriteOp], txid: str = "", *, nparts: int | None = None) -> list[WriteResult]:
+        """Run operations as one atomic script call; all happen or none does.
+
+        An entity locked by a cross-partition transaction makes the call wait for (or settle) it first.
+        """
+        if self.is_cluster and len({op.partition for op in ops}) > 1:
+            raise ClusterError("one script call cannot span partitions on a cluster")
+        keys, args = pack_ops(
+            self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention, nparts=nparts
+        )
+        script = self.scripts.get("mutate")
+        replies = run_past_intents(self, lambda: script(self.client, keys, args))
+        return [WriteResult.from_reply(r) for r in replies]
+
+    def _mutate_each(self, ops: Sequence[WriteOp]) -> list[WriteResult | RxStateError]:
+        """Run each operation as its own atomic call, pipelined in one round trip."""
+        script = self.scripts.get("mutate")
+        calls = [
+            (script, *pack_ops(self.keyspace, [op], actor=self.actor, txid="", maxlen=self.change_retention))
+            for op in ops
+        ]
+        out: list[WriteResult | RxStateError] = []
+        for op, reply in zip(ops, self.scripts.run_batch(self.client, calls), strict=True):
+            if isinstance(reply, TransactionPending):
+                try:
+                    out.append(self._mutate([op])[0])
+                except RxStateError as exc:
+                    out.append(exc)
+            elif isinstance(reply, RxStateError):
+                out.append(reply)
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                out.append(WriteResult.from_reply(reply[0]))
+        return out
+
+    # -- expiry ------------------------------------------------------------------------------------
+    def _reap(self, collection: Collection[Any]) -> int:
+        ks = self.keyspace
+        script = self.scripts.get("reap")
+        name = collection.name
+        calls = []
+        for p in range(ks.partitions):
+            keys = [
+                ks.expiry(name, p),
+                ks.ids(name, p),
+                ks.ttl_index(name, p),
+                ks.changes(p),
+                *(ks.index(name, f, p) for f in collection.indexes),
+            ]
+            calls.append((script, keys, [name, self.change_retention, _REAP_BATCH, *collection.indexes]))
+        total = 0
+        for reply in self.scripts.run_batch(self.client, calls):
+            if isinstance(reply, BaseException):
+                raise translate_error(reply)
+            total += int(reply)
+        return total
+
+    def _start_reaper(self) -> None:
+        if self._reap_interval is None or self._reaper is not None or self._closed.is_set():
+            return
+        self._reaper = threading.Thread(target=self._reap_loop, name="rxstate-reaper", daemon=True)
+        self._reaper.start()
+
+    def _reap_loop(self) -> None:
+        assert self._reap_interval is not None
+        while not self._closed.wait(self._reap_interval):
+            for collection in list(self._collections.values()):
+                try:
+                    self._reap(collection)
+                except Exception as exc:  # keep upkeep alive through transient server errors
+                    log.debug("reaper: %s: %s", collection.name, exc)
+            try:
+                sweep(self)  # transactions abandoned by dead clients
+            except Exception as exc:
+                log.debug("reaper: transactions: %s", exc)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def ping(self) -> bool:
+        """Whether the server answers.
+
+        Example:
+            >>> store.ping()  # doctest: +SKIP
+            True
+        """
+        return bool(self.client.ping())
+
+    def close(self) -> None:
+        """Stop background work, close connections, and stop an embedded server this store started.
+
+        Example:
+            >>> store.close()  # doctest: +SKIP
+        """
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._stop_services()
+        self._stop_cache()
+        if self._reaper is not None:
+            self._reaper.join(timeout=5)
+        try:
+            self.client.close()
+        except Exception as exc:  # closing is best effort
+            log.debug("close: %s", exc)
+        if self.server is not None:
+            self.server.stop()
+
+    # -- services: per-store objects of the layers above (change feed, derived graph) ----------------
+    def service(self, kind: type[S], make: Callable[[], S], stop: Callable[[S], None]) -> S:
+        """The store's one ``kind`` object, made by ``make()`` on first use and stopped by ``close()``.
+
+        Upper layers keep their per-store state here (the shared change feed, the derived-value graph)
+        instead of attributes on the store. Services stop in the reverse order of their creation.
+
+        Raises:
+            ServerError: the store is closed.
+
+        Example:
+            >>> feed = store.service(ChangeFeed, lambda: ChangeFeed(store), ChangeFeed.stop)  # doctest: +SKIP
+        """
+        entry = self._services.get(kind)
+        if entry is None:
+            with self._services_lock:
+                entry = self._services.get(kind)
+                if entry is None:
+                    if self._closed.is_set():
+                        raise ServerError("the store is closed")
+                    entry = (make(), stop)
+                    self._services[kind] = entry
+        return entry[0]  # type: ignore[return-value]
+
+    def running(self, kind: type[S]) -> S | None:
+        """The store's ``kind`` service if it was started, else None.
+
+        Example:
+            >>> store.running(ChangeFeed) is None  # doctest: +SKIP
+            True
+        """
+        entry = self._services.get(kind)
+        return None if entry is None else entry[0]  # type: ignore[return-value]
+
+    def _stop_services(self) -> None:
+        with self._services_lock:
+            entries = list(self._services.values())
+        for service, stop in reversed(entries):
+            stop(service)
+
+    # -- local read cache --------------------------------------------------------------------------
+    def _start_cache(self, enabled: bool, size: int, nbytes: int | None, invalidation: str) -> None:
+        from rxstate.cache.invalidation import MODES, InvalidationFeed
+        from rxstate.store.readthrough import Refresher
+
+        self._cache: EntityCache | None = None
+        self._invalidation: InvalidationFeed | None = None
+        self._refresher: Refresher | None = None
+        if invalidation not in MODES:
+            raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
+        if not enabled:
+            return
+        cache = EntityCache(max_entries=size, max_bytes=nbytes)
+        feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
+        if feed.start() is not None:
+            self._cache, self._invalidation = cache, feed
+            self._refresher = Refresher(self, cache)
+
+    def _stop_cache(self) -> None:
+        if self._invalidation is not None:
+            self._invalidation.close()
+        if self._refresher is not None:
+            self._refresher.close()
+
+    @property
+    def cache(self) -> EntityCache | None:
+        """The local read cache (``stats()``, ``clear()``), or None when caching is off.
+
+        Example:
+            >>> store.cache.stats().hit_rate  # doctest: +SKIP
+            0.98
+        """
+        return self._cache
+
+    # -- transactions and batches ------------------------------------------------------------------
+    def _forget_cached(self, ops: Sequence[WriteOp]) -> None:
+        """Evict cached values of entities these operations may have written.
+
+        Transactions and batches write without the per-entity cache bookkeeping of single writes; the
+        invalidation echo of their writes can lag behind their reply, so a later read by the writer
+        must not be served the older cached value.
+        """
+        if self._cache is not None:
+            ks = self.keyspace
+            self._cache.invalidate_many(
+                [ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"]
+            )
+
+    def transaction(self, *, retries: int = 0, ttl: float = 5.0, two_phase: bool | None = None) -> Transaction:
+        """A transaction: reads with versions, buffered writes, one all-or-nothing commit.
+
+        Use it in a ``with`` block (commit at the end, discard on an exception), or, with ``retries``, as a
+        decorator or ``.run(fn, ...)`` that re-runs ``fn(tx, ...)`` on conflict.
+
+        Args:
+            retries: re-runs of a decorated / ``run`` function on ``ConflictError``.
+            ttl: seconds a cross-partition commit may hold its locks before others may abort it.
+            two_phase: force (True) the two-phase protocol even where one script could commit (standalone);
+                default: only when the transaction spans partitions of a cluster.
+
+        Example:
+            >>> with store.transaction() as tx:  # doctest: +SKIP
+            ...     tx.update(agents, "a1", status="busy")
+            ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
+        """
+        return Transaction(self, retries=retries, ttl=ttl, two_phase=two_phase)
+
+    def batch(self, *, atomic: bool = False) -> Batch:
+        """Group writes to any collections into the fewest round trips, each with its own result.
+
+        Args:
+            atomic: all-or-nothing per partition (one script call per partition) instead of per write.
+
+        Example:
+            >>> with store.batch() as batch:  # doctest: +SKIP
+            ...     batch.update(agents, "a1", status="busy")
+            ...     batch.put(tasks, "t9", Task(title="review"))
+        """
+        return Batch(self, atomic=atomic)
+
+    def resolve_transactions(self) -> int:
+        """Settle cross-partition transactions abandoned past their deadline; returns how many.
+
+        The background upkeep does this every ``reap_interval``; readers and writers settle the ones they meet.
+
+        Example:
+            >>> store.resolve_transactions()  # doctest: +SKIP
+            0
+        """
+        return sweep(self)
+
+    # -- locks (lock.py) ---------------------------------------------------------------------------
+    @functools.cached_property
+    def _lock_owner_id(self) -> str:
+        """This store's identity as a lock owner (reentrant locks add the thread)."""
+        return uuid.uuid4().hex
+
+    def lock(
+        self,
+        name: str,
+        ttl: float = 10.0,
+        *,
+        blocking: bool = True,
+        timeout: float | None = None,
+        reentrant: bool = False,
+    ) -> Lock:
+        """A lease lock with fencing tokens.
+
+        Args:
+            name: the lock's name (any id-like string).
+            ttl: the lease, in seconds; the lock frees itself when it ends unless extended.
+            blocking: whether acquiring waits for the holder to release.
+            timeout: seconds to wait at most (None: forever).
+            reentrant: the same thread (of this store) may acquire it again; it frees on the last release.
+
+        Example:
+            >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
+            ...     jobs.update("j1", status="printing", fence=lease)
+        """
+        return Lock(self, name, ttl, blocking=blocking, timeout=timeout, reentrant=reentrant)
+
+    def rwlock(self, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> ReadWriteLock:
+        """A read/write lease lock: many readers or one writer.
+
+        Example:
+            >>> with store.rwlock("catalog", ttl=5).read() as lease:  # doctest: +SKIP
+            ...     items = catalog.all()
+        """
+        return ReadWriteLock(self, name, ttl, timeout=timeout)
+
+
+def _check_client(client: Any) -> None:
+    if not hasattr(client, "evalsha"):
+        raise ValidationError(f"{client!r} is not a redis-py (or fakeredis) client")
+    kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
+    decode = kwargs.get("decode_responses")
+    if decode is None and hasattr(client, "get_encoder"):
+        decode = client.get_encoder().decode_responses
+    if decode:
+        raise ValidationError("rxstate needs a client with decode_responses=False (values may be binary)")
+
+
+class ConnectOptions(TypedDict, total=False):
+    """The options of ``rxstate.connect`` (documented there)."""
+
+    namespace: str
+    client: Any
+    path: str | os.PathLike[str] | None
+    partitions: int | None
+    actor: str | None
+    compress_threshold: int
+    max_entity_bytes: int
+    change_retention: int
+    reap_interval: float | None
+    cache: bool
+    cache_size: int
+    cache_bytes: int | None
+    invalidation: str
+
+
+def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
+    """Open a ``store_type`` store; ``rxstate.connect`` documents the arguments.
+
+    Example:
+        >>> store = open_store(fakeredis.FakeRedis(), Store)  # doctest: +SKIP
+    """
+    return _open(url, store_type, **options)
+
+
+def _open(
+    url: str | Any | None,
+    store_type: type[ST],
+    *,
+    namespace: str = "default",
+    client: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    partitions: int | None = None,
+    actor: str | None = None,
+    compress_threshold: int = 1024,
+    max_entity_bytes: int = 8 * 1024 * 1024,
+    change_retention: int = 10_000,
+    reap_interval: float | None = 1.0,
+    cache: bool = True,
+    cache_size: int = 10_000,
+    cache_bytes: int | None = None,
+    invalidation: str = "auto",
+) -> ST:
+    if url is not None and not isinstance(url, str):
+        if client is not None:
+            raise ValidationError("pass a client either positionally or as client=, not both")
+        client, url = url, None
+    server = None
+    if client is None:
+        url = url or os.environ.get("REDIS_URL") or None
+        if url is not None and path is not None:
+            raise ValidationError("path= is for an embedded server; it cannot be combined with a URL")
+        if url is not None:
+            client = _client_from_url(url)
+        else:
+            from rxstate.server.embedded import EmbeddedServer
+
+            server = EmbeddedServer(unix_socket=True, path=path).start()
+            client = server.client()
+    codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
+    try:
+        return store_type(
+            client,
+            namespace=namespace,
+            partitions=partitions,
+            actor=actor,
+            codec=codec,
+            change_retention=change_retention,
+            reap_interval=reap_interval,
+            server=server,
+            cache=cache,
+            cache_size=cache_size,
+            cache_bytes=cache_bytes,
+            invalidation=invalidation,
+        )
+    except BaseException:
+        if server is not None:
+            server.stop()
+        raise
+
+
+def _client_from_url(url: str) -> Any:
+    try:
+        if url.startswith("redis+cluster://"):
+            from redis.cluster import RedisCluster
+
+            return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :])
+        return redis.Redis.from_url(url)
+    except (ValueError, redis.RedisError) as exc:
+        raise ServerError(f"cannot connect to {url!r}: {exc}") from exc
