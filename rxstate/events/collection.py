@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import pydantic
@@ -35,13 +34,12 @@ from rxstate.core.errors import ConflictError, NotFound, RxStateError, SchemaErr
 from rxstate.core.keys import validate_collection_name, validate_id
 from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
-from rxstate.core.writes import pack_ops
+from rxstate.core.writes import WriteOp
 from rxstate.events.query import to_ms
 from rxstate.events.reads import EventReads
 from rxstate.events.snapshots import Folded, Snapshot, Snapshots, fold_stream
 from rxstate.events.types import _REGISTRY, _REGISTRY_LOCK, EventTypes, parse_meta, stream_id_ms
 from rxstate.store.collection import Collection
-from rxstate.store.twophase import run_past_intents
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -120,7 +118,6 @@ class EventCollection(EventReads[S]):
         self.initial: S | None = initial
         self._store = store
         self._ks = store.keyspace
-        self._append = store.scripts.get("append")
         self._snapshots: Snapshots[S] = Snapshots(store, self.name, state)
         # The last state this process computed of recently used aggregates: a load then reads only
         # the events after it, and an append extends it without reading (see _load, _after_append).
@@ -248,9 +245,11 @@ class EventCollection(EventReads[S]):
         self._after_append(aggregate_id, p, result, [e[3] for e in encoded], last_meta)
         return result
 
-    def _run_append(self, keys: list[str], args: list[Any]) -> tuple[int, list[str], str]:
+    def _run_append(
+        self, keys: list[str], args: list[Any], writes: Sequence[WriteOp] = ()
+    ) -> tuple[int, list[str], str]:
         # A projected entity locked by a cross-partition transaction is settled or waited out first.
-        reply = run_past_intents(self._store, partial(self._append, self._store.client, keys, args))
+        reply = self._store.writer.call("append", keys, args, writes=writes)
         version, positions, change_id = reply
         return int(version), [x.decode() for x in positions], change_id.decode() if change_id else ""
 
@@ -283,19 +282,15 @@ class EventCollection(EventReads[S]):
                 )
             new = self._fold_models(state, models)
             op = self.projection.put_op(aggregate_id, new)
-            mkeys, margs = pack_ops(
-                self._ks, [op], actor=self._store.actor, txid="", maxlen=self._store.change_retention
-            )
+            mkeys, margs = self._store.writer.pack([op])
             args[2] = version
             try:
-                new_version, positions, _ = self._run_append(keys + mkeys, args + margs)
+                new_version, positions, _ = self._run_append(keys + mkeys, args + margs, [op])
             except ConflictError:
                 if expected is not None:
                     raise
                 time.sleep(random.uniform(0, 0.0005 * (attempt + 1)))  # jitter: racing writers spread out
                 continue
-            finally:
-                self._store._forget_cached([op])  # the read cache must not serve the older projection
             return AppendResult(new_version, positions, event_ids, new)
         raise ConflictError(f"{keys[0]}: still changing after {retries} attempts", key=keys[0])
 

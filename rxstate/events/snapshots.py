@@ -59,7 +59,6 @@ class Snapshots(Generic[S]):
         self._store = store
         self._collection = collection
         self._codec: ModelCodec[S] = ModelCodec(state, store.codec)
-        self._script = store.scripts.get("snapshot")
 
     def key(self, aggregate_id: str, partition: int) -> str:
         return self._store.keyspace.snapshot(self._collection, aggregate_id, partition)
@@ -96,7 +95,7 @@ class Snapshots(Generic[S]):
             fields += (name, value)
         key = self.key(aggregate_id, partition)
         args = [version, self._codec.model.__version__, *fields]
-        return bool(self._script(self._store.client, [key], args))
+        return bool(self._store.writer.call("snapshot", [key], args, settle=False))
 
     def delete(self, aggregate_id: str, partition: int) -> None:
         """Drop an aggregate's snapshot (the next load rebuilds it from the events)."""

@@ -26,14 +26,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from rxstate.core.errors import ClusterError, ConflictError, NotFound, ValidationError
 from rxstate.core.keys import validate_collection_name
-from rxstate.core.writes import WriteOp, pack_ops
+from rxstate.core.writes import WriteOp
 from rxstate.events.types import RecordedEvent, parse_meta, registered
-from rxstate.store.twophase import run_past_intents
 
 if TYPE_CHECKING:
     from rxstate.store.collection import Collection
@@ -275,7 +273,6 @@ class Projection:
         self.error: BaseException | None = None
         self.atomic = atomic
         self._seen: dict[int, str] = {}
-        self._script = store.scripts.get("project")
 
     def checkpoint(self) -> dict[int, str]:
         """The stored position: the last handled event's stream id, per partition.
@@ -327,16 +324,14 @@ class Projection:
                 raise ClusterError(
                     f"projection {self.name!r}: on a cluster, write only entities of the event's partition"
                 )
-            keys, args = pack_ops(self._ks, batch.ops, actor=store.actor, txid="", maxlen=store.change_retention)
+            keys, args = store.writer.pack(batch.ops)
             run_keys, run_args = [*keys, checkpoint_key], [expected, event.position, *args]
             try:
-                run_past_intents(store, partial(self._script, store.client, run_keys, run_args))
+                store.writer.call("project", run_keys, run_args, writes=batch.ops)
                 return
             except ConflictError as exc:
                 if exc.key == checkpoint_key or attempt == attempts - 1:
                     raise
-            finally:
-                store._forget_cached(batch.ops)  # written, or read stale: the next read goes to the server
 
     def run(self) -> int:
         """Handle every event after the checkpoint, then return how many were handled.

@@ -12,57 +12,18 @@ from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from rxstate.core.errors import RxStateError, TransactionPending, ValidationError
-from rxstate.core.writes import WriteOp, WriteResult, pack_ops
+from rxstate.core.errors import RxStateError
+from rxstate.core.writes import WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from rxstate.core.model import Model
     from rxstate.store.collection import Collection, Ttl
     from rxstate.store.store import Store
 
-__all__ = ["Batch", "BatchItem", "mutate_grouped", "run_many"]
+__all__ = ["Batch", "BatchItem", "run_many"]
 
 T = TypeVar("T")
 _PENDING: Any = object()
-
-
-def mutate_grouped(store: Store, ops: Sequence[WriteOp]) -> list[WriteResult | RxStateError]:
-    """Run ``ops`` as one atomic script call per partition, pipelined; one result (or error) per op.
-
-    Raises:
-        ValidationError: two ops of one partition target the same entity.
-    """
-    groups: dict[int, list[int]] = {}
-    seen: set[tuple[str, int, str]] = set()
-    for i, op in enumerate(ops):
-        key = (op.collection, op.partition, op.id)
-        if key in seen:
-            raise ValidationError(f"{op.collection} {op.id!r} appears twice in one atomic batch")
-        seen.add(key)
-        groups.setdefault(op.partition, []).append(i)
-    script = store.scripts.get("mutate")
-    calls = []
-    for indexes in groups.values():
-        keys, args = pack_ops(
-            store.keyspace, [ops[i] for i in indexes], actor=store.actor, txid="", maxlen=store.change_retention
-        )
-        calls.append((script, keys, args))
-    out: list[WriteResult | RxStateError] = [_PENDING] * len(ops)
-    for indexes, reply in zip(groups.values(), store.scripts.run_batch(store.client, calls), strict=True):
-        if isinstance(reply, TransactionPending):  # wait out the transaction, then run this group alone
-            try:
-                reply = store._mutate([ops[i] for i in indexes])
-            except RxStateError as exc:
-                reply = exc
-        elif isinstance(reply, RxStateError):
-            pass
-        elif isinstance(reply, BaseException):
-            raise reply
-        else:
-            reply = [WriteResult.from_reply(r) for r in reply]
-        for n, i in enumerate(indexes):
-            out[i] = reply if isinstance(reply, RxStateError) else reply[n]
-    return out
 
 
 def execute(
@@ -74,10 +35,8 @@ def execute(
 ) -> list[Any]:
     """Run the valid ``ops`` in one round trip and convert each result; errors stay in place."""
     valid = [op for op in ops if isinstance(op, WriteOp)]
-    try:
-        replies = iter(mutate_grouped(store, valid) if atomic else store._mutate_each(valid))
-    finally:
-        store._forget_cached(valid)
+    writer = store.writer
+    replies = iter(writer.mutate_grouped(valid) if atomic else writer.mutate_each(valid))
     results: list[Any] = []
     for op, convert in zip(ops, converters, strict=True):
         if isinstance(op, RxStateError):

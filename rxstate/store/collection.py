@@ -38,12 +38,7 @@ Ttl = float | int | timedelta | None
 
 def _ttl_ms(ttl: Ttl) -> int:
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
-    if (
-        isinstance(seconds, bool)
-        or not isinstance(seconds, int | float)
-        or not math.isfinite(seconds)
-        or seconds <= 0
-    ):
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
         raise ValidationError(f"ttl must be a positive number of seconds or a timedelta, not {ttl!r}")
     return max(1, round(seconds * 1000))
 
@@ -93,9 +88,7 @@ class Collection(Generic[M]):
         fields = model.model_fields
         for f in (*indexes, *([partition_key] if partition_key else [])):
             if f not in fields:
-                raise SchemaError(
-                    f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by"
-                )
+                raise SchemaError(f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by")
         self.indexes: tuple[str, ...] = tuple(dict.fromkeys((*indexes, *index_fields(constraints))))
         self.partition_key = partition_key
         self._store = store
@@ -133,9 +126,7 @@ class Collection(Generic[M]):
 
     def _check_model(self, value: object) -> M:
         if type(value) is not self.model:
-            raise ValidationError(
-                f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}"
-            )
+            raise ValidationError(f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}")
         return value  # type: ignore[return-value,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
@@ -197,9 +188,7 @@ class Collection(Generic[M]):
         validate_id(entity_id)
         value = self._check_model(value)
         if expected_version is not None and (not isinstance(expected_version, int) or expected_version < 0):
-            raise ValidationError(
-                f"expected_version must be a non-negative integer, not {expected_version!r}"
-            )
+            raise ValidationError(f"expected_version must be a non-negative integer, not {expected_version!r}")
         return self._op(
             kind,
             entity_id,
@@ -411,9 +400,7 @@ class Collection(Generic[M]):
             new = fn(current.value)
             new = self._check_model(new)
             new = self._codec.revalidate(new)  # model_copy(update=) skips validation
-            if self.partition_key and getattr(new, self.partition_key) != getattr(
-                current.value, self.partition_key
-            ):
+            if self.partition_key and getattr(new, self.partition_key) != getattr(current.value, self.partition_key):
                 raise ValidationError(f"{self.partition_key!r} is the partition key: it cannot change")
             encoded = self._codec.encode(new)
             old = dict(self._codec.encode(current.value))
@@ -455,9 +442,7 @@ class Collection(Generic[M]):
             >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
             3
         """
-        op = self.incr_op(
-            entity_id, field, amount, expected_version=expected_version, partition=partition, fence=fence
-        )
+        op = self.incr_op(entity_id, field, amount, expected_version=expected_version, partition=partition, fence=fence)
         return int(write_one(self, op).full[field.encode()])
 
     def incr_op(
@@ -527,9 +512,7 @@ class Collection(Generic[M]):
         )
 
     # -- reads -------------------------------------------------------------------------------------
-    def get_versioned(
-        self, entity_id: str, *, partition: str | None = None, consistent: bool = False
-    ) -> Versioned[M]:
+    def get_versioned(self, entity_id: str, *, partition: str | None = None, consistent: bool = False) -> Versioned[M]:
         """The current value with its version and metadata.
 
         Served from the local cache when it holds the entity; ``consistent=True`` reads from the server
@@ -613,9 +596,7 @@ class Collection(Generic[M]):
         """Like ``get_many`` but with versions, in the order of ``entity_ids``."""
         return self._fetch(list(entity_ids), partition, consistent)
 
-    def _fetch(
-        self, entity_ids: Sequence[str], partition: str | None, consistent: bool = False
-    ) -> list[Versioned[M]]:
+    def _fetch(self, entity_ids: Sequence[str], partition: str | None, consistent: bool = False) -> list[Versioned[M]]:
         for i in entity_ids:
             track(self.name, i)
         pairs = [(i, self.key(i, partition=partition)) for i in entity_ids]

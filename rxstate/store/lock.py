@@ -135,8 +135,7 @@ class Lock:
         self.mode = mode
         ks = store.keyspace
         self._keys = (ks.lock(name), ks.lock_sequence(name), ks.lock_readers(name))
-        self._client = store.client
-        self._script = store.scripts.get("lock")
+        self._writer = store.writer
         self._process_owner = store._lock_owner_id
         self._held = threading.local()
 
@@ -146,8 +145,11 @@ class Lock:
 
     def _call(self, action: str, owner: str, ttl_ms: int, token: str = "") -> Any:
         try:
-            return self._script(
-                self._client, self._keys, (action, self.mode, owner, ttl_ms, "1" if self.reentrant else "0", token)
+            return self._writer.call(
+                "lock",
+                self._keys,
+                (action, self.mode, owner, ttl_ms, "1" if self.reentrant else "0", token),
+                settle=False,
             )
         except LockError:
             raise LockError(

@@ -168,14 +168,14 @@ def _write(
     store = coll._store
     cache: EntityCache | None = store._cache
     if cache is None:
-        result = store._mutate([op])[0]
+        result = store.writer.mutate([op], forget=False)[0]
         return result, (build(result) if build else None)
     key = coll._ks.entity(op.collection, op.id, op.partition)
     token = cache.token()
     hot = key in cache
     sent = time.monotonic()
     try:
-        result = store._mutate([op])[0]
+        result = store.writer.mutate([op], forget=False)[0]
     except BaseException:
         cache.invalidate(key)  # outcome unknown, or the cached value was stale
         raise
@@ -197,7 +197,7 @@ def write_many(
     token = cache.token() if cache is not None else 0
     sent = time.monotonic()
     try:
-        results = store._mutate_each(ops)
+        results = store.writer.mutate_each(ops, forget=False)
     except BaseException:
         if cache is not None:
             cache.invalidate_many([coll._ks.entity(op.collection, op.id, op.partition) for op in ops])

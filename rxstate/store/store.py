@@ -16,23 +16,20 @@ import redis
 from rxstate.cache.lru import EntityCache
 from rxstate.core.codec import Codec
 from rxstate.core.errors import (
-    ClusterError,
-    RxStateError,
     SchemaError,
     ServerError,
-    TransactionPending,
     ValidationError,
 )
 from rxstate.core.keys import Keyspace, validate_namespace
 from rxstate.core.model import Model
-from rxstate.core.scripts import ScriptLibrary, is_cluster, translate_error
-from rxstate.core.writes import WriteOp, WriteResult, pack_ops
+from rxstate.core.scripts import ScriptLibrary, is_cluster
 from rxstate.store.batch import Batch
 from rxstate.store.collection import Collection
 from rxstate.store.constraints import Constraint, index_fields
 from rxstate.store.lock import Lock, ReadWriteLock
 from rxstate.store.transaction import Transaction
-from rxstate.store.twophase import run_past_intents, sweep
+from rxstate.store.twophase import sweep
+from rxstate.store.writer import WriteCall, Writer
 
 __all__ = ["ConnectOptions", "Store", "open_store"]
 
@@ -92,12 +89,12 @@ class Store:
         self._reaper: threading.Thread | None = None
         self._services: dict[type, tuple[object, Callable[[Any], None]]] = {}
         self._services_lock = threading.RLock()
+        self.writer = Writer(self)
+        """Sends every write of this store (see ``rxstate.store.writer``)."""
         self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
     def __repr__(self) -> str:
-        return (
-            f"<Store namespace={self.namespace!r} partitions={self.keyspace.partitions} actor={self.actor!r}>"
-        )
+        return f"<Store namespace={self.namespace!r} partitions={self.keyspace.partitions} actor={self.actor!r}>"
 
     def __enter__(self) -> Self:
         return self
@@ -184,9 +181,7 @@ class Store:
             return
         stored = json.loads(self.client.hget(key, collection.name))
         if stored["model"] != entry["model"]:
-            raise SchemaError(
-                f"collection {collection.name!r} holds {stored['model']} entities, not {entry['model']}"
-            )
+            raise SchemaError(f"collection {collection.name!r} holds {stored['model']} entities, not {entry['model']}")
         if stored.get("partition_key") != entry["partition_key"]:
             raise SchemaError(
                 f"collection {collection.name!r} is routed by {stored.get('partition_key')!r}, "
@@ -202,48 +197,11 @@ class Store:
         return dict(self._collections)
 
     # -- the write path ----------------------------------------------------------------------------
-    def _mutate(self, ops: Sequence[WriteOp], txid: str = "", *, nparts: int | None = None) -> list[WriteResult]:
-        """Run operations as one atomic script call; all happen or none does.
-
-        An entity locked by a cross-partition transaction makes the call wait for (or settle) it first.
-        """
-        if self.is_cluster and len({op.partition for op in ops}) > 1:
-            raise ClusterError("one script call cannot span partitions on a cluster")
-        keys, args = pack_ops(
-            self.keyspace, ops, actor=self.actor, txid=txid, maxlen=self.change_retention, nparts=nparts
-        )
-        script = self.scripts.get("mutate")
-        replies = run_past_intents(self, lambda: script(self.client, keys, args))
-        return [WriteResult.from_reply(r) for r in replies]
-
-    def _mutate_each(self, ops: Sequence[WriteOp]) -> list[WriteResult | RxStateError]:
-        """Run each operation as its own atomic call, pipelined in one round trip."""
-        script = self.scripts.get("mutate")
-        calls = [
-            (script, *pack_ops(self.keyspace, [op], actor=self.actor, txid="", maxlen=self.change_retention))
-            for op in ops
-        ]
-        out: list[WriteResult | RxStateError] = []
-        for op, reply in zip(ops, self.scripts.run_batch(self.client, calls), strict=True):
-            if isinstance(reply, TransactionPending):
-                try:
-                    out.append(self._mutate([op])[0])
-                except RxStateError as exc:
-                    out.append(exc)
-            elif isinstance(reply, RxStateError):
-                out.append(reply)
-            elif isinstance(reply, BaseException):
-                raise reply
-            else:
-                out.append(WriteResult.from_reply(reply[0]))
-        return out
-
     # -- expiry ------------------------------------------------------------------------------------
     def _reap(self, collection: Collection[Any]) -> int:
         ks = self.keyspace
-        script = self.scripts.get("reap")
         name = collection.name
-        calls = []
+        calls: list[WriteCall] = []
         for p in range(ks.partitions):
             keys = [
                 ks.expiry(name, p),
@@ -252,11 +210,11 @@ class Store:
                 ks.changes(p),
                 *(ks.index(name, f, p) for f in collection.indexes),
             ]
-            calls.append((script, keys, [name, self.change_retention, _REAP_BATCH, *collection.indexes]))
+            calls.append(("reap", keys, [name, self.change_retention, _REAP_BATCH, *collection.indexes]))
         total = 0
-        for reply in self.scripts.run_batch(self.client, calls):
+        for reply in self.writer.call_many(calls):
             if isinstance(reply, BaseException):
-                raise translate_error(reply)
+                raise reply
             total += int(reply)
         return total
 
@@ -384,19 +342,6 @@ class Store:
         return self._cache
 
     # -- transactions and batches ------------------------------------------------------------------
-    def _forget_cached(self, ops: Sequence[WriteOp]) -> None:
-        """Evict cached values of entities these operations may have written.
-
-        Transactions and batches write without the per-entity cache bookkeeping of single writes; the
-        invalidation echo of their writes can lag behind their reply, so a later read by the writer
-        must not be served the older cached value.
-        """
-        if self._cache is not None:
-            ks = self.keyspace
-            self._cache.invalidate_many(
-                [ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"]
-            )
-
     def transaction(self, *, retries: int = 0, ttl: float = 5.0, two_phase: bool | None = None) -> Transaction:
         """A transaction: reads with versions, buffered writes, one all-or-nothing commit.
 

@@ -407,7 +407,7 @@ class Transaction:
             if not ops:
                 results: list[tuple[WriteOp, WriteResult]] = []
             elif len(groups) == 1 or not (self.store.is_cluster or self.two_phase):
-                replies = self.store._mutate(ops, txid=self.txid, nparts=writers)
+                replies = self.store.writer.mutate(ops, txid=self.txid, nparts=writers)
                 results = list(zip(ops, replies, strict=True))
             else:
                 by_partition = twophase.commit(self.store, self.txid, groups, ttl_ms=self.ttl_ms)
@@ -424,7 +424,7 @@ class Transaction:
             self.state = "failed"
             raise
         finally:
-            self.store._forget_cached(ops)
+            self.store.writer.forget(ops)  # a two-phase commit may have written some partitions
         self.state = "committed"
         self.versions = {(op.collection, op.id): r.version for op, r in results if op.kind != "check"}
         return self.versions

@@ -34,7 +34,6 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rxstate.core.errors import ConflictError, RxStateError, TransactionPending
@@ -42,6 +41,7 @@ from rxstate.core.writes import WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
+    from rxstate.store.writer import WriteCall
 
 __all__ = ["INTENT_FIELD", "commit", "fault_hook", "run_past_intents", "settle", "settle_listed", "sweep"]
 
@@ -135,7 +135,7 @@ def _load(text: bytes, partition: int) -> list[WriteOp]:
 def _record(store: Store, primary: int, txid: str, action: str) -> tuple[str, list[int]]:
     ks = store.keyspace
     keys = [ks.tx_record(primary, txid), ks.tx_index(primary)]
-    status, parts = store.scripts.get("tx_record")(store.client, keys, [action, txid, _TOMBSTONE_MS])
+    status, parts = store.writer.call("tx_record", keys, [action, txid, _TOMBSTONE_MS], settle=False)
     parts = parts.decode() if isinstance(parts, bytes) else parts
     return (status.decode() if isinstance(status, bytes) else status), [int(p) for p in parts.split(",") if p]
 
@@ -150,10 +150,7 @@ def resolve_partition(store: Store, partition: int, txid: str, *, commit: bool) 
     if not commit:
         ops = [replace(op, kind="check", sets=(), incrs=(), indexes=()) for op in ops]
     marker = _txn_op(store, "resolve", txid, partition, _split_owner(owner)[1], {"owner": owner}, "-")
-    try:
-        store._mutate([marker, *ops], txid=txid, nparts=int(payload[b"n"]))
-    finally:
-        store._forget_cached(ops)
+    store.writer.mutate([marker, *ops], txid=txid, nparts=int(payload[b"n"]))
 
 
 def settle(store: Store, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
@@ -253,24 +250,19 @@ def commit(
             marker = _txn_op(store, "resolve", txid, p, primary, {"owner": owner}, "-")
             ops = [marker, *(_for_resolve(op) for op in groups[p])]
             calls.append(_call(store, ops, txid, len(writers)))
-        for p, reply in zip(batch, store.scripts.run_batch(store.client, calls), strict=True):
+        for p, reply in zip(batch, store.writer.call_many(calls), strict=True):
             if isinstance(reply, BaseException):  # settled later by a reader or the sweep
                 continue
             results[p] = [WriteResult.from_reply(r) for r in reply]
             _step(f"resolved:{p}")
-    store._forget_cached([op for ops in groups.values() for op in ops])
+    store.writer.forget([op for ops in groups.values() for op in ops])
     _record(store, primary, txid, "forget")
     _step("forgotten")
     return results
 
 
-def _call(store: Store, ops: Sequence[WriteOp], txid: str, nparts: int) -> Any:
-    from rxstate.core.writes import pack_ops
-
-    keys, args = pack_ops(
-        store.keyspace, ops, actor=store.actor, txid=txid, maxlen=store.change_retention, nparts=nparts
-    )
-    return (store.scripts.get("mutate"), keys, args)
+def _call(store: Store, ops: Sequence[WriteOp], txid: str, nparts: int) -> WriteCall:
+    return ("mutate", *store.writer.pack(ops, txid=txid, nparts=nparts))
 
 
 def _prepare(
@@ -291,10 +283,10 @@ def _prepare(
         marker = _txn_op(store, "prepare", txid, p, primary, payload_fields, str(ttl_ms))
         calls.append(_call(store, [marker, *groups[p]], txid, int(fields["n"])))
     failures: dict[int, BaseException] = {}
-    for p, call, reply in zip(partitions, calls, store.scripts.run_batch(store.client, calls), strict=True):
+    for p, call, reply in zip(partitions, calls, store.writer.call_many(calls), strict=True):
         if isinstance(reply, TransactionPending):
             try:
-                run_past_intents(store, partial(call[0], store.client, call[1], call[2]), patience=patience)
+                store.writer.call(*call, patience=patience)
             except BaseException as exc:
                 failures[p] = exc
         elif isinstance(reply, BaseException):

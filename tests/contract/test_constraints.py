@@ -72,7 +72,7 @@ def test_unique_within_one_atomic_call(rx_backend):
     )
     ops = [members.put_op("m1", Member(email="same@x")), members.put_op("m2", Member(email="same@x"))]
     with pytest.raises(IntegrityError):
-        store._mutate(ops)
+        store.writer.mutate(ops)
     assert members.ids() == []
 
 

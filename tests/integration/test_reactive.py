@@ -65,7 +65,7 @@ def test_diamond_over_several_collections_is_glitch_free_once_per_batch(writer, 
                 "update", "t1", writer.keyspace.partition_of("t1"), sets=tasks._codec.encode_fields({"priority": i})
             ),
         ]
-        writer._mutate(ops, txid=f"tx{i}")
+        writer.writer.mutate(ops, txid=f"tx{i}")
         assert wait_for(lambda i=i: d.value == (i, i * 100 + i))
     time.sleep(0.05)
     # every computation saw a consistent pair: the load in b always equals the load inside c
@@ -114,7 +114,7 @@ def test_a_transaction_spanning_partitions_arrives_as_one_batch(writer, reader):
     reader.changes(batched=True).subscribe(batches.append)
     reader.change_feed.start()
     ops = [agents.put_op(i, Agent(name=i)) for i in ids]
-    writer._mutate(ops, txid="t1")
+    writer.writer.mutate(ops, txid="t1")
     agents.put("a3", Agent(name="after"))
     assert wait_for(lambda: sum(len(b) for b in batches) == 3)
     tx = [b for b in batches if any(c.txid == "t1" for c in b)]

@@ -1,0 +1,224 @@
+"""The Writer: the one place where a store sends a write to the server.
+
+Every write of a store goes through its ``Writer`` (``store.writer``): single operations, batches,
+transactions, both phases of a two-phase commit, event appends (with or without a projection), atomic
+projections, snapshots, locks, transaction records and the expiry reaper. The Writer packs write ops into
+the write script's arguments, runs the script (EVALSHA, SCRIPT LOAD on NOSCRIPT), settles the pending
+intents of cross-partition transactions that refuse a call, translates error replies into typed errors,
+decodes the replies, and does the post-write cache work: a call that wrote entities evicts their cached
+values unless the caller updates the cache from the reply itself (single-entity writes do, in
+``readthrough``), and a call whose outcome is unknown evicts them whatever the caller asked.
+
+So a new stage of the write path (an audit entry, a quota check) is added once, here and in the script,
+and every kind of write gets it. Everything the Writer sends passes through ``_send`` (one call) or
+``_send_many`` (one pipelined round trip): wrap those two to observe every write of a store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from rxstate.core.errors import ClusterError, RxStateError, TransactionPending, ValidationError
+from rxstate.core.writes import WriteOp, WriteResult, pack_ops
+from rxstate.store.twophase import run_past_intents
+
+if TYPE_CHECKING:
+    from rxstate.store.store import Store
+
+__all__ = ["WriteCall", "Writer"]
+
+WriteCall = tuple[str, Sequence[Any], Sequence[Any]]
+"""One write script call: the script's name, its KEYS and its ARGV."""
+
+_PENDING: Any = object()
+
+
+class Writer:
+    """Sends every write of one store; see the module docstring.
+
+    Example:
+        >>> store.writer.mutate([agents.put_op("a1", Agent(name="x"))])[0].version  # doctest: +SKIP
+        1
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    # -- the two ways out ---------------------------------------------------------------------------
+    def _send(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
+        """Run one write script call; a server error reply raises its typed error."""
+        store = self._store
+        return store.scripts.get(script)(store.client, keys, args)
+
+    def _send_many(self, calls: Sequence[WriteCall]) -> list[Any]:
+        """Run write script calls in one pipelined round trip; each reply, or its typed error, in place."""
+        store = self._store
+        library = store.scripts
+        return library.run_batch(store.client, [(library.get(name), keys, args) for name, keys, args in calls])
+
+    # -- script calls -------------------------------------------------------------------------------
+    def call(
+        self,
+        script: str,
+        keys: Sequence[Any],
+        args: Sequence[Any],
+        *,
+        writes: Sequence[WriteOp] = (),
+        settle: bool = True,
+        patience: float = 30.0,
+    ) -> Any:
+        """Run one write script call atomically and return its reply.
+
+        Args:
+            script: the script's name (a ``lua/`` file).
+            keys: its KEYS.
+            args: its ARGV.
+            writes: the entity ops the call may write; their cached values are evicted afterwards (also
+                when the call fails: its outcome may be unknown, or the cached value was stale).
+            settle: settle or wait out cross-partition transactions whose intents refuse the call.
+            patience: seconds to wait for such a transaction before raising ``TransactionPending``.
+
+        Raises:
+            RxStateError: the script refused the call (typed by its error prefix).
+        """
+        try:
+            if not settle:
+                return self._send(script, keys, args)
+            return run_past_intents(self._store, lambda: self._send(script, keys, args), patience=patience)
+        finally:
+            if writes:
+                self.forget(writes)
+
+    def call_many(self, calls: Sequence[WriteCall], *, writes: Sequence[WriteOp] = ()) -> list[Any]:
+        """Run write script calls in one pipelined round trip (each atomic on its own).
+
+        Returns each call's reply, or its typed error in place; the cached values of ``writes`` are
+        evicted afterwards. Intents are not settled here: a ``TransactionPending`` in place says which
+        calls to run again with ``call``.
+        """
+        try:
+            return self._send_many(calls)
+        finally:
+            if writes:
+                self.forget(writes)
+
+    # -- entity operations (mutate.lua) --------------------------------------------------------------
+    def pack(self, ops: Sequence[WriteOp], *, txid: str = "", nparts: int | None = None) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one write-script call running ``ops``.
+
+        Example:
+            >>> keys, args = store.writer.pack([op])  # doctest: +SKIP
+        """
+        store = self._store
+        return pack_ops(store.keyspace, ops, actor=store.actor, txid=txid, maxlen=store.change_retention, nparts=nparts)
+
+    def mutate(
+        self, ops: Sequence[WriteOp], *, txid: str = "", nparts: int | None = None, forget: bool = True
+    ) -> list[WriteResult]:
+        """Run ``ops`` as one atomic call: all happen or none does; one result per op.
+
+        Args:
+            ops: the operations.
+            txid: the transaction id recorded in their change records.
+            nparts: partitions the transaction touched (default: those of ``ops``).
+            forget: evict the written entities' cached values afterwards (False: the caller updates the
+                cache from the results; on failure they are evicted regardless).
+
+        Raises:
+            ClusterError: on a cluster, the ops span partitions (one call reaches one slot).
+            RxStateError: a check failed (conflict, missing entity, constraint, fence, ...).
+        """
+        store = self._store
+        if store.is_cluster and len({op.partition for op in ops}) > 1:
+            partitions = sorted({op.partition for op in ops})
+            raise ClusterError(f"one script call cannot span partitions on a cluster (partitions {partitions})")
+        keys, args = self.pack(ops, txid=txid, nparts=nparts)
+        try:
+            replies = self.call("mutate", keys, args)
+        except BaseException:
+            if not forget:
+                self.forget(ops)
+            raise
+        finally:
+            if forget:
+                self.forget(ops)
+        return [WriteResult.from_reply(r) for r in replies]
+
+    def mutate_each(self, ops: Sequence[WriteOp], *, forget: bool = True) -> list[WriteResult | RxStateError]:
+        """Run each op as its own atomic call, all pipelined in one round trip; a result or error per op."""
+        calls: list[WriteCall] = [("mutate", *self.pack([op])) for op in ops]
+        return self._settled(calls, [[op] for op in ops], lambda reply: [WriteResult.from_reply(reply[0])], forget)
+
+    def mutate_grouped(self, ops: Sequence[WriteOp], *, forget: bool = True) -> list[WriteResult | RxStateError]:
+        """Run ``ops`` as one atomic call per partition, pipelined; a result (or its group's error) per op.
+
+        Raises:
+            ValidationError: two ops of one partition target the same entity.
+        """
+        groups: dict[int, list[int]] = {}
+        seen: set[tuple[str, int, str]] = set()
+        for i, op in enumerate(ops):
+            key = (op.collection, op.partition, op.id)
+            if key in seen:
+                raise ValidationError(f"{op.collection} {op.id!r} appears twice in one atomic batch", field="id")
+            seen.add(key)
+            groups.setdefault(op.partition, []).append(i)
+        grouped = [[ops[i] for i in indexes] for indexes in groups.values()]
+        calls: list[WriteCall] = [("mutate", *self.pack(group)) for group in grouped]
+        per_group = self._settled(
+            calls, grouped, lambda reply: [WriteResult.from_reply(r) for r in reply], forget, flat=False
+        )
+        out: list[WriteResult | RxStateError] = [_PENDING] * len(ops)
+        for indexes, results in zip(groups.values(), per_group, strict=True):
+            for n, i in enumerate(indexes):
+                out[i] = results if isinstance(results, RxStateError) else results[n]
+        return out
+
+    def _settled(
+        self,
+        calls: Sequence[WriteCall],
+        groups: Sequence[Sequence[WriteOp]],
+        decode: Callable[[Any], list[WriteResult]],
+        forget: bool,
+        *,
+        flat: bool = True,
+    ) -> list[Any]:
+        """Pipeline ``calls``; a call refused by an intent runs again alone after the intent is settled."""
+        everything = [op for group in groups for op in group]
+        try:
+            replies = self._send_many(calls)
+        except BaseException:
+            self.forget(everything)
+            raise
+        out: list[Any] = []
+        failed: list[WriteOp] = []
+        for (script, keys, args), group, reply in zip(calls, groups, replies, strict=True):
+            if isinstance(reply, TransactionPending):
+                try:
+                    reply = self.call(script, keys, args)
+                except RxStateError as exc:
+                    reply = exc
+            if isinstance(reply, RxStateError):
+                failed += group
+                out.append(reply)
+            elif isinstance(reply, BaseException):
+                self.forget(everything)
+                raise reply
+            else:
+                results = decode(reply)
+                out.append(results[0] if flat else results)
+        self.forget(everything if forget else failed)
+        return out
+
+    # -- post-write cache work ----------------------------------------------------------------------
+    def forget(self, ops: Sequence[WriteOp]) -> None:
+        """Evict the cached values of the entities ``ops`` may have written.
+
+        A write made without per-entity cache bookkeeping (a batch, a transaction, a projection) must not
+        leave its writer reading the older cached value while the invalidation is still on its way.
+        """
+        cache = self._store._cache
+        if cache is not None:
+            ks = self._store.keyspace
+            cache.invalidate_many([ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"])
