@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rxstate.core.errors import ValidationError
 from rxstate.core.keys import Keyspace
 
 __all__ = ["KEEP_TTL", "PERSIST", "WriteOp", "WriteResult", "pack_ops"]
@@ -53,6 +54,15 @@ class WriteOp:
     fence: tuple[str, int, int] | None = None
     constraint_keys: Sequence[str] = ()
     constraint_args: Sequence[Any] = ()
+
+    def __post_init__(self) -> None:
+        # Every op is built through here (collections, transactions, batches, events), so the checks of
+        # what the script cannot check well exist once.
+        expected = self.expected
+        if expected is not None and (type(expected) is not int or expected < 0):
+            raise ValidationError(
+                f"expected_version must be a non-negative int or None, not {expected!r}", field="expected_version"
+            )
 
     def keys(self, ks: Keyspace) -> list[str]:
         p, c = self.partition, self.collection

@@ -36,6 +36,15 @@ _KEY_MEMO = 65_536
 Ttl = float | int | timedelta | None
 
 
+def _multiple_of(info: Any) -> int | None:
+    """The integer ``multiple_of`` constraint of a field, if it has one."""
+    for item in info.metadata:
+        step = getattr(item, "multiple_of", None)
+        if isinstance(step, int) and not isinstance(step, bool) and step > 0:
+            return step
+    return None
+
+
 def _ttl_ms(ttl: Ttl) -> int:
     seconds = ttl.total_seconds() if isinstance(ttl, timedelta) else ttl
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or not math.isfinite(seconds) or seconds <= 0:
@@ -97,6 +106,16 @@ class Collection(Generic[M]):
         self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained)
         self.constraints = Constraints(store, name, self._codec, constraints, partition_key=partition_key)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
+        decorators = model.__pydantic_decorators__
+        # Fields whose new value only a whole-model validation can judge: a partial write of them must
+        # validate the resulting entity, which needs its current value (see ``update``).
+        self._whole_checked: frozenset[str] = (
+            frozenset(fields)
+            if decorators.model_validators
+            else frozenset(f for v in decorators.field_validators.values() for f in v.info.fields)
+        )
+        if "*" in self._whole_checked:
+            self._whole_checked = frozenset(fields)
         self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:
@@ -125,9 +144,14 @@ class Collection(Generic[M]):
         return self._ks.entity(self.name, entity_id, self._partition(entity_id, partition))
 
     def _check_model(self, value: object) -> M:
+        """``value`` validated in full: what the store accepts, it can read back.
+
+        An instance made with ``model_copy(update=...)`` or ``model_construct`` skipped validation, so
+        every value is validated again before any write is built from it.
+        """
         if type(value) is not self.model:
             raise ValidationError(f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}")
-        return value  # type: ignore[return-value,unused-ignore]
+        return self._codec.revalidate(value)  # type: ignore[arg-type,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
         op = WriteOp(
@@ -186,9 +210,11 @@ class Collection(Generic[M]):
     ) -> WriteOp:
         """The ``WriteOp`` of a ``put``/``create``, validated (for batches and transactions)."""
         validate_id(entity_id)
-        value = self._check_model(value)
-        if expected_version is not None and (not isinstance(expected_version, int) or expected_version < 0):
-            raise ValidationError(f"expected_version must be a non-negative integer, not {expected_version!r}")
+        return self._put_op(entity_id, self._check_model(value), kind, expected_version, ttl, fence)
+
+    def _put_op(
+        self, entity_id: str, value: M, kind: str, expected_version: int | None, ttl: Ttl, fence: Lease | None
+    ) -> WriteOp:
         return self._op(
             kind,
             entity_id,
@@ -227,8 +253,10 @@ class Collection(Generic[M]):
             >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
             1
         """
-        op = self.put_op(entity_id, value, expected_version=expected_version, ttl=ttl, fence=fence)
-        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
+        validate_id(entity_id)
+        checked = self._check_model(value)
+        op = self._put_op(entity_id, checked, "put", expected_version, ttl, fence)
+        return write_value(self, op, lambda r: self._versioned(entity_id, checked, r))
 
     def create(self, entity_id: str, value: M, *, ttl: Ttl = None, fence: Lease | None = None) -> Versioned[M]:
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
@@ -237,8 +265,15 @@ class Collection(Generic[M]):
             >>> agents.create("a2", Agent(name="coder")).version  # doctest: +SKIP
             1
         """
-        op = self.put_op(entity_id, value, kind="create", ttl=ttl, fence=fence)
-        return write_value(self, op, lambda r: self._versioned(entity_id, value, r))
+        validate_id(entity_id)
+        checked = self._check_model(value)
+        op = self._put_op(entity_id, checked, "create", None, ttl, fence)
+        return write_value(self, op, lambda r: self._versioned(entity_id, checked, r))
+
+    def _versioned_at(
+        self, pairs: Sequence[tuple[str, M]], values: Sequence[M], n: int, result: WriteResult
+    ) -> Versioned[M]:
+        return self._versioned(pairs[n][0], values[n], result)
 
     def put_many(
         self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None, atomic: bool = False
@@ -259,10 +294,19 @@ class Collection(Generic[M]):
             >>> results = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})  # doctest: +SKIP
         """
         pairs = list(items.items() if isinstance(items, Mapping) else items)
+        checked: list[M] = []  # the validated values, by position: those are what the cache keeps
+
+        def build(n: int) -> WriteOp:
+            entity_id, value = pairs[n]
+            validate_id(entity_id)
+            checked[n] = self._check_model(value)
+            return self._put_op(entity_id, checked[n], "put", None, ttl, None)
+
+        checked.extend(v for _, v in pairs)
         return run_many(
             self._store,
-            [partial(self.put_op, i, v, ttl=ttl) for i, v in pairs],
-            [partial(self._versioned, i, v) for i, v in pairs],
+            [partial(build, n) for n in range(len(pairs))],
+            [partial(self._versioned_at, pairs, checked, n) for n in range(len(pairs))],
             atomic=atomic,
         )
 
@@ -342,6 +386,13 @@ class Collection(Generic[M]):
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
             return self._update_with(entity_id, fn, expected_version, ttl_arg, retries, partition, fence)
+        if self._whole_checked.intersection(fields):
+            self._codec.encode_fields(fields)  # each value on its own first: the clearest error
+
+            def merged(current: M) -> M:
+                return current.model_copy(update=fields)
+
+            return self._update_with(entity_id, merged, expected_version, ttl_arg, retries, partition, fence)
         op = self.update_op(
             entity_id, expected_version=expected_version, ttl=ttl, partition=partition, fence=fence, **fields
         )
@@ -362,6 +413,14 @@ class Collection(Generic[M]):
         validate_id(entity_id)
         if not fields:
             raise ValidationError("update needs at least one field to set")
+        checked = sorted(self._whole_checked.intersection(fields))
+        if checked:
+            raise ValidationError(
+                f"{self.model.__name__} validates {checked} with validators that need the whole entity: "
+                "a partial update of them in a batch or transaction cannot be checked before it is written; "
+                "use put, or update with a function",
+                field=checked[0],
+            )
         if self.partition_key in fields:
             raise ValidationError(
                 f"{self.partition_key!r} is the partition key: it cannot change", field=self.partition_key
@@ -399,7 +458,6 @@ class Collection(Generic[M]):
                 )
             new = fn(current.value)
             new = self._check_model(new)
-            new = self._codec.revalidate(new)  # model_copy(update=) skips validation
             if self.partition_key and getattr(new, self.partition_key) != getattr(current.value, self.partition_key):
                 raise ValidationError(f"{self.partition_key!r} is the partition key: it cannot change")
             encoded = self._codec.encode(new)
@@ -457,10 +515,7 @@ class Collection(Generic[M]):
     ) -> WriteOp:
         """The ``WriteOp`` of an ``incr``, validated (for batches and transactions)."""
         validate_id(entity_id)
-        if field not in self._codec.integer_fields:
-            raise ValidationError(f"{self.model.__name__}.{field} is not an int field", field=field)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
+        self._check_incr(field, amount)
         low, high = self._bounds[field]
         return self._op(
             "incr",
@@ -471,6 +526,25 @@ class Collection(Generic[M]):
             incrs=[(field, amount, low, high)],
             fence=fence,
         )
+
+    def _check_incr(self, field: str, amount: object) -> None:
+        """Refuse an increment the script could not keep valid (the one check of incr, for every caller)."""
+        if field not in self._codec.integer_fields:
+            raise ValidationError(f"{self.model.__name__}.{field} is not an int field", field=field)
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
+        if field in self._whole_checked:
+            raise ValidationError(
+                f"{self.model.__name__}.{field} has validators the server cannot run: "
+                "use update with a function to change it",
+                field=field,
+            )
+        step = _multiple_of(self.model.model_fields[field])
+        if step is not None and amount % step:
+            raise ValidationError(
+                f"{self.model.__name__}.{field} must stay a multiple of {step}: incr by {amount} would not",
+                field=field,
+            )
 
     def delete(
         self,

@@ -267,11 +267,19 @@ class Transaction:
         validate_id(entity_id)
         key = (coll.name, coll._partition(entity_id, partition), entity_id)
         ttl_arg = KEEP_TTL if ttl is None else str(_ttl_ms(ttl))
+        if fn is None and coll._whole_checked.intersection(fields):
+            coll._codec.encode_fields(fields)  # each value on its own first: the clearest error
+            updates = dict(fields)
+            fields = {}
+
+            def fn(current: Any) -> Any:  # the whole entity is validated, from the value this transaction reads
+                return current.model_copy(update=updates)
+
         if fn is not None:
             if fields:
                 raise ValidationError("update takes either a function or field values, not both")
             current = self.get_versioned(coll, entity_id, partition=partition)
-            new = coll._codec.revalidate(coll._check_model(fn(current.value)))
+            new = coll._check_model(fn(current.value))
             if coll.partition_key and getattr(new, coll.partition_key) != getattr(current.value, coll.partition_key):
                 raise ValidationError(f"{coll.partition_key!r} is the partition key: it cannot change")
             old = dict(coll._codec.encode(current.value))
@@ -310,10 +318,7 @@ class Transaction:
         """
         coll = self._collection(collection)
         validate_id(entity_id)
-        if field not in coll._codec.integer_fields:
-            raise ValidationError(f"{coll.model.__name__}.{field} is not an int field", field=field)
-        if isinstance(amount, bool) or not isinstance(amount, int):
-            raise ValidationError(f"incr amount must be an int, not {amount!r}", field=field)
+        coll._check_incr(field, amount)
         key = (coll.name, coll._partition(entity_id, partition), entity_id)
         self._require_open()
         pending = self._pending_for_update(coll, key)
