@@ -4,8 +4,10 @@ Every change to an entity goes through this script: it checks every operation fi
 existence, integer fields, constraints), and only when all checks pass does it write. So either all
 operations happen, with their version bumps, index updates and change records, or none does.
 
-KEYS, per operation i, in order (5 + nidx_i keys each):
-  entity hash, ids set, expiry zset, ttl-index hash, change stream, index zset 1..nidx_i
+KEYS, per operation i, in order (6 + nidx_i keys each):
+  entity hash, ids set, expiry zset, ttl-index hash, change stream, versions hash, index zset 1..nidx_i
+  (the versions hash keeps the last version of each deleted entity: a re-created entity's versions
+  continue from it, so a version names one state of an id for good and compare-and-set is ABA-safe)
 ARGV:
   [1] actor, [2] transaction id ("" if none), [3] change stream MAXLEN (~), [4] number of operations,
   [5] number of partitions the batch touches,
@@ -66,10 +68,10 @@ for i = 1, nops do
     kind = ARGV[a], coll = ARGV[a + 1], id = ARGV[a + 2], expected = ARGV[a + 3],
     sv = ARGV[a + 4], ttl = ARGV[a + 5], full = ARGV[a + 6] == "1",
     ekey = KEYS[k], ids = KEYS[k + 1], exp = KEYS[k + 2], ttlidx = KEYS[k + 3], changes = KEYS[k + 4],
-    set = {}, incr = {}, idx = {}, idxkeys = {},
+    vers = KEYS[k + 5], set = {}, incr = {}, idx = {}, idxkeys = {},
   }
   a = a + 7
-  k = k + 5
+  k = k + 6
   local nset = tonumber(ARGV[a]); a = a + 1
   for j = 1, nset do
     op.set[j] = {ARGV[a], ARGV[a + 1]}; a = a + 2
@@ -374,6 +376,7 @@ for i, op in ipairs(ops) do
     else
       local version = op.cur + 1
       reindex(op, {})
+      redis.call("HSET", op.vers, op.id, version)
       redis.call("DEL", op.ekey)
       redis.call("SREM", op.ids, op.id)
       if op.had_ttl then forget_ttl(op) end
@@ -381,7 +384,12 @@ for i, op in ipairs(ops) do
       results[i] = {version, cid, now, {}}
     end
   else
-    local version = op.cur + 1
+    local base = op.cur
+    if base == 0 then
+      base = tonumber(redis.call("HGET", op.vers, op.id) or "0")
+      if base > 0 then redis.call("HDEL", op.vers, op.id) end
+    end
+    local version = base + 1
     local replace = op.kind == "put" or op.kind == "create"
     local changed, setv = {}, {}
     for _, f in ipairs(op.set) do

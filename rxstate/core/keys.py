@@ -118,8 +118,13 @@ class Keyspace:
     def ttl_index(self, collection: str, partition: int) -> str:
         return f"{self._tags[partition]}_ttlidx:{collection}"
 
+    def versions(self, collection: str, partition: int) -> str:
+        """Hash of the last versions of deleted entities, so a re-created entity's versions continue."""
+        return f"{self._tags[partition]}_ver:{collection}"
+
     def write_keys(self, collection: str, partition: int, indexes: tuple[str, ...]) -> list[str]:
-        """The keys a write touches besides the entity: ids, expiry, ttl-index, changes, indexes (memoised)."""
+        """The keys a write touches besides the entity: ids, expiry, ttl-index, changes, versions of deleted
+        entities, indexes (memoised)."""
         memo_key = (collection, partition, indexes)
         keys = self._write_keys.get(memo_key)
         if keys is None:
@@ -128,6 +133,7 @@ class Keyspace:
                 self.expiry(collection, partition),
                 self.ttl_index(collection, partition),
                 self.changes(partition),
+                self.versions(collection, partition),
                 *(self.index(collection, f, partition) for f in indexes),
             ]
             self._write_keys[memo_key] = keys

@@ -21,7 +21,9 @@ class Versioned(Generic[T]):
     Attributes:
         id: the entity id.
         value: the (immutable) model.
-        version: bumped by one on every write; 1 after the first.
+        version: bumped by one on every write of the id; 1 after the first. It never restarts: a delete
+            bumps it too, and an entity created again under the id continues from there, so a version
+            read before a delete never matches a later entity (compare-and-set is ABA-safe).
         schema_version: the model schema version the value was stored with.
         timestamp_ms: server time of the last write, in milliseconds since the epoch.
         actor: who wrote it last.

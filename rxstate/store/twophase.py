@@ -84,7 +84,7 @@ def _txn_op(
         partition=partition,
         ttl=ttl,
         sets=[(k, v.encode()) for k, v in fields.items()],
-        fixed_keys=(payload, ks.tx_index(partition), record, payload, ks.changes(partition)),
+        fixed_keys=(payload, ks.tx_index(partition), record, payload, ks.changes(partition), payload),
     )
 
 
