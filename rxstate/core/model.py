@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import typing
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 import pydantic
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from rxstate.core import display
 from rxstate.core.errors import SchemaError
@@ -74,6 +74,19 @@ def _secret_inner_type(annotation: Any) -> Any | None:
     return None
 
 
+class _FieldsSet(set[str]):
+    """A model's set of explicitly set fields, marked with the id of the field dict validation produced."""
+
+    __slots__ = ("owner",)
+
+    def __init__(self, names: set[str], owner: int) -> None:
+        super().__init__(names)
+        self.owner = owner
+
+    def __reduce__(self) -> tuple[type[set[str]], tuple[list[str]]]:
+        return set, (list(self),)  # a copy is a plain set: copies of a model count as unvalidated
+
+
 class Model(BaseModel):
     """Base class of stored state: a frozen pydantic v2 model with a schema version.
 
@@ -94,6 +107,27 @@ class Model(BaseModel):
     __version__: ClassVar[int] = 1
     __rxstate_upcasters__: ClassVar[dict[int, Upcaster]] = {}
     __rxstate_secrets__: ClassVar[dict[str, Any]] = {}
+
+    @model_validator(mode="after")
+    def _mark_validated(self) -> Self:
+        # Remember which field dict validation saw, in the fields-set (which equality ignores):
+        # ``model_copy`` and ``model_construct`` make instances without validating them, each with a dict
+        # of its own, so ``is_validated`` tells them apart at the cost of one attribute read.
+        object.__setattr__(self, "__pydantic_fields_set__", _FieldsSet(self.__pydantic_fields_set__, id(self.__dict__)))
+        return self
+
+    def is_validated(self) -> bool:
+        """Whether this instance came out of validation (not ``model_copy``/``model_construct``/a copy).
+
+        Example:
+            >>> class Agent(Model):
+            ...     name: str
+            >>> a = Agent(name="x")
+            >>> a.is_validated(), a.model_copy(update={"name": 1}).is_validated()
+            (True, False)
+        """
+        marked = self.__pydantic_fields_set__
+        return isinstance(marked, _FieldsSet) and marked.owner == id(self.__dict__)
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

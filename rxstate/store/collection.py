@@ -111,7 +111,7 @@ class Collection(Generic[M]):
         # validate the resulting entity, which needs its current value (see ``update``).
         self._whole_checked: frozenset[str] = (
             frozenset(fields)
-            if decorators.model_validators
+            if set(decorators.model_validators) - {"_mark_validated"}  # the base Model's own marker checks nothing
             else frozenset(f for v in decorators.field_validators.values() for f in v.info.fields)
         )
         if "*" in self._whole_checked:
@@ -151,6 +151,8 @@ class Collection(Generic[M]):
         """
         if type(value) is not self.model:
             raise ValidationError(f"collection {self.name!r} stores {self.model.__name__}, not {type(value).__name__}")
+        if value.is_validated():
+            return value
         return self._codec.revalidate(value)  # type: ignore[arg-type,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:

@@ -109,3 +109,15 @@ def test_incr_keeps_multiple_of(rx_store: Any) -> None:
     coll.put("s", Steps())
     _unchanged(rx_store, lambda: coll.incr("s", "n", 3))
     assert coll.incr("s", "n", 10) == 10
+
+
+def test_only_instances_that_came_out_of_validation_skip_the_second_check() -> None:
+    import copy
+    import pickle
+
+    agent = Agent(name="x")
+    assert agent.is_validated() and Agent.model_validate({"name": "y"}).is_validated()
+    assert not agent.model_copy(update={"load": "lots"}).is_validated()
+    assert not Agent.model_construct(name="z").is_validated()
+    assert not copy.deepcopy(agent).is_validated() and not pickle.loads(pickle.dumps(agent)).is_validated()
+    assert pickle.loads(pickle.dumps(agent)) == agent == Agent(name="x")
