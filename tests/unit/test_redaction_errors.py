@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import traceback
 
@@ -12,6 +13,7 @@ import rxstate
 from rxstate.core.codec import Codec, ModelCodec
 from rxstate.errors import CorruptDataError
 from rxstate.reactive.watch import _apply
+from rxstate.testing import Backend
 
 SECRET = "sk-live-0123456789abcdef"
 
@@ -119,3 +121,29 @@ def test_watch_log_line_of_an_invalid_change_does_not_show_a_secret(rx_fake_stor
         assert _apply(vaults, None, change) is None
     assert caplog.records, "the failed change is logged"
     assert SECRET not in caplog.text
+
+
+def test_schema_stores_the_secret_field_names_and_keeps_them():
+    from rxstate.feed.assembly import stored_secrets
+
+    with Backend("fakeredis") as backend:
+        first = backend.store()
+        first.collection("vaults", Vault)
+        assert stored_secrets(first)["vaults"] == {"pin", "token"}
+        key = first.keyspace.schemas()
+        entry = json.loads(first.client.hget(key, "vaults"))
+        first.client.hset(key, "vaults", json.dumps({**entry, "secrets": ["old_key"]}))
+        backend.store().collection("vaults", Vault)  # another process opening it: the names are merged
+        assert stored_secrets(first)["vaults"] == {"old_key", "pin", "token"}
+
+
+def test_decoder_wraps_a_secret_the_model_cannot_decode(rx_fake_store):
+    from rxstate.feed.assembly import Decoder
+
+    rx_fake_store.collection("vaults", Vault)
+    # A foreign write: a number where the model expects a string token, so decoding falls back to JSON.
+    raw = {b"c": b"vaults", b"i": b"v1", b"o": b"update", b"v": b"2", b"s": b"1", b".token": b"12345678"}
+    change = Decoder(rx_fake_store).decode(0, b"1-0", raw)
+    assert isinstance(change.fields["token"], pydantic.Secret)
+    assert change.fields["token"].get_secret_value() == 12345678
+    assert "12345678" not in repr(change)
