@@ -11,6 +11,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import rxstate
 from tests.helpers import wait_for
@@ -73,7 +74,7 @@ def test_reader_without_the_model_redacts_secret_fields(rx_redis_backend):
     vaults.put("v1", Vault(name="a", token=SECRET, size=1))
     vaults.update("v1", token=SECRET + "-2")
     vaults.update("v1", size=2)
-    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}  # this checkout's rxstate
     out = subprocess.run(
         [sys.executable, "-c", READER, rx_redis_backend.server.url, rx_redis_backend.namespace, SECRET],
         capture_output=True,
