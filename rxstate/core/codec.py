@@ -20,6 +20,7 @@ from pydantic import TypeAdapter
 
 from rxstate.core.errors import CorruptDataError, SchemaError, ValidationError
 from rxstate.core.model import Model
+from rxstate.core.redaction import error_reason
 
 __all__ = ["RESERVED_FIELDS", "Codec", "EntityMeta", "ModelCodec"]
 
@@ -78,9 +79,7 @@ class Codec:
             try:
                 return lz4.frame.decompress(value[2:])  # type: ignore[no-any-return]
             except RuntimeError as exc:
-                raise CorruptDataError(
-                    f"{key} field {field!r}: broken lz4 value: {exc}", key=key, field=field
-                ) from exc
+                raise CorruptDataError(f"{key} field {field!r}: broken lz4 value: {exc}", key=key, field=field) from exc
         return value
 
 
@@ -114,9 +113,7 @@ class ModelCodec(Generic[M]):
     def _reveal(self, name: str, value: Any) -> Any:
         """JSON value of a secret field, in clear (pydantic's JSON mode would mask it)."""
         if isinstance(value, pydantic.Secret):
-            return self._adapter_for(name, secret_inner=True).dump_python(
-                value.get_secret_value(), mode="json"
-            )
+            return self._adapter_for(name, secret_inner=True).dump_python(value.get_secret_value(), mode="json")
         return value
 
     def encode(self, model: M) -> list[tuple[str, bytes]]:
@@ -141,7 +138,9 @@ class ModelCodec(Generic[M]):
         try:
             return self.model.model_validate(dict(model))
         except pydantic.ValidationError as exc:
-            raise ValidationError(f"{self.model.__name__}: {_first_error(exc)}") from exc
+            reason = error_reason(exc, self._secrets)
+        # Raised outside the handler so that pydantic's error, which quotes the input, is not its context.
+        raise ValidationError(f"{self.model.__name__}: {reason}")
 
     def encode_fields(self, fields: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         """Validate and encode some fields of a model (a partial update).
@@ -159,14 +158,13 @@ class ModelCodec(Generic[M]):
             try:
                 checked = adapter.validate_python(value)
             except pydantic.ValidationError as exc:
-                raise ValidationError(
-                    f"{self.model.__name__}.{name}: {_first_error(exc)}", field=name
-                ) from exc
-            data[name] = (
-                self._reveal(name, checked)
-                if name in self._secrets
-                else adapter.dump_python(checked, mode="json")
-            )
+                reason = error_reason(exc, self._secrets, within=name)
+            else:
+                data[name] = (
+                    self._reveal(name, checked) if name in self._secrets else adapter.dump_python(checked, mode="json")
+                )
+                continue
+            raise ValidationError(f"{self.model.__name__}.{name}: {reason}", field=name)
         return self._pack_all(data)
 
     def _pack_all(self, data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
@@ -224,9 +222,8 @@ class ModelCodec(Generic[M]):
         try:
             return self.model.model_validate(data), meta
         except pydantic.ValidationError as exc:
-            raise CorruptDataError(
-                f"{key}: stored data does not fit {self.model.__name__}: {_first_error(exc)}", key=key
-            ) from exc
+            reason = error_reason(exc, self._secrets)
+        raise CorruptDataError(f"{key}: stored data does not fit {self.model.__name__}: {reason}", key=key)
 
     def decode_value(self, name: str, value: bytes, key: str = "") -> Any:
         """Decode and validate one stored field value."""
@@ -245,9 +242,3 @@ class ModelCodec(Generic[M]):
             except ValueError:
                 data[name] = fragment.decode("utf-8", "replace")
         return data
-
-
-def _first_error(exc: pydantic.ValidationError) -> str:
-    err = exc.errors()[0]
-    where = ".".join(str(p) for p in err.get("loc", ()))
-    return f"{where + ': ' if where else ''}{err.get('msg', 'invalid')} (input {err.get('input')!r})"

@@ -23,6 +23,7 @@ __all__ = [
     "REDACTED",
     "change_line",
     "clip",
+    "error_reason",
     "event_data",
     "format_ms",
     "known_secret_names",
@@ -189,3 +190,43 @@ def change_line(change: Any, secrets: Iterable[str] | None = None) -> str:
         f"{getattr(change, 'op', '')} v{getattr(change, 'version', '')} by {getattr(change, 'actor', '')} "
         f"at {format_ms(getattr(change, 'timestamp_ms', None))}{': ' + changed if changed else ''}"
     )
+
+
+def error_reason(exc: pydantic.ValidationError, secrets: Iterable[str] = (), *, within: str | None = None) -> str:
+    """Field path and reason of the first error of a pydantic ``ValidationError``, secrets left out.
+
+    The input is shown (short) only where it cannot hold a secret: never for a path through a field
+    named in ``secrets`` or classified by a loaded model, never for a ``missing`` field (its input is the
+    whole enclosing data), and a mapping input shows with its secret keys redacted.
+
+    Args:
+        exc: the pydantic error.
+        secrets: field names classified secret (besides those of every loaded model).
+        within: the field whose value was validated, when ``exc`` comes from validating one field
+            (it counts for secrecy; the text names only the path inside it).
+
+    Example:
+        >>> try:
+        ...     pydantic.TypeAdapter(int).validate_python("x")
+        ... except pydantic.ValidationError as exc:
+        ...     error_reason(exc)
+        "Input should be a valid integer, unable to parse string as an integer (input 'x')"
+    """
+    errors = exc.errors(include_url=False)
+    if not errors:
+        return "invalid"
+    err = errors[0]
+    names = known_secret_names() | frozenset(secrets)
+    loc = tuple(err.get("loc", ()))
+    path = loc if within is None else (within, *loc)
+    where = ".".join(str(p) for p in loc)
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    text = f"{where + ': ' if where else ''}{err.get('msg', 'invalid')}{more}"
+    value = err.get("input")
+    if err.get("type") == "missing" or any(isinstance(p, str) and p in names for p in path):
+        return text
+    if isinstance(value, Mapping):
+        value = redact_mapping(value, names)
+    elif isinstance(value, Iterable) and not isinstance(value, str | bytes):
+        return text  # a list or model may hold secrets the path does not name
+    return f"{text} (input {short(value)})"

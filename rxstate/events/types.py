@@ -22,7 +22,7 @@ from rxstate.core import display
 from rxstate.core.codec import Codec, ModelCodec
 from rxstate.core.errors import CorruptDataError, SchemaError, ValidationError
 from rxstate.core.model import Model
-from rxstate.core.redaction import event_data, redact_mapping, short
+from rxstate.core.redaction import error_reason, event_data, redact_mapping, short
 
 if TYPE_CHECKING:
     from rxstate.events.collection import EventCollection
@@ -144,7 +144,9 @@ def _validated(name: str, build: Callable[[], Model]) -> Model:
     except pydantic.ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ()))
-        raise ValidationError(f"{name}: {where}: {err.get('msg')}", field=where or None) from exc
+        message = f"{name}: {where}: {err.get('msg')}"
+    # Raised outside the handler so that pydantic's error, which quotes the input, is not its context.
+    raise ValidationError(message, field=where or None)
 
 
 class EventTypes:
@@ -243,7 +245,8 @@ class EventTypes:
         try:
             return cls.model_validate(data)
         except pydantic.ValidationError as exc:
-            raise CorruptDataError(f"stored {type_name} v{schema_version} does not fit: {exc.errors()[0]}") from exc
+            reason = error_reason(exc, cls.__rxstate_secrets__)
+        raise CorruptDataError(f"stored {type_name} v{schema_version} does not fit: {reason}")
 
 
 # The event collections opened on each store, by name: the namespace's event log decodes through them.

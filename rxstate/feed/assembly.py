@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 from collections import deque
@@ -11,7 +12,11 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+import pydantic
+import redis
+
 from rxstate.core.codec import Codec
+from rxstate.core.model import Secret
 from rxstate.feed.change import Change
 from rxstate.feed.delivery import DeliveryMetrics
 
@@ -19,16 +24,63 @@ if TYPE_CHECKING:
     from rxstate.store.store import Store
 
 
-__all__ = ["Assembler", "Decoder", "FeedMetrics"]
+__all__ = ["Assembler", "Decoder", "FeedMetrics", "stored_secrets"]
+
+log = logging.getLogger("rxstate.changes")
 
 _TX_WAIT_S = 2.0  # give up waiting for the rest of a transaction after this long (trimmed or partial)
 
 
+def stored_secrets(store: Store) -> dict[str, frozenset[str]]:
+    """Secret field names of every collection registered in ``store``'s namespace (from its schemas).
+
+    A collection registered by code older than the classification maps to no names.
+    """
+    out: dict[str, frozenset[str]] = {}
+    for name, raw in store.client.hgetall(store.keyspace.schemas()).items():
+        out[name.decode() if isinstance(name, bytes) else name] = _entry_secrets(raw)
+    return out
+
+
+def _entry_secrets(raw: bytes | str | None) -> frozenset[str]:
+    if raw is None:
+        return frozenset()
+    try:
+        entry = json.loads(raw)
+    except ValueError:
+        return frozenset()
+    names = entry.get("secrets", ()) if isinstance(entry, dict) else ()
+    return frozenset(n for n in names if isinstance(n, str))
+
+
 class Decoder:
-    """Turns raw stream records into ``Change`` objects, with field values decoded by model."""
+    """Turns raw stream records into ``Change`` objects, with field values decoded by model.
+
+    Fields a collection classifies secret (by its model here, or by the schema its writers stored) are
+    wrapped in ``rxstate.Secret``, so a change never shows them, even in a process without the model.
+    """
 
     def __init__(self, store: Store) -> None:
         self._store = store
+        # collection -> (schema version the names were read for, stored secret names)
+        self._stored: dict[str, tuple[int, frozenset[str]]] = {}
+
+    def secrets(self, collection: str, schema_version: int = 0) -> frozenset[str] | None:
+        """Secret field names of ``collection``; None when they cannot be read now (hide every field).
+
+        The stored names are read once per collection, and again for a record of a newer schema version.
+        """
+        coll = self._store._collections.get(collection)
+        own = frozenset(coll.model.__rxstate_secrets__) if coll is not None else frozenset()
+        cached = self._stored.get(collection)
+        if cached is None or schema_version > cached[0]:
+            try:
+                raw = self._store.client.hget(self._store.keyspace.schemas(), collection)
+            except redis.RedisError as exc:
+                log.debug("change feed: cannot read the schema of %s: %s", collection, exc)
+                return None
+            cached = self._stored[collection] = (schema_version, _entry_secrets(raw))
+        return own | cached[1]
 
     def _value(self, collection: str, name: str, raw: bytes) -> Any:
         coll = self._store._collections.get(collection)
@@ -46,11 +98,18 @@ class Decoder:
     def decode(self, partition: int, offset: bytes | str, raw: Mapping[bytes, bytes]) -> Change:
         get = raw.get
         collection = get(b"c", b"").decode()
-        fields = {}
+        schema_version = int(get(b"s", b"0") or 0)
+        fields: dict[str, Any] = {}
+        secrets: frozenset[str] | None = frozenset()
         for name, value in raw.items():
             if name[:1] == b".":
+                if not fields:
+                    secrets = self.secrets(collection, schema_version)
                 fname = name[1:].decode()
-                fields[fname] = self._value(collection, fname, value)
+                decoded = self._value(collection, fname, value)
+                if (secrets is None or fname in secrets) and not isinstance(decoded, pydantic.Secret):
+                    decoded = Secret(decoded)
+                fields[fname] = decoded
         return Change(
             collection=collection,
             id=get(b"i", b"").decode(),
@@ -63,7 +122,7 @@ class Decoder:
             timestamp_ms=int(get(b"t", b"0")),
             partition=partition,
             offset=offset.decode() if isinstance(offset, bytes) else offset,
-            schema_version=int(get(b"s", b"0") or 0),
+            schema_version=schema_version,
         )
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from rxstate.core.codec import Codec
 from rxstate.core.redaction import change_line, known_secret_names, redact_mapping
+from rxstate.feed.assembly import stored_secrets
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -59,8 +60,11 @@ class ChangeRecord:
 
 
 def secrets_by_collection(store: Store) -> dict[str, frozenset[str]]:
-    """Secret field names of every collection opened on ``store``."""
-    return {name: frozenset(c.model.__rxstate_secrets__) for name, c in store.collections.items()}
+    """Secret field names of every collection opened on ``store`` or registered in its namespace."""
+    out = stored_secrets(store)
+    for name, c in store.collections.items():
+        out[name] = out.get(name, frozenset()) | frozenset(c.model.__rxstate_secrets__)
+    return out
 
 
 def _decode_value(raw: bytes) -> Any:

@@ -13,10 +13,12 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import pydantic
 from reactivex import abc
 from reactivex.disposable import Disposable
 
 from rxstate.core.errors import RxStateError, ValidationError
+from rxstate.core.redaction import error_reason
 from rxstate.feed.change import REMOVALS, Change, offset_key
 from rxstate.feed.delivery import Overflow, scheduler_runner
 from rxstate.feed.subscription import ChangeObservable, Subscription, shared_feed
@@ -42,7 +44,9 @@ def _apply(coll: Collection[Any], before: Any, change: Change) -> Any:
             return None
         return coll._codec.revalidate(before.model_copy(update=dict(change.fields)))
     except (RxStateError, ValueError) as exc:
-        log.debug("watch: cannot apply %s to %r: %r", change.op, before, exc)
+        # pydantic's own error quotes the input, secrets included: log only its path and reason.
+        reason = error_reason(exc, coll.model.__rxstate_secrets__) if isinstance(exc, pydantic.ValidationError) else exc
+        log.debug("watch: cannot apply %s to %r: %s: %s", change.op, before, type(exc).__name__, reason)
         return None
 
 

@@ -176,6 +176,8 @@ class Store:
             "indexes": list(collection.indexes),
             "partition_key": collection.partition_key,
             "fields": list(model.model_fields),
+            # Classified fields, so that a process without the model still redacts them (change feed).
+            "secrets": sorted(model.__rxstate_secrets__),
         }
         if self.client.hsetnx(key, collection.name, json.dumps(entry)):
             return
@@ -187,9 +189,15 @@ class Store:
                 f"collection {collection.name!r} is routed by {stored.get('partition_key')!r}, "
                 f"not {entry['partition_key']!r}: the partition key cannot change"
             )
+        # A field once classified secret stays so: writers of older and newer versions may both run.
+        secrets = sorted(set(stored.get("secrets", ())) | set(entry["secrets"]))
         if entry["version"] > stored["version"] or stored.get("indexes") != entry["indexes"]:
-            merged = {**stored, **entry, "version": max(entry["version"], stored["version"])}
-            self.client.hset(key, collection.name, json.dumps(merged))
+            merged = {**stored, **entry, "version": max(entry["version"], stored["version"]), "secrets": secrets}
+        elif stored.get("secrets") != secrets:
+            merged = {**stored, "secrets": secrets}
+        else:
+            return
+        self.client.hset(key, collection.name, json.dumps(merged))
 
     @property
     def collections(self) -> dict[str, Collection[Any]]:

@@ -98,7 +98,8 @@ def test_change_of_a_collection_not_open_here_is_redacted_by_classification(
     try:
         keys = store.collection("keys", Keyholder)
         [change] = _changes(reader, lambda: keys.put("k1", Keyholder(label="x", vault_code=KEY)), 1)
-        assert change.fields["vault_code"] == KEY  # decoded as plain JSON: the display must hide it
+        # Classified by the schema the writer stored: wrapped, though the reader has no model for it.
+        assert change.fields["vault_code"].get_secret_value() == KEY
         assert KEY not in repr(change) and KEY not in change._repr_html_()
     finally:
         reader.close()
