@@ -30,6 +30,7 @@ test can stop the process between any two steps.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -89,47 +90,43 @@ def _txn_op(
 
 
 def _for_resolve(op: WriteOp) -> WriteOp:
-    """An op as applied at resolution: versions were checked (and locked) at prepare."""
-    return replace(op, kind="put" if op.kind == "create" else op.kind, expected=None, want_full=False)
-
-
-def _dump(ops: Sequence[WriteOp]) -> str:
-    return json.dumps(
-        [
-            [
-                op.kind,
-                op.collection,
-                op.id,
-                op.schema_version,
-                op.ttl,
-                [[f, _text(v)] for f, v in op.sets],
-                [list(i) for i in op.incrs],
-                list(op.indexes),
-            ]
-            for op in ops
-        ]
+    """An op as applied at resolution: versions, fences and constraints were checked at prepare (which
+    also recorded the fencing tokens), while the entities stayed locked; what is left is to write."""
+    return replace(
+        op,
+        kind="put" if op.kind == "create" else op.kind,
+        expected=None,
+        want_full=False,
+        fence=None,
+        constraint_keys=(),
+        constraint_args=(),
     )
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode("latin-1") if isinstance(value, bytes) else value
+def _dump(ops: Sequence[WriteOp]) -> str:
+    """The payload of prepared ops: every field of each ``WriteOp``, so no section of a write is lost."""
+    return json.dumps([{f.name: _to_json(getattr(op, f.name)) for f in dataclasses.fields(WriteOp)} for op in ops])
 
 
-def _load(text: bytes, partition: int) -> list[WriteOp]:
-    return [
-        WriteOp(
-            kind=kind,
-            collection=coll,
-            id=entity_id,
-            partition=partition,
-            schema_version=sv,
-            ttl=ttl,
-            sets=[(f, v.encode("latin-1")) for f, v in sets],
-            incrs=[(f, amount, low, high) for f, amount, low, high in incrs],
-            indexes=tuple(indexes),
-        )
-        for kind, coll, entity_id, sv, ttl, sets, incrs, indexes in json.loads(text)
-    ]
+def _to_json(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"b": value.decode("latin-1")}  # every byte value maps to one code point and back
+    if isinstance(value, list | tuple):
+        return [_to_json(v) for v in value]
+    return value
+
+
+def _from_json(value: Any) -> Any:
+    if isinstance(value, dict):
+        return value["b"].encode("latin-1")
+    if isinstance(value, list):
+        return tuple(_from_json(v) for v in value)
+    return value
+
+
+def _load(text: bytes | str, partition: int) -> list[WriteOp]:
+    decoded = [{name: _from_json(value) for name, value in fields.items()} for fields in json.loads(text)]
+    return [replace(WriteOp(**fields), partition=partition) for fields in decoded]
 
 
 def _record(store: Store, primary: int, txid: str, action: str) -> tuple[str, list[int]]:

@@ -46,3 +46,34 @@ def test_payload_round_trips_binary_values_and_drops_version_checks():
     assert list(loaded[0].sets) == list(ops[0].sets) and list(loaded[0].incrs) == list(ops[0].incrs)
     assert loaded[0].indexes == ("status",) and loaded[0].schema_version == 2
     assert (loaded[1].kind, loaded[1].id, loaded[1].expected) == ("check", "a2", None)
+
+
+def test_payload_carries_every_section_of_a_write_op():
+    """A prepared write keeps every field of its op, so a new stage of the write path is never dropped."""
+    import dataclasses
+
+    op = WriteOp(
+        kind="update",
+        collection="agents",
+        id="a 1",
+        partition=3,
+        expected=4,
+        schema_version=2,
+        ttl="900",
+        want_full=True,
+        sets=[("notes", b"\xff\x00")],
+        incrs=[("load", 1, "", "10")],
+        indexes=("status", "team"),
+        fence=("printer", 7, 123456),
+        constraint_keys=("rx:{n:3}:_idx:agents:team",),
+        constraint_args=(1, "u", "unique:team", "team", 1),
+    )
+    (loaded,) = _load(_dump([op]), 3)
+    for f in dataclasses.fields(WriteOp):
+        got, want = getattr(loaded, f.name), getattr(op, f.name)
+        norm = (
+            (lambda v: tuple(tuple(x) if isinstance(x, list | tuple) else x for x in v))
+            if isinstance(want, list | tuple)
+            else (lambda v: v)
+        )
+        assert norm(got) == norm(want), f.name
