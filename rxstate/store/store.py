@@ -87,6 +87,10 @@ class Store:
         self._closed = threading.Event()
         self._reap_interval = reap_interval
         self._reaper: threading.Thread | None = None
+        self.upkeep_failures = 0
+        """How many times the background upkeep (expiry, abandoned transactions) failed."""
+        self.last_upkeep_error: Exception | None = None
+        """The last such failure, or None."""
         self._services: dict[type, tuple[object, Callable[[Any], None]]] = {}
         self._services_lock = threading.RLock()
         self.writer = Writer(self)
@@ -239,11 +243,19 @@ class Store:
                 try:
                     self._reap(collection)
                 except Exception as exc:  # keep upkeep alive through transient server errors
-                    log.debug("reaper: %s: %s", collection.name, exc)
+                    self._upkeep_failed(f"expiring {collection.name}", exc)
             try:
                 sweep(self)  # transactions abandoned by dead clients
             except Exception as exc:
-                log.debug("reaper: transactions: %s", exc)
+                self._upkeep_failed("settling abandoned transactions", exc)
+
+    def _upkeep_failed(self, what: str, exc: Exception) -> None:
+        """Count and report a failure of the background upkeep; it runs again next interval."""
+        self.upkeep_failures += 1
+        self.last_upkeep_error = exc
+        log.warning(
+            "rxstate upkeep: %s failed (%s: %s); retrying in %ss", what, type(exc).__name__, exc, self._reap_interval
+        )
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def ping(self) -> bool:
