@@ -28,7 +28,7 @@ local coll, id, expected, n = ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4])
 
 local cur = tonumber(redis.call("HGET", versions, id) or "0")
 if expected ~= "" and tonumber(expected) ~= cur then
-  return redis.error_reply("RXCONFLICT " .. stream .. " " .. expected .. " " .. cur)
+  return redis.error_reply("RXCONFLICT " .. stream .. " " .. expected .. " " .. string.format("%d", cur))
 end
 
 local first = 5 + 5 * n
@@ -47,12 +47,12 @@ end
 local ids = {}
 local a = 5
 for i = 1, n do
-  local meta = ARGV[a + 3] .. tostring(cur + i) .. ARGV[a + 4]
+  local meta = ARGV[a + 3] .. string.format("%d", cur + i) .. ARGV[a + 4]
   local sid = redis.call("XADD", log, "*", "y", ARGV[a], "s", ARGV[a + 1], "d", ARGV[a + 2], "m", meta,
     "g", coll, "i", id)
   redis.call("XADD", stream, sid, "y", ARGV[a], "s", ARGV[a + 1], "d", ARGV[a + 2], "m", meta)
   ids[i] = sid
   a = a + 5
 end
-redis.call("HSET", versions, id, tostring(cur + n))
+redis.call("HSET", versions, id, string.format("%d", cur + n))
 return {cur + n, ids, cid}

@@ -148,7 +148,7 @@ for _, op in ipairs(ops) do
     return redis.error_reply("RXINTENT " .. op.ekey .. " " .. h[2])
   end
   if op.kind == "check" and op.expected ~= "" and tonumber(op.expected) ~= cur then
-    stale[#stale + 1] = op.ekey .. " " .. op.expected .. " " .. cur
+    stale[#stale + 1] = op.ekey .. " " .. op.expected .. " " .. string.format("%d", cur)
   end
   -- An entity whose TTL ran out while locked has nothing left to update, increment or delete.
   local gone = cur == 0 and (op.kind == "update" or op.kind == "incr" or op.kind == "delete")
@@ -170,7 +170,7 @@ local function txn_prepare()
   if txn.exp ~= txn.ekey and redis.call("EXISTS", txn.exp) == 1 then
     return redis.error_reply("RXTXABORTED " .. txn.exp)
   end
-  local deadline = tostring(now + tonumber(txn.ttl))
+  local deadline = string.format("%d", now + tonumber(txn.ttl))
   for _, op in ipairs(ops) do redis.call("HSET", op.ekey, "_t", f.owner) end
   local h = {"HSET", txn.ekey, "d", deadline}
   for _, kv in ipairs(txn.set) do h[#h + 1] = kv[1]; h[#h + 1] = kv[2] end
@@ -205,10 +205,10 @@ for _, op in ipairs(ops) do
   op.incr_old = {}
   for j = 1, #op.incr do op.incr_old[j] = snap[3 + #op.idx + j] end
   if op.kind == "create" and cur ~= 0 then
-    return redis.error_reply("RXEXISTS " .. op.ekey .. " " .. cur)
+    return redis.error_reply("RXEXISTS " .. op.ekey .. " " .. string.format("%d", cur))
   end
   if op.expected ~= "" and tonumber(op.expected) ~= cur then
-    return redis.error_reply("RXCONFLICT " .. op.ekey .. " " .. op.expected .. " " .. cur)
+    return redis.error_reply("RXCONFLICT " .. op.ekey .. " " .. op.expected .. " " .. string.format("%d", cur))
   end
   if (op.kind == "update" or op.kind == "incr") and cur == 0 then
     return redis.error_reply("RXNOTFOUND " .. op.ekey)
@@ -265,6 +265,13 @@ local function bound_value(op, spec)
   return v and tonumber(v)
 end
 
+-- A bound for a message: integers exactly (tostring keeps 14 digits), other numbers as Lua prints them.
+local function num_str(n)
+  if not n then return "" end
+  if n == math.floor(n) and math.abs(n) <= MAXINT then return string.format("%d", n) end
+  return tostring(n)
+end
+
 local function integrity(op, c, detail)
   return redis.error_reply("RXINTEGRITY " .. op.ekey .. " " .. c.name .. " " .. detail)
 end
@@ -276,10 +283,10 @@ for _, op in ipairs(checked) do
   if op.fence then
     local seen = tonumber(redis.call("HGET", op.fence.key, op.fence.name) or "0")
     if op.fence.token < seen then
-      return redis.error_reply("RXFENCED " .. op.ekey .. " " .. op.fence.name .. " " .. op.fence.token .. " " .. seen)
+      return redis.error_reply("RXFENCED " .. op.ekey .. " " .. op.fence.name .. " " .. string.format("%d", op.fence.token) .. " " .. string.format("%d", seen))
     end
     if now > op.fence.deadline then
-      return redis.error_reply("RXFENCED " .. op.ekey .. " " .. op.fence.name .. " " .. op.fence.token .. " expired")
+      return redis.error_reply("RXFENCED " .. op.ekey .. " " .. op.fence.name .. " " .. string.format("%d", op.fence.token) .. " expired")
     end
   end
   for _, c in ipairs(op.cons) do
@@ -308,8 +315,8 @@ for _, op in ipairs(checked) do
         elseif c.kind == "b" then
           local n, low, high = tonumber(v), bound_value(op, c.low), bound_value(op, c.high)
           if n and ((low and n < low) or (high and n > high)) then
-            return integrity(op, c, c.field .. "=" .. v .. " outside [" .. tostring(low or "") .. ", " ..
-              tostring(high or "") .. "]")
+            return integrity(op, c, c.field .. "=" .. v .. " outside [" .. num_str(low) .. ", " ..
+              num_str(high) .. "]")
           end
         elseif c.kind == "e" then
           if not c.values[v] then return integrity(op, c, c.field .. "=" .. v .. " is not allowed") end
@@ -329,8 +336,8 @@ if txn and txn.kind == "prepare" then return txn_prepare() end
 -- Phase 2: writes.
 local function change_record(op, kind, version, fields)
   local rec = {"XADD", op.changes, "MAXLEN", "~", maxlen, "*",
-    "c", op.coll, "i", op.id, "o", kind, "v", tostring(version), "s", op.sv,
-    "a", actor, "t", tostring(now), "x", txid, "n", nparts}
+    "c", op.coll, "i", op.id, "o", kind, "v", string.format("%d", version), "s", op.sv,
+    "a", actor, "t", string.format("%d", now), "x", txid, "n", nparts}
   for _, f in ipairs(fields) do
     rec[#rec + 1] = "." .. f[1]
     rec[#rec + 1] = f[2]
@@ -398,14 +405,14 @@ for i, op in ipairs(ops) do
     end
     if replace and op.cur > 0 then redis.call("DEL", op.ekey) end
     for _, inc in ipairs(op.incr) do
-      local v = tostring(redis.call("HINCRBY", op.ekey, inc[1], inc[2]))
+      local v = string.format("%d", redis.call("HINCRBY", op.ekey, inc[1], inc[2]))
       changed[#changed + 1] = {inc[1], v}
       setv[inc[1]] = v
     end
     local kind = op.kind
     if replace then kind = (op.cur == 0) and "create" or "replace" end
     local cid = change_record(op, kind, version, changed)
-    local hset = {"HSET", op.ekey, "_v", tostring(version), "_sv", op.sv, "_ts", tostring(now),
+    local hset = {"HSET", op.ekey, "_v", string.format("%d", version), "_sv", op.sv, "_ts", string.format("%d", now),
       "_by", actor, "_o", cid}
     for _, f in ipairs(op.set) do
       hset[#hset + 1] = f[1]
@@ -414,7 +421,7 @@ for i, op in ipairs(ops) do
     local ttl_ms = tonumber(op.ttl)
     if ttl_ms and ttl_ms > 0 then
       hset[#hset + 1] = "_x"
-      hset[#hset + 1] = tostring(now + ttl_ms)
+      hset[#hset + 1] = string.format("%d", now + ttl_ms)
     end
     redis.call(unpack(hset))
     if op.cur == 0 then redis.call("SADD", op.ids, op.id) end

@@ -28,7 +28,7 @@ local function split(s)
   end
 end
 
-local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. now, "LIMIT", 0, limit)
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. string.format("%d", now), "LIMIT", 0, limit)
 local reaped = 0
 for _, id in ipairs(due) do
   redis.call("ZREM", KEYS[1], id)
@@ -45,7 +45,7 @@ for _, id in ipairs(due) do
   end
   if redis.call("SREM", KEYS[2], id) == 1 then
     redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "c", coll, "i", id, "o", "expire",
-      "v", "0", "s", "0", "a", "", "t", tostring(now), "x", "", "n", "1")
+      "v", "0", "s", "0", "a", "", "t", string.format("%d", now), "x", "", "n", "1")
     reaped = reaped + 1
   end
 end

@@ -38,40 +38,62 @@ from rxstate.core.errors import ValidationError
 
 __all__ = ["Keyspace", "validate_collection_name", "validate_id", "validate_namespace"]
 
-_NAMESPACE = re.compile(r"^[A-Za-z0-9_.\-/]{1,128}$")
-_COLLECTION = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,127}$")
-_ID = re.compile(r"^[^\x00-\x20\x7f]{1,512}$")
+_NAMESPACE = re.compile(r"[A-Za-z0-9_.\-/]{1,128}")
+_COLLECTION = re.compile(r"[A-Za-z][A-Za-z0-9_\-]{0,127}")
+# C0 controls, DEL, C1 controls (with U+0085 NEL) and the line/paragraph separators.
+_ID_FORBIDDEN = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_ID_MAX = 512
 _RESERVED_COLLECTIONS = frozenset({"changes", "audit", "meta", "schemas", "events", "snapshots"})
+
+
+def _offending(value: str, allowed: re.Pattern[str]) -> str:
+    """Where ``value`` first breaks the single-character class ``allowed``: ``" (U+XXXX at position i)"``."""
+    for i, ch in enumerate(value):
+        if not allowed.fullmatch(ch):
+            return f" (U+{ord(ch):04X} at position {i})"
+    return ""
 
 
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` if it is a valid namespace name, else raise ``ValidationError``."""
-    if not isinstance(namespace, str) or not _NAMESPACE.match(namespace):
+    if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
+        where = _offending(namespace, re.compile(r"[A-Za-z0-9_.\-/]")) if isinstance(namespace, str) else ""
         raise ValidationError(
-            f"invalid namespace {namespace!r}: use 1-128 letters, digits, '_', '.', '-' or '/'"
+            f"invalid namespace {namespace!r}{where}: use 1-128 letters, digits, '_', '.', '-' or '/'",
+            field="namespace",
         )
     return namespace
 
 
 def validate_collection_name(name: str) -> str:
     """Return ``name`` if it is a valid collection name, else raise ``ValidationError``."""
-    if not isinstance(name, str) or not _COLLECTION.match(name):
+    if not isinstance(name, str) or not _COLLECTION.fullmatch(name):
+        where = ""
+        if isinstance(name, str) and name:
+            first = re.compile(r"[A-Za-z]")
+            where = _offending(name[0], first) or _offending(name, re.compile(r"[A-Za-z0-9_\-]"))
         raise ValidationError(
-            f"invalid collection name {name!r}: start with a letter, then letters, digits, '_' or '-'"
+            f"invalid collection name {name!r}{where}: start with a letter, then letters, digits, '_' or '-'",
+            field="collection",
         )
     if name in _RESERVED_COLLECTIONS:
-        raise ValidationError(f"collection name {name!r} is reserved")
+        raise ValidationError(f"collection name {name!r} is reserved", field="collection")
     return name
 
 
 def validate_id(entity_id: object) -> str:
     """Return ``entity_id`` if it is a valid entity id, else raise ``ValidationError``.
 
-    Ids are 1-512 characters with no whitespace or control characters.
+    Ids are 1-512 characters of any kind but control characters (C0, DEL, C1 with U+0085) and the line
+    and paragraph separators U+2028/U+2029; spaces and other printable characters are allowed.
     """
-    if not isinstance(entity_id, str) or not _ID.match(entity_id):
+    if not isinstance(entity_id, str) or not 1 <= len(entity_id) <= _ID_MAX:
+        raise ValidationError(f"invalid id {entity_id!r}: a string of 1-{_ID_MAX} characters", field="id")
+    bad = _ID_FORBIDDEN.search(entity_id)
+    if bad is not None:
         raise ValidationError(
-            f"invalid id {entity_id!r}: a string of 1-512 characters without whitespace or control characters"
+            f"invalid id {entity_id!r}: control character U+{ord(bad.group()):04X} at position {bad.start()}",
+            field="id",
         )
     return entity_id
 
@@ -156,6 +178,7 @@ class Keyspace:
 
     def checkpoint(self, projection: str, partition: int) -> str:
         return f"{self._tags[partition]}_ckpt:{projection}"
+
     def tx_record(self, partition: int, txid: str) -> str:
         return f"{self._tags[partition]}_tx:{txid}"
 
@@ -183,6 +206,7 @@ class Keyspace:
 
     def refby(self, collection: str, partition: int) -> str:
         return f"{self._tags[partition]}_refby:{collection}"
+
     def cache_probe(self, partition: int) -> str:
         """A short-lived key the local cache writes to check that invalidations reach it."""
         return f"{self._tags[partition]}_probe"

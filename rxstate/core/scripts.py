@@ -38,20 +38,38 @@ def script_dir() -> Path:
     raise errors.RxStateError(f"rxstate's Lua scripts are missing (looked in {_PACKAGE_DIR / 'lua'})")
 
 
+def _is_int(token: str) -> bool:
+    return token.lstrip("-").isdigit()
+
+
+def _stale_triples(d: list[str]) -> list[tuple[str, int, int]]:
+    """Split ``key expected actual ...`` where a key may hold spaces (ids may): each triple ends with two
+    integers followed by the end or by the next key, which starts with ``rx:{``."""
+    triples: list[tuple[str, int, int]] = []
+    start = 0
+    for i in range(start + 2, len(d)):
+        end = i + 1 == len(d) or d[i + 1].startswith("rx:{")
+        if i - 2 >= start and end and _is_int(d[i - 1]) and _is_int(d[i]):
+            triples.append((" ".join(d[start : i - 1]), int(d[i - 1]), int(d[i])))
+            start = i + 1
+    return triples
+
+
 def _conflict(d: list[str]) -> errors.RxStateError:
-    if len(d) > 3:  # a transaction: every stale key, as lists
-        keys, expected, actual = d[0::3], [int(v) for v in d[1::3]], [int(v) for v in d[2::3]]
-        stale = ", ".join(f"{k} (expected {e}, found {a})" for k, e, a in zip(keys, expected, actual, strict=True))
+    triples = _stale_triples(d)
+    if len(triples) > 1:  # a transaction: every stale key, as lists
+        keys, expected, actual = [t[0] for t in triples], [t[1] for t in triples], [t[2] for t in triples]
+        stale = ", ".join(f"{k} (expected {e}, found {a})" for k, e, a in triples)
         return errors.ConflictError(f"stale: {stale}", key=keys, expected=expected, actual=actual)
+    key = " ".join(d[:-2])
     return errors.ConflictError(
-        f"{d[0]}: expected version {d[1]}, found {d[2]}", key=d[0], expected=int(d[1]), actual=int(d[2])
+        f"{key}: expected version {d[-2]}, found {d[-1]}", key=key, expected=int(d[-2]), actual=int(d[-1])
     )
 
 
 def _exists(d: list[str]) -> errors.RxStateError:
-    return errors.AlreadyExists(
-        f"{d[0]} already exists (version {d[1]})", key=d[0], expected=0, actual=int(d[1])
-    )
+    key = " ".join(d[:-1])
+    return errors.AlreadyExists(f"{key} already exists (version {d[-1]})", key=key, expected=0, actual=int(d[-1]))
 
 
 def _integrity(d: list[str]) -> errors.RxStateError:
@@ -63,16 +81,16 @@ def _integrity(d: list[str]) -> errors.RxStateError:
 _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     "RXCONFLICT": _conflict,
     "RXEXISTS": _exists,
-    "RXNOTFOUND": lambda d: errors.NotFound(f"{d[0]} does not exist", key=d[0]),
+    "RXNOTFOUND": lambda d: errors.NotFound(f"{' '.join(d)} does not exist", key=" ".join(d)),
     "RXNOTINT": lambda d: errors.ValidationError(
-        f"{d[0]} field {d[1]!r} does not hold an integer", field=d[1]
+        f"{' '.join(d[:-1])} field {d[-1]!r} does not hold an integer", field=d[-1]
     ),
     "RXRANGE": lambda d: errors.ValidationError(
-        f"{d[0]} field {d[1]!r} would leave the exact integer range (2^53)", field=d[1]
+        f"{' '.join(d[:-1])} field {d[-1]!r} would leave the exact integer range (2^53)", field=d[-1]
     ),
     "RXINTEGRITY": _integrity,
     "RXINTENT": lambda d: errors.TransactionPending(
-        f"{d[0]} is locked by transaction {d[1]}", key=d[0], owner=d[1]
+        f"{' '.join(d[:-1])} is locked by transaction {d[-1]}", key=" ".join(d[:-1]), owner=d[-1]
     ),
     "RXTXABORTED": lambda d: errors.ConflictError(
         f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]

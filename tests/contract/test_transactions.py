@@ -142,7 +142,7 @@ def test_update_with_function_reads_through_the_transaction(rx_store, agents, tw
         lambda tx, agents: tx.update(agents, "a1", load="many"),
         lambda tx, agents: tx.update(agents, "a1", nope=1),
         lambda tx, agents: tx.put(agents, "a1", Task(title="wrong model")),
-        lambda tx, agents: tx.put(agents, "bad id", Agent(name="x")),
+        lambda tx, agents: tx.put(agents, "bad\nid", Agent(name="x")),
         lambda tx, agents: tx.incr(agents, "a1", "name", 1),
         lambda tx, agents: tx.update(agents, "a1", expected_version=-1, load=1),
     ],

@@ -209,7 +209,7 @@ def test_queries_by_actor_type_time_and_timeline(rx_fake_store):
 def test_event_validation_errors(rx_fake_store):
     orders = open_orders(rx_fake_store)
     with pytest.raises(ValidationError):
-        orders.append("bad id", [Placed(sku="a", qty=1)])
+        orders.append("bad\nid", [Placed(sku="a", qty=1)])
     with pytest.raises(ValidationError):
         orders.append("o1", Placed(sku="a", qty=1))  # not a list
     with pytest.raises(ValidationError):
