@@ -8,7 +8,9 @@ A script may reuse another one whole with a line ``-- @include <name>``: at load
 ``local function <name>(KEYS, ARGV) <source of name.lua> end``, so the including script calls the
 other as a function with its own KEYS and ARGV (an error reply comes back as a table with ``err``).
 This keeps one copy of shared logic (``append.lua`` writes projected state through ``mutate.lua``) while
-each script stays one atomic call.
+each script stays one atomic call. A line ``-- @library <name>`` takes in the definitions of
+``<name>.lua`` as they are (its local functions become the including script's own): the stages of the
+write path live once in ``write_path.lua`` and serve ``mutate.lua``, ``txn.lua`` and ``reap.lua``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from rxstate.core import errors
 __all__ = ["Script", "ScriptLibrary", "register_error", "script_dir", "translate_error"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # rxstate/
-_INCLUDE = re.compile(r"^-- @include ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- @(include|library) ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", re.MULTILINE)
 
 
 def script_dir() -> Path:
@@ -182,9 +184,9 @@ class ScriptLibrary:
             raise errors.RxStateError(f"no Lua script named {name!r} in {path.parent}")
 
         def expand(match: re.Match[str]) -> str:
-            inner = match.group(1)
+            how, inner = match.group(1), match.group(2)
             body = self._source(inner, (*including, name))
-            return f"local function {inner}(KEYS, ARGV)\n{body}\nend"
+            return body if how == "library" else f"local function {inner}(KEYS, ARGV)\n{body}\nend"
 
         return _INCLUDE.sub(expand, path.read_text())
 

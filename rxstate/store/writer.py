@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from rxstate.core.errors import ClusterError, RxStateError, TransactionPending, ValidationError
-from rxstate.core.writes import WriteOp, WriteResult, pack_ops
+from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
 from rxstate.store.twophase import run_past_intents
 
 if TYPE_CHECKING:
@@ -104,17 +104,35 @@ class Writer:
                 self.forget(writes)
 
     # -- entity operations (mutate.lua) --------------------------------------------------------------
-    def pack(self, ops: Sequence[WriteOp], *, txid: str = "", nparts: int | None = None) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of one write-script call running ``ops``.
-
-        Example:
-            >>> keys, args = store.writer.pack([op])  # doctest: +SKIP
-        """
+    def pack(
+        self,
+        ops: Sequence[WriteOp],
+        *,
+        txid: str = "",
+        nparts: int | None = None,
+        header: Sequence[HeaderSection] = (),
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one write-path call running ``ops`` (see ``rxstate.core.writes.pack_ops``)."""
         store = self._store
-        return pack_ops(store.keyspace, ops, actor=store.actor, txid=txid, maxlen=store.change_retention, nparts=nparts)
+        return pack_ops(
+            store.keyspace,
+            ops,
+            actor=store.actor,
+            txid=txid,
+            maxlen=store.change_retention,
+            nparts=nparts,
+            header=header,
+        )
 
     def mutate(
-        self, ops: Sequence[WriteOp], *, txid: str = "", nparts: int | None = None, forget: bool = True
+        self,
+        ops: Sequence[WriteOp],
+        *,
+        txid: str = "",
+        nparts: int | None = None,
+        forget: bool = True,
+        script: str = "mutate",
+        header: Sequence[HeaderSection] = (),
     ) -> list[WriteResult]:
         """Run ``ops`` as one atomic call: all happen or none does; one result per op.
 
@@ -124,6 +142,8 @@ class Writer:
             nparts: partitions the transaction touched (default: those of ``ops``).
             forget: evict the written entities' cached values afterwards (False: the caller updates the
                 cache from the results; on failure they are evicted regardless).
+            script: the write-path script (``"txn"`` for a step of a two-phase commit).
+            header: header sections of that script (``txn.lua``'s "txn").
 
         Raises:
             ClusterError: on a cluster, the ops span partitions (one call reaches one slot).
@@ -133,9 +153,9 @@ class Writer:
         if store.is_cluster and len({op.partition for op in ops}) > 1:
             partitions = sorted({op.partition for op in ops})
             raise ClusterError(f"one script call cannot span partitions on a cluster (partitions {partitions})")
-        keys, args = self.pack(ops, txid=txid, nparts=nparts)
+        keys, args = self.pack(ops, txid=txid, nparts=nparts, header=header)
         try:
-            replies = self.call("mutate", keys, args)
+            replies = self.call(script, keys, args)
         except BaseException:
             if not forget:
                 self.forget(ops)
