@@ -58,8 +58,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         with connect(args.url, namespace=args.namespace) as store:
             schemas = {k.decode(): json.loads(v) for k, v in store.client.hgetall(store.keyspace.schemas()).items()}
-            print(json.dumps({"namespace": store.namespace, "partitions": store.keyspace.partitions,
-                              "collections": schemas}, indent=2))
+            print(
+                json.dumps(
+                    {"namespace": store.namespace, "partitions": store.keyspace.partitions, "collections": schemas},
+                    indent=2,
+                )
+            )
         return 0
     except (RxStateError, ImportError) as exc:
         print(f"rxstate: {exc}", file=sys.stderr)

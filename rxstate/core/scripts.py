@@ -106,6 +106,9 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),
     "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
+    "RXABANDONED": lambda d: errors.ConflictError(
+        f"write {d[0]} was given up after its outcome was unknown; it did not take effect", key=d[0]
+    ),
     "RXSTALE": lambda d: errors.ConflictError(
         f"{d[0]}: expected {d[1]}, found {d[2]} (another runner moved it)", key=d[0], expected=d[1], actual=d[2]
     ),
@@ -170,9 +173,21 @@ class ScriptLibrary:
     _cache: ClassVar[dict[str, Script]] = {}
 
     def get(self, name: str) -> Script:
+        """The script ``name`` (a ``.lua`` file), with its includes resolved."""
         script = self._cache.get(name)
         if script is None:
             script = self._cache[name] = Script(name, self._source(name, ()))
+        return script
+
+    def once(self, name: str) -> Script:
+        """The script ``name`` wrapped by ``once.lua``: KEYS and ARGV gain a write record key and its
+        lifetime in front, and a call repeated with the same record takes effect once."""
+        key = f"{name}@once"
+        script = self._cache.get(key)
+        if script is None:
+            body = self._source(name, ())
+            source = f"local function body(KEYS, ARGV)\n{body}\nend\n{self._source('once', (name,))}"
+            script = self._cache[key] = Script(key, source)
         return script
 
     def _source(self, name: str, including: tuple[str, ...]) -> str:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from rxstate.cache.lru import EntityCache
 from rxstate.core.codec import Codec
@@ -69,6 +71,8 @@ class Store:
         cache_size: int = 10_000,
         cache_bytes: int | None = None,
         invalidation: str = "auto",
+        write_record_ms: int = 60_000,
+        write_retries: int = 3,
     ) -> None:
         _check_client(client)
         self.client = client
@@ -93,7 +97,7 @@ class Store:
         """The last such failure, or None."""
         self._services: dict[type, tuple[object, Callable[[Any], None]]] = {}
         self._services_lock = threading.RLock()
-        self.writer = Writer(self)
+        self.writer = Writer(self, record_ms=write_record_ms, retries=write_retries)
         """Sends every write of this store (see ``rxstate.store.writer``)."""
         self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
@@ -472,6 +476,8 @@ class ConnectOptions(TypedDict, total=False):
     cache_size: int
     cache_bytes: int | None
     invalidation: str
+    write_record_ms: int
+    write_retries: int
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -500,6 +506,8 @@ def _open(
     cache_size: int = 10_000,
     cache_bytes: int | None = None,
     invalidation: str = "auto",
+    write_record_ms: int = 60_000,
+    write_retries: int = 3,
 ) -> ST:
     if url is not None and not isinstance(url, str):
         if client is not None:
@@ -517,6 +525,7 @@ def _open(
 
             server = EmbeddedServer(unix_socket=True, path=path).start()
             client = server.client()
+        _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
     try:
         return store_type(
@@ -532,11 +541,23 @@ def _open(
             cache_size=cache_size,
             cache_bytes=cache_bytes,
             invalidation=invalidation,
+            write_record_ms=write_record_ms,
+            write_retries=write_retries,
         )
     except BaseException:
         if server is not None:
             server.stop()
         raise
+
+
+def _own_retry_policy(client: Any) -> None:
+    """The retry policy of a client rxstate made: a lost connection is retried a few times, quickly.
+
+    Safe for writes, since each write call carries a write id (``rxstate.store.writer``); a client passed
+    in keeps its own policy, which is just as safe for the same reason.
+    """
+    if isinstance(client, redis.Redis):
+        client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
 
 
 def _client_from_url(url: str) -> Any:
