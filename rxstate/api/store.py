@@ -242,6 +242,10 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
         invalidation: how the cache learns of other clients' writes: ``"tracking"`` (``CLIENT
             TRACKING`` in broadcast mode), ``"keyspace"`` (keyspace notifications) or ``"auto"``
             (tracking, else keyspace notifications; without either, caching is off with a warning).
+        write_record_ms: how long the server remembers each write call's id and reply, so that a resend
+            after a lost reply takes effect once (see the README, "When a reply is lost").
+        write_retries: how many times a write whose reply was lost is sent again, with the same write
+            id, before it raises ``UnknownOutcome``.
 
     Example:
         >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
