@@ -19,6 +19,7 @@ import doctest
 import gc
 import os
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -51,13 +52,14 @@ class _Session:
         # Blocks call rxstate.connect() as a reader does, and get an embedded server. A REDIS_URL in the
         # developer's environment would point them at that server instead, and they would write to it.
         self._redis_url = os.environ.pop("REDIS_URL", None)
-        self._before: set[Store] = _open_stores()
+        self._before: weakref.WeakSet[Store] = weakref.WeakSet(_open_stores())  # no test's store kept alive
 
     def end_run(self) -> None:
         """Close every store opened since the run began (the namespace may no longer name them all)."""
-        for store in _open_stores() - self._before:
-            store.close()
-        self._before = _open_stores()
+        for store in _open_stores():
+            if store not in self._before:
+                store.close()
+        self._before = weakref.WeakSet(_open_stores())
 
     def end(self) -> None:
         self.end_run()
