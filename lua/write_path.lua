@@ -52,15 +52,17 @@ Errors (prefix, then space-separated details):
   RXNOTFOUND key                     update/incr of a missing entity
   RXNOTINT key field                 incr of a field whose stored value is not an integer
   RXRANGE key field                  incr would leave the exact integer range (|n| > 2^53-1)
-  RXINTEGRITY key bounds:field value  incr would leave the field's declared bounds
-  RXINTEGRITY key constraint detail   a declared constraint would be violated
+  RXINTEGRITY key^bounds:field value  incr would leave the field's declared bounds
+  RXINTEGRITY key^constraint detail   a declared constraint would be violated
   RXREFSTALE key                      the caller's view of declared references is out of date
-  RXFENCED key lock token seen|expired  a fenced write's lease is older than one already seen, or expired
+  RXFENCED key^lock^token seen|expired  a fenced write's lease is older than one already seen, or expired
+  (^ stands for the byte 0x1F: keys and lock names may hold spaces, never a control character)
   RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
   RXFORMAT detail                    the arguments do not follow this format
 ]]
 
 local SEP = "\0"
+local US = "\31"  -- ends a key (or a lock name) in an error reply: neither can hold a control character
 local MAXINT = 9007199254740991
 
 local clock = redis.call("TIME")
@@ -192,7 +194,7 @@ local function check_incr(op)
       return redis.error_reply("RXRANGE " .. op.ekey .. " " .. inc[1])
     end
     if (inc[3] and after < inc[3]) or (inc[4] and after > inc[4]) then
-      return redis.error_reply("RXINTEGRITY " .. op.ekey .. " bounds:" .. inc[1] .. " " .. inc[1] .. "=" ..
+      return redis.error_reply("RXINTEGRITY " .. op.ekey .. US .. "bounds:" .. inc[1] .. " " .. inc[1] .. "=" ..
         fmt_int(after) .. " outside [" .. (inc[3] and fmt_int(inc[3]) or "") ..
         ", " .. (inc[4] and fmt_int(inc[4]) or "") .. "]")
     end
@@ -205,10 +207,10 @@ local function check_fence(op)
   if not f then return nil end
   local seen = tonumber(redis.call("HGET", f.key, f.name) or "0")
   if f.token < seen then
-    return redis.error_reply("RXFENCED " .. op.ekey .. " " .. f.name .. " " .. fmt_int(f.token) .. " " .. fmt_int(seen))
+    return redis.error_reply("RXFENCED " .. op.ekey .. US .. f.name .. US .. fmt_int(f.token) .. " " .. fmt_int(seen))
   end
   if now > f.deadline then
-    return redis.error_reply("RXFENCED " .. op.ekey .. " " .. f.name .. " " .. fmt_int(f.token) .. " expired")
+    return redis.error_reply("RXFENCED " .. op.ekey .. US .. f.name .. US .. fmt_int(f.token) .. " expired")
   end
   return nil
 end
@@ -257,7 +259,7 @@ end
 
 local function check_constraints(op, claimed)
   local function integrity(c, detail)
-    return redis.error_reply("RXINTEGRITY " .. op.ekey .. " " .. c.name .. " " .. detail)
+    return redis.error_reply("RXINTEGRITY " .. op.ekey .. US .. c.name .. " " .. detail)
   end
   for _, c in ipairs(op.cons) do
     if c.kind == "d" then

@@ -74,9 +74,25 @@ def _exists(d: list[str]) -> errors.RxStateError:
     return errors.AlreadyExists(f"{key} already exists (version {d[-1]})", key=key, expected=0, actual=int(d[-1]))
 
 
+def _parts(d: list[str]) -> list[str]:
+    """The fields of an error reply whose keys (and lock names) end with the byte 0x1F: they may hold spaces."""
+    return " ".join(d).split("\x1f")
+
+
 def _integrity(d: list[str]) -> errors.RxStateError:
+    key, rest = _parts(d)
+    constraint, _, detail = rest.partition(" ")
     return errors.IntegrityError(
-        f"constraint {d[1]!r} violated on {d[0]}: {' '.join(d[2:])}".rstrip(": "), constraint=d[1], key=d[0]
+        f"constraint {constraint!r} violated on {key}: {detail}".rstrip(": "), constraint=constraint, key=key
+    )
+
+
+def _fenced(d: list[str]) -> errors.RxStateError:
+    key, lock, lease = _parts(d)
+    token, seen = lease.split(" ")
+    return errors.LockError(
+        f"write to {key} refused: lease {token} of lock {lock!r} "
+        + ("has expired" if seen == "expired" else f"is older than lease {seen}, which already wrote here")
     )
 
 
@@ -98,10 +114,7 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
     ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
-    "RXFENCED": lambda d: errors.LockError(
-        f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
-        + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")
-    ),
+    "RXFENCED": _fenced,
     "RXQUOTA": lambda d: errors.QuotaExceeded(
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),
