@@ -12,9 +12,12 @@ Returns: the script's reply (recorded when the script succeeded: error replies w
   not recorded, so a resend runs the script again)
 Errors: the script's own, and
   RXABANDONED key   this write id was given up (UnknownOutcome.resolve) before any call of it ran
-The record holds the reply in a binary-safe form: "s<len>:<bytes>", "n<integer>:", "f0:" (false) and
-"t<count>:" followed by the items of an array.
+The record holds the reply binary-safe and with exact integers: "m" and the reply packed by cmsgpack
+(Redis and Valkey have it built in; ~1 µs), or, where a server lacks it (fakeredis), "f" and a plain Lua
+encoding ("s<len>:<bytes>", "n<integer>:", "f0:" for false, "t<count>:" before an array's items).
 ]]
+
+local msgpack = rawget(_G, "cmsgpack")
 
 local function freeze(v, out)
   local t = type(v)
@@ -42,16 +45,26 @@ local function thaw(s, pos)
   return arr, p
 end
 
+local function pack(reply)
+  if msgpack then return "m" .. msgpack.pack(reply) end
+  return "f" .. table.concat(freeze(reply, {}))
+end
+
+local function unpack_record(s)
+  if string.sub(s, 1, 1) == "m" then return msgpack.unpack(string.sub(s, 2)) end
+  return (thaw(s, 2))
+end
+
 local record, keep = KEYS[1], ARGV[1]
 local prior = redis.call("GET", record)
 if prior then
   if prior == "-" then return redis.error_reply("RXABANDONED " .. record) end
-  return (thaw(prior, 1))
+  return unpack_record(prior)
 end
 local keys, argv = {}, {}
 for i = 2, #KEYS do keys[i - 1] = KEYS[i] end
 for i = 2, #ARGV do argv[i - 1] = ARGV[i] end
 local reply = body(keys, argv)
 if type(reply) == "table" and reply.err then return reply end
-redis.call("SET", record, table.concat(freeze(reply, {})), "PX", keep)
+redis.call("SET", record, pack(reply), "PX", keep)
 return reply
