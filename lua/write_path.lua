@@ -412,18 +412,23 @@ local function write_entity(head, op)
     if setv[f] then new[j] = setv[f] elseif not replace then new[j] = op.old[j] end
   end
   reindex(op, new)
+  -- An entity that may expire keeps its version in the versions hash too: Redis drops the hash at
+  -- expiry, and a re-created entity must continue from the last version (ABA-safe, as after a delete).
   if ttl_ms and ttl_ms > 0 then
     redis.call("PEXPIRE", op.ekey, ttl_ms)
     redis.call("ZADD", op.exp, now + ttl_ms, op.id)
+    redis.call("HSET", op.vers, op.id, version)
     if #op.idx > 0 then remember_indexed(op, new) end
   elseif op.had_ttl and (op.ttl == "0") then
     if not replace then
       redis.call("PERSIST", op.ekey)
       redis.call("HDEL", op.ekey, "_x")
     end
+    redis.call("HDEL", op.vers, op.id)
     forget_ttl(op)
-  elseif op.had_ttl and #op.idx > 0 then
-    remember_indexed(op, new)
+  elseif op.had_ttl then
+    redis.call("HSET", op.vers, op.id, version)
+    if #op.idx > 0 then remember_indexed(op, new) end
   end
   local full = {}
   if op.full then full = redis.call("HGETALL", op.ekey) end

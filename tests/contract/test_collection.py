@@ -16,6 +16,7 @@ from rxstate.errors import (
     SchemaError,
     ValidationError,
 )
+from tests.helpers import wait_for
 from tests.models import Agent, Task
 
 
@@ -148,6 +149,27 @@ def test_compare_and_set_from_a_deleted_incarnation_is_refused(rx_store, agents)
         tx.update(agents, "a1", status="busy", expected_version=seen.version)
     assert agents.get("a1", consistent=True).name == "new"
     assert agents.get_versioned("a1").version == seen.version + 2
+
+
+def test_compare_and_set_from_an_expired_incarnation_is_refused(agents):
+    """ABA across expiry: Redis drops an expired hash by itself, yet the versions of its id go on."""
+    agents.put("eph", Agent(name="old"), ttl=0.05)
+    seen = agents.update("eph", status="busy")  # version 2, still expiring
+    assert wait_for(lambda: not agents.exists("eph"), timeout=5)
+    agents.create("eph", Agent(name="new"))
+    assert agents.get_versioned("eph").version == seen.version + 1
+    with pytest.raises(ConflictError):
+        agents.update("eph", status="failed", expected_version=seen.version)
+    agents.put("eph", Agent(name="kept"))  # no TTL any more: the kept version is forgotten, the count goes on
+    assert agents.get_versioned("eph").version == seen.version + 2
+    assert rx_store_versions(agents, "eph") is None
+
+
+def rx_store_versions(agents, entity_id):
+    """The kept version of ``entity_id`` in its partition's versions hash (None: none kept)."""
+    ks = agents._ks
+    raw = agents._store.client.hget(ks.versions(agents.name, agents._partition(entity_id, None)), entity_id)
+    return None if raw is None else int(raw)
 
 
 def test_where_count_all_ids(agents):
