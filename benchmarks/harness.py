@@ -229,7 +229,7 @@ class Spec:
 
 def registry() -> list[Spec]:
     """Every bench, in table order."""
-    from benchmarks import entities, events, locks, memory, reactive, scaling, watch
+    from benchmarks import entities, events, locks, memory, reactive, scaling, transactions, watch
 
     return [
         Spec("update", entities.update),
@@ -239,6 +239,7 @@ def registry() -> list[Spec]:
         Spec("put_many", entities.put_many),
         Spec("append", events.append),
         Spec("replay", events.replay),
+        Spec("transaction", transactions.read_write),
         Spec("lock", locks.acquire_release),
         Spec("watch", watch.latency),
         Spec("diamond", reactive.diamond, transport_free=True),

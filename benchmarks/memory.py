@@ -36,7 +36,7 @@ def _usage(ctx: Context, pattern: str) -> Counter[str]:
 
 def per_entity(ctx: Context) -> list[Result]:
     """Bytes per entity: rxstate (all parts) vs a raw hash; the note splits rxstate's bytes by part."""
-    n = ctx.options.scaled(5000, 1000)
+    n = ctx.options.scaled(5000, 500)
     store = ctx.store("memory")
     agents = store.collection("agents", Agent, indexes=["status"])
     value = Agent()

@@ -50,14 +50,15 @@ def slopes(ctx: Context) -> list[Result]:
     """Three slopes: update vs partitions, put vs indexes, put vs constraints."""
     n = max(20, ctx.n // 2)
     group = "write cost vs schema size (slopes)"
-    ids = [f"a{i}" for i in range(256)]
+    pool = ctx.options.scaled(256, 32)
+    ids = [f"a{i}" for i in range(pool)]
 
     partitions = [1, 4, 16, 64]
     updates = []
     for p in partitions:
         coll = ctx.store(f"parts{p}", partitions=p).collection("agents", Agent)
         coll.put_many({i: Agent() for i in ids})
-        updates.append(lambda i, c=coll: c.update(ids[i % 256], load=i))
+        updates.append(lambda i, c=coll: c.update(ids[i % pool], load=i))
     rows = [_slope(group, "update 1 field vs partitions", "µs/partition", partitions, updates, n)]
 
     indexes = [0, 1, 2, 4, 8]
@@ -65,7 +66,7 @@ def slopes(ctx: Context) -> list[Result]:
     puts = []
     for k in indexes:
         coll = store.collection(f"wide{k}", Wide, indexes=WIDE_FIELDS[:k])
-        puts.append(lambda i, c=coll: c.put(ids[i % 256], Wide(**dict.fromkeys(WIDE_FIELDS, str(i % 5)))))
+        puts.append(lambda i, c=coll: c.put(ids[i % pool], Wide(**dict.fromkeys(WIDE_FIELDS, str(i % 5)))))
     rows.append(_slope(group, "put vs indexes (each value changes)", "µs/index", indexes, puts, n))
 
     store = ctx.store("constraints")

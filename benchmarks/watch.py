@@ -11,7 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import time
 from collections.abc import Callable
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 import redis
@@ -29,8 +29,21 @@ class Item(rxstate.Model):
     n: int = 0
 
 
-def _watcher(url: str, namespace: str, out: Connection, stop: Any) -> None:
-    """Child: watch ``items/x`` and send ``(version, stamp_ns)`` for each change (the snapshot too)."""
+def _follower(url: str, key: str, namespace: str, out: Connection, switch: Any, stop: Any) -> None:
+    """Child: first block in ``XREAD`` on ``key``, sending ``(entry id, stamp_ns)`` per entry (from the
+    first, written before the child starts: its arrival says the child is ready); once ``switch`` is
+    set, watch ``items/x`` of ``namespace`` and send ``(version, stamp_ns)`` per change (the snapshot
+    first) until ``stop`` is set. One process for both saves a second interpreter start."""
+    client = redis.Redis.from_url(url)
+    last: Any = "0"
+    while not switch.is_set():
+        reply = client.xread({key: last}, block=50, count=100)
+        for _key, entries in reply or ():
+            now = time.perf_counter_ns()
+            for entry_id, _fields in entries:
+                out.send((entry_id, now))
+            last = entries[-1][0]
+    client.close()
     store = rxstate.connect(url, namespace=namespace, reap_interval=None, cache=False)
     items = store.collection("items", Item)
     sub = items.watch("x").subscribe(lambda c: out.send((c.version, time.perf_counter_ns())))
@@ -39,53 +52,27 @@ def _watcher(url: str, namespace: str, out: Connection, stop: Any) -> None:
     store.close()
 
 
-def _xreader(url: str, key: str, out: Connection, stop: Any) -> None:
-    """Child: block in ``XREAD`` on ``key`` and send ``(entry id, stamp_ns)`` for each entry, from the
-    first (written before the child starts: its arrival says the child is ready)."""
-    client = redis.Redis.from_url(url)
-    last: Any = "0"
-    while not stop.is_set():
-        reply = client.xread({key: last}, block=100, count=100)
-        for _key, entries in reply or ():
-            now = time.perf_counter_ns()
-            for entry_id, _fields in entries:
-                out.send((entry_id, now))
-            last = entries[-1][0]
-    client.close()
+def _next(receive: Connection, child: Any, what: str) -> tuple[Any, int]:
+    """The child's next message, or ``RuntimeError`` if none comes in time or the child died."""
+    if receive not in wait([receive, child.sentinel], _WAIT) and not receive.poll():
+        raise RuntimeError(f"no {what} from the watcher process within {_WAIT} s (exit code {child.exitcode})")
+    got, stamp = receive.recv()
+    return got, stamp
 
 
-def _measure(
-    target: Callable[..., None], args: tuple[Any, ...], write: Callable[[int], Any], rounds: int
-) -> list[float]:
-    """Start the child, wait for its first message, then time ``rounds`` writes (µs to the child's stamp)."""
-    mp = multiprocessing.get_context("spawn")
-    receive, send = mp.Pipe(duplex=False)
-    stop = mp.Event()
-    child = mp.Process(target=target, args=(*args, send, stop), daemon=True)
-    child.start()
-    try:
-        if not receive.poll(60):
-            raise RuntimeError("the watcher process did not start within 60 s")
-        receive.recv()
-        samples = []
-        for i in range(rounds + 20):  # the first 20 warm up
-            t0 = time.perf_counter_ns()
-            wanted = write(i)
-            while True:
-                if not receive.poll(_WAIT):
-                    raise RuntimeError(f"no change {wanted!r} reached the watcher within {_WAIT} s")
-                got, stamp = receive.recv()
-                if got == wanted:
-                    break
-            if i >= 20:
-                samples.append((stamp - t0) / 1000)
-        return samples
-    finally:
-        stop.set()
-        child.join(10)
-        if child.is_alive():
-            child.kill()
-            child.join()
+def _time_writes(receive: Connection, child: Any, write: Callable[[int], Any], rounds: int) -> list[float]:
+    """µs from the start of each write to the child's stamp of it (after 20 untimed writes)."""
+    samples = []
+    for i in range(rounds + 20):
+        t0 = time.perf_counter_ns()
+        wanted = write(i)
+        while True:
+            got, stamp = _next(receive, child, f"change {wanted!r}")
+            if got == wanted:
+                break
+        if i >= 20:
+            samples.append((stamp - t0) / 1000)
+    return samples
 
 
 def latency(ctx: Context) -> list[Result]:
@@ -94,13 +81,28 @@ def latency(ctx: Context) -> list[Result]:
     raw = ctx.client()
     key = f"raw:{ctx.namespace('watch')}"
     raw.xadd(key, {"n": -1})
-    raw_samples = _measure(_xreader, (ctx.url, key), lambda i: raw.xadd(key, {"n": i}), rounds)
     store = ctx.store("watch")
     items = store.collection("items", Item)
     items.put("x", Item())
-    rx_samples = _measure(
-        _watcher, (ctx.url, store.keyspace.namespace), lambda i: items.update("x", n=i).version, rounds
-    )
+    mp = multiprocessing.get_context("spawn")
+    receive, send = mp.Pipe(duplex=False)
+    switch, stop = mp.Event(), mp.Event()
+    child = mp.Process(target=_follower, args=(ctx.url, key, store.keyspace.namespace, send, switch, stop), daemon=True)
+    child.start()
+    try:
+        _next(receive, child, "first entry")
+        raw_samples = _time_writes(receive, child, lambda i: raw.xadd(key, {"n": i}), rounds)
+        switch.set()
+        while not isinstance(_next(receive, child, "snapshot")[0], int):
+            pass
+        rx_samples = _time_writes(receive, child, lambda i: items.update("x", n=i).version, rounds)
+    finally:
+        stop.set()
+        switch.set()
+        child.join(10)
+        if child.is_alive():
+            child.kill()
+            child.join()
     group = "write -> watch in another process"
     base, base_p99 = median_p99(raw_samples)
     median, p99 = median_p99(rx_samples)
