@@ -78,23 +78,14 @@ def _redis_om(ctx: Context, prefix: str) -> Any:
     from redis_om import HashModel
 
     client = ctx.client(decode_responses=True)
+    defaults = {name: info.default for name, info in Agent.model_fields.items()}
 
-    class OmAgent(HashModel, index=True):  # type: ignore[call-arg]
-        name: str = "planner"
-        status: str = "idle"
-        load: int = 0
-        team: str = "core"
-        region: str = "eu"
-        model_name: str = "small"
-        budget: int = 100
-        notes: str = "ready"
-        priority: int = 0
-        role: str = "worker"
+    class Meta:
+        database = client
+        model_key_prefix = prefix
 
-        class Meta:
-            database = client
-            model_key_prefix = prefix
-
+    body = {"__annotations__": {k: type(v) for k, v in defaults.items()}, **defaults, "Meta": Meta}
+    OmAgent = type(HashModel)("OmAgent", (HashModel,), {"__module__": __name__, **body}, index=True)
     return OmAgent
 
 
