@@ -33,8 +33,8 @@ load hits them alike. Latencies are per call in µs (median, p99). For rates (en
 median is the rate of the median call, "p99" the rate of the p99 call (the slow tail), and the ratio is
 rate / baseline rate (above 1 is faster); for latencies and bytes it is median / baseline median (below
 1 is faster or smaller). Slopes are least-squares lines through the medians (and p99s) at each count;
-their ratio is the slope over the write's median at the smallest count. "any" rows run in-process (no
-transport) or do not depend on it (bytes)."""
+their ratio is the slope over the write's median at the smallest count. Rows marked "same" under unix
+run in-process (no transport) or do not depend on it (bytes): they are measured once."""
 
 PEER_PACKAGES = ("redis-om", "pottery", "eventsourcing", "reaktiv")
 
