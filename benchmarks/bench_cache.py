@@ -9,7 +9,7 @@ Prints (median / p99, and ratios):
 3. the invalidation delay, from a foreign writer's return to the eviction of the key in another store,
    for ``CLIENT TRACKING`` vs keyspace notifications (p50 / p99).
 
-Run: ``PYTHONPATH=. python benchmarks/bench_cache.py``
+Run: ``python -m benchmarks.bench_cache``
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable
 
 import redis
-from _timing import percentile
 from pydantic import Field
 
 import rxstate
+from benchmarks.timing import per_batch_us, percentile
 from rxstate.server import EmbeddedServer
 
 
@@ -40,14 +40,7 @@ BATCH = 200  # fast reads are timed in batches: one clock read costs about as mu
 
 def per_op(fn: Callable[[], object], *, rounds: int, batch: int = 1) -> list[float]:
     """Seconds per call, one sample per batch of ``batch`` calls."""
-    samples = []
-    clock = time.perf_counter
-    for _ in range(rounds):
-        start = clock()
-        for _ in range(batch):
-            fn()
-        samples.append((clock() - start) / batch)
-    return samples
+    return [us / 1e6 for us in per_batch_us(fn, rounds, batch=batch)]
 
 
 def fmt(seconds: float) -> str:

@@ -9,7 +9,7 @@ Runs an embedded server on a loopback port. Every contender does the same work i
 - load cost vs history length with snapshots every 100 events: an aggregate with a few hundred events
   vs one with 100,000 (and the 100,000 without snapshots).
 
-    python benchmarks/bench_events.py [--replay 50000] [--big 100000] [--appends 2000]
+    python -m benchmarks.bench_events [--replay 50000] [--big 100000] [--appends 2000]
 
 The ``eventsourcing`` contender needs the ``bench`` extra (``pip install rxstate[bench]``).
 """
@@ -25,9 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from _timing import median_p99, per_call_us, seconds_each
-
 import rxstate
+from benchmarks.timing import median_p99, per_call_us, seconds_each
 from rxstate.server import EmbeddedServer
 
 try:
@@ -85,6 +84,26 @@ def es_apps(tmp: str) -> dict[str, Any]:
     }
 
 
+def es_appender(app: Any, aggregates: int = 50) -> Callable[[int], None]:
+    """A function saving one new event of one of ``aggregates`` aggregates per call, with ``app``."""
+    aggs = [EsCounter() for _ in range(aggregates)]
+    for a in aggs:
+        app.save(a)
+
+    def es_one(i: int) -> None:
+        a = aggs[i % aggregates]
+        a.add(1, "x")
+        app.save(a)
+
+    return es_one
+
+
+def raw_event(client: Any, key: str) -> Callable[[int], object]:
+    """A function appending one event the way rxstate stores it, with one raw ``XADD``, per call."""
+    payload = json.dumps({"n": 1, "tag": "x"})
+    return lambda _i: client.xadd(key, {"y": "Added", "s": "1", "d": payload, "m": "[]"})
+
+
 def lat(samples: list[float]) -> str:
     median, p99 = median_p99(samples)
     return f"{median:.0f} / {p99:.0f} us"
@@ -104,9 +123,7 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
     payload = json.dumps({"n": 1, "tag": "x"})
 
     print(f"\nappend, one event per call ({n} calls; median / p99 per call)")
-    raw_s = per_call_us(
-        lambda i: raw.xadd("raw:single", {"y": "Added", "s": "1", "d": payload, "m": "[]"}), n, warmup=100
-    )
+    raw_s = per_call_us(raw_event(raw, "raw:single"), n, warmup=100)
     base = 1e6 / median_p99(raw_s)[0]
     row("raw XADD (baseline)", base, base, lat(raw_s))
     contenders = (
@@ -118,17 +135,7 @@ def bench_append(store: rxstate.Store, raw: Any, tmp: str, n: int) -> None:
         s = per_call_us(lambda i, c=coll: c.append(f"a{i % 50}", [ev]), n, warmup=100)
         row(name, 1e6 / median_p99(s)[0], base, lat(s))
     for name, make in es_apps(tmp).items():
-        app = make()
-        aggs = [EsCounter() for _ in range(50)]
-        for a in aggs:
-            app.save(a)
-
-        def es_one(i: int, app: Any = app, aggs: list[Any] = aggs) -> None:
-            a = aggs[i % 50]
-            a.add(1, "x")
-            app.save(a)
-
-        s = per_call_us(es_one, n, warmup=100)
+        s = per_call_us(es_appender(make()), n, warmup=100)
         row(name, 1e6 / median_p99(s)[0], base, lat(s))
 
     batch = 100
@@ -175,12 +182,18 @@ def fill(coll: rxstate.EventCollection[Counter], aggregate_id: str, count: int) 
         done += step
 
 
-def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> None:
+def replay_contenders(
+    store: rxstate.Store, tmp: str, n: int, *, peers: bool = True
+) -> dict[str, tuple[Callable[[], object], int]]:
+    """Replays of one stream of ``n`` events by each contender: name -> (replay function, events read).
+
+    The first is the baseline: raw ``XRANGE`` + ``json.loads`` (no model, no reducer); ``peers=False``
+    leaves out ``eventsourcing``.
+    """
     coll = store.events("replay", state=Counter, events=[Added], reducer=apply, snapshot_every=None)
     fill(coll, "r", n)
     key = coll.key("r")
     client = store.client
-    print(f"\nreplay of one stream of {n:,} events (median of {rounds} rounds; baseline: no model, no reducer)")
 
     def raw_replay() -> None:
         lo: Any = "-"
@@ -205,7 +218,7 @@ def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> Non
         "rxstate replay (decode + validate + reduce)": (lambda: coll.replay("r", use_snapshots=False), n),
         "rxstate replay, no-op reducer (library cost)": (lambda: light.replay("r", use_snapshots=False), n),
     }
-    for name, make in es_apps(tmp).items():
+    for name, make in (es_apps(tmp) if peers else {}).items():
         app = make()
         agg = EsCounter()
         for i in range(n):
@@ -215,11 +228,23 @@ def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> Non
         app.save(agg)
         assert app.repository.get(agg.id).count == n
         contenders[name] = (lambda app=app, agg=agg: app.repository.get(agg.id), n + 1)
-    # Rounds interleave the contenders, so a change of machine load hits them all alike.
+    return contenders
+
+
+def replay_times(contenders: dict[str, tuple[Callable[[], object], int]], rounds: int) -> dict[str, list[float]]:
+    """Seconds of each replay, ``rounds`` each, the rounds interleaving the contenders (so a change of
+    machine load hits them all alike)."""
     times: dict[str, list[float]] = {name: [] for name in contenders}
     for _round in range(rounds):
         for name, (fn, _count) in contenders.items():
             times[name] += seconds_each(lambda _i, fn=fn: fn(), range(1))
+    return times
+
+
+def bench_replay(store: rxstate.Store, tmp: str, n: int, rounds: int = 7) -> None:
+    print(f"\nreplay of one stream of {n:,} events (median of {rounds} rounds; baseline: no model, no reducer)")
+    contenders = replay_contenders(store, tmp, n)
+    times = replay_times(contenders, rounds)
     speed = {name: count / statistics.median(times[name]) for name, (_fn, count) in contenders.items()}
     best = {name: count / min(times[name]) for name, (_fn, count) in contenders.items()}
     base = speed["raw XRANGE (unparsed) + json.loads (baseline)"]

@@ -6,7 +6,7 @@ add operations of unknown outcome (``info``) that never took effect, the costly 
 The baseline is a plain replay of the same operations in their linearization order (the least any
 checker must do), to show the search's overhead.
 
-    python benchmarks/bench_linearizability.py [--ops 20000]
+    python -m benchmarks.bench_linearizability [--ops 20000]
 """
 
 from __future__ import annotations

@@ -9,18 +9,17 @@ sides, so that drift on a busy machine hits both alike:
 
 Prints median and p99 (µs) per operation and the ratio to its baseline.
 
-    python benchmarks/bench_locks.py [--n 5000] [--rounds 4]
+    python -m benchmarks.bench_locks [--n 5000] [--rounds 4]
 """
 
 from __future__ import annotations
 
 import argparse
-import time
 from collections.abc import Callable
-
-from _timing import median_p99
+from typing import Any
 
 import rxstate
+from benchmarks.timing import interleaved_us, median_p99
 from rxstate.server import EmbeddedServer
 
 
@@ -36,23 +35,19 @@ class Member(rxstate.Model):
     status: str = "idle"
 
 
-def measure_pair(
-    ours: Callable[[int], object], theirs: Callable[[int], object], n: int, warmup: int = 200
-) -> tuple[list[float], list[float]]:
-    """Time both sides alternately, call by call, so that drift on a busy machine hits both alike."""
-    for i in range(warmup):
-        ours(i)
-        theirs(i)
-    a, b = [], []
-    for i in range(n):
-        t0 = time.perf_counter_ns()
-        ours(i)
-        t1 = time.perf_counter_ns()
-        theirs(i)
-        t2 = time.perf_counter_ns()
-        a.append((t1 - t0) / 1000)
-        b.append((t2 - t1) / 1000)
-    return a, b
+def acquire_releases(store: rxstate.Store, raw: Any) -> tuple[Callable[[int], None], Callable[[int], None]]:
+    """Functions doing one acquire + release per call: of rxstate's lock, of redis-py's ``Lock``."""
+    rx_lock = store.lock("bench-lock", ttl=10)
+    redis_lock = raw.lock("raw-bench-lock", timeout=10)
+
+    def rx_acquire_release(_i: int) -> None:
+        rx_lock.acquire().release()
+
+    def redis_acquire_release(_i: int) -> None:
+        redis_lock.acquire()
+        redis_lock.release()
+
+    return rx_acquire_release, redis_acquire_release
 
 
 def main() -> None:
@@ -64,16 +59,7 @@ def main() -> None:
     with EmbeddedServer() as server:
         raw = server.client()
         store = rxstate.connect(server.client(), namespace="bench", reap_interval=None)
-        rx_lock = store.lock("bench-lock", ttl=10)
-        redis_lock = raw.lock("raw-bench-lock", timeout=10)
-
-        def rx_acquire_release(_i: int) -> None:
-            rx_lock.acquire().release()
-
-        def redis_acquire_release(_i: int) -> None:
-            redis_lock.acquire()
-            redis_lock.release()
-
+        rx_acquire_release, redis_acquire_release = acquire_releases(store, raw)
         plain = store.collection("plain", Member)
         checked = store.collection(
             "checked",
@@ -109,9 +95,11 @@ def main() -> None:
         for r in range(rounds):
             for name, (ours, theirs) in pairs.items():
                 offset = r * (n + 200)
-                a, b = measure_pair(lambda i, f=ours, o=offset: f(i + o), lambda i, f=theirs, o=offset: f(i + o), n)
-                results[name][0].extend(a)
-                results[name][1].extend(b)
+                times = interleaved_us(
+                    {"ours": lambda i, f=ours, o=offset: f(i + o), "theirs": lambda i, f=theirs, o=offset: f(i + o)}, n
+                )
+                results[name][0].extend(times["ours"])
+                results[name][1].extend(times["theirs"])
         print(f"{server.binary}, {n} x {rounds} rounds per operation\n")
         print(f"{'operation':<26}{'median µs':>10}{'p99 µs':>9}   {'baseline':<16}{'median':>8}{'p99':>8}{'ratio':>8}")
         for name, (ours, theirs) in results.items():

@@ -11,7 +11,7 @@ Runs against an embedded standalone server and a local 3-master cluster; prints 
 throughput of one client thread and of several threads (each on its own entities, so without conflicts),
 and the ratio of each rxstate figure to its baseline.
 
-    python benchmarks/bench_tx.py [--n 2000] [--threads 4] [--skip-cluster]
+    python -m benchmarks.bench_tx [--n 2000] [--threads 4] [--skip-cluster]
 """
 
 from __future__ import annotations
@@ -24,9 +24,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Literal
 
-from _timing import median_p99, per_call_us
-
 import rxstate
+from benchmarks.timing import median_p99, per_call_us
 from rxstate.server import EmbeddedServer
 from rxstate.testing.servers import LocalCluster
 
