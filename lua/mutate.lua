@@ -6,15 +6,35 @@ only when all of them pass does it write. So either all operations happen, with 
 index updates and change records, or none does.
 
 KEYS and ARGV: the write-path format of write_path.lua (a header, then per operation an "op" section and
-its optional "set", "incr", "index", "fence" and "cons" sections); this script adds no header section.
-Returns: one array per operation: {version, change id, server time ms, {field, value, ...} or {}}
-Errors: those of write_path.lua.
+its optional "set", "incr", "index", "fence" and "cons" sections), with one more header section:
+  "each"   the operations are independent: each is read, checked and written in turn, as if it were
+           its own call (one refused operation leaves the others alone), so a batch of independent
+           writes to one partition costs one call instead of one per write
+Returns: one array per operation: {version, change id, server time ms, {field, value, ...} or {}};
+  with "each", a refused operation's entry is {"ERR", error message} instead
+Errors: those of write_path.lua (with "each", only for arguments off the format).
 ]]
 
 -- @library write_path
 
+HEADER.each = function(head) head.each = true end
+
 local head, ops = parse(KEYS, ARGV)
 if not head then return ops end
+if head.each then
+  local results = {}
+  for i, op in ipairs(ops) do
+    local one = {op}
+    local refused = read_all(head, one) or check_all(one)
+    if refused then
+      results[i] = {"ERR", refused.err}
+    else
+      write_fences(one)
+      results[i] = write_all(head, one)[1]
+    end
+  end
+  return results
+end
 local refused = read_all(head, ops) or check_all(ops)
 if refused then return refused end
 write_fences(ops)

@@ -31,6 +31,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.exceptions import ResponseError
 
 from rxstate.core.errors import (
     ClusterError,
@@ -40,6 +41,7 @@ from rxstate.core.errors import (
     UnknownOutcome,
     ValidationError,
 )
+from rxstate.core.scripts import translate_error
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
 from rxstate.store.twophase import run_past_intents
 
@@ -56,6 +58,9 @@ _LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutErro
 """What a lost or late reply raises: the call may have run or not."""
 _UNRECORDED = frozenset({"reap"})  # idempotent by design and run in the background: nothing to record
 _BACKOFF = 0.05
+_EACH: HeaderSection = ((), ("each",))
+EACH_CHUNK = 100
+"""The most independent ops one ``mutate_each`` call carries (so one call never holds the server long)."""
 
 
 class Writer:
@@ -264,9 +269,57 @@ class Writer:
         return [WriteResult.from_reply(r) for r in replies]
 
     def mutate_each(self, ops: Sequence[WriteOp], *, forget: bool = True) -> list[WriteResult | RxStateError]:
-        """Run each op as its own atomic call, all pipelined in one round trip; a result or error per op."""
-        calls: list[WriteCall] = [("mutate", *self.pack([op])) for op in ops]
-        return self._settled(calls, [[op] for op in ops], lambda reply: [WriteResult.from_reply(reply[0])], forget)
+        """Run each op on its own (atomic alone; one refused op leaves the others alone); a result or error
+        per op, in order.
+
+        Ops are sent as one ``mutate.lua`` call per partition in "each" mode (at most ``EACH_CHUNK`` ops a
+        call), all pipelined in one round trip; an op refused by another transaction's intent runs again
+        alone once the intent is settled.
+        """
+        chunks: list[list[int]] = []
+        open_chunks: dict[int, list[int]] = {}
+        for i, op in enumerate(ops):
+            chunk = open_chunks.get(op.partition)
+            if chunk is None or len(chunk) >= EACH_CHUNK:
+                chunk = open_chunks[op.partition] = []
+                chunks.append(chunk)
+            chunk.append(i)
+        calls: list[WriteCall] = [("mutate", *self.pack([ops[i] for i in chunk], header=[_EACH])) for chunk in chunks]
+        try:
+            replies = self._send_many(calls)
+        except BaseException:
+            self.forget(ops)
+            raise
+        out: list[WriteResult | RxStateError] = [_PENDING] * len(ops)
+        failed: list[WriteOp] = []
+        for chunk, reply in zip(chunks, replies, strict=True):
+            if isinstance(reply, RxStateError):  # the whole call was refused
+                for i in chunk:
+                    out[i] = reply
+                continue
+            if isinstance(reply, BaseException):
+                self.forget(ops)
+                raise reply
+            for i, entry in zip(chunk, reply, strict=True):
+                out[i] = self._each_result(ops[i], entry)
+        for op, result in zip(ops, out, strict=True):
+            if isinstance(result, RxStateError):
+                failed.append(op)
+        self.forget(ops if forget else failed)
+        return out
+
+    def _each_result(self, op: WriteOp, entry: Sequence[Any]) -> WriteResult | RxStateError:
+        if entry[0] != b"ERR":
+            return WriteResult.from_reply(entry)
+        error = translate_error(ResponseError(entry[1].decode()))
+        if isinstance(error, TransactionPending):
+            try:
+                return self.mutate([op], forget=False)[0]
+            except RxStateError as exc:
+                return exc
+        if not isinstance(error, RxStateError):
+            return RxStateError(str(error))
+        return error
 
     def mutate_grouped(self, ops: Sequence[WriteOp], *, forget: bool = True) -> list[WriteResult | RxStateError]:
         """Run ``ops`` as one atomic call per partition, pipelined; a result (or its group's error) per op.

@@ -109,3 +109,24 @@ def test_batch_bad_input_raises_at_once_and_exception_discards(rx_store, agents)
         batch.put(agents, "a1", Agent(name="a"))
         raise RuntimeError("changed my mind")
     assert not agents.exists("a1") and batch.flush() == []
+
+
+def test_independent_writes_of_one_partition_share_a_call_yet_stay_independent(rx_store, agents):
+    """A non-atomic batch sends one call per partition (chunks of EACH_CHUNK ops): each op still runs as
+    if alone — a refused one leaves the others, and a later op on the same entity sees the earlier one."""
+    from rxstate.store.writer import EACH_CHUNK
+
+    ids = same_partition_ids(rx_store, EACH_CHUNK + 5)
+    agents.put(ids[3], Agent(name="exists"))
+    with rx_store.batch() as batch:
+        created = [batch.create(agents, i, Agent(name=i)) for i in ids]
+        bumped = batch.incr(agents, ids[0], "load", 2)
+        again = batch.incr(agents, ids[0], "load", 3)
+        stale = batch.update(agents, ids[1], status="busy", expected_version=7)
+    assert isinstance(created[3].error, AlreadyExists)
+    assert all(c.result().version == 1 for n, c in enumerate(created) if n != 3)
+    assert (bumped.result(), again.result()) == (2, 5)  # the second saw the first
+    assert agents.get_versioned(ids[0]).version == 3 and agents.get(ids[0], consistent=True).load == 5
+    assert isinstance(stale.error, ConflictError) and agents.get_versioned(ids[1]).version == 1
+    assert agents.get(ids[3], consistent=True).name == "exists"
+    assert agents.count() == len(ids)
