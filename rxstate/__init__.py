@@ -40,10 +40,12 @@ from rxstate.reactive.derived import Derived
 from rxstate.store.batch import Batch, BatchItem
 from rxstate.store.constraints import bounds, one_of, references, unique
 from rxstate.store.lock import Lease, Lock, ReadWriteLock
+from rxstate.store.query import AnyOf, Query, Range, any_of, between, ge, gt, le, lt
 from rxstate.store.transaction import Transaction
 
 __all__ = [
     "AlreadyExists",
+    "AnyOf",
     "AppendResult",
     "Batch",
     "BatchItem",
@@ -66,6 +68,8 @@ __all__ = [
     "NotFound",
     "Projection",
     "ProjectionBatch",
+    "Query",
+    "Range",
     "ReadWriteLock",
     "RecordedEvent",
     "RxStateError",
@@ -80,9 +84,15 @@ __all__ = [
     "Versioned",
     "Why",
     "aiter",
+    "any_of",
+    "between",
     "bounds",
     "connect",
     "errors",
+    "ge",
+    "gt",
+    "le",
+    "lt",
     "one_of",
     "ops",
     "references",

@@ -196,7 +196,9 @@ def string_cover(low: str | None, high: str | None) -> list[tuple[bytes, bytes]]
 
     Example:
         >>> string_cover("b", "d")
-        [(b'"b', b'"d\\xff'), (b'"\\\\', b'"\\\\\\xff')]
+        [(b'"b', b'"d\\xff')]
+        >>> len(string_cover("A", "B"))  # strings starting with an escape sort after "B": one more range
+        2
     """
     start = b'"' + _body(_prefix(low, len(low))) if low is not None else b'"'
     if high is None:
@@ -448,7 +450,7 @@ class Query(Generic[M]):
         elif ordering:
             values = found.get(-1, {})
         else:
-            values = found[next(n for n, (f, _c) in enumerate(plan.conditions) if f == plan.order)]
+            values = found.get(next(n for n, (f, _c) in enumerate(plan.conditions) if f == plan.order), {})
         return sorted(matched), values
 
     def _ordered(self) -> list[Pair]:
