@@ -524,8 +524,8 @@ class Query(Generic[M]):
             4
         """
         self._coll.reap()
-        fresh: Query[M] = self._replan()
-        return len(fresh._candidates[0])
+        unordered: Query[M] = self._replan(order=None, desc=False, skip=0, take=None)  # and read afresh
+        return len(unordered._candidates[0])
 
     def first(self) -> M | None:
         """The first result, or None.
@@ -591,8 +591,10 @@ def _encoded(coll: Collection[Any], field: str, cond: Any) -> list[bytes]:
 def _orderable(kind: Kind) -> Callable[[bytes], Any]:
     """Decoder of an order field's members: the value, or None when it is not of the field's kind."""
 
+    parse = _parser(kind)
+
     def decode(raw: bytes) -> Any:
-        value = _loads(raw)
+        value = parse(raw)
         return value if _value_kind(value) == kind else None
 
     return decode
@@ -601,16 +603,37 @@ def _orderable(kind: Kind) -> Callable[[bytes], Any]:
 def _ranged(cond: Range, kind: Kind) -> Callable[[bytes], Any]:
     """Decoder-and-test of a range condition's members: the value when it is in range, else ``_NO``."""
 
+    parse = _parser(kind)
+
     def test(raw: bytes) -> Any:
-        value = _loads(raw)
+        value = parse(raw)
         return value if _value_kind(value) == kind and cond.test(value) else _NO
 
     return test
 
 
-def _loads(raw: bytes) -> Any:
-    """A member's JSON value; ``_NO`` for text that is not JSON (a foreign write)."""
+_decode_json = json.JSONDecoder().decode
+
+
+def _number(raw: bytes) -> Any:
+    """A member's number (``int``/``float`` parse stored JSON numbers exactly and fast); ``_NO`` otherwise."""
     try:
-        return json.loads(raw)
+        return int(raw)
+    except ValueError:
+        pass
+    try:
+        return float(raw)
     except ValueError:
         return _NO
+
+
+def _text(raw: bytes) -> Any:
+    """A member's JSON value from its text; ``_NO`` for text that is not JSON (a foreign write)."""
+    try:
+        return _decode_json(raw.decode())
+    except ValueError:
+        return _NO
+
+
+def _parser(kind: Kind) -> Callable[[bytes], Any]:
+    return _number if kind == "number" else _text
