@@ -38,9 +38,10 @@ from rxstate.feed.change import Change
 from rxstate.feed.reader import ChangeFeed
 from rxstate.reactive.derived import Derived
 from rxstate.store.batch import Batch, BatchItem
+from rxstate.store.conditions import AnyOf, Range, any_of, between, ge, gt, le, lt
 from rxstate.store.constraints import bounds, one_of, references, unique
 from rxstate.store.lock import Lease, Lock, ReadWriteLock
-from rxstate.store.query import AnyOf, Query, Range, any_of, between, ge, gt, le, lt
+from rxstate.store.query import Query
 from rxstate.store.transaction import Transaction
 
 __all__ = [

@@ -7,6 +7,7 @@ from typing import Literal
 import pytest
 
 import rxstate
+import rxstate.notebook  # registers the HTML tables
 from rxstate.core import tracking
 from rxstate.errors import ValidationError
 from tests.helpers import dump_all
@@ -139,6 +140,7 @@ def test_query_reads_like_a_list_and_runs_once(items):
     assert list(q) == first  # kept
     assert "new" in items.where(kind="b").ids()  # built again: runs again
     assert "kind='b'" in repr(q)
+    assert f"{len(q)} entities" in q._repr_html_()
 
 
 def test_a_stale_index_entry_is_checked_against_the_entity(items):

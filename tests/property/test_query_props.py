@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import rxstate
-from rxstate.store.query import string_cover
+from rxstate.store.conditions import string_cover
 
 # Characters that trip JSON's order: escapes, the quote, space and "!", and some non-ASCII.
 chars = st.sampled_from(list(' !"#\\\n\x00\x01\x1f\x7fAZaz09é日~'))
