@@ -3,9 +3,14 @@
 ``agents.where(load=rxstate.gt(2), status="busy").order_by("load", desc=True).limit(10)`` reads like
 the question it asks: conditions are keyword arguments on the field they test (a plain value means
 equality, ``gt``/``ge``/``lt``/``le``/``between`` a range, ``any_of`` membership), and ordering and
-paging are methods of the result, so a query is built up the way one would say it. A ``Query`` is a
-lazy sequence: it runs when first read (``len``, iteration, indexing, ``==``) and keeps its results;
-``count()`` and ``ids()`` answer from the indexes alone, without reading any entity.
+paging are methods of the result, so a query is built up the way one would say it. It keeps the
+existing ``where(status="busy")`` working unchanged, and every condition is a plain value, so a typo
+in a field name or a bound of the wrong type fails at once with ``ValidationError`` naming the field.
+Operators spelled into names (``load__gt=2``) would hide field names and typos in strings; operator
+overloading on field proxies (``F.load > 2``) would need a second way to name fields. (``any_of`` is
+not ``one_of``, which names the integrity constraint.) A ``Query`` is a lazy sequence: it runs when
+first read (``len``, iteration, indexing, ``==``) and keeps its results; ``count()`` and ``ids()``
+answer from the indexes alone, without reading any entity.
 
 How a query is served. A secondary index is a zset per partition, score 0, members
 ``<value as JSON>\\0<id>`` in lexicographic order. The query reads, in one pipelined round trip over
