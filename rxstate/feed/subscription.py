@@ -54,7 +54,10 @@ def change_filter(
     """
     tests: list[Filter] = []
     if collection is not None:
-        names = frozenset([collection] if isinstance(collection, str) else (getattr(c, "name", c) for c in collection))
+        single = isinstance(collection, str) or hasattr(collection, "name")  # a name, or one Collection
+        names = frozenset(
+            [getattr(collection, "name", collection)] if single else (getattr(c, "name", c) for c in collection)
+        )
         tests.append(lambda c: c.collection in names)
     if id is not None:
         if not isinstance(id, str):
@@ -93,6 +96,8 @@ def _hashable(spec: Any) -> Hashable:
     """A key telling subscription specs apart (equal specs share a fan-out)."""
     if spec is None or isinstance(spec, str):
         return spec
+    if hasattr(spec, "name") and not isinstance(spec, Mapping):
+        return ("set", frozenset([spec.name]))
     if isinstance(spec, Mapping):
         try:
             return ("map", frozenset(spec.items()))

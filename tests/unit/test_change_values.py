@@ -120,3 +120,17 @@ def test_watch_applies_a_secret_field_set_to_none(store, agents):
     agents.update("a1", api_key="sk-2")
     assert wait_for(lambda: len(got) == 3)
     assert [c.value for c in got[1:]] == [Agent(name="y"), Agent(name="y", api_key="sk-2")]
+
+
+def test_a_collection_object_names_its_collection(store, agents):
+    """A collection is iterable (its ids): passed as ``collection=``, it still means its name."""
+    tasks = store.collection("tasks", Task)
+    got: list[Change] = []
+    store.changes(collection=agents).subscribe(got.append)
+    tasks.put("t1", Task(title="t"))
+    agents.put("a1", Agent(name="x"))
+    assert wait_for(lambda: got)
+    tasks.put("t2", Task(title="u"))
+    agents.put("a2", Agent(name="y"))  # a barrier: t2 came before it
+    assert wait_for(lambda: len(got) == 2)
+    assert [c.id for c in got] == ["a1", "a2"]
