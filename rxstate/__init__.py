@@ -39,12 +39,15 @@ from rxstate.feed.change import Change
 from rxstate.feed.reader import ChangeFeed
 from rxstate.reactive.derived import Derived
 from rxstate.store.batch import Batch, BatchItem
+from rxstate.store.conditions import AnyOf, Range, any_of, between, ge, gt, le, lt
 from rxstate.store.constraints import bounds, one_of, references, unique
 from rxstate.store.lock import Lease, Lock, ReadWriteLock
+from rxstate.store.query import Query
 from rxstate.store.transaction import Transaction
 
 __all__ = [
     "AlreadyExists",
+    "AnyOf",
     "AppendResult",
     "Batch",
     "BatchItem",
@@ -67,6 +70,8 @@ __all__ = [
     "NotFound",
     "Projection",
     "ProjectionBatch",
+    "Query",
+    "Range",
     "ReadWriteLock",
     "RecordedEvent",
     "RxStateError",
@@ -82,9 +87,15 @@ __all__ = [
     "Versioned",
     "Why",
     "aiter",
+    "any_of",
+    "between",
     "bounds",
     "connect",
     "errors",
+    "ge",
+    "gt",
+    "le",
+    "lt",
     "one_of",
     "ops",
     "references",

@@ -87,6 +87,7 @@ class Store(store.Store):
         consumer: str | None = None,
         claim_after: float | None = None,
         batched: bool = False,
+        values: bool = False,
         scheduler: Any = None,
         loop: Any = None,
         max_buffer: int = 10_000,
@@ -114,6 +115,10 @@ class Store(store.Store):
             claim_after: in a group, take over changes another consumer left unacknowledged for this
                 many seconds (it crashed or hangs); None (default) never takes any over.
             batched: emit tuples of changes, one per batch (a transaction is one batch).
+            values: fill in each change's ``value``: the whole entity right after the change, typed by
+                the collection's model when this store has it open (else a dict); None after a
+                removal, or when the entity changed again before its value could be read. An update
+                of an entity this feed has not seen yet costs a read (see ``rxstate.feed.values``).
             scheduler: a reactivex scheduler to deliver on.
             loop: an asyncio loop to deliver on.
             max_buffer: changes buffered per subscriber before ``overflow`` applies.
@@ -121,6 +126,7 @@ class Store(store.Store):
 
         Example:
             >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id))  # doctest: +SKIP
+            >>> store.changes(values=True).subscribe(lambda c: print(c.id, c.value))  # doctest: +SKIP
         """
         return changes_observable(
             self,
@@ -133,6 +139,7 @@ class Store(store.Store):
             consumer=consumer,
             claim_after=claim_after,
             batched=batched,
+            values=values,
             scheduler=scheduler,
             loop=loop,
             max_buffer=max_buffer,

@@ -95,21 +95,25 @@ class Decoder:
         except ValueError:
             return fragment.decode("utf-8", "replace")
 
+    def decode_fields(self, collection: str, schema_version: int, raw: Mapping[bytes, bytes]) -> dict[str, Any]:
+        """Stored field values (name -> bytes) decoded by model, secret fields wrapped in ``Secret``."""
+        fields: dict[str, Any] = {}
+        secrets: frozenset[str] | None = frozenset()
+        for name, value in raw.items():
+            if not fields:
+                secrets = self.secrets(collection, schema_version)
+            fname = name.decode()
+            decoded = self._value(collection, fname, value)
+            if (secrets is None or fname in secrets) and not isinstance(decoded, pydantic.Secret):
+                decoded = Secret(decoded)
+            fields[fname] = decoded
+        return fields
+
     def decode(self, partition: int, offset: bytes | str, raw: Mapping[bytes, bytes]) -> Change:
         get = raw.get
         collection = get(b"c", b"").decode()
         schema_version = int(get(b"s", b"0") or 0)
-        fields: dict[str, Any] = {}
-        secrets: frozenset[str] | None = frozenset()
-        for name, value in raw.items():
-            if name[:1] == b".":
-                if not fields:
-                    secrets = self.secrets(collection, schema_version)
-                fname = name[1:].decode()
-                decoded = self._value(collection, fname, value)
-                if (secrets is None or fname in secrets) and not isinstance(decoded, pydantic.Secret):
-                    decoded = Secret(decoded)
-                fields[fname] = decoded
+        fields = self.decode_fields(collection, schema_version, {n[1:]: v for n, v in raw.items() if n[:1] == b"."})
         return Change(
             collection=collection,
             id=get(b"i", b"").decode(),

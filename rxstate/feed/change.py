@@ -54,7 +54,8 @@ class Change:
         partition: the partition whose stream holds the record.
         offset: the record's stream id: offsets of one partition are totally ordered.
         schema_version: the schema version the writer used (0 for an expiry).
-        value: the entity's full value after the change, where known (``watch`` fills it in).
+        value: the entity's whole value after the change, where known: ``watch``, ``watch_all`` and
+            ``store.changes(values=True)`` fill it in; otherwise None.
 
     Example:
         >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id, c.fields))  # doctest: +SKIP

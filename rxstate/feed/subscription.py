@@ -22,6 +22,7 @@ from rxstate.feed.delivery import (
     scheduler_runner,
 )
 from rxstate.feed.reader import READ_COUNT, ChangeFeed, check_since
+from rxstate.feed.values import ValueTracker
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -53,7 +54,10 @@ def change_filter(
     """
     tests: list[Filter] = []
     if collection is not None:
-        names = frozenset([collection] if isinstance(collection, str) else (getattr(c, "name", c) for c in collection))
+        single = isinstance(collection, str) or hasattr(collection, "name")  # a name, or one Collection
+        names = frozenset(
+            [getattr(collection, "name", collection)] if single else (getattr(c, "name", c) for c in collection)
+        )
         tests.append(lambda c: c.collection in names)
     if id is not None:
         if not isinstance(id, str):
@@ -92,6 +96,8 @@ def _hashable(spec: Any) -> Hashable:
     """A key telling subscription specs apart (equal specs share a fan-out)."""
     if spec is None or isinstance(spec, str):
         return spec
+    if hasattr(spec, "name") and not isinstance(spec, Mapping):
+        return ("set", frozenset([spec.name]))
     if isinstance(spec, Mapping):
         try:
             return ("map", frozenset(spec.items()))
@@ -193,6 +199,7 @@ def changes_observable(
     consumer: str | None = None,
     claim_after: float | None = None,
     batched: bool = False,
+    values: bool = False,
     scheduler: abc.SchedulerBase | None = None,
     loop: Any = None,
     max_buffer: int = 10_000,
@@ -204,6 +211,8 @@ def changes_observable(
         >>> changes_observable(store, collection="agents").subscribe(print)  # doctest: +SKIP
     """
     test, keep = change_filter(collection=collection, id=id, where=where, fields=fields)
+    if not isinstance(values, bool):
+        raise ValidationError(f"values must be True or False, not {values!r}", field="values")
     private = since is not None or group is not None
     if group is not None and (not isinstance(group, str) or not group):
         raise ValidationError(f"group must be a non-empty string, not {group!r}")
@@ -223,7 +232,7 @@ def changes_observable(
 
     def subscribe(observer: abc.ObserverBase[Any], sched: abc.SchedulerBase | None = None) -> abc.DisposableBase:
         schedule = runner if runner is not None else scheduler_runner(sched) if sched is not None else None
-        if not private and schedule is None and not batched and policy in _SHAREABLE:
+        if not private and schedule is None and not batched and not values and policy in _SHAREABLE:
             # The common case: join the fan-out of subscribers that want the same changes.
             shared = shared_feed(store)
             fan, member = shared.join(
@@ -255,11 +264,12 @@ def changes_observable(
             feed,
             observer,
             test=test,
-            keep=keep,
+            keep=None if values else keep,  # a value needs every field: trimmed after it is made
             batched=batched,
             max_buffer=max_buffer,
             overflow=policy,
             schedule=schedule,
+            transform=with_values(store, feed, keep) if values else None,
         )
         feed.attach(sub.box)
 
@@ -271,6 +281,17 @@ def changes_observable(
         return Disposable(dispose)
 
     return ChangeObservable(subscribe)
+
+
+def with_values(
+    store: Store, feed: ChangeFeed, keep: frozenset[str] | None
+) -> Callable[[tuple[Change, ...]], tuple[Change, ...]]:
+    """A subscriber's transform filling in ``Change.value`` (see ``rxstate.feed.values``), then trimming
+    the fields to ``keep``."""
+    tracker = ValueTracker(store, feed.decoder)
+    if keep is None:
+        return tracker
+    return lambda batch: tuple(_trim(c, keep) for c in tracker(batch))
 
 
 class ChangeObservable(Observable[Any]):

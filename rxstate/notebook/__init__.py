@@ -32,6 +32,7 @@ from rxstate.events.types import RecordedEvent
 from rxstate.feed.change import Change
 from rxstate.reactive.derived import Derived
 from rxstate.store.collection import Collection
+from rxstate.store.query import Query
 
 from ._changes import ChangeRecord, read_changes
 from ._html import changes_html, derived_html, model_html, timeline_html, value_html, versioned_html, why_html
@@ -69,6 +70,7 @@ def _register_displays() -> None:
     display.register(Model, model_html)
     display.register(Versioned, versioned_html)
     display.register(Collection, lambda c: Table(c)._repr_html_())
+    display.register(Query, lambda q: value_html(q.versioned()))
     display.register(Change, lambda c: changes_html([c]))
     display.register(RecordedEvent, lambda e: timeline_html([e]))
     display.register(EventTimeline, lambda t: timeline_html(t.events, caption=f"{t.title}: {len(t.events)} events"))

@@ -13,15 +13,14 @@ from dataclasses import replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, TypeVar
 
-import pydantic
 from reactivex import abc
 from reactivex.disposable import Disposable
 
-from rxstate.core.errors import RxStateError, ValidationError
-from rxstate.core.redaction import error_reason
+from rxstate.core.errors import ValidationError
 from rxstate.feed.change import REMOVALS, Change, offset_key
 from rxstate.feed.delivery import Overflow, scheduler_runner
 from rxstate.feed.subscription import ChangeObservable, Subscription, shared_feed
+from rxstate.feed.values import apply_change as _apply
 
 if TYPE_CHECKING:
     from rxstate.feed.reader import ChangeFeed
@@ -32,22 +31,6 @@ __all__ = ["watch", "watch_all"]
 
 log = logging.getLogger("rxstate.reactive")
 T = TypeVar("T")
-
-
-def _apply(coll: Collection[Any], before: Any, change: Change) -> Any:
-    if change.op in REMOVALS:
-        return None
-    try:
-        if change.op in ("create", "replace"):
-            return coll.model.model_validate(dict(change.fields))
-        if before is None:
-            return None
-        return coll._codec.revalidate(before.model_copy(update=dict(change.fields)))
-    except (RxStateError, ValueError) as exc:
-        # pydantic's own error quotes the input, secrets included: log only its path and reason.
-        reason = error_reason(exc, coll.model.__rxstate_secrets__) if isinstance(exc, pydantic.ValidationError) else exc
-        log.debug("watch: cannot apply %s to %r: %s: %s", change.op, before, type(exc).__name__, reason)
-        return None
 
 
 def _snapshot(coll: Collection[Any], entity_id: str, versioned: Any, partition: int) -> Change:

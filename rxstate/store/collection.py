@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
@@ -21,8 +21,9 @@ from rxstate.core.writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 from rxstate.store.batch import run_many
 from rxstate.store.constraints import Constraint, Constraints, StaleDeclarations, index_fields
 from rxstate.store.lock import Lease, fence_args
+from rxstate.store.query import Query, read_partitions
 from rxstate.store.readthrough import fetch_many, read_one, write_one, write_value
-from rxstate.store.twophase import INTENT_FIELD, settle, settle_listed
+from rxstate.store.twophase import INTENT_FIELD, settle
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -697,15 +698,7 @@ class Collection(Generic[M]):
         return out
 
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
-        for _attempt in range(3):
-            pipe = self._store.client.pipeline(transaction=False)
-            for p in range(self._ks.partitions):
-                pipe.execute_command(command, key_of(p), *args)
-                pipe.hgetall(self._ks.tx_index(p))  # transactions with intents here: see twophase
-            replies = pipe.execute()
-            if not any(replies[1::2]) or not settle_listed(self._store, replies[1::2]):
-                break
-        return replies[0::2]  # type: ignore[no-any-return]
+        return [replies[0] for replies in read_partitions(self, [(command, key_of, args)])]
 
     def ids(self) -> list[str]:
         """Every id in the collection, sorted.
@@ -724,69 +717,96 @@ class Collection(Generic[M]):
     def _fetch_routed(self, pairs: Sequence[tuple[str, int]]) -> list[Versioned[M]]:
         return self._fetch_keyed([(i, self._ks.entity(self.name, i, p)) for i, p in pairs], cached=False)
 
-    def all(self) -> list[M]:
-        """Every entity, ordered by id.
+    def all(self, *, limit: int | None = None, offset: int = 0) -> list[M]:
+        """Every entity, ordered by id (``limit``/``offset``: one page of them).
 
         Example:
             >>> [a.name for a in agents.all()]  # doctest: +SKIP
             ['planner', 'coder']
         """
-        return [v.value for v in self.all_versioned()]
+        return [v.value for v in self.all_versioned(limit=limit, offset=offset)]
 
-    def all_versioned(self) -> list[Versioned[M]]:
-        """Every entity with its version, ordered by id."""
+    def all_versioned(self, *, limit: int | None = None, offset: int = 0) -> list[Versioned[M]]:
+        """Every entity with its version, ordered by id (``limit``/``offset``: one page of them)."""
+        if limit is not None or offset:
+            return Query(self, {}).offset(offset).limit(limit).versioned()
         track_members(self.name, None)
         return self._fetch_routed(self._routed_ids())
 
-    def count(self) -> int:
-        """The number of entities (expired ones are reaped first).
+    def order_by(self, field: str, *, desc: bool = False) -> Query[M]:
+        """Every entity, ordered by an indexed field (see ``Query.order_by``).
 
         Example:
-            >>> agents.count()  # doctest: +SKIP
-            2
+            >>> [a.name for a in agents.order_by("load", desc=True).limit(2)]  # doctest: +SKIP
+            ['coder', 'planner']
         """
+        return Query(self, {}).order_by(field, desc=desc)
+
+    def items(self) -> Iterator[tuple[str, M]]:
+        """``(id, value)`` of every entity, ordered by id, fetched a page at a time.
+
+        Example:
+            >>> for entity_id, agent in agents.items():  # doctest: +SKIP
+            ...     print(entity_id, agent.name)
+        """
+        routed = self._routed_ids()
+        track_members(self.name, None)
+        for start in range(0, len(routed), _FETCH_CHUNK):
+            for v in self._fetch_routed(routed[start : start + _FETCH_CHUNK]):
+                yield v.id, v.value
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.ids())
+
+    def __len__(self) -> int:
+        return self.count()
+
+    def __bool__(self) -> bool:
+        return True  # a collection is an object, not a container to test for emptiness
+
+    def __contains__(self, entity_id: object) -> bool:
+        if not isinstance(entity_id, str):
+            return False
+        if self.partition_key is None:
+            return self.exists(entity_id)
+        track(self.name, entity_id)
+        validate_id(entity_id)
+        return any(v.id == entity_id for v in self._fetch_routed([(entity_id, p) for p in range(self._ks.partitions)]))
+
+    def count(self, **conditions: Any) -> int:
+        """The number of entities, or of those matching ``conditions`` (as ``where`` takes them), from the
+        ids and indexes alone (expired ones are reaped first).
+
+        Example:
+            >>> agents.count(), agents.count(load=rxstate.gt(2))  # doctest: +SKIP
+            (2, 1)
+        """
+        if conditions:
+            return self.where(**conditions).count()
         self.reap()
         track_members(self.name)
         return sum(self._per_partition("SCARD", lambda p: self._ks.ids(self.name, p)))
 
-    def where(self, **conditions: Any) -> list[M]:
-        """Entities whose indexed fields equal the given values, ordered by id.
+    def where(self, **conditions: Any) -> Query[M]:
+        """Entities whose indexed fields meet the conditions, ordered by id: a plain value for equality,
+        ``rxstate.gt``/``ge``/``lt``/``le``/``between`` for a range, ``rxstate.any_of`` for one of several
+        values. The ``Query`` reads like a list and refines with ``order_by``, ``limit`` and ``offset``.
 
         Raises:
-            ValidationError: a condition names a field without an index.
+            ValidationError: a condition names a field without an index, or does not fit the field.
 
         Example:
             >>> [a.name for a in agents.where(status="busy")]  # doctest: +SKIP
             ['planner']
+            >>> agents.where(load=rxstate.gt(2)).order_by("load", desc=True).limit(10)  # doctest: +SKIP
         """
-        return [v.value for v in self.where_versioned(**conditions)]
+        if not conditions:
+            raise ValidationError("where() needs at least one condition")
+        return Query(self, conditions)
 
     def where_versioned(self, **conditions: Any) -> list[Versioned[M]]:
         """Like ``where``, with versions."""
-        if not conditions:
-            raise ValidationError("where() needs at least one condition")
-        for f in conditions:
-            if f not in self.indexes:
-                raise ValidationError(
-                    f"{self.name}.{f} has no index (declared: {', '.join(self.indexes) or 'none'})", field=f
-                )
-        encoded = dict(self._codec.encode_fields(conditions))
-        track_members(self.name, encoded)
-        matches: set[tuple[str, int]] | None = None
-        for f, value in encoded.items():
-            lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
-            replies = self._per_partition("ZRANGEBYLEX", partial(self._ks.index, self.name, f), lo, hi)
-            found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
-            matches = found if matches is None else matches & found
-        wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}
-        for entity_id, _p in matches or ():
-            track(self.name, entity_id)
-        # Re-check on the fetched value: it may have changed between the index read and the fetch.
-        return [
-            v
-            for v in self._fetch_routed(sorted(matches or ()))
-            if all(getattr(v.value, f) == want for f, want in wanted.items())
-        ]
+        return self.where(**conditions).versioned()
 
     def reap(self) -> int:
         """Record the expiry of entities whose TTL passed (index cleanup, ``expire`` change records).
