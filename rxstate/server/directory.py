@@ -40,10 +40,10 @@ from typing import Any
 
 import redis
 
-from rxstate.core.errors import ServerError
+from rxstate.core.errors import ServerError, ValidationError
 from rxstate.server.embedded import EmbeddedServer, data_dir_owner
 
-__all__ = ["FSYNC_MODES", "DirectoryServer", "serve", "socket_path"]
+__all__ = ["FSYNC_MODES", "DirectoryServer", "check_fsync", "serve", "socket_path"]
 
 log = logging.getLogger("rxstate")
 
@@ -57,6 +57,12 @@ _START = ".rxstate.start"
 LOG = "rxstate-server.log"
 _MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes on Linux, 104 on macOS
 _POLL = 0.05
+
+
+def check_fsync(fsync: str) -> None:
+    """Raise ``ValidationError`` unless ``fsync`` is one of ``FSYNC_MODES``."""
+    if fsync not in FSYNC_MODES:
+        raise ValidationError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
 
 
 def socket_path(directory: Path) -> str:
@@ -151,14 +157,14 @@ def serve(
         stop: an event that stops the server when set.
 
     Raises:
+        ValidationError: an unknown ``fsync``.
         ServerError: another process already serves the directory, or the server cannot start.
 
     Example:
         >>> serve("state/", ready=lambda s: print("serving on", s.url))  # doctest: +SKIP
         serving on unix:///.../state/redis.sock?db=0
     """
-    if fsync not in FSYNC_MODES:
-        raise ServerError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
+    check_fsync(fsync)
     directory = Path(path).resolve()
     stop = stop if stop is not None else threading.Event()
     server = EmbeddedServer(path=directory, unix_socket=socket_path(directory), appendfsync=fsync, binary=binary)
@@ -254,8 +260,7 @@ class DirectoryServer:
     """
 
     def __init__(self, directory: Path, *, fsync: str = "everysec", timeout: float = 30.0) -> None:
-        if fsync not in FSYNC_MODES:
-            raise ServerError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
+        check_fsync(fsync)
         self.path = directory
         self.fsync = fsync
         self.unix_socket_path = socket_path(directory)
@@ -316,8 +321,7 @@ class DirectoryServer:
 
     def require_fsync(self, fsync: str) -> None:
         """Raise the server's ``appendfsync`` to ``"always"`` if asked (never lowers it)."""
-        if fsync not in FSYNC_MODES:
-            raise ServerError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
+        check_fsync(fsync)
         if fsync == "always" and self.fsync != "always":
             self.fsync = "always"
             with self.client() as client:
@@ -331,8 +335,6 @@ class DirectoryServer:
                 has the tail of its log), or no server answered within the timeout.
         """
         with self._starting:
-            if self._users is None:
-                raise ServerError(f"this process no longer uses the server of {self.path} (its stores are closed)")
             fd = _open_lock_file(self.path / _START)
             try:
                 _flock_within(fd, fcntl.LOCK_EX, self._timeout, f"another process's start of the server of {self.path}")
@@ -344,6 +346,8 @@ class DirectoryServer:
         deadline = time.monotonic() + self._timeout
         owner: subprocess.Popen[bytes] | None = None
         while not _answers(self.unix_socket_path):
+            if self._users is None:  # closed meanwhile: an owner started now would stop at once
+                raise ServerError(f"this process no longer uses the server of {self.path} (its stores are closed)")
             if owner is not None and owner.poll() is not None:
                 if owner.returncode != ALREADY_SERVED:
                     raise ServerError(

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import redis
 
 from rxstate.core.errors import ValidationError
-from rxstate.server.directory import FSYNC_MODES, DirectoryServer
+from rxstate.server.directory import DirectoryServer, check_fsync
 from rxstate.server.embedded import EmbeddedServer
 
 __all__ = ["ServerLease", "attach"]
@@ -174,8 +174,8 @@ def attach(
         >>> a.url == b.url  # doctest: +SKIP
         True
     """
-    if fsync is not None and fsync not in FSYNC_MODES:
-        raise ValidationError(f"fsync must be one of {FSYNC_MODES}, not {fsync!r}")
+    if fsync is not None:
+        check_fsync(fsync)
     if path is None and fsync is not None:
         raise ValidationError("fsync= applies to a data directory's server: pass path= too")
     if isolated:

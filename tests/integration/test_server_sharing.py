@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 import rxstate
-from rxstate.errors import ValidationError
-from rxstate.server import data_dir_owner
+from rxstate.errors import ServerError, ValidationError
+from rxstate.server import data_dir_owner, serve
+from rxstate.server.directory import socket_path
 from tests.helpers import pings, process_gone, wait_for
 from tests.models import Agent
 
@@ -169,3 +170,33 @@ def test_a_script_on_a_data_directory_that_never_closes_its_store_exits_quietly(
     assert result.stderr == ""
     server_pid = int(result.stdout.split()[0])
     assert wait_for(lambda: process_gone(server_pid) and data_dir_owner(tmp_path) is None, timeout=15)
+
+
+def test_serve_runs_a_directory_server_until_stopped(tmp_path):
+    stop, ready = threading.Event(), []
+    thread = threading.Thread(target=serve, args=(tmp_path,), kwargs={"stop": stop, "ready": ready.append})
+    thread.start()
+    try:
+        assert wait_for(lambda: ready)
+        [server] = ready
+        with pytest.raises(ServerError, match=f"already used by another server \\(pid {os.getpid()}\\)"):
+            serve(tmp_path)  # one owner per directory
+        with rxstate.connect(path=tmp_path) as store:
+            assert store.server.owner_pid == os.getpid()  # served here: no background owner was started
+            assert store.server.pid == server.pid
+            store.collection("agents", Agent).put("a1", Agent(name="x"))
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive() and not server.is_running and data_dir_owner(tmp_path) is None
+    with rxstate.connect(path=tmp_path) as store:  # the data stayed in the directory
+        assert store.collection("agents", Agent).get("a1").name == "x"
+
+
+def test_a_directory_too_long_for_a_socket_address_gets_one_in_tmp(tmp_path):
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    assert socket_path(deep) == socket_path(deep) and socket_path(deep).startswith("/tmp/rxstate.")
+    with rxstate.connect(path=deep) as store:
+        assert store.server.unix_socket_path == socket_path(deep)
+        store.collection("agents", Agent).put("a1", Agent(name="x"))
+        assert (deep / "appendonlydir").is_dir()
