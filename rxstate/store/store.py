@@ -519,9 +519,11 @@ def _open(
         client, url = url, None
     server = None
     if client is None:
+        given = url
         url = url or os.environ.get("REDIS_URL") or None
         if url is not None and (path is not None or isolated or fsync is not None):
-            raise ValidationError("path=, isolated= and fsync= are for an embedded server; not with a URL")
+            source = "a URL" if given else "REDIS_URL, which is set in the environment"
+            raise ValidationError(f"path=, isolated= and fsync= are for an embedded server; not with {source}")
         if url is not None:
             client = _client_from_url(url)
         else:

@@ -129,6 +129,13 @@ def test_embedded_options_are_checked(tmp_path, monkeypatch, options, match):
     assert not (tmp_path / "state").exists()  # nothing was started
 
 
+def test_a_data_directory_with_redis_url_set_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
+    with pytest.raises(ValidationError, match="not with REDIS_URL, which is set in the environment"):
+        rxstate.connect(path=tmp_path / "state")
+    assert not (tmp_path / "state").exists()
+
+
 QUIET = textwrap.dedent(
     """
     import sys
