@@ -95,6 +95,8 @@ class NamespaceUsage:
     collections: dict[str, Usage] = field(default_factory=dict)
     kinds: dict[str, Usage] = field(default_factory=dict)
     event_collections: set[str] = field(default_factory=set)
+    registered: bool = False
+    """Whether the namespace's metadata hash was seen (it exists, rather than stray keys)."""
 
     def add(self, info: KeyInfo, nbytes: int | None) -> None:
         self.total.add(info, nbytes)
@@ -141,8 +143,10 @@ def scan_usage(client: Any, namespace: str | None = None, steps: Steps = quiet) 
 def _account(client: Any, batch: list[tuple[str, KeyInfo]], out: dict[str, NamespaceUsage]) -> None:
     if not batch:
         return
-    for (_key, info), nbytes in zip(batch, _memory(client, [k for k, _ in batch]), strict=True):
-        out.setdefault(info.namespace, NamespaceUsage()).add(info, nbytes)
+    for (key, info), nbytes in zip(batch, _memory(client, [k for k, _ in batch]), strict=True):
+        usage = out.setdefault(info.namespace, NamespaceUsage())
+        usage.add(info, nbytes)
+        usage.registered = usage.registered or namespace_of_meta(key) is not None
 
 
 @dataclass

@@ -32,7 +32,7 @@ from rxstate import __version__
 from rxstate.api import Store, connect
 from rxstate.cli import render
 from rxstate.cli.history import History
-from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, list_namespaces, scan_usage
+from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
 from rxstate.cli.progress import rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
 from rxstate.cli.serverinfo import stats as namespace_stats
@@ -146,8 +146,8 @@ def ls(
     if namespace is None:
         steps = rich_steps(Console(stderr=True, quiet=json))
         with Target(url, path).client() as client:
-            names = list_namespaces(client, steps)
             usage = scan_usage(client, None, steps)
+        names = sorted(name for name, used in usage.items() if used.registered)
         if json:
             render.print_json(
                 [
