@@ -285,12 +285,15 @@ def locks(url: Url = None, path: DataPath = None, namespace: Namespace = "defaul
 
 @app.command("info")
 @_handled
-def info(url: Url = None, path: DataPath = None, namespace: Namespace = "default", json: Json = True) -> None:
-    """Show a namespace's partitions and registered collections (JSON)."""
-    with _inspector(url, path, namespace, True) as inspector:
-        render.print_json(
-            {"namespace": namespace, "partitions": inspector.keyspace.partitions, "collections": inspector.schemas()}
-        )
+def info(url: Url = None, path: DataPath = None, namespace: Namespace = "default", json: Json = False) -> None:
+    """Show a namespace's partitions and registered collections with their schemas."""
+    _read(
+        (url, path, namespace),
+        json,
+        lambda i: {"namespace": namespace, "partitions": i.keyspace.partitions, "collections": i.schemas()},
+        lambda data: data,
+        render.show_info,
+    )
 
 
 @app.command("watch")

@@ -36,6 +36,7 @@ __all__ = [
     "show_entities",
     "show_entity",
     "show_history",
+    "show_info",
     "show_locks",
     "show_namespaces",
     "show_stats",
@@ -108,6 +109,23 @@ def show_collections(console: Console, namespace: str, infos: Iterable[Collectio
     console.print(
         Text(f"total {usage.total.keys} keys, {_size(usage.total.memory)}" + (f" ({others})" if others else ""))
     )
+
+
+def show_info(console: Console, data: Mapping[str, Any]) -> None:
+    title = f"namespace {data['namespace']!r}: {data['partitions']} partitions"
+    table = _table(title, "collection", "model", "version", "indexes", "partition key", "fields", "secrets")
+    for name, schema in data["collections"].items():
+        _row(
+            table,
+            name,
+            schema.get("model"),
+            schema.get("version"),
+            ", ".join(schema.get("indexes", [])),
+            schema.get("partition_key"),
+            ", ".join(schema.get("fields", [])),
+            ", ".join(schema.get("secrets", [])),
+        )
+    console.print(table)
 
 
 def show_entity(console: Console, view: EntityView) -> None:

@@ -179,8 +179,11 @@ def test_stats_counts_streams_and_caches(populated: Populated) -> None:
 
 
 def test_info_reads_schemas(populated: Populated) -> None:
-    info = _json(_read(populated, "info"))
+    info = _json(_read(populated, "info", "--json"))
     assert info["partitions"] == 16 and set(info["collections"]) == {"agents", "jobs"}
+    assert info["collections"]["agents"]["secrets"] == ["api_key"]
+    table = _read(populated, "info")
+    assert table.exit_code == 0 and "16 partitions" in table.stdout and "api_key" in table.stdout
 
 
 def test_watch_replays_with_since(populated: Populated) -> None:
@@ -291,3 +294,27 @@ def test_path_reads_an_embedded_servers_data(tmp_path: Any, monkeypatch: pytest.
     missing = _run("info", "--path", str(tmp_path / "nowhere"))
     assert missing.exit_code == 1 and "no data directory" in missing.stderr
     assert not (tmp_path / "nowhere").exists()
+
+
+@pytest.mark.cluster
+def test_read_commands_on_a_cluster_write_nothing(rx_cluster: Any) -> None:
+    host, port = rx_cluster.startup_nodes[0]
+    url, namespace = f"redis+cluster://{host}:{port}/0", f"cli{uuid.uuid4().hex[:8]}"
+    with rxstate.connect(url, namespace=namespace, cache=False, reap_interval=None, actor="planner") as store:
+        agents = store.collection("agents", Agent, indexes=["status"])
+        for i in range(20):  # ids on partitions of every node
+            agents.put(f"a{i}", Agent(name=str(i), status="busy" if i % 2 else "idle"))
+        agents.update("a3", load=4)
+        store.lock("printer", ttl=300).acquire()
+    client = rx_cluster.client()
+    before = dump_all(client)
+    common = ("--url", url, "-n", namespace, "--json")
+    listing = _json(_run("ls", *common))
+    assert listing["collections"][0]["entities"] == 20
+    assert _json(_run("get", "agents", "a3", *common))["version"] == 2
+    assert len(_json(_run("where", "agents", "status=busy", *common))) == 10
+    assert [c["version"] for c in _json(_run("history", "agents", "a3", *common))] == [1, 2]
+    assert _json(_run("why", "agents", "a3", *common))["last"]["fields"] == {"load": 4}
+    assert [lock["name"] for lock in _json(_run("locks", *common))] == ["printer"]
+    assert _json(_run("stats", *common))["streams"]["records"] == 21
+    assert dump_all(client) == before
