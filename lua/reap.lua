@@ -8,12 +8,13 @@ KEYS: [1] expiry zset, [2] ids set, [3] ttl-index hash, [4] change stream, [5..]
 ARGV: [1] collection, [2] change stream MAXLEN (~), [3] max entities per call,
       [4..] index field names, in the order of KEYS[5..]
 Returns: the number of entities reaped.
+The change record is write_path.lua's, as for every other write (no actor, no transaction, version 0).
 ]]
 
+-- @library write_path
+
 local coll, maxlen, limit = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local SEP = "\0"
-local t = redis.call("TIME")
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local head = {actor = "", txid = "", maxlen = maxlen, nparts = "1"}
 
 local idxkey = {}
 for j = 4, #ARGV do idxkey[ARGV[j]] = KEYS[j + 1] end
@@ -28,7 +29,7 @@ local function split(s)
   end
 end
 
-local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. string.format("%d", now), "LIMIT", 0, limit)
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. fmt_int(now), "LIMIT", 0, limit)
 local reaped = 0
 for _, id in ipairs(due) do
   redis.call("ZREM", KEYS[1], id)
@@ -44,8 +45,7 @@ for _, id in ipairs(due) do
     redis.call("HDEL", KEYS[3], id)
   end
   if redis.call("SREM", KEYS[2], id) == 1 then
-    redis.call("XADD", KEYS[4], "MAXLEN", "~", maxlen, "*", "c", coll, "i", id, "o", "expire",
-      "v", "0", "s", "0", "a", "", "t", string.format("%d", now), "x", "", "n", "1")
+    change_record(head, {changes = KEYS[4], coll = coll, id = id, sv = "0"}, "expire", 0, {})
     reaped = reaped + 1
   end
 end

@@ -25,6 +25,7 @@ from rxstate.core.errors import (
     RxStateError,
     SchemaError,
     TransactionPending,
+    UnknownOutcome,
     ValidationError,
 )
 from rxstate.core.model import Model, Secret, upcaster
@@ -76,6 +77,7 @@ __all__ = [
     "Timeline",
     "Transaction",
     "TransactionPending",
+    "UnknownOutcome",
     "ValidationError",
     "Versioned",
     "Why",

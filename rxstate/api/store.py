@@ -245,6 +245,10 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
         read_only: only read (for inspection tools): a missing namespace raises ``NotFound`` instead
             of being created, there is no cache and no upkeep, and opening collections, locks,
             transactions or batches raises ``ValidationError``; ``changes()`` works.
+        write_record_ms: how long the server remembers each write call's id and reply, so that a resend
+            after a lost reply takes effect once (see the README, "When a reply is lost").
+        write_retries: how many times a write whose reply was lost is sent again, with the same write
+            id, before it raises ``UnknownOutcome``.
 
     Example:
         >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP

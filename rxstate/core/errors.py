@@ -14,6 +14,7 @@ RxStateError
  ├── QuotaExceeded                      a tenant quota or rate limit was reached
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
+ │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
  ├── CorruptDataError                   stored bytes that cannot be decoded
  └── CycleError                         derived values that depend on each other in a loop
 ```
@@ -41,6 +42,7 @@ __all__ = [
     "SchemaError",
     "ServerError",
     "TransactionPending",
+    "UnknownOutcome",
     "ValidationError",
 ]
 
@@ -74,9 +76,7 @@ class ConflictError(RxStateError):
         actual: the version that was found (0 when the entity does not exist).
     """
 
-    def __init__(
-        self, message: str, *, key: Any = None, expected: Any = None, actual: Any = None
-    ) -> None:
+    def __init__(self, message: str, *, key: Any = None, expected: Any = None, actual: Any = None) -> None:
         super().__init__(message)
         self.key = key
         self.expected = expected
@@ -156,9 +156,7 @@ class QuotaExceeded(RxStateError):
         used: the current use.
     """
 
-    def __init__(
-        self, message: str, *, quota: str | None = None, limit: Any = None, used: Any = None
-    ) -> None:
+    def __init__(self, message: str, *, quota: str | None = None, limit: Any = None, used: Any = None) -> None:
         super().__init__(message)
         self.quota = quota
         self.limit = limit
@@ -173,6 +171,53 @@ class ServerError(RxStateError):
     """No Redis/Valkey server could be found, started or reached."""
 
 
+class UnknownOutcome(ServerError):
+    """A write was sent, but no reply came back, also after retrying it with its write id.
+
+    The write took effect once or not at all: never twice, since every retry of it carries the same
+    write id. Call ``resolve()`` once the server can be reached again: it says which, and when the
+    write had not taken effect, it makes sure it never will (a copy still on its way is refused), so
+    the write can then be made again safely. The server remembers the write id for
+    ``remembered_ms`` after the write (``connect(write_record_ms=...)``).
+
+    Attributes:
+        write_id: the write's id.
+        record: the key of its write record on the server.
+        keys: the keys the write would touch.
+        script: the write script that was sent.
+        remembered_ms: how long after the write ``resolve()`` can tell.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        write_id: str,
+        record: str,
+        keys: list[str],
+        script: str,
+        remembered_ms: int,
+        resolver: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.write_id = write_id
+        self.record = record
+        self.keys = keys
+        self.script = script
+        self.remembered_ms = remembered_ms
+        self._resolver = resolver
+
+    def resolve(self) -> bool:
+        """Whether the write took effect (True); False: it did not and never will.
+
+        Raises:
+            ServerError: the server still cannot be reached (call again later).
+        """
+        if self._resolver is None:
+            raise ServerError("this UnknownOutcome was not raised by a store; it cannot be resolved")
+        return bool(self._resolver(self))
+
+
 class CorruptDataError(RxStateError):
     """Stored data could not be decoded (e.g. a broken compressed value).
 
@@ -185,6 +230,8 @@ class CorruptDataError(RxStateError):
         super().__init__(message)
         self.key = key
         self.field = field
+
+
 class CycleError(RxStateError):
     """A derived value would depend on itself, directly or through other derived values.
 

@@ -144,6 +144,10 @@ class Keyspace:
         """Hash of the last versions of deleted entities, so a re-created entity's versions continue."""
         return f"{self._tags[partition]}_ver:{collection}"
 
+    def write_record(self, near: str, write_id: str) -> str:
+        """The record of one write call (its reply, kept a while) in the slot of the key ``near``."""
+        return f"{near[: near.index('}') + 1]}:_w:{write_id}"
+
     def write_keys(self, collection: str, partition: int, indexes: tuple[str, ...]) -> list[str]:
         """The keys a write touches besides the entity: ids, expiry, ttl-index, changes, versions of deleted
         entities, indexes (memoised)."""

@@ -8,7 +8,9 @@ A script may reuse another one whole with a line ``-- @include <name>``: at load
 ``local function <name>(KEYS, ARGV) <source of name.lua> end``, so the including script calls the
 other as a function with its own KEYS and ARGV (an error reply comes back as a table with ``err``).
 This keeps one copy of shared logic (``append.lua`` writes projected state through ``mutate.lua``) while
-each script stays one atomic call.
+each script stays one atomic call. A line ``-- @library <name>`` takes in the definitions of
+``<name>.lua`` as they are (its local functions become the including script's own): the stages of the
+write path live once in ``write_path.lua`` and serve ``mutate.lua``, ``txn.lua`` and ``reap.lua``.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from rxstate.core import errors
 __all__ = ["Script", "ScriptLibrary", "register_error", "script_dir", "translate_error"]
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # rxstate/
-_INCLUDE = re.compile(r"^-- @include ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", re.MULTILINE)
+_INCLUDE = re.compile(r"^-- @(include|library) ([A-Za-z_][A-Za-z0-9_]*)[ \t]*$", re.MULTILINE)
 
 
 def script_dir() -> Path:
@@ -72,9 +74,25 @@ def _exists(d: list[str]) -> errors.RxStateError:
     return errors.AlreadyExists(f"{key} already exists (version {d[-1]})", key=key, expected=0, actual=int(d[-1]))
 
 
+def _parts(d: list[str]) -> list[str]:
+    """The fields of an error reply whose keys (and lock names) end with the byte 0x1F: they may hold spaces."""
+    return " ".join(d).split("\x1f")
+
+
 def _integrity(d: list[str]) -> errors.RxStateError:
+    key, rest = _parts(d)
+    constraint, _, detail = rest.partition(" ")
     return errors.IntegrityError(
-        f"constraint {d[1]!r} violated on {d[0]}: {' '.join(d[2:])}".rstrip(": "), constraint=d[1], key=d[0]
+        f"constraint {constraint!r} violated on {key}: {detail}".rstrip(": "), constraint=constraint, key=key
+    )
+
+
+def _fenced(d: list[str]) -> errors.RxStateError:
+    key, lock, lease = _parts(d)
+    token, seen = lease.split(" ")
+    return errors.LockError(
+        f"write to {key} refused: lease {token} of lock {lock!r} "
+        + ("has expired" if seen == "expired" else f"is older than lease {seen}, which already wrote here")
     )
 
 
@@ -96,14 +114,14 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
     ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
-    "RXFENCED": lambda d: errors.LockError(
-        f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
-        + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")
-    ),
+    "RXFENCED": _fenced,
     "RXQUOTA": lambda d: errors.QuotaExceeded(
         f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
     ),
     "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
+    "RXABANDONED": lambda d: errors.ConflictError(
+        f"write {d[0]} was given up after its outcome was unknown; it did not take effect", key=d[0]
+    ),
     "RXSTALE": lambda d: errors.ConflictError(
         f"{d[0]}: expected {d[1]}, found {d[2]} (another runner moved it)", key=d[0], expected=d[1], actual=d[2]
     ),
@@ -168,9 +186,21 @@ class ScriptLibrary:
     _cache: ClassVar[dict[str, Script]] = {}
 
     def get(self, name: str) -> Script:
+        """The script ``name`` (a ``.lua`` file), with its includes resolved."""
         script = self._cache.get(name)
         if script is None:
             script = self._cache[name] = Script(name, self._source(name, ()))
+        return script
+
+    def once(self, name: str) -> Script:
+        """The script ``name`` wrapped by ``once.lua``: KEYS and ARGV gain a write record key and its
+        lifetime in front, and a call repeated with the same record takes effect once."""
+        key = f"{name}@once"
+        script = self._cache.get(key)
+        if script is None:
+            body = self._source(name, ())
+            source = f"local function body(KEYS, ARGV)\n{body}\nend\n{self._source('once', (name,))}"
+            script = self._cache[key] = Script(key, source)
         return script
 
     def _source(self, name: str, including: tuple[str, ...]) -> str:
@@ -182,9 +212,9 @@ class ScriptLibrary:
             raise errors.RxStateError(f"no Lua script named {name!r} in {path.parent}")
 
         def expand(match: re.Match[str]) -> str:
-            inner = match.group(1)
+            how, inner = match.group(1), match.group(2)
             body = self._source(inner, (*including, name))
-            return f"local function {inner}(KEYS, ARGV)\n{body}\nend"
+            return body if how == "library" else f"local function {inner}(KEYS, ARGV)\n{body}\nend"
 
         return _INCLUDE.sub(expand, path.read_text())
 

@@ -1,19 +1,20 @@
-"""The single write path: entity operations, packed for ``mutate.lua`` and run atomically.
+"""Entity write operations and their packing into the write-path format of ``lua/write_path.lua``.
 
-Every mutation (put, create, update, incr, delete; later transactions, events, fenced writes) is a
-``WriteOp``; a list of them runs as one script call, so all happen or none does.
+Every mutation of an entity (put, create, update, incr, delete, the checks of a transaction) is a
+``WriteOp``; a list of them runs as one script call (``mutate.lua``, or ``txn.lua`` for a step of a
+two-phase commit), so all happen or none does. Building ops is pure: no I/O happens here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from rxstate.core.errors import ValidationError
 from rxstate.core.keys import Keyspace
 
-__all__ = ["KEEP_TTL", "PERSIST", "WriteOp", "WriteResult", "pack_ops"]
+__all__ = ["KEEP_TTL", "PERSIST", "SECTIONS", "HeaderSection", "WriteOp", "WriteResult", "pack_ops"]
 
 KEEP_TTL = "-"
 PERSIST = "0"
@@ -64,36 +65,72 @@ class WriteOp:
                 f"expected_version must be a non-negative int or None, not {expected!r}", field="expected_version"
             )
 
-    def keys(self, ks: Keyspace) -> list[str]:
-        p, c = self.partition, self.collection
-        return [
-            ks.entity(c, self.id, p),
-            *ks.write_keys(c, p, tuple(self.indexes)),
-            *((ks.fences(p),) if self.fence else ()),
-            *self.constraint_keys,
-        ]
+    def pack(self, ks: Keyspace) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of this op: its "op" section, then each section of ``SECTIONS`` it needs."""
+        c, p = self.collection, self.partition
+        keys = [ks.entity(c, self.id, p), *ks.write_keys(c, p, ())]
+        args = _op_args(self)
+        for section in SECTIONS:
+            section(self, ks, keys, args)
+        return keys, args
 
-    def args(self) -> list[Any]:
-        out: list[Any] = [
-            self.kind,
-            self.collection,
-            self.id,
-            "" if self.expected is None else self.expected,
-            self.schema_version,
-            self.ttl,
-            "1" if self.want_full else "0",
-            len(self.sets),
-        ]
-        for name, value in self.sets:
-            out += (name, value)
-        out.append(len(self.incrs))
-        for name, amount, low, high in self.incrs:
-            out += (name, amount, low, high)
-        out.append(len(self.indexes))
-        out += self.indexes
-        out += ("1", *self.fence) if self.fence else ("0",)
-        out += self.constraint_args or (0,)
-        return out
+
+def _op_args(op: WriteOp) -> list[Any]:
+    return [
+        "op",
+        op.kind,
+        op.collection,
+        op.id,
+        "" if op.expected is None else op.expected,
+        op.schema_version,
+        op.ttl,
+        "1" if op.want_full else "0",
+    ]
+
+
+# -- sections of an op ----------------------------------------------------------------------------
+# Each appends its tagged section (tag, fields) to ARGV and the keys it names to KEYS, only when the op
+# needs it; lua/write_path.lua has the parser of each tag. A new stage of the write path adds one
+# function here, one entry in SECTIONS, and its parser and stage function in write_path.lua.
+Section = Callable[["WriteOp", Keyspace, list[str], list[Any]], None]
+
+
+def _set_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
+    if op.sets:
+        args += ("set", len(op.sets))
+        for name, value in op.sets:
+            args += (name, value)
+
+
+def _incr_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
+    if op.incrs:
+        args += ("incr", len(op.incrs))
+        for name, amount, low, high in op.incrs:
+            args += (name, amount, low, high)
+
+
+def _index_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
+    if op.indexes:
+        indexes = tuple(op.indexes)
+        args += ("index", len(indexes), *indexes)
+        keys += ks.write_keys(op.collection, op.partition, indexes)[_FIXED_KEYS:]
+
+
+def _fence_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
+    if op.fence:
+        args += ("fence", *op.fence)
+        keys.append(ks.fences(op.partition))
+
+
+def _constraint_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
+    if op.constraint_args and op.constraint_args[0]:
+        args += ("cons", *op.constraint_args)
+        keys += op.constraint_keys
+
+
+_FIXED_KEYS = 5  # ids, expiry, ttl-index, changes, versions: the write keys before the indexes
+SECTIONS: tuple[Section, ...] = (_set_section, _incr_section, _index_section, _fence_section, _constraint_section)
+"""The optional sections of an op, in the order they are sent (the script accepts any order)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,19 +154,44 @@ class WriteResult:
         )
 
 
-def pack_ops(
-    ks: Keyspace, ops: Sequence[WriteOp], *, actor: str, txid: str, maxlen: int, nparts: int | None = None
-) -> tuple[list[str], list[Any]]:
-    """KEYS and ARGV of one ``mutate.lua`` call running ``ops``.
+HeaderSection = tuple[Sequence[str], Sequence[Any]]
+"""A tagged section of the whole call (its KEYS, its ARGV starting with its tag), e.g. txn.lua's "txn"."""
 
-    ``nparts`` (default: the partitions of ``ops``) is recorded in change records as the number of
-    partitions the transaction touched.
+
+def pack_ops(
+    ks: Keyspace,
+    ops: Sequence[WriteOp],
+    *,
+    actor: str,
+    txid: str,
+    maxlen: int,
+    nparts: int | None = None,
+    header: Sequence[HeaderSection] = (),
+) -> tuple[list[str], list[Any]]:
+    """KEYS and ARGV of one write-path call (``mutate.lua``, ``txn.lua``) running ``ops``.
+
+    The format (``lua/write_path.lua`` documents it in full): the header (actor, transaction id,
+    change stream MAXLEN, partitions touched), the header sections, then per op its "op" section and
+    the tagged sections it needs (``SECTIONS``). ``nparts`` (default: the partitions of ``ops``) is
+    recorded in change records as the number of partitions the transaction touched.
+
+    Example:
+        >>> keys, args = pack_ops(Keyspace("demo"), [WriteOp("update", "agents", "a1", 0, sets=[("load", b"2")])],
+        ...                       actor="", txid="", maxlen=1000)
+        >>> args[4:]
+        ['op', 'update', 'agents', 'a1', '', 1, '-', '0', 'set', 1, 'load', b'2']
+        >>> len(keys)
+        6
     """
-    keys: list[str] = []
     if nparts is None:
         nparts = len({op.partition for op in ops})
-    args: list[Any] = [actor, txid, maxlen, len(ops), nparts]
+    keys: list[str] = []
+    args: list[Any] = [actor, txid, maxlen, nparts]
+    for section_keys, section_args in header:
+        keys += section_keys
+        args += section_args
     for op in ops:
-        keys += op.keys(ks)
-        args += op.args()
+        op_keys, op_args = op.pack(ks)
+        keys += op_keys
+        args += op_args
     return keys, args

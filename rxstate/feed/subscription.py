@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["ChangeObservable", "Subscription", "changes_observable", "shared_feed"]
 
 
-
 Filter = Callable[[Change], bool]
 
 

@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 
-
 def _register_displays() -> None:
     """Give the core's types their notebook HTML (they render through ``rxstate.core.display``)."""
     display.register(Model, model_html)

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import Any, Self, TypedDict, TypeVar, Unpack
 
 import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
 
 from rxstate.cache.lru import EntityCache
 from rxstate.core.codec import Codec
@@ -71,6 +73,8 @@ class Store:
         cache_bytes: int | None = None,
         invalidation: str = "auto",
         read_only: bool = False,
+        write_record_ms: int = 60_000,
+        write_retries: int = 3,
     ) -> None:
         _check_client(client)
         self.client = client
@@ -99,7 +103,7 @@ class Store:
         """The last such failure, or None."""
         self._services: dict[type, tuple[object, Callable[[Any], None]]] = {}
         self._services_lock = threading.RLock()
-        self.writer = Writer(self)
+        self.writer = Writer(self, record_ms=write_record_ms, retries=write_retries)
         """Sends every write of this store (see ``rxstate.store.writer``)."""
         self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
@@ -492,6 +496,8 @@ class ConnectOptions(TypedDict, total=False):
     cache_bytes: int | None
     invalidation: str
     read_only: bool
+    write_record_ms: int
+    write_retries: int
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -521,6 +527,8 @@ def _open(
     cache_bytes: int | None = None,
     invalidation: str = "auto",
     read_only: bool = False,
+    write_record_ms: int = 60_000,
+    write_retries: int = 3,
 ) -> ST:
     if url is not None and not isinstance(url, str):
         if client is not None:
@@ -538,6 +546,7 @@ def _open(
 
             server = EmbeddedServer(unix_socket=True, path=path).start()
             client = server.client()
+        _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
     try:
         return store_type(
@@ -554,11 +563,23 @@ def _open(
             cache_bytes=cache_bytes,
             invalidation=invalidation,
             read_only=read_only,
+            write_record_ms=write_record_ms,
+            write_retries=write_retries,
         )
     except BaseException:
         if server is not None:
             server.stop()
         raise
+
+
+def _own_retry_policy(client: Any) -> None:
+    """The retry policy of a client rxstate made: a lost connection is retried a few times, quickly.
+
+    Safe for writes, since each write call carries a write id (``rxstate.store.writer``); a client passed
+    in keeps its own policy, which is just as safe for the same reason.
+    """
+    if isinstance(client, redis.Redis):
+        client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
 
 
 def client_from_url(url: str) -> Any:

@@ -32,13 +32,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rxstate.core.errors import ConflictError, RxStateError, TransactionPending
-from rxstate.core.writes import WriteOp, WriteResult
+from rxstate.core.writes import HeaderSection, WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -48,18 +49,9 @@ __all__ = ["INTENT_FIELD", "commit", "fault_hook", "run_past_intents", "settle",
 
 INTENT_FIELD = b"_t"
 fault_hook: Callable[[str], None] | None = None
+log = logging.getLogger("rxstate.twophase")
 T = TypeVar("T")
 _TOMBSTONE_MS = 10 * 60 * 1000  # far longer than any prepare can be in flight
-
-
-@dataclass(slots=True)
-class TxnOp(WriteOp):
-    """The "prepare"/"resolve" marker op of a ``mutate.lua`` call, with its own keys."""
-
-    fixed_keys: Sequence[str] = ()
-
-    def keys(self, ks: Any) -> list[str]:
-        return list(self.fixed_keys)
 
 
 def _step(name: str) -> None:
@@ -72,21 +64,17 @@ def _split_owner(owner: str) -> tuple[str, int]:
     return txid, int(primary)
 
 
-def _txn_op(
-    store: Store, kind: str, txid: str, partition: int, primary: int, fields: Mapping[str, str], ttl: str
-) -> TxnOp:
+def _txn_section(
+    store: Store, step: str, txid: str, partition: int, primary: int, fields: Mapping[str, str], ttl: str
+) -> HeaderSection:
+    """The "txn" header section of a ``txn.lua`` call: the step, its payload fields and its keys."""
     ks = store.keyspace
     payload = ks.tx_payload(partition, txid)
     record = ks.tx_record(partition, txid) if partition == primary else payload
-    return TxnOp(
-        kind=kind,
-        collection="_tx",
-        id=txid,
-        partition=partition,
-        ttl=ttl,
-        sets=[(k, v.encode()) for k, v in fields.items()],
-        fixed_keys=(payload, ks.tx_index(partition), record, payload, ks.changes(partition), payload),
-    )
+    args: list[Any] = ["txn", step, ttl, len(fields)]
+    for name, value in fields.items():
+        args += (name, value)
+    return (payload, ks.tx_index(partition), record), args
 
 
 def _for_resolve(op: WriteOp) -> WriteOp:
@@ -146,8 +134,8 @@ def resolve_partition(store: Store, partition: int, txid: str, *, commit: bool) 
     ops = _load(payload[b"ops"], partition)
     if not commit:
         ops = [replace(op, kind="check", sets=(), incrs=(), indexes=()) for op in ops]
-    marker = _txn_op(store, "resolve", txid, partition, _split_owner(owner)[1], {"owner": owner}, "-")
-    store.writer.mutate([marker, *ops], txid=txid, nparts=int(payload[b"n"]))
+    section = _txn_section(store, "resolve", txid, partition, _split_owner(owner)[1], {"owner": owner}, "-")
+    store.writer.mutate(ops, txid=txid, nparts=int(payload[b"n"]), script="txn", header=[section])
 
 
 def settle(store: Store, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
@@ -244,9 +232,8 @@ def commit(
     for batch in (order,) if fault_hook is None else ([p] for p in order):
         calls = []
         for p in batch:
-            marker = _txn_op(store, "resolve", txid, p, primary, {"owner": owner}, "-")
-            ops = [marker, *(_for_resolve(op) for op in groups[p])]
-            calls.append(_call(store, ops, txid, len(writers)))
+            section = _txn_section(store, "resolve", txid, p, primary, {"owner": owner}, "-")
+            calls.append(_call(store, [_for_resolve(op) for op in groups[p]], section, txid, len(writers)))
         for p, reply in zip(batch, store.writer.call_many(calls), strict=True):
             if isinstance(reply, BaseException):  # settled later by a reader or the sweep
                 continue
@@ -258,8 +245,8 @@ def commit(
     return results
 
 
-def _call(store: Store, ops: Sequence[WriteOp], txid: str, nparts: int) -> WriteCall:
-    return ("mutate", *store.writer.pack(ops, txid=txid, nparts=nparts))
+def _call(store: Store, ops: Sequence[WriteOp], section: HeaderSection, txid: str, nparts: int) -> WriteCall:
+    return ("txn", *store.writer.pack(ops, txid=txid, nparts=nparts, header=[section]))
 
 
 def _prepare(
@@ -277,8 +264,8 @@ def _prepare(
     calls = []
     for p in partitions:
         payload_fields["ops"] = _dump([_for_resolve(op) for op in groups[p]])
-        marker = _txn_op(store, "prepare", txid, p, primary, payload_fields, str(ttl_ms))
-        calls.append(_call(store, [marker, *groups[p]], txid, int(fields["n"])))
+        section = _txn_section(store, "prepare", txid, p, primary, payload_fields, str(ttl_ms))
+        calls.append(_call(store, groups[p], section, txid, int(fields["n"])))
     failures: dict[int, BaseException] = {}
     for p, call, reply in zip(partitions, calls, store.writer.call_many(calls), strict=True):
         if isinstance(reply, TransactionPending):
@@ -342,8 +329,8 @@ def _abort(store: Store, txid: str, primary: int, prepared: Sequence[int]) -> No
         _record(store, primary, txid, "forget")
     except RxStateError:
         raise
-    except Exception:  # the server went away: intents expire at their deadline and are settled then
-        pass
+    except Exception as exc:  # the server went away: intents expire at their deadline and are settled then
+        log.warning("could not abort transaction %s now (%s); its intents are settled after their deadline", txid, exc)
 
 
 def _finish(store: Store, txid: str, primary: int, partition: int) -> bool:

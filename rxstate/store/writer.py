@@ -12,15 +12,35 @@ values unless the caller updates the cache from the reply itself (single-entity 
 So a new stage of the write path (an audit entry, a quota check) is added once, here and in the script,
 and every kind of write gets it. Everything the Writer sends passes through ``_send`` (one call) or
 ``_send_many`` (one pipelined round trip): wrap those two to observe every write of a store.
+
+**Exactly once.** Every call carries a fresh write id: the script runs inside ``lua/once.lua``, which
+records the call's reply under ``rx:{ns:p}:_w:<write id>`` (in the slot of the call's keys, kept
+``write_record_ms``) and answers a repeated id with the recorded reply instead of writing again. So a
+resend after a lost or late reply — by the client's own retry policy or by the Writer's — takes effect
+once. When the connection fails, the Writer retries the same call ``write_retries`` times (backoff
+from 50 ms); after that it raises ``UnknownOutcome``, whose ``resolve()`` tells whether the write took
+effect and, if it did not, makes sure it never will.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from rxstate.core.errors import ClusterError, RxStateError, TransactionPending, ValidationError
-from rxstate.core.writes import WriteOp, WriteResult, pack_ops
+import redis
+
+from rxstate.core.errors import (
+    ClusterError,
+    RxStateError,
+    ServerError,
+    TransactionPending,
+    UnknownOutcome,
+    ValidationError,
+)
+from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
 from rxstate.store.twophase import run_past_intents
 
 if TYPE_CHECKING:
@@ -32,6 +52,10 @@ WriteCall = tuple[str, Sequence[Any], Sequence[Any]]
 """One write script call: the script's name, its KEYS and its ARGV."""
 
 _PENDING: Any = object()
+_LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutError)
+"""What a lost or late reply raises: the call may have run or not."""
+_UNRECORDED = frozenset({"reap"})  # idempotent by design and run in the background: nothing to record
+_BACKOFF = 0.05
 
 
 class Writer:
@@ -42,20 +66,94 @@ class Writer:
         1
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, *, record_ms: int = 60_000, retries: int = 3) -> None:
+        if type(record_ms) is not int or record_ms < 1:
+            raise ValidationError(f"write_record_ms must be a positive int, not {record_ms!r}", field="write_record_ms")
+        if type(retries) is not int or retries < 0:
+            raise ValidationError(f"write_retries must be a non-negative int, not {retries!r}", field="write_retries")
         self._store = store
+        self.record_ms = record_ms
+        """How long the server remembers each write's id and reply (ms)."""
+        self.retries = retries
+        """How many times a call whose reply was lost is sent again (with the same write id)."""
+        self._prefix = os.urandom(6).hex()
+        self._counter = itertools.count(1)
 
     # -- the two ways out ---------------------------------------------------------------------------
     def _send(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
-        """Run one write script call; a server error reply raises its typed error."""
+        """Run one write script call, exactly once; a server error reply raises its typed error."""
         store = self._store
-        return store.scripts.get(script)(store.client, keys, args)
+        if script in _UNRECORDED:
+            return store.scripts.get(script)(store.client, keys, args)
+        wrapped = store.scripts.once(script)
+        record = self._record(keys)
+        full_keys, full_args = [record, *keys], [self.record_ms, *args]
+        return self._retrying([(script, record, keys)], lambda: wrapped(store.client, full_keys, full_args))
 
     def _send_many(self, calls: Sequence[WriteCall]) -> list[Any]:
-        """Run write script calls in one pipelined round trip; each reply, or its typed error, in place."""
+        """Run write script calls in one pipelined round trip, each exactly once; each reply, or its typed
+        error, in place."""
         store = self._store
         library = store.scripts
-        return library.run_batch(store.client, [(library.get(name), keys, args) for name, keys, args in calls])
+        batch: list[tuple[Any, Sequence[Any], Sequence[Any]]] = []
+        sent: list[tuple[str, str, Sequence[Any]]] = []
+        for name, keys, args in calls:
+            if name in _UNRECORDED:
+                batch.append((library.get(name), keys, args))
+                sent.append((name, "", keys))
+                continue
+            record = self._record(keys)
+            batch.append((library.once(name), [record, *keys], [self.record_ms, *args]))
+            sent.append((name, record, keys))
+        replies: list[Any] = self._retrying(sent, lambda: library.run_batch(store.client, batch))
+        for i, reply in enumerate(replies):
+            if isinstance(reply, _LOST):  # a cluster pipeline reports a lost node in place
+                replies[i] = self._unknown(*sent[i], reply)
+        return replies
+
+    # -- exactly once -------------------------------------------------------------------------------
+    def _record(self, keys: Sequence[Any]) -> str:
+        """A fresh write record key in the slot of ``keys``."""
+        if not keys:
+            raise ValidationError("a write script call needs at least one key (its slot holds the write record)")
+        return self._store.keyspace.write_record(str(keys[0]), f"{self._prefix}{next(self._counter):x}")
+
+    def _retrying(self, sent: Sequence[tuple[str, str, Sequence[Any]]], run: Callable[[], Any]) -> Any:
+        """``run()``, sent again after a lost reply (same write ids) up to ``retries`` times."""
+        delay = _BACKOFF
+        for attempt in range(self.retries + 1):
+            try:
+                return run()
+            except _LOST as exc:
+                if attempt == self.retries or not sent:
+                    name, record, keys = sent[0] if sent else ("?", "", [])
+                    raise self._unknown(name, record, keys, exc, calls=len(sent)) from exc
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")
+
+    def _unknown(
+        self, script: str, record: str, keys: Sequence[Any], exc: BaseException, *, calls: int = 1
+    ) -> UnknownOutcome:
+        others = f" (and {calls - 1} other calls sent with it)" if calls > 1 else ""
+        return UnknownOutcome(
+            f"{script} write to {list(keys)[:3]}{others}: no reply after {self.retries + 1} attempts ({exc}); "
+            f"it took effect once or not at all — call .resolve() on this error when the server is back "
+            f"(within {self.record_ms} ms of the write) to learn which",
+            write_id=record.rpartition(":")[2],
+            record=record,
+            keys=[str(k) for k in keys],
+            script=script,
+            remembered_ms=self.record_ms,
+            resolver=self._resolve,
+        )
+
+    def _resolve(self, error: UnknownOutcome) -> bool:
+        store = self._store
+        try:
+            return bool(store.scripts.get("write_outcome")(store.client, [error.record], [self.record_ms]))
+        except _LOST as exc:
+            raise ServerError(f"cannot resolve write {error.write_id} yet: {exc}") from exc
 
     # -- script calls -------------------------------------------------------------------------------
     def call(
@@ -104,17 +202,35 @@ class Writer:
                 self.forget(writes)
 
     # -- entity operations (mutate.lua) --------------------------------------------------------------
-    def pack(self, ops: Sequence[WriteOp], *, txid: str = "", nparts: int | None = None) -> tuple[list[str], list[Any]]:
-        """KEYS and ARGV of one write-script call running ``ops``.
-
-        Example:
-            >>> keys, args = store.writer.pack([op])  # doctest: +SKIP
-        """
+    def pack(
+        self,
+        ops: Sequence[WriteOp],
+        *,
+        txid: str = "",
+        nparts: int | None = None,
+        header: Sequence[HeaderSection] = (),
+    ) -> tuple[list[str], list[Any]]:
+        """KEYS and ARGV of one write-path call running ``ops`` (see ``rxstate.core.writes.pack_ops``)."""
         store = self._store
-        return pack_ops(store.keyspace, ops, actor=store.actor, txid=txid, maxlen=store.change_retention, nparts=nparts)
+        return pack_ops(
+            store.keyspace,
+            ops,
+            actor=store.actor,
+            txid=txid,
+            maxlen=store.change_retention,
+            nparts=nparts,
+            header=header,
+        )
 
     def mutate(
-        self, ops: Sequence[WriteOp], *, txid: str = "", nparts: int | None = None, forget: bool = True
+        self,
+        ops: Sequence[WriteOp],
+        *,
+        txid: str = "",
+        nparts: int | None = None,
+        forget: bool = True,
+        script: str = "mutate",
+        header: Sequence[HeaderSection] = (),
     ) -> list[WriteResult]:
         """Run ``ops`` as one atomic call: all happen or none does; one result per op.
 
@@ -124,6 +240,8 @@ class Writer:
             nparts: partitions the transaction touched (default: those of ``ops``).
             forget: evict the written entities' cached values afterwards (False: the caller updates the
                 cache from the results; on failure they are evicted regardless).
+            script: the write-path script (``"txn"`` for a step of a two-phase commit).
+            header: header sections of that script (``txn.lua``'s "txn").
 
         Raises:
             ClusterError: on a cluster, the ops span partitions (one call reaches one slot).
@@ -133,9 +251,9 @@ class Writer:
         if store.is_cluster and len({op.partition for op in ops}) > 1:
             partitions = sorted({op.partition for op in ops})
             raise ClusterError(f"one script call cannot span partitions on a cluster (partitions {partitions})")
-        keys, args = self.pack(ops, txid=txid, nparts=nparts)
+        keys, args = self.pack(ops, txid=txid, nparts=nparts, header=header)
         try:
-            replies = self.call("mutate", keys, args)
+            replies = self.call(script, keys, args)
         except BaseException:
             if not forget:
                 self.forget(ops)

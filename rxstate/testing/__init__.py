@@ -102,14 +102,10 @@ def rx_cluster() -> Iterator[LocalCluster]:
 
 
 def _backend_params() -> list[Any]:
-    wanted = [
-        b.strip() for b in os.environ.get("RXSTATE_BACKENDS", ",".join(BACKENDS)).split(",") if b.strip()
-    ]
+    wanted = [b.strip() for b in os.environ.get("RXSTATE_BACKENDS", ",".join(BACKENDS)).split(",") if b.strip()]
     unknown = set(wanted) - set(BACKENDS)
     if unknown:
-        raise pytest.UsageError(
-            f"RXSTATE_BACKENDS: unknown backend(s) {sorted(unknown)}; choose from {BACKENDS}"
-        )
+        raise pytest.UsageError(f"RXSTATE_BACKENDS: unknown backend(s) {sorted(unknown)}; choose from {BACKENDS}")
     marks = {"cluster": [pytest.mark.cluster]}
     return [pytest.param(b, marks=marks.get(b, []), id=b) for b in wanted]
 

@@ -16,11 +16,14 @@ from typer.testing import CliRunner
 
 import rxstate
 from rxstate.cli.main import app
+from rxstate.server import EmbeddedServer
+from rxstate.testing import LocalCluster
 from tests.event_models import ORDER_EVENTS, Order, Paid, Placed, apply_order
 from tests.helpers import dump_all
 from tests.models import Agent
 
 SECRET = "sk-never-print-this-1234"
+KEEP: dict[str, Any] = {"write_record_ms": 3_600_000}  # write records outlive the test: no key expires in it
 runner = CliRunner()
 
 
@@ -40,7 +43,7 @@ class Populated:
 
 
 def _populate(url: str, namespace: str) -> tuple[str, str]:
-    with rxstate.connect(url, namespace=namespace, cache=False, reap_interval=None, actor="planner") as store:
+    with rxstate.connect(url, namespace=namespace, cache=False, reap_interval=None, actor="planner", **KEEP) as store:
         agents = store.collection("agents", Agent, indexes=["status", "team"])
         jobs = store.collection("jobs", Job, indexes=["state"], partition_key="team")
         agents.put("a1", Agent(name="planner", api_key=SECRET))
@@ -64,12 +67,20 @@ def _populate(url: str, namespace: str) -> tuple[str, str]:
     return record[0][1][b"x"].decode(), first.event_ids[0]
 
 
+@pytest.fixture(scope="module")
+def cli_server() -> Iterator[EmbeddedServer]:
+    """A server of this module's own: keys other tests leave to expire (write records) would change
+    the database between the dumps that prove a command wrote nothing."""
+    with EmbeddedServer() as server:
+        yield server
+
+
 @pytest.fixture
-def populated(rx_server: Any) -> Iterator[Populated]:
+def populated(cli_server: EmbeddedServer) -> Iterator[Populated]:
     namespace = f"cli{uuid.uuid4().hex[:8]}"
-    tx_id, first_event = _populate(rx_server.url, namespace)
-    client = rx_server.client()
-    yield Populated(rx_server.url, namespace, client, tx_id, first_event)
+    tx_id, first_event = _populate(cli_server.url, namespace)
+    client = cli_server.client()
+    yield Populated(cli_server.url, namespace, client, tx_id, first_event)
     client.close()
 
 
@@ -297,10 +308,15 @@ def test_path_reads_an_embedded_servers_data(tmp_path: Any, monkeypatch: pytest.
 
 
 @pytest.mark.cluster
-def test_read_commands_on_a_cluster_write_nothing(rx_cluster: Any) -> None:
+def test_read_commands_on_a_cluster_write_nothing() -> None:
+    with LocalCluster(masters=3) as cluster:  # its own, for the same reason as ``cli_server``
+        _cluster_reads(cluster)
+
+
+def _cluster_reads(rx_cluster: LocalCluster) -> None:
     host, port = rx_cluster.startup_nodes[0]
     url, namespace = f"redis+cluster://{host}:{port}/0", f"cli{uuid.uuid4().hex[:8]}"
-    with rxstate.connect(url, namespace=namespace, cache=False, reap_interval=None, actor="planner") as store:
+    with rxstate.connect(url, namespace=namespace, cache=False, reap_interval=None, actor="planner", **KEEP) as store:
         agents = store.collection("agents", Agent, indexes=["status"])
         for i in range(20):  # ids on partitions of every node
             agents.put(f"a{i}", Agent(name=str(i), status="busy" if i % 2 else "idle"))

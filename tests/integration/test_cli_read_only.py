@@ -4,36 +4,45 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import rxstate
 from rxstate.errors import NotFound, ValidationError
+from rxstate.server import EmbeddedServer
 from tests.helpers import dump_all
 from tests.models import Agent
+
+
+@pytest.fixture(scope="module")
+def own_server() -> Iterator[EmbeddedServer]:
+    """This module's own server: no key another test left to expire changes it between two dumps."""
+    with EmbeddedServer() as server:
+        yield server
 
 
 def _namespace() -> str:
     return f"ro{uuid.uuid4().hex[:8]}"
 
 
-def test_a_missing_namespace_is_not_created(rx_server: Any) -> None:
-    client = rx_server.client()
+def test_a_missing_namespace_is_not_created(own_server: Any) -> None:
+    client = own_server.client()
     before = dump_all(client)
     with pytest.raises(NotFound, match="namespace 'ro-missing' does not exist"):
-        rxstate.connect(rx_server.url, namespace="ro-missing", read_only=True)
+        rxstate.connect(own_server.url, namespace="ro-missing", read_only=True)
     assert dump_all(client) == before
 
 
-def test_read_only_refuses_writes_and_writes_nothing(rx_server: Any) -> None:
+def test_read_only_refuses_writes_and_writes_nothing(own_server: Any) -> None:
     ns = _namespace()
-    with rxstate.connect(rx_server.url, namespace=ns, cache=False) as store:
+    with rxstate.connect(own_server.url, namespace=ns, cache=False, write_record_ms=3_600_000) as store:
         store.collection("agents", Agent).put("a1", Agent(name="x"))
-    client = rx_server.client()
+    client = own_server.client()
     events = client.config_get("notify-keyspace-events")
     before = dump_all(client)
-    with rxstate.connect(rx_server.url, namespace=ns, read_only=True, invalidation="keyspace") as store:
+    with rxstate.connect(own_server.url, namespace=ns, read_only=True, invalidation="keyspace") as store:
         assert store.read_only and store.cache is None and store.keyspace.partitions == 16
         for attempt in (
             lambda: store.collection("agents", Agent),
@@ -48,12 +57,12 @@ def test_read_only_refuses_writes_and_writes_nothing(rx_server: Any) -> None:
     assert client.config_get("notify-keyspace-events") == events
 
 
-def test_a_read_only_store_follows_the_change_feed(rx_server: Any) -> None:
+def test_a_read_only_store_follows_the_change_feed(own_server: Any) -> None:
     ns = _namespace()
-    with rxstate.connect(rx_server.url, namespace=ns, cache=False) as writer:
+    with rxstate.connect(own_server.url, namespace=ns, cache=False) as writer:
         agents = writer.collection("agents", Agent)
         agents.put("a1", Agent(name="x"))
-        with rxstate.connect(rx_server.url, namespace=ns, read_only=True) as reader:
+        with rxstate.connect(own_server.url, namespace=ns, read_only=True) as reader:
             seen: list[Any] = []
             arrived = threading.Event()
 

@@ -34,8 +34,8 @@ def open_orders(store, **kw):
 def test_append_script_includes_mutate_once():
     source = ScriptLibrary().get("append").source
     assert "local function mutate(KEYS, ARGV)" in source
-    assert "-- @include" not in source
-    assert source.count("Phase 1: checks") == 1  # the write path itself, not a copy
+    assert "-- @include" not in source and "-- @library" not in source
+    assert source.count("local function check_all(") == 1  # the write path itself, not a copy
 
 
 def test_old_events_are_upcast_on_read(rx_fake_store):

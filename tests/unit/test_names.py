@@ -126,4 +126,22 @@ def test_script_errors_naming_a_key_with_spaces_keep_the_whole_key():
     assert translate_error(ResponseError(f"RXEXISTS {k1} 7")).key == k1
     assert translate_error(ResponseError(f"RXNOTFOUND {k1}")).key == k1
     assert translate_error(ResponseError(f"RXNOTINT {k1} load")).field == "load"
+    bad = translate_error(ResponseError(f"RXINTEGRITY {k1}\x1funique_email email=x already used by a b"))
+    assert (bad.key, bad.constraint) == (k1, "unique_email") and "already used by a b" in str(bad)
+    fenced = translate_error(ResponseError(f"RXFENCED {k1}\x1fa job with spaces\x1f3 5"))
+    assert isinstance(fenced, rxstate.errors.LockError)
+    assert k1 in str(fenced) and "'a job with spaces'" in str(fenced) and "lease 3" in str(fenced)
     assert translate_error(ResponseError(f"RXINTENT {k1} t1@3")).owner == "t1@3"
+
+
+class Member(rxstate.Model):
+    email: str
+
+
+def test_an_integrity_error_on_an_id_with_spaces_names_the_whole_key(store):
+    members = store.collection("members", Member, constraints=[rxstate.unique("email")])
+    members.put("first member", Member(email="a@x"))
+    with pytest.raises(rxstate.IntegrityError) as info:
+        members.put("second member", Member(email="a@x"))
+    assert info.value.key == members.key("second member")
+    assert info.value.constraint == "unique:email" and "already used by first member" in str(info.value)

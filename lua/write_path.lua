@@ -1,0 +1,446 @@
+--[[ write_path.lua — the stages of the entity write path, shared by mutate.lua and txn.lua.
+
+Not a script of its own: a script takes these definitions in with an "@library write_path" line.
+KEYS and ARGV: those of the including script's call, in the format below.
+Returns: a library returns nothing itself; write_all gives one reply per op (see below), and each
+  check stage nil or the error reply that refuses the call.
+
+Argument format. ARGV opens with a header, then holds the operations. Every part after the fixed
+header fields is a tagged section: a tag, then its fields; KEYS are taken in the order of the sections
+that name them. So a new stage of the write path is one section parser (SECTIONS, or HEADER for a
+section of the whole call) and one stage function here, plus one section builder in Python
+(rxstate/core/writes.py); a section an op does not need is simply not sent.
+
+  header:  actor, transaction id ("" if none), change stream MAXLEN (~), number of partitions the
+           transaction touches; then header sections (scripts register their own in HEADER)
+  "op" kind collection id expected-version schema-version ttl full
+           kind: put | create | update | incr | delete | check (verify the version, write nothing)
+           expected-version: "" unchecked; ttl: "-" keep, "0" persist, N = expire after N ms;
+           full: "1" returns the whole stored hash after the write
+           KEYS: entity hash, ids set, expiry zset, ttl-index hash, change stream, versions hash
+           (the versions hash keeps the last version of each deleted entity: a re-created entity's
+           versions continue from it, so a version names one state of an id for good and
+           compare-and-set is ABA-safe)
+  "set" n, (field, encoded value) * n
+  "incr" n, (field, integer amount, min, max) * n      min/max: bounds, "" for none
+  "index" n, field name * n                            KEYS: + n index zsets, same order
+  "fence" lock name, fencing token, lease deadline (server ms)   KEYS: + the partition's fence hash
+  "cons" n, constraint * n, each: kind, constraint name, field, and by kind:
+    "u" nscan                  unique: no other live entity holds the new value
+                               (KEYS: + nscan pairs of index zset, expiry zset to search)
+    "x" referrer value nscan   delete protection: no live entity of collection `referrer` holds
+                               `value` in `field` (KEYS: + nscan pairs of index zset, expiry zset)
+    "r"                        reference: the referenced entity exists (KEYS: + its entity key)
+    "b" low high               bounds: low <= new value <= high; each "" (none), "n:<number>" or
+                               "f:<field>" (the entity's value of another field after the write)
+    "e" nvals, value * nvals   enum: the new (encoded) value is one of these
+    "d" n, declaration * n     the declared references to this collection (KEYS: + the partition's
+                               set of them) are exactly these, as the caller built its "x" checks from
+
+Stages, in order; nothing is written unless every check passes:
+  read_all     one HMGET per entity (version, intent, expiry, old indexed values, old incr values);
+               refuses entities locked by another transaction's intent; collects stale "check" ops
+  check_all    existence and expected versions, integer fields and their bounds, fencing tokens,
+               declared constraints
+  write_fences the highest fencing token seen per lock
+  write_all    per op: the hash with _v/_sv/_ts/_by/_o, versions of deleted ids, indexes, TTL
+               bookkeeping, the change record (change_record, also used by reap.lua)
+Errors (prefix, then space-separated details):
+  RXCONFLICT key expected actual     expected version did not match
+  RXCONFLICT key expected actual ...  stale "check" ops: every stale key of the call, in one error
+  RXEXISTS key actual                create of an existing entity
+  RXNOTFOUND key                     update/incr of a missing entity
+  RXNOTINT key field                 incr of a field whose stored value is not an integer
+  RXRANGE key field                  incr would leave the exact integer range (|n| > 2^53-1)
+  RXINTEGRITY key^bounds:field value  incr would leave the field's declared bounds
+  RXINTEGRITY key^constraint detail   a declared constraint would be violated
+  RXREFSTALE key                      the caller's view of declared references is out of date
+  RXFENCED key^lock^token seen|expired  a fenced write's lease is older than one already seen, or expired
+  (^ stands for the byte 0x1F: keys and lock names may hold spaces, never a control character)
+  RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
+  RXFORMAT detail                    the arguments do not follow this format
+]]
+
+local SEP = "\0"
+local US = "\31"  -- ends a key (or a lock name) in an error reply: neither can hold a control character
+local MAXINT = 9007199254740991
+
+local clock = redis.call("TIME")
+local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
+
+local function fmt_int(n) return string.format("%d", n) end
+
+-- Section parsers: each takes (the op or the header, the argument cursor) and consumes its fields.
+local SECTIONS, HEADER = {}, {}
+
+SECTIONS.set = function(op, c)
+  for j = 1, c.int() do op.set[j] = {c.arg(), c.arg()} end
+end
+
+SECTIONS.incr = function(op, c)
+  for j = 1, c.int() do op.incr[j] = {c.arg(), tonumber(c.arg()), tonumber(c.arg()), tonumber(c.arg())} end
+end
+
+SECTIONS.index = function(op, c)
+  for j = 1, c.int() do op.idx[j] = c.arg(); op.idxkeys[j] = c.key() end
+end
+
+SECTIONS.fence = function(op, c)
+  op.fence = {name = c.arg(), token = tonumber(c.arg()), deadline = tonumber(c.arg()), key = c.key()}
+end
+
+SECTIONS.cons = function(op, c)
+  for j = 1, c.int() do
+    local k = {kind = c.arg(), name = c.arg(), field = c.arg(), scan = {}}
+    if k.kind == "x" then k.referrer, k.value = c.arg(), c.arg() end
+    if k.kind == "u" or k.kind == "x" then
+      for s = 1, c.int() do k.scan[s] = {c.key(), c.key()} end
+    elseif k.kind == "r" then
+      k.target = c.key()
+    elseif k.kind == "b" then
+      k.low, k.high = c.arg(), c.arg()
+    elseif k.kind == "e" or k.kind == "d" then
+      k.values, k.count = {}, c.int()
+      for _ = 1, k.count do k.values[c.arg()] = true end
+      if k.kind == "d" then k.target = c.key() end
+    end
+    op.cons[j] = k
+  end
+end
+
+local function new_op(c)
+  return {
+    kind = c.arg(), coll = c.arg(), id = c.arg(), expected = c.arg(), sv = c.arg(), ttl = c.arg(),
+    full = c.arg() == "1",
+    ekey = c.key(), ids = c.key(), exp = c.key(), ttlidx = c.key(), changes = c.key(), vers = c.key(),
+    set = {}, incr = {}, idx = {}, idxkeys = {}, cons = {},
+  }
+end
+
+-- The header and the operations of one call, or (nil, error reply) for arguments off the format.
+local function parse(keys, argv)
+  local c = {a = 5, k = 1}
+  c.arg = function() local v = argv[c.a]; c.a = c.a + 1; return v end
+  c.int = function() return tonumber(c.arg()) end
+  c.key = function() local v = keys[c.k]; c.k = c.k + 1; return v end
+  local head = {actor = argv[1], txid = argv[2], maxlen = argv[3], nparts = argv[4]}
+  local ops, op = {}, nil
+  while c.a <= #argv do
+    local tag = c.arg()
+    if tag == "op" then
+      op = new_op(c)
+      ops[#ops + 1] = op
+    else
+      local section = (op and SECTIONS or HEADER)[tag]
+      if not section then return nil, redis.error_reply("RXFORMAT unknown section " .. tostring(tag)) end
+      section(op or head, c)
+    end
+  end
+  if c.k - 1 ~= #keys then
+    return nil, redis.error_reply("RXFORMAT " .. fmt_int(#keys) .. " keys given, " .. fmt_int(c.k - 1) .. " named")
+  end
+  return head, ops
+end
+
+-- Stage read_all: one read per entity, for every later stage. An entity locked by another
+-- transaction (hash field _t = "<txid>@<primary partition>") refuses every write (RXINTENT): the client
+-- settles that transaction first. Stale "check" ops are collected, so one RXCONFLICT names every one.
+local function read_all(head, ops)
+  local stale = {}
+  for _, op in ipairs(ops) do
+    local wanted = {"HMGET", op.ekey, "_v", "_t", "_x"}
+    for _, f in ipairs(op.idx) do wanted[#wanted + 1] = f end
+    for _, inc in ipairs(op.incr) do wanted[#wanted + 1] = inc[1] end
+    local h = redis.call(unpack(wanted))
+    local cur = tonumber(h[1] or "0")
+    if h[2] and (head.txid == "" or string.match(h[2], "^(.*)@") ~= head.txid) then
+      return redis.error_reply("RXINTENT " .. op.ekey .. " " .. h[2])
+    end
+    if op.kind == "check" and op.expected ~= "" and tonumber(op.expected) ~= cur then
+      stale[#stale + 1] = op.ekey .. " " .. op.expected .. " " .. fmt_int(cur)
+    end
+    op.cur = cur
+    op.had_ttl = h[3] ~= false
+    op.old, op.incr_old = {}, {}
+    for j = 1, #op.idx do op.old[j] = h[3 + j] end
+    for j = 1, #op.incr do op.incr_old[j] = h[3 + #op.idx + j] end
+  end
+  if #stale > 0 then return redis.error_reply("RXCONFLICT " .. table.concat(stale, " ")) end
+  return nil
+end
+
+local function check_versions(op)
+  local cur = op.cur
+  if op.kind == "create" and cur ~= 0 then
+    return redis.error_reply("RXEXISTS " .. op.ekey .. " " .. fmt_int(cur))
+  end
+  if op.expected ~= "" and tonumber(op.expected) ~= cur then
+    return redis.error_reply("RXCONFLICT " .. op.ekey .. " " .. op.expected .. " " .. fmt_int(cur))
+  end
+  if (op.kind == "update" or op.kind == "incr") and cur == 0 then
+    return redis.error_reply("RXNOTFOUND " .. op.ekey)
+  end
+  return nil
+end
+
+local function check_incr(op)
+  for j, inc in ipairs(op.incr) do
+    local v = op.incr_old[j] or "0"
+    if not string.match(v, "^%-?%d+$") then
+      return redis.error_reply("RXNOTINT " .. op.ekey .. " " .. inc[1])
+    end
+    local after = tonumber(v) + inc[2]
+    if math.abs(after) > MAXINT then
+      return redis.error_reply("RXRANGE " .. op.ekey .. " " .. inc[1])
+    end
+    if (inc[3] and after < inc[3]) or (inc[4] and after > inc[4]) then
+      return redis.error_reply("RXINTEGRITY " .. op.ekey .. US .. "bounds:" .. inc[1] .. " " .. inc[1] .. "=" ..
+        fmt_int(after) .. " outside [" .. (inc[3] and fmt_int(inc[3]) or "") ..
+        ", " .. (inc[4] and fmt_int(inc[4]) or "") .. "]")
+    end
+  end
+  return nil
+end
+
+local function check_fence(op)
+  local f = op.fence
+  if not f then return nil end
+  local seen = tonumber(redis.call("HGET", f.key, f.name) or "0")
+  if f.token < seen then
+    return redis.error_reply("RXFENCED " .. op.ekey .. US .. f.name .. US .. fmt_int(f.token) .. " " .. fmt_int(seen))
+  end
+  if now > f.deadline then
+    return redis.error_reply("RXFENCED " .. op.ekey .. US .. f.name .. US .. fmt_int(f.token) .. " expired")
+  end
+  return nil
+end
+
+-- The value field f of op's entity will hold after the write (nil: none).
+local function after_value(op, f)
+  for _, inc in ipairs(op.incr) do
+    if inc[1] == f then
+      return fmt_int(tonumber(redis.call("HGET", op.ekey, f) or "0") + inc[2])
+    end
+  end
+  for _, s in ipairs(op.set) do
+    if s[1] == f then return s[2] end
+  end
+  if op.kind == "put" or op.kind == "create" then return nil end
+  return redis.call("HGET", op.ekey, f) or nil
+end
+
+-- Whether a live entity other than (coll, id) holds `value` in one of the scanned index zsets.
+local function held_elsewhere(scan, value, self_id)
+  for _, pair in ipairs(scan) do
+    for _, m in ipairs(redis.call("ZRANGEBYLEX", pair[1], "[" .. value .. SEP, "(" .. value .. "\1")) do
+      local other = string.sub(m, #value + 2)
+      if other ~= self_id then
+        local deadline = redis.call("ZSCORE", pair[2], other)
+        if not deadline or tonumber(deadline) > now then return other end
+      end
+    end
+  end
+  return nil
+end
+
+local function bound_value(op, spec)
+  if spec == "" then return nil end
+  if string.sub(spec, 1, 2) == "n:" then return tonumber(string.sub(spec, 3)) end
+  local v = after_value(op, string.sub(spec, 3))
+  return v and tonumber(v)
+end
+
+-- A bound for a message: integers exactly (tostring keeps 14 digits), other numbers as Lua prints them.
+local function num_str(n)
+  if not n then return "" end
+  if n == math.floor(n) and math.abs(n) <= MAXINT then return fmt_int(n) end
+  return tostring(n)
+end
+
+local function check_constraints(op, claimed)
+  local function integrity(c, detail)
+    return redis.error_reply("RXINTEGRITY " .. op.ekey .. US .. c.name .. " " .. detail)
+  end
+  for _, c in ipairs(op.cons) do
+    if c.kind == "d" then
+      local declared = redis.call("SMEMBERS", c.target)
+      local stale = #declared ~= c.count
+      for _, m in ipairs(declared) do stale = stale or not c.values[m] end
+      if stale then return redis.error_reply("RXREFSTALE " .. op.ekey) end
+    elseif c.kind == "x" then
+      local self_id = (c.referrer == op.coll) and op.id or nil
+      local holder = held_elsewhere(c.scan, c.value, self_id)
+      if holder then return integrity(c, "still referenced by " .. c.referrer .. ":" .. holder) end
+    else
+      local v = after_value(op, c.field)
+      if v and v ~= "null" then
+        if c.kind == "u" then
+          local tag = c.name .. SEP .. v
+          local holder = held_elsewhere(c.scan, v, op.id)
+          if not holder and claimed[tag] and claimed[tag] ~= op.id then holder = claimed[tag] end
+          if holder then return integrity(c, c.field .. "=" .. v .. " already used by " .. holder) end
+          claimed[tag] = op.id
+        elseif c.kind == "r" then
+          if redis.call("EXISTS", c.target) == 0 then
+            return integrity(c, c.field .. "=" .. v .. " names no existing entity")
+          end
+        elseif c.kind == "b" then
+          local n, low, high = tonumber(v), bound_value(op, c.low), bound_value(op, c.high)
+          if n and ((low and n < low) or (high and n > high)) then
+            return integrity(c, c.field .. "=" .. v .. " outside [" .. num_str(low) .. ", " .. num_str(high) .. "]")
+          end
+        elseif c.kind == "e" then
+          if not c.values[v] then return integrity(c, c.field .. "=" .. v .. " is not allowed") end
+        end
+      end
+    end
+  end
+  return nil
+end
+
+-- Stage check_all: every check of every op, before anything is written.
+local function check_all(ops)
+  for _, op in ipairs(ops) do
+    local err = check_versions(op) or check_incr(op)
+    if err then return err end
+  end
+  local claimed = {}
+  for _, op in ipairs(ops) do
+    local err = check_fence(op) or check_constraints(op, claimed)
+    if err then return err end
+  end
+  return nil
+end
+
+-- Stage write_fences: remember the highest fencing token seen per lock.
+local function write_fences(ops)
+  for _, op in ipairs(ops) do
+    local f = op.fence
+    if f and f.token > tonumber(redis.call("HGET", f.key, f.name) or "0") then
+      redis.call("HSET", f.key, f.name, f.token)
+    end
+  end
+end
+
+-- One change record on op.changes (fields: {name, value} pairs, stored as ".name").
+local function change_record(head, op, kind, version, fields)
+  local rec = {"XADD", op.changes, "MAXLEN", "~", head.maxlen, "*",
+    "c", op.coll, "i", op.id, "o", kind, "v", fmt_int(version), "s", op.sv,
+    "a", head.actor, "t", fmt_int(now), "x", head.txid, "n", head.nparts}
+  for _, f in ipairs(fields) do
+    rec[#rec + 1] = "." .. f[1]
+    rec[#rec + 1] = f[2]
+  end
+  return redis.call(unpack(rec))
+end
+
+local function reindex(op, new)
+  for j, key in ipairs(op.idxkeys) do
+    local old = op.old[j]
+    if old ~= new[j] then
+      if old then redis.call("ZREM", key, old .. SEP .. op.id) end
+      if new[j] then redis.call("ZADD", key, 0, new[j] .. SEP .. op.id) end
+    end
+  end
+end
+
+-- The ttl-index hash remembers the indexed values of an entity with a TTL, so the reaper can clean
+-- its index entries after Redis has dropped the hash.
+local function remember_indexed(op, vals)
+  local parts = {}
+  for j, f in ipairs(op.idx) do
+    if vals[j] then
+      parts[#parts + 1] = f
+      parts[#parts + 1] = vals[j]
+    end
+  end
+  redis.call("HSET", op.ttlidx, op.id, table.concat(parts, SEP))
+end
+
+local function forget_ttl(op)
+  redis.call("ZREM", op.exp, op.id)
+  if #op.idx > 0 then redis.call("HDEL", op.ttlidx, op.id) end
+end
+
+local function write_delete(head, op)
+  if op.cur == 0 then return {0, "", now, {}} end
+  local version = op.cur + 1
+  reindex(op, {})
+  redis.call("HSET", op.vers, op.id, version)
+  redis.call("DEL", op.ekey)
+  redis.call("SREM", op.ids, op.id)
+  if op.had_ttl then forget_ttl(op) end
+  return {version, change_record(head, op, "delete", version, {}), now, {}}
+end
+
+local function write_entity(head, op)
+  local base = op.cur
+  if base == 0 then
+    base = tonumber(redis.call("HGET", op.vers, op.id) or "0")
+    if base > 0 then redis.call("HDEL", op.vers, op.id) end
+  end
+  local version = base + 1
+  local replace = op.kind == "put" or op.kind == "create"
+  local changed, setv = {}, {}
+  for _, f in ipairs(op.set) do
+    changed[#changed + 1] = f
+    setv[f[1]] = f[2]
+  end
+  if replace and op.cur > 0 then redis.call("DEL", op.ekey) end
+  for _, inc in ipairs(op.incr) do
+    local v = fmt_int(redis.call("HINCRBY", op.ekey, inc[1], inc[2]))
+    changed[#changed + 1] = {inc[1], v}
+    setv[inc[1]] = v
+  end
+  local kind = op.kind
+  if replace then kind = (op.cur == 0) and "create" or "replace" end
+  local cid = change_record(head, op, kind, version, changed)
+  local hset = {"HSET", op.ekey, "_v", fmt_int(version), "_sv", op.sv, "_ts", fmt_int(now), "_by", head.actor, "_o", cid}
+  for _, f in ipairs(op.set) do
+    hset[#hset + 1] = f[1]
+    hset[#hset + 1] = f[2]
+  end
+  local ttl_ms = tonumber(op.ttl)
+  if ttl_ms and ttl_ms > 0 then
+    hset[#hset + 1] = "_x"
+    hset[#hset + 1] = fmt_int(now + ttl_ms)
+  end
+  redis.call(unpack(hset))
+  if op.cur == 0 then redis.call("SADD", op.ids, op.id) end
+  local new = {}
+  for j, f in ipairs(op.idx) do
+    if setv[f] then new[j] = setv[f] elseif not replace then new[j] = op.old[j] end
+  end
+  reindex(op, new)
+  if ttl_ms and ttl_ms > 0 then
+    redis.call("PEXPIRE", op.ekey, ttl_ms)
+    redis.call("ZADD", op.exp, now + ttl_ms, op.id)
+    if #op.idx > 0 then remember_indexed(op, new) end
+  elseif op.had_ttl and (op.ttl == "0") then
+    if not replace then
+      redis.call("PERSIST", op.ekey)
+      redis.call("HDEL", op.ekey, "_x")
+    end
+    forget_ttl(op)
+  elseif op.had_ttl and #op.idx > 0 then
+    remember_indexed(op, new)
+  end
+  local full = {}
+  if op.full then full = redis.call("HGETALL", op.ekey) end
+  return {version, cid, now, full}
+end
+
+-- Stage write_all: one reply per op: {version, change id, server time ms, {field, value, ...} or {}}.
+local function write_all(head, ops)
+  local results = {}
+  for i, op in ipairs(ops) do
+    if op.kind == "check" then
+      results[i] = {op.cur, "", now, {}}
+    elseif op.kind == "delete" then
+      results[i] = write_delete(head, op)
+    else
+      results[i] = write_entity(head, op)
+    end
+  end
+  return results
+end
