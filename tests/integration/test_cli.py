@@ -334,3 +334,37 @@ def _cluster_reads(rx_cluster: LocalCluster) -> None:
     assert [lock["name"] for lock in _json(_run("locks", *common))] == ["printer"]
     assert _json(_run("stats", *common))["streams"]["records"] == 21
     assert dump_all(client) == before
+
+
+def test_an_entity_under_a_pending_transaction_is_shown_not_settled(populated: Populated) -> None:
+    """Readers of the library settle an intent they meet (a write); the command line only reports it."""
+    ks = rxstate.connect(populated.client, namespace=populated.namespace, read_only=True).keyspace
+    populated.client.hset(ks.entity("agents", "a2", ks.partition_of("a2")), "_t", "0123456789abcdef@3")
+    got = _json(_read(populated, "get", "agents", "a2", "--json"))
+    assert got["pending_transaction"] is True and got["value"]["name"] == "coder"
+    assert [v["id"] for v in _json(_read(populated, "where", "agents", "status=busy", "--json"))] == ["a1", "a2", "a3"]
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("rx:{crew:3}:agents:a1", ("crew", 3, "agents", "entity")),
+        ("rx:{crew:3}:agents:a:b}:meta", ("crew", 3, "agents", "entity")),
+        ("rx:{crew:0}:_idx:agents:status", ("crew", 0, "agents", "index")),
+        ("rx:{crew:0}:_es:orders:o1", ("crew", 0, "orders", "aggregate")),
+        ("rx:{crew:0}:_esv:orders", ("crew", 0, "orders", "events")),
+        ("rx:{crew:7}:changes", ("crew", 7, None, "changes")),
+        ("rx:{crew:7}:_w:abc", ("crew", 7, None, "internal")),
+        ("rx:{org/acme:1}:agents:a1", ("org/acme", 1, "agents", "entity")),
+        ("rx:{crew}:_lock:printer", ("crew", None, None, "lock")),
+        ("rx:{crew}:meta", ("crew", None, None, "meta")),
+        ("rx:{crew:x}:agents:a1", None),
+        ("other:key", None),
+    ],
+)
+def test_keys_are_classified_by_the_layout(key: str, expected: tuple[Any, ...] | None) -> None:
+    from rxstate.cli.keys import classify_key, namespace_of_meta
+
+    info = classify_key(key)
+    assert (None if info is None else (info.namespace, info.partition, info.collection, info.role)) == expected
+    assert namespace_of_meta(key) == ("crew" if key == "rx:{crew}:meta" else None)
