@@ -33,7 +33,7 @@ from rxstate.api import Store, connect
 from rxstate.cli import render
 from rxstate.cli.history import History
 from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
-from rxstate.cli.progress import rich_steps
+from rxstate.cli.progress import Steps, quiet, rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
 from rxstate.cli.serverinfo import stats as namespace_stats
 from rxstate.cli.target import URL_ENV, Target
@@ -90,9 +90,14 @@ def _handled(fn: F) -> F:
     return run  # type: ignore[return-value]
 
 
+def _steps(json: bool) -> Steps:
+    """Progress bars on stderr, except for machine-readable output."""
+    return quiet if json else rich_steps(_err())
+
+
 @contextlib.contextmanager
-def _inspector(url: str | None, path: Path | None, namespace: str, quiet: bool) -> Iterator[Inspector]:
-    steps = rich_steps(_err()) if not quiet else rich_steps(Console(stderr=True, quiet=True))
+def _inspector(url: str | None, path: Path | None, namespace: str, json: bool) -> Iterator[Inspector]:
+    steps = _steps(json)
     with Target(url, path, namespace).read(steps) as store:
         yield Inspector(store, steps)
 
@@ -144,9 +149,8 @@ def ls(
 ) -> None:
     """List namespaces (keys, entities, memory), or one namespace's collections."""
     if namespace is None:
-        steps = rich_steps(Console(stderr=True, quiet=json))
         with Target(url, path).client() as client:
-            usage = scan_usage(client, None, steps)
+            usage = scan_usage(client, None, _steps(json))
         names = sorted(name for name, used in usage.items() if used.registered)
         if json:
             render.print_json(
