@@ -158,14 +158,26 @@ class History:
                 f"{collection} has no field {field_name!r} (fields: {', '.join(schema.get('fields', []))})",
                 field=field_name,
             )
-        current = self.inspector.get(collection, entity_id)
+        try:
+            current: EntityView | None = self.inspector.get(collection, entity_id)
+        except NotFound:
+            current = None  # deleted or expired: the feed may still say by whom
         last: Change | None = None
-        if field_name is None and current.offset:
+        if current is not None and field_name is None and current.offset:
             rows = self.client.xrange(self.keyspace.changes(current.partition), current.offset, current.offset)
             if rows:
                 last = self._decoder.decode(current.partition, rows[0][0], rows[0][1])
         if last is None:
-            touching = [c for c in self.changes(collection, entity_id) if field_name is None or field_name in c.fields]
+            touching = [
+                c
+                for c in self.changes(collection, entity_id)
+                if field_name is None or field_name in c.fields or c.is_removal
+            ]
+            if current is None and not touching:
+                raise NotFound(
+                    f"{collection} {entity_id!r} does not exist in namespace {self.inspector.namespace!r}, "
+                    "and the change feed holds no record of it"
+                )
             last = touching[-1] if touching else None
         why = Why(collection, entity_id, "entities", current, last, field_name)
         if last is not None and last.txid:

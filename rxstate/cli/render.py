@@ -230,7 +230,9 @@ def show_history(console: Console, items: Sequence[Change] | Sequence[RecordedEv
 def show_why(console: Console, why: Why) -> None:
     last = why.last
     about = f"{why.collection}/{why.id}" + (f".{why.field_name}" if why.field_name else "")
-    if why.current is not None:
+    if why.current is None:
+        console.print(Text(f"{about} does not exist now"))
+    else:
         console.print(
             Text(f"{about} is at version {why.current.version}, written by {why.current.writer} at {why.current.time}")
         )

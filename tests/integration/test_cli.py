@@ -167,6 +167,11 @@ def test_why_names_the_writer_and_transaction(populated: Populated) -> None:
     assert [c if isinstance(c, str) else c["type"] for c in order["causes"]] == ["Placed", "cmd-17"]
     text = _read(populated, "why", "agents", "a1")
     assert "planner" in text.stdout and "jobs/j1" in text.stdout
+    with rxstate.connect(populated.url, namespace=populated.namespace, cache=False, actor="janitor", **KEEP) as s:
+        s.collection("agents", Agent, indexes=["status", "team"]).delete("a3")
+    gone = _json(_read(populated, "why", "agents", "a3", "--json"))
+    assert gone["current"] is None and (gone["last"]["op"], gone["last"]["actor"]) == ("delete", "janitor")
+    assert "does not exist now" in _read(populated, "why", "agents", "a3").stdout
 
 
 def test_locks_lists_held_locks(populated: Populated) -> None:
