@@ -261,6 +261,9 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
         invalidation: how the cache learns of other clients' writes: ``"tracking"`` (``CLIENT
             TRACKING`` in broadcast mode), ``"keyspace"`` (keyspace notifications) or ``"auto"``
             (tracking, else keyspace notifications; without either, caching is off with a warning).
+        read_only: only read (for inspection tools): a missing namespace raises ``NotFound`` instead
+            of being created, there is no cache and no upkeep, and opening collections, locks,
+            transactions or batches raises ``ValidationError``; ``changes()`` works.
         write_record_ms: how long the server remembers each write call's id and reply, so that a resend
             after a lost reply takes effect once (see the README, "When a reply is lost").
         write_retries: how many times a write whose reply was lost is sent again, with the same write

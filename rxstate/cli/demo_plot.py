@@ -6,23 +6,31 @@ who did how many tasks and the change rate over the run (PNG, SVG or PDF, by the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from rxstate.api import Store
-from rxstate.cli.demo import DemoTask, _demo
+from rxstate.cli.demo import DemoTask, run_demo
 from rxstate.notebook._plots import dependency_graph, new_figure, plot_change_rate, plot_field
 
 __all__ = ["demo_plot"]
 
 
-def demo_plot(store: Store, out: str | Path, *, agents: int = 5, tasks: int = 40, seed: int = 7) -> Path:
+def demo_plot(
+    store: Store,
+    out: str | Path,
+    *,
+    agents: int = 5,
+    tasks: int = 40,
+    open_agent: Callable[[str], Store] | None = None,
+) -> Path:
     """Run the demo scenario on ``store`` and save a picture of it to ``out``.
 
     Example:
         >>> demo_plot(rxstate.connect(), "demo.png")  # doctest: +SKIP
         PosixPath('demo.png')
     """
-    _demo(store, agents=agents, tasks=tasks, seed=seed, out=lambda *_: None)
+    run_demo(store, agents=agents, tasks=tasks, out=lambda _line: None, open_agent=open_agent)
     board = store.collection("tasks", DemoTask, indexes=["state"])
     derived = store.derived_values()
     panels = 3 if derived else 2

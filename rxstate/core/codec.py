@@ -73,6 +73,20 @@ class Codec:
         return fragment
 
     @staticmethod
+    def plain(value: bytes) -> Any:
+        """A stored value as plain data, without its model: its JSON (decompressed), else its text.
+
+        Example:
+            >>> Codec.plain(b'{"a":1}'), Codec.plain(b"bare text")
+            ({'a': 1}, 'bare text')
+        """
+        fragment = Codec.unpack(value)
+        try:
+            return json.loads(fragment)
+        except ValueError:
+            return fragment.decode("utf-8", "replace")
+
+    @staticmethod
     def unpack(value: bytes, key: str = "", field: str = "") -> bytes:
         """The JSON fragment of a stored value (decompressing it if needed)."""
         if value[:2] == LZ4_MARKER:

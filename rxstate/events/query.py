@@ -30,6 +30,7 @@ __all__ = [
     "Timeline",
     "TypeFilter",
     "Why",
+    "causation_chain",
     "explain",
     "filter_events",
     "to_ms",
@@ -316,6 +317,26 @@ def filter_events(
     ]
 
 
+def causation_chain(cause: str | None, known: Mapping[str, RecordedEvent]) -> list[RecordedEvent | str]:
+    """The causes of an event, nearest first: ``known`` events by id, ending with an id none of them has.
+
+    Example:
+        >>> causation_chain("cmd-17", {})
+        ['cmd-17']
+    """
+    chain: list[RecordedEvent | str] = []
+    seen: set[str] = set()
+    while cause and cause not in seen:
+        seen.add(cause)
+        found = known.get(cause)
+        if found is None:
+            chain.append(cause)
+            break
+        chain.append(found)
+        cause = found.causation_id
+    return chain
+
+
 def explain(
     store: Store,
     collection: str,
@@ -347,14 +368,5 @@ def explain(
             for rec in EventLog(store).query(correlation_id=corr):
                 known.setdefault(rec.event_id, rec)
     for change in changes:
-        cause = change.event.causation_id
-        seen: set[str] = set()
-        while cause and cause not in seen:
-            seen.add(cause)
-            found = known.get(cause)
-            if found is None:
-                change.causes.append(cause)
-                break
-            change.causes.append(found)
-            cause = found.causation_id
+        change.causes = causation_chain(change.event.causation_id, known)
     return Why(collection, aggregate_id, field, getattr(state, field), changes)

@@ -7,7 +7,6 @@ version, ``a`` actor, ``t`` server ms, ``x`` transaction id, ``n`` partitions of
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -67,19 +66,11 @@ def secrets_by_collection(store: Store) -> dict[str, frozenset[str]]:
     return out
 
 
-def _decode_value(raw: bytes) -> Any:
-    fragment = Codec.unpack(raw)
-    try:
-        return json.loads(fragment)
-    except ValueError:
-        return fragment.decode("utf-8", "replace")
-
-
 def parse_record(
     offset: bytes | str, raw: Mapping[bytes, bytes], *, partition: int, secrets: Iterable[str]
 ) -> ChangeRecord:
     """A ``ChangeRecord`` from one stream entry, with ``secrets`` (field names) wrapped."""
-    fields = {k[1:].decode(): _decode_value(v) for k, v in raw.items() if k[:1] == b"."}
+    fields = {k[1:].decode(): Codec.plain(v) for k, v in raw.items() if k[:1] == b"."}
     return ChangeRecord(
         collection=raw.get(b"c", b"").decode(),
         id=raw.get(b"i", b"").decode(),

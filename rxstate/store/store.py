@@ -19,6 +19,7 @@ from redis.retry import Retry
 from rxstate.cache.lru import EntityCache
 from rxstate.core.codec import Codec
 from rxstate.core.errors import (
+    NotFound,
     SchemaError,
     ServerError,
     ValidationError,
@@ -34,7 +35,7 @@ from rxstate.store.transaction import Transaction
 from rxstate.store.twophase import sweep
 from rxstate.store.writer import WriteCall, Writer
 
-__all__ = ["ConnectOptions", "Store", "open_store"]
+__all__ = ["ConnectOptions", "Store", "client_from_url", "open_store"]
 
 log = logging.getLogger("rxstate")
 M = TypeVar("M", bound=Model)
@@ -72,12 +73,17 @@ class Store:
         cache_size: int = 10_000,
         cache_bytes: int | None = None,
         invalidation: str = "auto",
+        read_only: bool = False,
         write_record_ms: int = 60_000,
         write_retries: int = 3,
     ) -> None:
         _check_client(client)
         self.client = client
         self.namespace = validate_namespace(namespace)
+        self.read_only = read_only
+        """Whether this store only reads: it creates no namespace and opens no collections, locks or writes."""
+        if read_only:  # the cache writes probe keys and may CONFIG SET; upkeep writes expiries
+            cache, reap_interval = False, None
         self.actor = actor if actor is not None else f"pid:{os.getpid()}"
         self.codec = codec or Codec()
         if not isinstance(change_retention, int) or change_retention < 1:
@@ -118,10 +124,14 @@ class Store:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= 16384:
             raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
         try:
-            self.client.hsetnx(meta, "partitions", wanted)
-            stored = int(self.client.hget(meta, "partitions"))
+            if not self.read_only:
+                self.client.hsetnx(meta, "partitions", wanted)
+            raw = self.client.hget(meta, "partitions")
         except redis.ConnectionError as exc:
             raise ServerError(f"cannot reach the server: {exc}") from exc
+        if raw is None:
+            raise NotFound(f"namespace {self.namespace!r} does not exist ({meta})", key=meta)
+        stored = int(raw)
         if partitions is not None and stored != partitions:
             raise SchemaError(
                 f"namespace {self.namespace!r} was created with {stored} partitions, not {partitions}: "
@@ -154,6 +164,7 @@ class Store:
         Example:
             >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
         """
+        self._check_writable("open a collection")
         with self._lock:
             existing = self._collections.get(name)
             if existing is not None:
@@ -207,6 +218,10 @@ class Store:
         else:
             return
         self.client.hset(key, collection.name, json.dumps(merged))
+
+    def _check_writable(self, what: str) -> None:
+        if self.read_only:
+            raise ValidationError(f"cannot {what} on a read-only store (namespace {self.namespace!r})")
 
     @property
     def collections(self) -> dict[str, Collection[Any]]:
@@ -384,6 +399,7 @@ class Store:
             ...     tx.update(agents, "a1", status="busy")
             ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
         """
+        self._check_writable("start a transaction")
         return Transaction(self, retries=retries, ttl=ttl, two_phase=two_phase)
 
     def batch(self, *, atomic: bool = False) -> Batch:
@@ -397,6 +413,7 @@ class Store:
             ...     batch.update(agents, "a1", status="busy")
             ...     batch.put(tasks, "t9", Task(title="review"))
         """
+        self._check_writable("start a batch")
         return Batch(self, atomic=atomic)
 
     def resolve_transactions(self) -> int:
@@ -438,6 +455,7 @@ class Store:
             >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
             ...     jobs.update("j1", status="printing", fence=lease)
         """
+        self._check_writable("take a lock")
         return Lock(self, name, ttl, blocking=blocking, timeout=timeout, reentrant=reentrant)
 
     def rwlock(self, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> ReadWriteLock:
@@ -447,6 +465,7 @@ class Store:
             >>> with store.rwlock("catalog", ttl=5).read() as lease:  # doctest: +SKIP
             ...     items = catalog.all()
         """
+        self._check_writable("take a lock")
         return ReadWriteLock(self, name, ttl, timeout=timeout)
 
 
@@ -486,6 +505,7 @@ class ConnectOptions(TypedDict, total=False):
     cache_size: int
     cache_bytes: int | None
     invalidation: str
+    read_only: bool
     write_record_ms: int
     write_retries: int
 
@@ -518,6 +538,7 @@ def _open(
     cache_size: int = 10_000,
     cache_bytes: int | None = None,
     invalidation: str = "auto",
+    read_only: bool = False,
     write_record_ms: int = 60_000,
     write_retries: int = 3,
 ) -> ST:
@@ -533,7 +554,7 @@ def _open(
             source = "a URL" if given else "REDIS_URL, which is set in the environment"
             raise ValidationError(f"path=, isolated= and fsync= are for an embedded server; not with {source}")
         if url is not None:
-            client = _client_from_url(url)
+            client = client_from_url(url)
         else:
             from rxstate.server.lease import attach
 
@@ -555,6 +576,7 @@ def _open(
             cache_size=cache_size,
             cache_bytes=cache_bytes,
             invalidation=invalidation,
+            read_only=read_only,
             write_record_ms=write_record_ms,
             write_retries=write_retries,
         )
@@ -574,7 +596,15 @@ def _own_retry_policy(client: Any) -> None:
         client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
 
 
-def _client_from_url(url: str) -> Any:
+def client_from_url(url: str) -> Any:
+    """A redis-py client for a ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
+
+    Raises:
+        ServerError: the URL is malformed or names no reachable cluster.
+
+    Example:
+        >>> client_from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+    """
     try:
         if url.startswith("redis+cluster://"):
             from redis.cluster import RedisCluster
