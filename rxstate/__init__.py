@@ -5,8 +5,8 @@ Example:
     >>> class Agent(rxstate.Model):
     ...     name: str
     ...     load: int = 0
-    >>> store = rxstate.connect()  # doctest: +SKIP
-    >>> store.collection("agents", Agent).put("a1", Agent(name="planner")).version  # doctest: +SKIP
+    >>> store = rxstate.connect(fakeredis.FakeRedis())  # rxstate.connect(): REDIS_URL or an embedded server
+    >>> store.collection("agents", Agent).put("a1", Agent(name="planner")).version
     1
 """
 

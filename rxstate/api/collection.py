@@ -28,15 +28,20 @@ class Collection(collection.Collection[M]):
     Open one with ``store.collection(name, Model)``.
 
     Example:
-        >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
-        >>> agents.watch("a1").subscribe(print)  # doctest: +SKIP
+        >>> agents = store.collection("agents", Agent, indexes=["status"])
+        >>> agents.put("a1", Agent(name="planner")).version
+        1
+        >>> agents.get("a1").name
+        'planner'
     """
 
     def plot(self, field: str, **options: Any) -> Figure:
         """The distribution of a field's values as a matplotlib figure (needs matplotlib).
 
         Example:
-            >>> agents.plot("status").savefig("status.png")  # doctest: +SKIP
+            >>> _ = agents.put_many({"a1": Agent(name="planner"), "a2": Agent(name="coder", status="busy")})
+            >>> agents.plot("status").axes[0].get_title()
+            'agents.status (2 entities)'
         """
         return plot_field(self, field, **options)
 
@@ -55,7 +60,10 @@ class Collection(collection.Collection[M]):
         every change (``delete``/``expire`` when it goes away), each with the full new ``value``.
 
         Example:
-            >>> agents.watch("a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> first = agents.watch("a1").pipe(rx.operators.first()).run()  # run: wait for it
+            >>> first.op, first.value.name
+            ('snapshot', 'planner')
         """
         return watch(
             self,
@@ -81,7 +89,10 @@ class Collection(collection.Collection[M]):
         ``where`` emits a ``leave`` change.
 
         Example:
-            >>> agents.watch_all(where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+            >>> _ = agents.put_many({"a1": Agent(name="planner", status="busy"), "a2": Agent(name="coder")})
+            >>> busy = agents.watch_all(where={"status": "busy"})
+            >>> [(c.op, c.id) for c in busy.pipe(rx.operators.take(1), rx.operators.to_list()).run()]
+            [('snapshot', 'a1')]
         """
         return watch_all(
             self,

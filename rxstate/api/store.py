@@ -41,8 +41,11 @@ class Store(store.Store):
     Create one with ``rxstate.connect``. A store is thread-safe (redis-py pools connections).
 
     Example:
-        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
-        >>> agents = store.collection("agents", Agent)  # doctest: +SKIP
+        >>> store = rxstate.connect(fakeredis.FakeRedis())
+        >>> agents = store.collection("agents", Agent)
+        >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))
+        >>> busy.value
+        0
     """
 
     _collection_type = Collection
@@ -59,7 +62,9 @@ class Store(store.Store):
         """Open (or create) a collection of ``model`` entities (see the kernel's ``Store.collection``).
 
         Example:
-            >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
+            >>> agents = store.collection("agents", Agent, indexes=["status"])
+            >>> agents.watch("a1")  # the facade's collections can be watched
+            <...Observable object at 0x...>
         """
         opened = super().collection(name, model, indexes=indexes, partition_key=partition_key, constraints=constraints)
         assert isinstance(opened, Collection)
@@ -70,7 +75,9 @@ class Store(store.Store):
         """The dependency graph of live derived values and what they read, as a matplotlib figure.
 
         Example:
-            >>> store.graph().savefig("deps.png")  # doctest: +SKIP
+            >>> busy = store.derived(lambda: agents.count(), name="agents")
+            >>> store.graph().axes[0].get_title()
+            'dependency graph: 1 derived values'
         """
         return dependency_graph(self, **options)
 
@@ -120,7 +127,11 @@ class Store(store.Store):
             overflow: what a full buffer does (default ``coalesce``; ``block`` with a group).
 
         Example:
-            >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id))  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> replay = store.changes(since="0", collection="agents")  # from the oldest retained change
+            >>> first = replay.pipe(rx.operators.first()).run()  # run: wait for it
+            >>> first.op, first.id, first.fields["name"]
+            ('create', 'a1', 'planner')
         """
         return changes_observable(
             self,
@@ -155,8 +166,13 @@ class Store(store.Store):
             CycleError: derived values would depend on each other in a loop.
 
         Example:
-            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))  # doctest: +SKIP
-            >>> busy.value, busy.subscribe(print)  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))
+            >>> busy.value
+            0
+            >>> _ = agents.update("a1", status="busy")
+            >>> busy.pipe(rx.operators.first(lambda n: n == 1)).run()  # the feed brings the change
+            1
         """
         return store_graph(self).derived(fn, name=name)
 
@@ -164,7 +180,8 @@ class Store(store.Store):
         """The live ``Derived`` values of this store, in creation order.
 
         Example:
-            >>> [d.name for d in store.derived_values()]  # doctest: +SKIP
+            >>> busy = store.derived(lambda: agents.count(), name="busy")
+            >>> [d.name for d in store.derived_values()]
             ['busy']
         """
         graph = self.running(StoreGraph)
@@ -198,7 +215,11 @@ class Store(store.Store):
                 the events after them (0: none; every load starts from the snapshot).
 
         Example:
-            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
+            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)
+            >>> orders.append("o1", [Placed(sku="apple", qty=2)]).version
+            1
+            >>> orders.get("o1")
+            Order(status='placed', items=2, paid_cents=0)
         """
         options: dict[str, Any] = {"state": state, "events": events, "reducer": reducer}
         options.update(snapshot_every=snapshot_every, project_to=project_to, cache_size=cache_size)
@@ -210,7 +231,9 @@ class Store(store.Store):
         """Every event of the namespace: subscriptions, projections, temporal and audit queries.
 
         Example:
-            >>> store.event_log().query(actor="agent:planner")  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> [e.type for e in store.event_log().query(actor=store.actor)]
+            ['Placed', 'Paid']
         """
         return EventLog(self)
 
@@ -244,8 +267,11 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
             (tracking, else keyspace notifications; without either, caching is off with a warning).
 
     Example:
-        >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
-        >>> store = rxstate.connect("redis://127.0.0.1:6379/0", namespace="crew")  # doctest: +SKIP
-        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
+        >>> store = rxstate.connect(fakeredis.FakeRedis(), namespace="crew")  # an existing client
+        >>> store
+        <Store namespace='crew' partitions=16 actor='pid:...'>
+
+        ``rxstate.connect()`` uses ``REDIS_URL`` or starts an embedded server;
+        ``rxstate.connect("redis://127.0.0.1:6379/0")`` a server of your own.
     """
     return store.open_store(url, Store, **options)

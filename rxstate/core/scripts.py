@@ -141,8 +141,14 @@ class Script:
     """One Lua script: its SHA computed once, EVALSHA first, SCRIPT LOAD on NOSCRIPT.
 
     Example:
-        >>> mutate = ScriptLibrary().get("mutate")
-        >>> mutate(client, keys, args)  # doctest: +SKIP
+        >>> lock = ScriptLibrary().get("lock")
+        >>> client, keys = fakeredis.FakeRedis(), ["lock", "lock:seq", "lock:readers"]
+        >>> lock(client, keys, ["acquire", "x", "me", 1000, "0"])[0]  # granted: fencing token 1
+        1
+        >>> lock(client, keys, ["release", "x", "someone else", 1000, "0", "1"])
+        Traceback (most recent call last):
+        ...
+        rxstate.core.errors.LockError: ...
     """
 
     def __init__(self, name: str, source: str) -> None:

@@ -8,11 +8,11 @@ new state (computed here by the reducer) as an ordinary entity through ``mutate.
 the state never disagree. State is rebuilt from the latest snapshot plus the events after it.
 
 Example:
-    >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
-    >>> orders.append("o1", [Placed(sku="a", qty=2)], expected_version=0).version  # doctest: +SKIP
+    >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)
+    >>> orders.append("o1", [Placed(sku="apple", qty=2)], expected_version=0).version
     1
-    >>> orders.load("o1").value  # doctest: +SKIP
-    Order(status='placed', qty=2, paid=0)
+    >>> orders.load("o1").value
+    Order(status='placed', items=2, paid_cents=0)
 """
 
 from __future__ import annotations
@@ -80,8 +80,11 @@ class EventCollection(EventReads[S]):
     state is ``reducer(reducer(initial, e1), e2) ...``.
 
     Example:
-        >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply,
-        ...                       snapshot_every=100, project_to="order_view")  # doctest: +SKIP
+        >>> carts = store.events("carts", state=Order, events=[Placed, Paid], reducer=apply,
+        ...                      snapshot_every=100, project_to="order_view")
+        >>> _ = carts.append("o1", [Placed(sku="apple")])
+        >>> store.collection("order_view", Order).get("o1").status  # written with the event
+        'placed'
     """
 
     def __init__(
@@ -140,8 +143,9 @@ class EventCollection(EventReads[S]):
         """The number of events in an aggregate's stream (0 if it has none).
 
         Example:
-            >>> orders.version("o1")  # doctest: +SKIP
-            2
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.version("o1"), orders.version("o2")
+            (2, 0)
         """
         p = self.partition(validate_id(aggregate_id))
         return int(self._store.client.hget(self._ks.stream_versions(self.name, p), aggregate_id) or 0)
@@ -150,8 +154,9 @@ class EventCollection(EventReads[S]):
         """Whether an aggregate has any event.
 
         Example:
-            >>> orders.exists("o1")  # doctest: +SKIP
-            True
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> orders.exists("o1"), orders.exists("o2")
+            (True, False)
         """
         return self.version(aggregate_id) > 0
 
@@ -159,7 +164,9 @@ class EventCollection(EventReads[S]):
         """Every aggregate id of the collection, sorted (from the per-partition version hashes, no SCAN).
 
         Example:
-            >>> orders.ids()  # doctest: +SKIP
+            >>> _ = orders.append("o2", [Placed(sku="pear")])
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> orders.ids()
             ['o1', 'o2']
         """
         pipe = self._store.client.pipeline(transaction=False)
@@ -202,8 +209,12 @@ class EventCollection(EventReads[S]):
             ConflictError: ``expected_version`` did not match.
 
         Example:
-            >>> orders.append("o1", [Placed(sku="a", qty=2)], expected_version=0).version  # doctest: +SKIP
+            >>> orders.append("o1", [Placed(sku="apple", qty=2)], expected_version=0).version
             1
+            >>> orders.append("o1", [Paid(amount_cents=250)], expected_version=0)
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.ConflictError: ...
         """
         validate_id(aggregate_id)
         if expected_version is not None and (
@@ -439,8 +450,9 @@ class EventCollection(EventReads[S]):
             NotFound: the aggregate has no events.
 
         Example:
-            >>> v = orders.load("o1")  # doctest: +SKIP
-            >>> v.version, v.value.status  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> v = orders.load("o1")
+            >>> v.version, v.value.status
             (2, 'paid')
         """
         validate_id(aggregate_id)
@@ -450,7 +462,8 @@ class EventCollection(EventReads[S]):
         """The current state (``load(id).value``).
 
         Example:
-            >>> orders.get("o1").status  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.get("o1").status
             'paid'
         """
         return self.load(aggregate_id).value
@@ -468,7 +481,8 @@ class EventCollection(EventReads[S]):
             NotFound: the aggregate has no events (or ``to_version`` is 0).
 
         Example:
-            >>> orders.replay("o1", to_version=1).value.status  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.replay("o1", to_version=1).value.status
             'placed'
         """
         validate_id(aggregate_id)
@@ -498,8 +512,13 @@ class EventCollection(EventReads[S]):
             NotFound: the aggregate had no events then.
 
         Example:
-            >>> orders.state_at("o1", time=datetime(2026, 1, 1, tzinfo=UTC)).version  # doctest: +SKIP
-            1
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.state_at("o1", time=datetime.now(UTC)).version
+            2
+            >>> orders.state_at("o1", time=datetime(2020, 1, 1, tzinfo=UTC))
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.NotFound: ...
         """
         validate_id(aggregate_id)
         until = to_ms(time)
@@ -515,7 +534,8 @@ class EventCollection(EventReads[S]):
         """Take a snapshot of the current state now; returns the version it covers.
 
         Example:
-            >>> orders.snapshot("o1")  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.snapshot("o1")
             2
         """
         validate_id(aggregate_id)
@@ -530,8 +550,12 @@ class EventCollection(EventReads[S]):
         """The aggregate's usable snapshot, if any (for inspection).
 
         Example:
-            >>> orders.last_snapshot("o1").version  # doctest: +SKIP
-            100
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.last_snapshot("o1") is None
+            True
+            >>> _ = orders.snapshot("o1")
+            >>> orders.last_snapshot("o1").state.status
+            'paid'
         """
         validate_id(aggregate_id)
         return self._snapshots.read(aggregate_id, self.partition(aggregate_id))

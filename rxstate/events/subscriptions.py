@@ -48,10 +48,13 @@ class Subscription:
     """Events after a position, then live ones: iterate it, or ``poll`` batches.
 
     Example:
-        >>> sub = orders.subscribe(after="start")  # doctest: +SKIP
-        >>> batch = sub.poll(timeout=0)  # stored events (catch-up)  # doctest: +SKIP
-        >>> for event in sub:  # then live, until sub.close()  # doctest: +SKIP
-        ...     print(event.type)
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
+        >>> with orders.subscribe(after="start") as sub:
+        ...     stored = [e.type for e in sub.poll(timeout=0)]  # catch-up
+        ...     _ = orders.append("o1", [Paid(amount_cents=250)])
+        ...     live = next(iter(sub)).type  # iterating waits for new events until sub.close()
+        >>> stored, live
+        (['Placed'], 'Paid')
     """
 
     def __init__(
@@ -100,7 +103,13 @@ class Subscription:
         """The stream id of the last event delivered, per partition (pass it as ``after=`` to resume).
 
         Example:
-            >>> orders.subscribe(after=sub.position)  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> with orders.subscribe(after="start") as sub:
+            ...     _ = sub.poll(timeout=0)
+            >>> _ = orders.append("o1", [Paid(amount_cents=250)])
+            >>> with orders.subscribe(after=sub.position) as resumed:  # where the first one stopped
+            ...     [e.type for e in resumed.poll(timeout=0)]
+            ['Paid']
         """
         return dict(self._pos)
 
@@ -112,7 +121,10 @@ class Subscription:
         """Stop iterating (a blocked iteration step ends within ``block`` seconds).
 
         Example:
-            >>> sub.close()  # doctest: +SKIP
+            >>> sub = orders.subscribe(after="end")
+            >>> sub.close()
+            >>> list(sub)
+            []
         """
         self._closed.set()
 
@@ -133,8 +145,9 @@ class Subscription:
         the subscription's ``block`` time.
 
         Example:
-            >>> sub.poll(timeout=0.5)  # doctest: +SKIP
-            [RecordedEvent(...), ...]
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> orders.subscribe(after="start").poll(timeout=0.5)
+            [<RecordedEvent orders/o1#1 Placed by pid:...: {'sku': 'apple', 'qty': 1}>]
         """
         while rows := self._read(0):
             # entries of other collections are skipped: keep reading until one of ours, or the end
@@ -188,9 +201,13 @@ class ProjectionBatch:
     read-modify-write of a read model is exact.
 
     Example:
-        >>> def handler(event, batch):
-        ...     old = batch.get(totals, event.aggregate_id, Total())
-        ...     batch.put(totals, event.aggregate_id, Total(n=old.n + 1))
+        >>> counts = store.collection("counts", Order)
+        >>> def count_items(event, batch):
+        ...     old = batch.get(counts, event.aggregate_id, Order())
+        ...     batch.put(counts, event.aggregate_id, Order(items=old.items + 1))
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> orders.project("counter", count_items, atomic=True).run(), counts.get("o1").items
+        (2, 2)
     """
 
     def __init__(self) -> None:
@@ -201,8 +218,9 @@ class ProjectionBatch:
         """An entity's value (``default`` if absent), remembering its version for the writes.
 
         Example:
-            >>> batch.get(totals, "o1", Total())  # doctest: +SKIP
-            Total(n=2)
+            >>> batch = ProjectionBatch()
+            >>> batch.get(tasks, "t1", Task(title="none yet"))
+            Task(title='none yet', owner=None, done=False)
         """
         try:
             current = collection.get_versioned(entity_id)
@@ -216,7 +234,10 @@ class ProjectionBatch:
         """Store ``value`` under ``entity_id`` in ``collection`` (validated now, written with the checkpoint).
 
         Example:
-            >>> batch.put(totals, "o1", Total(n=3))  # doctest: +SKIP
+            >>> batch = ProjectionBatch()
+            >>> batch.put(tasks, "t1", Task(title="review"))
+            >>> len(batch.ops)  # written with the checkpoint
+            1
         """
         expected = self._read.get((collection.name, entity_id))
         self.ops.append(collection.put_op(entity_id, value, expected_version=expected))
@@ -225,7 +246,10 @@ class ProjectionBatch:
         """Delete an entity.
 
         Example:
-            >>> batch.delete(totals, "o1")  # doctest: +SKIP
+            >>> batch = ProjectionBatch()
+            >>> batch.delete(tasks, "t1")
+            >>> len(batch.ops)  # written with the checkpoint
+            1
         """
         expected = self._read.get((collection.name, entity_id))
         self.ops.append(collection.delete_op(entity_id, expected_version=expected))
@@ -243,10 +267,16 @@ class Projection:
         atomic: the handler's entity writes and the checkpoint are applied in one script call.
 
     Example:
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
         >>> seen = []
-        >>> proj = orders.project("audit", seen.append)  # doctest: +SKIP
-        >>> proj.run()  # handles every stored event, then returns how many  # doctest: +SKIP
-        >>> proj.start(); ...; proj.stop()  # live, in a thread  # doctest: +SKIP
+        >>> proj = orders.project("seen", lambda e: seen.append(e.type))
+        >>> proj.run()  # handles every stored event, then returns how many
+        1
+        >>> _ = proj.start()  # live, in a thread
+        >>> _ = orders.append("o1", [Paid(amount_cents=250)])
+        >>> proj.wait_idle(timeout=5), seen
+        (True, ['Placed', 'Paid'])
+        >>> proj.stop()
     """
 
     def __init__(
@@ -278,8 +308,12 @@ class Projection:
         """The stored position: the last handled event's stream id, per partition.
 
         Example:
-            >>> proj.checkpoint()[13]  # doctest: +SKIP
-            '1767225600000-0'
+            >>> result = orders.append("o1", [Placed(sku="apple")])
+            >>> proj = orders.project("seen", lambda e: None)
+            >>> proj.run()
+            1
+            >>> proj.checkpoint()[orders.partition("o1")] == result.positions[-1]
+            True
         """
         pipe = self._store.client.pipeline(transaction=False)
         for p in range(self._ks.partitions):
@@ -290,7 +324,13 @@ class Projection:
         """Forget the checkpoint: the next run handles every event again.
 
         Example:
-            >>> proj.reset(); proj.run()  # rebuild from the first event  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> proj = orders.project("seen", lambda e: None)
+            >>> proj.run(), proj.run()
+            (1, 0)
+            >>> proj.reset()
+            >>> proj.run()  # rebuilt from the first event
+            1
         """
         pipe = self._store.client.pipeline(transaction=False)
         for p in range(self._ks.partitions):
@@ -340,8 +380,9 @@ class Projection:
             Exception: whatever the handler raised (the failed event stays unhandled).
 
         Example:
-            >>> proj.run()  # doctest: +SKIP
-            42
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.project("seen", lambda e: None).run()
+            2
         """
         before = self.handled
         sub = self._subscription()
@@ -353,7 +394,12 @@ class Projection:
         """Run in a background thread: catch up, then follow new events until ``stop``.
 
         Example:
-            >>> proj = orders.project("audit", print).start()  # doctest: +SKIP
+            >>> proj = orders.project("printer", lambda e: print(e.type)).start()
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> proj.wait_idle(timeout=5)
+            Placed
+            True
+            >>> proj.stop()
         """
         if self._thread is not None:
             raise ValidationError(f"projection {self.name!r} is already running")
@@ -375,7 +421,8 @@ class Projection:
         """Stop the background thread (after the event it is handling); re-raise its error if it died.
 
         Example:
-            >>> proj.stop()  # doctest: +SKIP
+            >>> proj = orders.project("seen", lambda e: None).start()
+            >>> proj.stop()
         """
         self._stop.set()
         if self._thread is not None:
@@ -389,8 +436,11 @@ class Projection:
         """Block until the projection has handled every event stored so far (True), or time is up.
 
         Example:
-            >>> proj.wait_idle(timeout=5)  # doctest: +SKIP
-            True
+            >>> proj = orders.project("seen", lambda e: None).start()
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> proj.wait_idle(timeout=5), proj.handled
+            (True, 1)
+            >>> proj.stop()
         """
         deadline = time.monotonic() + timeout
         target = _log_tails(self._store)
@@ -458,7 +508,10 @@ def subscribe_log(
     """Catch-up subscription over every partition's event log (see ``EventLog.subscribe``).
 
     Example:
-        >>> sub = subscribe_log(store, after="end")  # doctest: +SKIP
+        >>> sub = subscribe_log(store, after="end")
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
+        >>> [(e.collection, e.type) for e in sub.poll(timeout=1)]
+        [('orders', 'Placed')]
     """
     ks = store.keyspace
     keys = {p: ks.event_log(p) for p in range(ks.partitions)}

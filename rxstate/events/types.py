@@ -93,8 +93,9 @@ class RecordedEvent:
         vector_clock: the clock given at append, if any.
 
     Example:
-        >>> [e.type for e in orders.history("o1")]  # doctest: +SKIP
-        ['Placed', 'Paid']
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> [(e.type, e.version, e.event) for e in orders.history("o1")]
+        [('Placed', 1, Placed(sku='apple', qty=1)), ('Paid', 2, Paid(amount_cents=250))]
     """
 
     collection: str
@@ -154,7 +155,9 @@ class EventTypes:
 
     Example:
         >>> types = EventTypes([Placed, Paid], Codec())
-        >>> name, version, payload = types.encode(Placed(sku="a", qty=1))
+        >>> name, version, payload, event = types.encode({"type": "Placed", "sku": "apple"})
+        >>> name, version, payload, event
+        ('Placed', 1, b'{"sku":"apple","qty":1}', Placed(sku='apple', qty=1))
     """
 
     def __init__(self, types: Sequence[type[Model]], settings: Codec) -> None:
@@ -260,7 +263,7 @@ def registered(store: Store) -> Mapping[str, EventCollection[Any]]:
     The mapping is live: collections opened later show up in it (read it, never change it).
 
     Example:
-        >>> registered(store)["orders"]  # doctest: +SKIP
+        >>> registered(store)["orders"]
         <EventCollection 'orders' of Order in namespace 'default'>
     """
     with _REGISTRY_LOCK:

@@ -57,7 +57,9 @@ class Change:
         value: the entity's full value after the change, where known (``watch`` fills it in).
 
     Example:
-        >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id, c.fields))  # doctest: +SKIP
+        >>> change = Change("agents", "a1", "update", 2, {"status": "busy"})
+        >>> change.op, change.id, dict(change.fields), change.is_removal
+        ('update', 'a1', {'status': 'busy'}, False)
     """
 
     collection: str

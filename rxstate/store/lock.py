@@ -14,8 +14,15 @@ The locks' own keys sit in the namespace's slot (``rx:{ns}:_lock:<name>``), outs
 whose changes local caches follow.
 
 Example:
-    >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
-    ...     jobs.update("j1", status="printing", fence=lease)
+    >>> _ = tasks.put("t1", Task(title="print"))
+    >>> with store.lock("printer", ttl=10) as old:
+    ...     pass
+    >>> with store.lock("printer", ttl=10) as lease:  # a newer lease: a higher token
+    ...     _ = tasks.update("t1", owner="a1", fence=lease)
+    >>> tasks.update("t1", owner="a2", fence=old)
+    Traceback (most recent call last):
+    ...
+    rxstate.core.errors.LockError: ...
 """
 
 from __future__ import annotations
@@ -73,7 +80,11 @@ class Lease:
             LockError: the lease was lost (it expired) or released.
 
         Example:
-            >>> lease.extend(30)  # doctest: +SKIP
+            >>> lease = store.lock("printer", ttl=1).acquire()
+            >>> before = lease.deadline_ms
+            >>> lease.extend(30)
+            >>> lease.deadline_ms > before
+            True
         """
         ms = self.lock.ttl_ms if ttl is None else _ttl_ms(ttl)
         if self.released:
@@ -88,7 +99,10 @@ class Lease:
                 released already.
 
         Example:
-            >>> lease.release()  # doctest: +SKIP
+            >>> lease = store.lock("printer", ttl=10).acquire()
+            >>> lease.release()
+            >>> store.lock("printer", ttl=10).acquire(timeout=0).token  # free again at once
+            2
         """
         if self.released:
             raise LockError(f"lease {self.token} of lock {self.name!r} was released already")
@@ -110,10 +124,13 @@ class Lock:
     or call ``acquire`` for a ``Lease`` and release that.
 
     Example:
-        >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
+        >>> with store.lock("printer", ttl=10) as lease:
         ...     print(lease.token)
-        >>> lease = store.lock("printer", ttl=10).acquire(timeout=2)  # doctest: +SKIP
-        >>> lease.release()  # doctest: +SKIP
+        1
+        >>> lease = store.lock("printer", ttl=10).acquire(timeout=2)
+        >>> lease.token
+        2
+        >>> lease.release()
     """
 
     def __init__(
@@ -175,7 +192,11 @@ class Lock:
             LockError: not acquired (non-blocking, or the timeout passed).
 
         Example:
-            >>> lease = store.lock("printer", ttl=5).acquire(timeout=1)  # doctest: +SKIP
+            >>> lease = store.lock("printer", ttl=5).acquire(timeout=1)
+            >>> store.lock("printer", ttl=5).acquire(blocking=False)  # held: do not wait
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.LockError: ...
         """
         blocking = self.blocking if blocking is None else blocking
         timeout = self.timeout if timeout is None else timeout
@@ -221,9 +242,13 @@ class ReadWriteLock:
     writers do not hold new readers back, so a steady stream of overlapping readers can starve them.
 
     Example:
-        >>> rw = store.rwlock("catalog", ttl=5)  # doctest: +SKIP
-        >>> with rw.read() as lease: ...  # doctest: +SKIP
-        >>> with rw.write() as lease: ...  # doctest: +SKIP
+        >>> rw = store.rwlock("catalog", ttl=5)
+        >>> with rw.read() as first, rw.read() as second:  # readers share it
+        ...     first.mode, second.mode
+        ('r', 'r')
+        >>> with rw.write() as lease:
+        ...     lease.mode  # exclusive
+        'x'
     """
 
     def __init__(self, store: Store, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> None:

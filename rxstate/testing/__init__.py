@@ -13,9 +13,10 @@ Select backends with ``RXSTATE_BACKENDS=fakeredis,redis`` (default: all three; t
 marked ``cluster``).
 
 Example:
-    >>> def test_put(rx_store):  # doctest: +SKIP
-    ...     agents = rx_store.collection("agents", Agent)
-    ...     assert agents.put("a1", Agent(name="x")).version == 1
+    >>> def test_put(rx_store):
+    ...     tasks = rx_store.collection("tasks", Task)
+    ...     assert tasks.put("t1", Task(title="x")).version == 1
+    >>> test_put(store)  # pytest passes each backend's store in turn
 """
 
 from __future__ import annotations
@@ -102,14 +103,10 @@ def rx_cluster() -> Iterator[LocalCluster]:
 
 
 def _backend_params() -> list[Any]:
-    wanted = [
-        b.strip() for b in os.environ.get("RXSTATE_BACKENDS", ",".join(BACKENDS)).split(",") if b.strip()
-    ]
+    wanted = [b.strip() for b in os.environ.get("RXSTATE_BACKENDS", ",".join(BACKENDS)).split(",") if b.strip()]
     unknown = set(wanted) - set(BACKENDS)
     if unknown:
-        raise pytest.UsageError(
-            f"RXSTATE_BACKENDS: unknown backend(s) {sorted(unknown)}; choose from {BACKENDS}"
-        )
+        raise pytest.UsageError(f"RXSTATE_BACKENDS: unknown backend(s) {sorted(unknown)}; choose from {BACKENDS}")
     marks = {"cluster": [pytest.mark.cluster]}
     return [pytest.param(b, marks=marks.get(b, []), id=b) for b in wanted]
 
