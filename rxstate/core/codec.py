@@ -99,7 +99,7 @@ class ModelCodec(Generic[M]):
 
     def __init__(self, model: type[M], settings: Codec, uncompressed: Iterable[str] = ()) -> None:
         if not (isinstance(model, type) and issubclass(model, Model)):
-            raise SchemaError(f"{model!r} is not a subclass of rxstate.Model")
+            raise SchemaError(f"{model!r} is not a subclass of rxstate.Model", name=getattr(model, "__name__", None))
         self.model = model
         self.settings = settings
         self.fields = tuple(model.model_fields)

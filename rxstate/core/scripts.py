@@ -78,6 +78,19 @@ def _integrity(d: list[str]) -> errors.RxStateError:
     )
 
 
+def _fenced(d: list[str]) -> errors.RxStateError:
+    """``RXFENCED <key> <lock> <token> expired|<newer token>``."""
+    key, lock, token, newer = d[0], d[1], int(d[2]), d[3]
+    why = "has expired" if newer == "expired" else f"is older than lease {newer}, which already wrote here"
+    return errors.LockError(
+        f"write to {key} refused: lease {token} of lock {lock!r} {why}",
+        name=lock,
+        token=token,
+        key=key,
+        newer_token=None if newer == "expired" else int(newer),
+    )
+
+
 _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     "RXCONFLICT": _conflict,
     "RXEXISTS": _exists,
@@ -96,14 +109,7 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
         f"transaction aborted by a concurrent reader before it prepared ({d[0]})", key=d[0]
     ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
-    "RXFENCED": lambda d: errors.LockError(
-        f"write to {d[0]} refused: lease {d[2]} of lock {d[1]!r} "
-        + ("has expired" if d[3] == "expired" else f"is older than lease {d[3]}, which already wrote here")
-    ),
-    "RXQUOTA": lambda d: errors.QuotaExceeded(
-        f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
-    ),
-    "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
+    "RXFENCED": _fenced,
     "RXSTALE": lambda d: errors.ConflictError(
         f"{d[0]}: expected {d[1]}, found {d[2]} (another runner moved it)", key=d[0], expected=d[1], actual=d[2]
     ),

@@ -102,9 +102,11 @@ class EventCollection(EventReads[S]):
     ) -> None:
         self.name = validate_collection_name(name)
         if not (isinstance(state, type) and issubclass(state, Model)):
-            raise SchemaError(f"event collection {name!r}: state {state!r} is not a subclass of rxstate.Model")
+            raise SchemaError(
+                f"event collection {name!r}: state {state!r} is not a subclass of rxstate.Model", name=name
+            )
         if not callable(reducer):
-            raise SchemaError(f"event collection {name!r}: reducer must be callable")
+            raise SchemaError(f"event collection {name!r}: reducer must be callable", name=name)
         if snapshot_every is not None and (
             isinstance(snapshot_every, bool) or not isinstance(snapshot_every, int) or snapshot_every < 1
         ):
@@ -129,10 +131,12 @@ class EventCollection(EventReads[S]):
         self.projection: Collection[S] | None = None
         if project_to is not None:
             if project_to == name:
-                raise SchemaError(f"event collection {name!r} cannot project onto itself")
+                raise SchemaError(f"event collection {name!r} cannot project onto itself", name=name)
             self.projection = store.collection(project_to, state)
             if self.projection.partition_key is not None:
-                raise SchemaError(f"projection collection {project_to!r} must not have a partition key")
+                raise SchemaError(
+                    f"projection collection {project_to!r} must not have a partition key", name=project_to
+                )
 
     def __repr__(self) -> str:
         extra = f" -> {self.projection.name!r}" if self.projection else ""
@@ -583,7 +587,9 @@ def open_event_collection(store: Store, name: str, **options: Any) -> EventColle
                 and list(existing.types.by_name.values()) == list(options.get("events", ()))
             )
             if not same:
-                raise SchemaError(f"event collection {name!r} is already open here with other types or reducer")
+                raise SchemaError(
+                    f"event collection {name!r} is already open here with other types or reducer", name=name
+                )
             return existing
         collection: EventCollection[Any] = EventCollection(store, name, **options)
         opened[name] = collection

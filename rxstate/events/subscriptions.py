@@ -360,9 +360,13 @@ class Projection:
         for attempt in range(attempts):
             batch = ProjectionBatch()
             self.handler(event, batch)
-            if store.is_cluster and any(op.partition != event.partition for op in batch.ops):
+            partitions = sorted({event.partition, *(op.partition for op in batch.ops)})
+            if store.is_cluster and len(partitions) > 1:
                 raise ClusterError(
-                    f"projection {self.name!r}: on a cluster, write only entities of the event's partition"
+                    f"projection {self.name!r}: on a cluster, write only entities of the event's partition "
+                    f"({event.partition}), not of partitions {partitions}",
+                    name=self.name,
+                    partitions=partitions,
                 )
             keys, args = store.writer.pack(batch.ops)
             run_keys, run_args = [*keys, checkpoint_key], [expected, event.position, *args]

@@ -169,10 +169,12 @@ class EventTypes:
         self._codecs: dict[type[Model], ModelCodec[Any]] = {}
         for cls in types:
             if not (isinstance(cls, type) and issubclass(cls, Model)):
-                raise SchemaError(f"event type {cls!r} is not a subclass of rxstate.Model")
+                raise SchemaError(
+                    f"event type {cls!r} is not a subclass of rxstate.Model", name=getattr(cls, "__name__", None)
+                )
             name = event_type_name(cls)
             if name in self.by_name and self.by_name[name] is not cls:
-                raise SchemaError(f"two event types are named {name!r}")
+                raise SchemaError(f"two event types are named {name!r}", name=name)
             self.by_name[name] = cls
             self._names[cls] = name
             self._codecs[cls] = ModelCodec(cls, raw)
@@ -238,7 +240,9 @@ class EventTypes:
         """
         cls = self.by_name.get(type_name)
         if cls is None:
-            raise SchemaError(f"stored event type {type_name!r} is not declared (known: {', '.join(self.by_name)})")
+            raise SchemaError(
+                f"stored event type {type_name!r} is not declared (known: {', '.join(self.by_name)})", name=type_name
+            )
         try:
             data = json.loads(payload)
         except ValueError as exc:

@@ -23,7 +23,7 @@ from typing import Any, Generic, Literal, TypeVar
 from reactivex import abc
 from reactivex.scheduler import ImmediateScheduler
 
-from rxstate.core.errors import RxStateError, ValidationError
+from rxstate.core.errors import BufferOverflow, ValidationError
 
 __all__ = ["OVERFLOW_POLICIES", "BufferOverflow", "DeliveryMetrics", "Dispatcher", "Fanout", "Mailbox", "Overflow"]
 
@@ -37,10 +37,6 @@ _STALL_S = 0.01  # a worker inside one callback for longer than this is stuck: o
 _IDLE_EXIT_S = 2.0  # extra workers exit after being idle this long
 _DRAIN_ROUNDS = 64  # batches one subscriber gets per turn before the next subscriber's turn
 _CHUNK = 32  # subscribers a worker takes off the ready queue at once
-
-
-class BufferOverflow(RxStateError):
-    """A subscriber with ``overflow="error"`` fell further behind than its buffer allows."""
 
 
 @dataclass
@@ -637,7 +633,7 @@ class Mailbox(Generic[T]):
             return True
         self._dead = True
         self.metrics.overflows += 1
-        overflow = BufferOverflow(f"subscriber fell more than {self.max_items} changes behind")
+        overflow = BufferOverflow(f"subscriber fell more than {self.max_items} changes behind", limit=self.max_items)
         threading.Thread(target=self._fail, args=(overflow, False), daemon=True).start()
         return False
 

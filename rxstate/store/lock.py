@@ -88,7 +88,11 @@ class Lease:
         """
         ms = self.lock.ttl_ms if ttl is None else _ttl_ms(ttl)
         if self.released:
-            raise LockError(f"lease {self.token} of lock {self.name!r} was released; acquire again")
+            raise LockError(
+                f"lease {self.token} of lock {self.name!r} was released; acquire again",
+                name=self.name,
+                token=self.token,
+            )
         self.deadline_ms = int(self.lock._call("extend", self.owner, ms, str(self.token)))
 
     def release(self) -> None:
@@ -105,7 +109,9 @@ class Lease:
             2
         """
         if self.released:
-            raise LockError(f"lease {self.token} of lock {self.name!r} was released already")
+            raise LockError(
+                f"lease {self.token} of lock {self.name!r} was released already", name=self.name, token=self.token
+            )
         self.released = True
         self.lock._call("release", self.owner, self.lock.ttl_ms, str(self.token))
 
@@ -170,7 +176,9 @@ class Lock:
             )
         except LockError:
             raise LockError(
-                f"lock {self.name!r}: this lease no longer holds it (it expired, or was released)"
+                f"lock {self.name!r}: this lease no longer holds it (it expired, or was released)",
+                name=self.name,
+                token=int(token) if token else None,
             ) from None
 
     def _owner(self) -> str:
@@ -210,7 +218,7 @@ class Lock:
             now = time.monotonic()
             if not blocking or (deadline is not None and now >= deadline):
                 waited = "" if not blocking else f" within {timeout} s"
-                raise LockError(f"lock {self.name!r} is held by another lease; not acquired{waited}")
+                raise LockError(f"lock {self.name!r} is held by another lease; not acquired{waited}", name=self.name)
             # Back off (with jitter) instead of spinning; never past the holder's lease end or our timeout.
             pause = min(backoff, max(int(hint), 1) / 1000) * random.uniform(0.5, 1.0)
             if deadline is not None:
@@ -289,5 +297,9 @@ def fence_args(fence: Lease | None) -> tuple[str, int, int] | None:
     if fence.mode != "x":
         raise ValidationError(f"lock {fence.name!r}: a read lease cannot fence a write; use a write lease")
     if fence.released:
-        raise LockError(f"lease {fence.token} of lock {fence.name!r} was released; it cannot fence writes")
+        raise LockError(
+            f"lease {fence.token} of lock {fence.name!r} was released; it cannot fence writes",
+            name=fence.name,
+            token=fence.token,
+        )
     return (fence.name, fence.token, fence.deadline_ms)
