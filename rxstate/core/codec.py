@@ -103,7 +103,6 @@ class ModelCodec(Generic[M]):
         self.model = model
         self.settings = settings
         self.fields = tuple(model.model_fields)
-        self._field_bytes = {name.encode(): name for name in self.fields}
         self._json_prefix = {name.encode(): b'"' + name.encode() + b'":' for name in self.fields}
         self._uncompressed = frozenset(uncompressed)
         self._secrets = model.__rxstate_secrets__

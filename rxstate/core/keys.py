@@ -188,9 +188,6 @@ class Keyspace:
     def tx_index(self, partition: int) -> str:
         return f"{self._tags[partition]}_txi"
 
-    def audit(self, partition: int) -> str:
-        return f"{self._tags[partition]}audit"
-
     # -- locks and constraints --------------------------------------------------------------------
     def lock(self, name: str) -> str:
         return f"rx:{{{self.namespace}}}:_lock:{name}"

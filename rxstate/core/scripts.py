@@ -200,11 +200,6 @@ class ScriptLibrary:
 
         return _INCLUDE.sub(expand, path.read_text())
 
-    def load_all(self, client: Any, names: Sequence[str]) -> None:
-        """SCRIPT LOAD the named scripts (on every primary of a cluster)."""
-        for name in names:
-            client.script_load(self.get(name).source)
-
     def run_batch(self, client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run many script calls in one pipelined round trip (each call atomic on its own).
 

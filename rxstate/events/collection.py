@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = ["AppendResult", "EventCollection", "open_event_collection"]
 
 S = TypeVar("S", bound=Model)
-Reducer = Callable[[Any, Any], Any]
 _MISSING: Any = object()
 
 

@@ -279,7 +279,6 @@ class ChangeFeed:
         self._readers: list[_Reader] = []
         self._started = False
         self._start_lock = threading.Lock()
-        self._lost_listeners: list[Callable[[], None]] = []
         self._gap_listeners: list[Callable[[int, str, str], None]] = []
 
     @property
@@ -386,17 +385,12 @@ class ChangeFeed:
     def _gap(self, partition: int, position: str, oldest: str) -> None:
         _call_each(self._gap_listeners, "gap", partition, position, oldest)
 
-    def on_connection_lost(self, listener: Callable[[], None]) -> None:
-        """Call ``listener`` (on the reader thread) whenever a read fails on a lost connection."""
-        self._lost_listeners.append(listener)
-
     def _connection_lost(self) -> None:
         if self.group is not None:
             # Entries the server handed out while the reply was lost are in our pending list: read
             # that list again (entries already in flight here are skipped).
             for p in self.group_cursor:
                 self.group_cursor[p] = "0"
-        _call_each(self._lost_listeners, "connection-lost")
 
     # -- fan-out ------------------------------------------------------------------------------------
     def attach(self, box: Mailbox[Change]) -> None:

@@ -150,8 +150,6 @@ class Subscription:
     ) -> None:
         self.feed = feed
         self.observer = observer
-        self._test = test
-        self._keep = keep
         self._batched = batched
         self._transform = transform
         self.box: Mailbox[Change] = Mailbox(

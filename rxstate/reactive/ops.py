@@ -37,7 +37,6 @@ from rxstate.feed.change import REMOVALS, Change
 __all__ = ["batch", "change_key", "coalesce", "collection", "id_match", "touches", "where"]
 
 T = TypeVar("T")
-Operator = Callable[[Observable[T]], Observable[T]]
 
 
 def change_key(change: Change) -> tuple[str, str]:
