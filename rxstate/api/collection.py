@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from reactivex import Observable
+from reactivex import abc
 
 from rxstate.core.model import Model
 from rxstate.feed.change import Change
 from rxstate.feed.delivery import Overflow
+from rxstate.feed.subscription import ChangeObservable
 from rxstate.notebook._plots import plot_field
 from rxstate.reactive.watch import watch, watch_all
 from rxstate.store import collection
 
 if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
     from matplotlib.figure import Figure
 
 __all__ = ["Collection"]
@@ -51,11 +54,11 @@ class Collection(collection.Collection[M]):
         entity_id: str,
         *,
         partition: str | None = None,
-        scheduler: Any = None,
-        loop: Any = None,
+        scheduler: abc.SchedulerBase | None = None,
+        loop: AbstractEventLoop | None = None,
         max_buffer: int = 1000,
         overflow: Overflow = "coalesce",
-    ) -> Observable[Change]:
+    ) -> ChangeObservable[Change]:
         """An ``Observable`` of one entity's changes: its current value first (op ``snapshot``), then
         every change (``delete``/``expire`` when it goes away), each with the full new ``value``.
 
@@ -79,11 +82,11 @@ class Collection(collection.Collection[M]):
         self,
         *,
         where: Mapping[str, Any] | None = None,
-        scheduler: Any = None,
-        loop: Any = None,
+        scheduler: abc.SchedulerBase | None = None,
+        loop: AbstractEventLoop | None = None,
         max_buffer: int = 10_000,
         overflow: Overflow = "coalesce",
-    ) -> Observable[Change]:
+    ) -> ChangeObservable[Change]:
         """An ``Observable`` of the collection (or the entities matching ``where`` on indexed fields):
         one ``snapshot`` change per current entity, then every change; an entity that stops matching
         ``where`` emits a ``leave`` change.

@@ -8,18 +8,17 @@ so that users find them on the store while no lower module imports a higher one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
-from reactivex import Observable
+import redis
 
 from rxstate.api.collection import Collection
 from rxstate.core.model import Model
 from rxstate.events.collection import EventCollection, open_event_collection
 from rxstate.events.query import EventLog
 from rxstate.feed.change import Change
-from rxstate.feed.delivery import Overflow
 from rxstate.feed.reader import ChangeFeed
-from rxstate.feed.subscription import changes_observable, shared_feed
+from rxstate.feed.subscription import ChangeObservable, ChangesOptions, changes_observable, shared_feed
 from rxstate.notebook._plots import dependency_graph
 from rxstate.reactive.derived import Derived, StoreGraph, store_graph
 from rxstate.store import store
@@ -82,23 +81,19 @@ class Store(store.Store):
         return dependency_graph(self, **options)
 
     # -- reactive: change feed and derived values ---------------------------------------------------
+    @overload
     def changes(
-        self,
-        *,
-        since: Any = None,
-        collection: str | Sequence[str] | None = None,
-        id: str | None = None,
-        where: Any = None,
-        fields: Sequence[str] | None = None,
-        group: str | None = None,
-        consumer: str | None = None,
-        claim_after: float | None = None,
-        batched: bool = False,
-        scheduler: Any = None,
-        loop: Any = None,
-        max_buffer: int = 10_000,
-        overflow: Overflow | None = None,
-    ) -> Observable[Change] | Observable[tuple[Change, ...]]:
+        self, *, batched: Literal[False] = False, **options: Unpack[ChangesOptions]
+    ) -> ChangeObservable[Change]: ...
+
+    @overload
+    def changes(
+        self, *, batched: Literal[True], **options: Unpack[ChangesOptions]
+    ) -> ChangeObservable[tuple[Change, ...]]: ...
+
+    def changes(
+        self, *, batched: bool = False, **options: Unpack[ChangesOptions]
+    ) -> ChangeObservable[Change] | ChangeObservable[tuple[Change, ...]]:
         """An ``Observable`` of ``rxstate.Change`` objects: every change made to this namespace.
 
         Delivery runs off the feed's thread (a worker thread by default; ``scheduler=`` a reactivex
@@ -133,22 +128,7 @@ class Store(store.Store):
             >>> first.op, first.id, first.fields["name"]
             ('create', 'a1', 'planner')
         """
-        return changes_observable(
-            self,
-            since=since,
-            collection=collection,
-            id=id,
-            where=where,
-            fields=fields,
-            group=group,
-            consumer=consumer,
-            claim_after=claim_after,
-            batched=batched,
-            scheduler=scheduler,
-            loop=loop,
-            max_buffer=max_buffer,
-            overflow=overflow,
-        )
+        return changes_observable(self, batched=batched, **options)
 
     @property
     def change_feed(self) -> ChangeFeed:
@@ -197,7 +177,7 @@ class Store(store.Store):
         reducer: Callable[[M | None, Any], M],
         snapshot_every: int | None = 100,
         project_to: str | None = None,
-        initial: Any = _NO_INITIAL,
+        initial: M | None = _NO_INITIAL,
         cache_size: int = 1024,
     ) -> EventCollection[M]:
         """Open (or create) an event-sourced collection: aggregates whose state is a fold of events.
@@ -238,7 +218,9 @@ class Store(store.Store):
         return EventLog(self)
 
 
-def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions]) -> Store:
+def connect(
+    url: str | redis.Redis | redis.RedisCluster | None = None, **options: Unpack[store.ConnectOptions]
+) -> Store:
     """Open a store.
 
     The server is, in order: ``client`` (or a client passed as the first argument), ``url``, the

@@ -10,6 +10,7 @@ changes but always the latest state.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 import logging
@@ -686,7 +687,7 @@ class Mailbox(Generic[T]):
 
 
 def scheduler_runner(
-    scheduler: abc.SchedulerBase | None, loop: Any = None
+    scheduler: abc.SchedulerBase | None, loop: asyncio.AbstractEventLoop | None = None
 ) -> Callable[[Callable[[], None]], None] | None:
     """How a mailbox runs its drain: on a reactivex scheduler, an asyncio loop, or (None) the dispatcher.
 

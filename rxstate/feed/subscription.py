@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
@@ -24,13 +24,33 @@ from rxstate.feed.delivery import (
 from rxstate.feed.reader import READ_COUNT, ChangeFeed, check_since
 
 if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
     from rxstate.store.store import Store
 
 
-__all__ = ["ChangeObservable", "Subscription", "changes_observable", "shared_feed"]
+__all__ = ["ChangeObservable", "ChangesOptions", "Subscription", "changes_observable", "shared_feed"]
 
-
+T = TypeVar("T")
 Filter = Callable[[Change], bool]
+Since = str | Mapping[int, str] | Change
+
+
+class ChangesOptions(TypedDict, total=False):
+    """The options of ``store.changes`` besides ``batched`` (documented there)."""
+
+    since: Since | None
+    collection: str | Iterable[str] | None
+    id: str | None
+    where: Mapping[str, Any] | Filter | None
+    fields: Iterable[str] | None
+    group: str | None
+    consumer: str | None
+    claim_after: float | None
+    scheduler: abc.SchedulerBase | None
+    loop: AbstractEventLoop | None
+    max_buffer: int
+    overflow: Overflow | None
 
 
 def change_filter(
@@ -182,7 +202,7 @@ class Subscription:
 def changes_observable(
     store: Store,
     *,
-    since: str | Mapping[int, str] | Change | None = None,
+    since: Since | None = None,
     collection: str | Iterable[str] | None = None,
     id: str | None = None,
     where: Mapping[str, Any] | Callable[[Change], bool] | None = None,
@@ -192,10 +212,10 @@ def changes_observable(
     claim_after: float | None = None,
     batched: bool = False,
     scheduler: abc.SchedulerBase | None = None,
-    loop: Any = None,
+    loop: AbstractEventLoop | None = None,
     max_buffer: int = 10_000,
     overflow: Overflow | None = None,
-) -> Observable[Any]:
+) -> ChangeObservable[Any]:
     """The observable behind ``store.changes`` (see there for the options).
 
     Example:
@@ -273,10 +293,10 @@ def changes_observable(
     return ChangeObservable(subscribe)
 
 
-class ChangeObservable(Observable[Any]):
-    """An ``Observable`` of changes that can also be iterated with ``async for`` (``.aiter()``)."""
+class ChangeObservable(Observable[T]):
+    """An ``Observable`` of changes (or of batches of them) that can also be iterated with ``async for``."""
 
-    def aiter(self, *, max_buffer: int = 10_000) -> Any:
+    def aiter(self, *, max_buffer: int = 10_000) -> AsyncIterator[T]:
         """An async iterator over the emitted items, delivered on the running asyncio loop.
 
         Example:

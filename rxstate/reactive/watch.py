@@ -24,6 +24,8 @@ from rxstate.feed.delivery import Overflow, scheduler_runner
 from rxstate.feed.subscription import ChangeObservable, Subscription, shared_feed
 
 if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
     from rxstate.feed.reader import ChangeFeed
     from rxstate.store.collection import Collection
 
@@ -111,10 +113,10 @@ def watch(
     *,
     partition: str | None = None,
     scheduler: abc.SchedulerBase | None = None,
-    loop: Any = None,
+    loop: AbstractEventLoop | None = None,
     max_buffer: int = 1000,
     overflow: Overflow = "coalesce",
-) -> ChangeObservable:
+) -> ChangeObservable[Change]:
     """The observable behind ``Collection.watch`` (see there).
 
     Example:
@@ -171,10 +173,10 @@ def watch_all(
     *,
     where: Mapping[str, Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
-    loop: Any = None,
+    loop: AbstractEventLoop | None = None,
     max_buffer: int = 10_000,
     overflow: Overflow = "coalesce",
-) -> ChangeObservable:
+) -> ChangeObservable[Change]:
     """The observable behind ``Collection.watch_all`` (see there).
 
     Example:
