@@ -1,4 +1,4 @@
-"""The public entry points type precisely in user code (``mypy --strict``, as configured in pyproject.toml)."""
+"""The package passes ``mypy --strict`` (as configured in pyproject.toml), and its entry points type precisely."""
 
 from __future__ import annotations
 
@@ -12,6 +12,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 def _mypy(*args: str) -> tuple[str, int]:
     out, err, status = api.run(["--config-file", str(ROOT / "pyproject.toml"), *args])
     return out + err, status
+
+
+def test_the_package_is_mypy_strict_clean():
+    report, status = _mypy()  # the packages of [tool.mypy]
+    assert status == 0, report
 
 
 def test_public_entry_points_give_precise_types():
