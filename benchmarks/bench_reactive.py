@@ -35,7 +35,7 @@ from reactivex.subject import BehaviorSubject, Subject
 import rxstate
 from rxstate.core import tracking
 from rxstate.feed.change import Change
-from rxstate.reactive.derived import DerivedGraph
+from rxstate.reactive.graph import DerivedGraph
 from rxstate.server import EmbeddedServer
 
 

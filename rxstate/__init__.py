@@ -33,8 +33,9 @@ from rxstate.core.errors import (
 from rxstate.core.model import Model, Secret, upcaster
 from rxstate.core.versioned import Versioned
 from rxstate.events.collection import AppendResult, EventCollection
+from rxstate.events.projection import Projection, ProjectionBatch
 from rxstate.events.query import EventLog, Timeline, Why
-from rxstate.events.subscriptions import Projection, ProjectionBatch, Subscription
+from rxstate.events.subscriptions import Subscription
 from rxstate.events.types import RecordedEvent
 from rxstate.feed.aiter import aiter
 from rxstate.feed.change import Change

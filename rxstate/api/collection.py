@@ -9,7 +9,7 @@ from reactivex import abc
 
 from rxstate.core.model import Model
 from rxstate.feed.change import Change
-from rxstate.feed.delivery import Overflow
+from rxstate.feed.mailbox import Overflow
 from rxstate.feed.subscription import ChangeObservable
 from rxstate.notebook._plots import plot_field
 from rxstate.reactive.watch import watch, watch_all

@@ -20,7 +20,8 @@ from rxstate.feed.change import Change
 from rxstate.feed.reader import ChangeFeed
 from rxstate.feed.subscription import ChangeObservable, ChangesOptions, changes_observable, shared_feed
 from rxstate.notebook._plots import dependency_graph
-from rxstate.reactive.derived import Derived, StoreGraph, store_graph
+from rxstate.reactive.derived import Derived
+from rxstate.reactive.graph import StoreGraph, store_graph
 from rxstate.store import store
 from rxstate.store.constraints import Constraint
 

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from rxstate.core import display
 from rxstate.core.errors import ValidationError
 from rxstate.core.model import Model
-from rxstate.events.subscriptions import Projection, Subscription, log_decoder, subscribe_log
+from rxstate.events.projection import Projection
+from rxstate.events.subscriptions import Subscription, log_decoder, subscribe_log
 from rxstate.events.types import RecordedEvent, event_type_name, raw_xrange
 
 if TYPE_CHECKING:

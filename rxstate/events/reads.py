@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from rxstate.core.errors import NotFound, ValidationError
 from rxstate.core.keys import Keyspace, validate_id
 from rxstate.core.model import Model
+from rxstate.events.projection import Projection
 from rxstate.events.query import EventLog, TimeBound, Timeline, TypeFilter, Why, explain, filter_events
 from rxstate.events.snapshots import CHUNK
-from rxstate.events.subscriptions import Projection, Subscription
+from rxstate.events.subscriptions import Subscription
 from rxstate.events.types import EventTypes, RecordedEvent, parse_meta, raw_xrange
 
 if TYPE_CHECKING:

@@ -19,7 +19,7 @@ from rxstate.core.codec import Codec
 from rxstate.core.errors import RxStateError
 from rxstate.core.model import Secret
 from rxstate.feed.change import Change
-from rxstate.feed.delivery import DeliveryMetrics
+from rxstate.feed.mailbox import DeliveryMetrics
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store

@@ -14,13 +14,8 @@ from reactivex.disposable import Disposable
 
 from rxstate.core.errors import ValidationError
 from rxstate.feed.change import REMOVALS, Change, coalesce_changes
-from rxstate.feed.delivery import (
-    Fanout,
-    Mailbox,
-    Overflow,
-    check_buffer,
-    scheduler_runner,
-)
+from rxstate.feed.fanout import Fanout
+from rxstate.feed.mailbox import Mailbox, Overflow, check_buffer, scheduler_runner
 from rxstate.feed.reader import READ_COUNT, ChangeFeed, check_since
 
 if TYPE_CHECKING:

@@ -20,7 +20,7 @@ from reactivex.disposable import Disposable
 from rxstate.core.errors import RxStateError, ValidationError
 from rxstate.core.redaction import error_reason
 from rxstate.feed.change import REMOVALS, Change, offset_key
-from rxstate.feed.delivery import Overflow, scheduler_runner
+from rxstate.feed.mailbox import Overflow, scheduler_runner
 from rxstate.feed.subscription import ChangeObservable, Subscription, shared_feed
 
 if TYPE_CHECKING:
