@@ -32,7 +32,7 @@ import rxstate
 from benchmarks.timing import percentile, seconds_each
 from rxstate.core import tracking
 from rxstate.feed.change import Change
-from rxstate.reactive.derived import DerivedGraph
+from rxstate.reactive.graph import DerivedGraph
 from rxstate.server import EmbeddedServer
 
 

@@ -5,8 +5,8 @@ Example:
     >>> class Agent(rxstate.Model):
     ...     name: str
     ...     load: int = 0
-    >>> store = rxstate.connect()  # doctest: +SKIP
-    >>> store.collection("agents", Agent).put("a1", Agent(name="planner")).version  # doctest: +SKIP
+    >>> store = rxstate.connect(fakeredis.FakeRedis())  # rxstate.connect(): REDIS_URL or an embedded server
+    >>> store.collection("agents", Agent).put("a1", Agent(name="planner")).version
     1
 """
 
@@ -16,14 +16,17 @@ from rxstate.cache.lru import CacheStats
 from rxstate.core.codec import Codec
 from rxstate.core.errors import (
     AlreadyExists,
+    BufferOverflow,
     ClusterError,
     ConflictError,
+    CorruptDataError,
     CycleError,
     IntegrityError,
     LockError,
     NotFound,
     RxStateError,
     SchemaError,
+    ServerError,
     TransactionPending,
     UnknownOutcome,
     ValidationError,
@@ -31,8 +34,9 @@ from rxstate.core.errors import (
 from rxstate.core.model import Model, Secret, upcaster
 from rxstate.core.versioned import Versioned
 from rxstate.events.collection import AppendResult, EventCollection
+from rxstate.events.projection import Projection, ProjectionBatch
 from rxstate.events.query import EventLog, Timeline, Why
-from rxstate.events.subscriptions import Projection, ProjectionBatch, Subscription
+from rxstate.events.subscriptions import Subscription
 from rxstate.events.types import RecordedEvent
 from rxstate.feed.aiter import aiter
 from rxstate.feed.change import Change
@@ -51,6 +55,7 @@ __all__ = [
     "AppendResult",
     "Batch",
     "BatchItem",
+    "BufferOverflow",
     "CacheStats",
     "Change",
     "ChangeFeed",
@@ -58,6 +63,7 @@ __all__ = [
     "Codec",
     "Collection",
     "ConflictError",
+    "CorruptDataError",
     "CycleError",
     "Derived",
     "EventCollection",
@@ -77,6 +83,7 @@ __all__ = [
     "RxStateError",
     "SchemaError",
     "Secret",
+    "ServerError",
     "Store",
     "Subscription",
     "Timeline",

@@ -12,20 +12,20 @@ import logging
 import os
 import weakref
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
-from reactivex import Observable
+import redis
 
 from rxstate.api.collection import Collection
 from rxstate.core.model import Model
 from rxstate.events.collection import EventCollection, open_event_collection
 from rxstate.events.query import EventLog
 from rxstate.feed.change import Change
-from rxstate.feed.delivery import Overflow
 from rxstate.feed.reader import ChangeFeed
-from rxstate.feed.subscription import changes_observable, shared_feed
+from rxstate.feed.subscription import ChangeObservable, ChangesOptions, changes_observable, shared_feed
 from rxstate.notebook._plots import dependency_graph
-from rxstate.reactive.derived import Derived, StoreGraph, store_graph
+from rxstate.reactive.derived import Derived
+from rxstate.reactive.graph import StoreGraph, store_graph
 from rxstate.store import store
 from rxstate.store.constraints import Constraint
 
@@ -46,8 +46,11 @@ class Store(store.Store):
     Create one with ``rxstate.connect``. A store is thread-safe (redis-py pools connections).
 
     Example:
-        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
-        >>> agents = store.collection("agents", Agent)  # doctest: +SKIP
+        >>> store = rxstate.connect(fakeredis.FakeRedis())
+        >>> agents = store.collection("agents", Agent)
+        >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))
+        >>> busy.value
+        0
     """
 
     _collection_type = Collection
@@ -64,7 +67,9 @@ class Store(store.Store):
         """Open (or create) a collection of ``model`` entities (see the kernel's ``Store.collection``).
 
         Example:
-            >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
+            >>> agents = store.collection("agents", Agent, indexes=["status"])
+            >>> agents.watch("a1")  # the facade's collections can be watched
+            <...Observable object at 0x...>
         """
         opened = super().collection(name, model, indexes=indexes, partition_key=partition_key, constraints=constraints)
         assert isinstance(opened, Collection)
@@ -75,29 +80,26 @@ class Store(store.Store):
         """The dependency graph of live derived values and what they read, as a matplotlib figure.
 
         Example:
-            >>> store.graph().savefig("deps.png")  # doctest: +SKIP
+            >>> busy = store.derived(lambda: agents.count(), name="agents")
+            >>> store.graph().axes[0].get_title()
+            'dependency graph: 1 derived values'
         """
         return dependency_graph(self, **options)
 
     # -- reactive: change feed and derived values ---------------------------------------------------
+    @overload
     def changes(
-        self,
-        *,
-        since: Any = None,
-        collection: str | Sequence[str] | None = None,
-        id: str | None = None,
-        where: Any = None,
-        fields: Sequence[str] | None = None,
-        group: str | None = None,
-        consumer: str | None = None,
-        claim_after: float | None = None,
-        batched: bool = False,
-        values: bool = False,
-        scheduler: Any = None,
-        loop: Any = None,
-        max_buffer: int = 10_000,
-        overflow: Overflow | None = None,
-    ) -> Observable[Change] | Observable[tuple[Change, ...]]:
+        self, *, batched: Literal[False] = False, **options: Unpack[ChangesOptions]
+    ) -> ChangeObservable[Change]: ...
+
+    @overload
+    def changes(
+        self, *, batched: Literal[True], **options: Unpack[ChangesOptions]
+    ) -> ChangeObservable[tuple[Change, ...]]: ...
+
+    def changes(
+        self, *, batched: bool = False, **options: Unpack[ChangesOptions]
+    ) -> ChangeObservable[Change] | ChangeObservable[tuple[Change, ...]]:
         """An ``Observable`` of ``rxstate.Change`` objects: every change made to this namespace.
 
         Delivery runs off the feed's thread (a worker thread by default; ``scheduler=`` a reactivex
@@ -130,26 +132,16 @@ class Store(store.Store):
             overflow: what a full buffer does (default ``coalesce``; ``block`` with a group).
 
         Example:
-            >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id))  # doctest: +SKIP
-            >>> store.changes(values=True).subscribe(lambda c: print(c.id, c.value))  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> replay = store.changes(since="0", collection="agents")  # from the oldest retained change
+            >>> first = replay.pipe(rx.operators.first()).run()  # run: wait for it
+            >>> first.op, first.id, first.fields["name"]
+            ('create', 'a1', 'planner')
+            >>> with_values = store.changes(since="0", collection="agents", values=True)  # the typed new value
+            >>> with_values.pipe(rx.operators.first()).run().value
+            Agent(name='planner', status='idle', load=0, skills=[])
         """
-        return changes_observable(
-            self,
-            since=since,
-            collection=collection,
-            id=id,
-            where=where,
-            fields=fields,
-            group=group,
-            consumer=consumer,
-            claim_after=claim_after,
-            batched=batched,
-            values=values,
-            scheduler=scheduler,
-            loop=loop,
-            max_buffer=max_buffer,
-            overflow=overflow,
-        )
+        return changes_observable(self, batched=batched, **options)
 
     @property
     def change_feed(self) -> ChangeFeed:
@@ -167,8 +159,13 @@ class Store(store.Store):
             CycleError: derived values would depend on each other in a loop.
 
         Example:
-            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))  # doctest: +SKIP
-            >>> busy.value, busy.subscribe(print)  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> busy = store.derived(lambda: sum(a.status == "busy" for a in agents.all()))
+            >>> busy.value
+            0
+            >>> _ = agents.update("a1", status="busy")
+            >>> busy.pipe(rx.operators.first(lambda n: n == 1)).run()  # the feed brings the change
+            1
         """
         return store_graph(self).derived(fn, name=name)
 
@@ -176,7 +173,8 @@ class Store(store.Store):
         """The live ``Derived`` values of this store, in creation order.
 
         Example:
-            >>> [d.name for d in store.derived_values()]  # doctest: +SKIP
+            >>> busy = store.derived(lambda: agents.count(), name="busy")
+            >>> [d.name for d in store.derived_values()]
             ['busy']
         """
         graph = self.running(StoreGraph)
@@ -192,7 +190,7 @@ class Store(store.Store):
         reducer: Callable[[M | None, Any], M],
         snapshot_every: int | None = 100,
         project_to: str | None = None,
-        initial: Any = _NO_INITIAL,
+        initial: M | None = _NO_INITIAL,
         cache_size: int = 1024,
     ) -> EventCollection[M]:
         """Open (or create) an event-sourced collection: aggregates whose state is a fold of events.
@@ -210,7 +208,11 @@ class Store(store.Store):
                 the events after them (0: none; every load starts from the snapshot).
 
         Example:
-            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)  # doctest: +SKIP
+            >>> orders = store.events("orders", state=Order, events=[Placed, Paid], reducer=apply)
+            >>> orders.append("o1", [Placed(sku="apple", qty=2)]).version
+            1
+            >>> orders.get("o1")
+            Order(status='placed', items=2, paid_cents=0)
         """
         options: dict[str, Any] = {"state": state, "events": events, "reducer": reducer}
         options.update(snapshot_every=snapshot_every, project_to=project_to, cache_size=cache_size)
@@ -222,12 +224,16 @@ class Store(store.Store):
         """Every event of the namespace: subscriptions, projections, temporal and audit queries.
 
         Example:
-            >>> store.event_log().query(actor="agent:planner")  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> [e.type for e in store.event_log().query(actor=store.actor)]
+            ['Placed', 'Paid']
         """
         return EventLog(self)
 
 
-def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions]) -> Store:
+def connect(
+    url: str | redis.Redis | redis.RedisCluster | None = None, **options: Unpack[store.ConnectOptions]
+) -> Store:
     """Open a store.
 
     The server is, in order: ``client`` (or a client passed as the first argument), ``url``, the
@@ -270,10 +276,14 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
             id, before it raises ``UnknownOutcome``.
 
     Example:
-        >>> store = rxstate.connect()  # the process's embedded server  # doctest: +SKIP
-        >>> store = rxstate.connect(path="state/", fsync="always")  # shared with other processes  # doctest: +SKIP
-        >>> store = rxstate.connect("redis://127.0.0.1:6379/0", namespace="crew")  # doctest: +SKIP
-        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
+        >>> store = rxstate.connect(fakeredis.FakeRedis(), namespace="crew")  # an existing client
+        >>> store
+        <Store namespace='crew' partitions=16 actor='pid:...'>
+
+        ``rxstate.connect()`` uses ``REDIS_URL`` or the process's embedded server (shared by every
+        ``connect()`` of the process; ``connect(path="state/")`` shares a data directory's server with
+        other processes);
+        ``rxstate.connect("redis://127.0.0.1:6379/0")`` a server of your own.
     """
     opened = store.open_store(url, Store, **options)
     _close_at_exit(opened)

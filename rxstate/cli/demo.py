@@ -180,7 +180,7 @@ def run_demo(
     result = DemoResult(tasks=tasks)
     seen = _Watch(say)
     start = _tails(store)
-    feed: Observable[Change] = store.changes(collection=["agents", "tasks"])  # type: ignore[assignment]
+    feed: Observable[Change] = store.changes(collection=["agents", "tasks"])
     watcher = feed.subscribe(on_next=seen.change)
     busy = store.derived(lambda: len(crew.where(status="busy")), name="busy agents")
     busy_sub = busy.subscribe(on_next=seen.busy_value)

@@ -340,7 +340,7 @@ def watch(
     with _inspector(url, path, namespace, json) as inspector:
         if collection is not None:
             inspector.kind(collection)
-        feed: Observable[Change] = inspector.store.changes(collection=collection, id=entity_id, since=since)  # type: ignore[assignment]
+        feed: Observable[Change] = inspector.store.changes(collection=collection, id=entity_id, since=since)
         subscription = feed.subscribe(on_next=show, on_error=fail)
         what = "/".join(x for x in (collection, entity_id) if x) or "every collection"
         _err().print(Text(f"watching {what} in {namespace!r} (Ctrl-C to stop)", style="dim"))

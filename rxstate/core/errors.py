@@ -5,22 +5,28 @@ RxStateError
  ├── ValidationError (ValueError)      bad input: wrong type, unknown field, invalid id, too large
  ├── SchemaError                        model/schema mismatch, stored schema newer than the code
  ├── ConflictError                      an expected version did not match
+ │    ├── AlreadyExists                 create() of an id that exists
  │    └── TransactionPending            an entity is locked by another transaction still in progress
  ├── NotFound (KeyError)                no entity under that id
- ├── AlreadyExists                      create() of an id that exists
- ├── LockError                          a lock could not be acquired, or was lost
+ ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
  ├── IntegrityError                     a declared constraint would be violated
- ├── PermissionDenied                   the principal may not do this
- ├── QuotaExceeded                      a tenant quota or rate limit was reached
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
  │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
  ├── CorruptDataError                   stored bytes that cannot be decoded
- └── CycleError                         derived values that depend on each other in a loop
+ ├── CycleError                         derived values that depend on each other in a loop
+ └── BufferOverflow                     a subscriber fell further behind than its buffer allows
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
 ``.expected``, ``.actual``), and a message that names them.
+
+Example:
+    >>> try:
+    ...     agents.update("a9", status="busy")
+    ... except rxstate.NotFound as exc:
+    ...     print(exc.key)
+    rx:{default:1}:agents:a9
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "BufferOverflow",
     "ClusterError",
     "ConflictError",
     "CorruptDataError",
@@ -36,8 +43,6 @@ __all__ = [
     "IntegrityError",
     "LockError",
     "NotFound",
-    "PermissionDenied",
-    "QuotaExceeded",
     "RxStateError",
     "SchemaError",
     "ServerError",
@@ -64,7 +69,17 @@ class ValidationError(RxStateError, ValueError):
 
 
 class SchemaError(RxStateError):
-    """The stored schema does not match the code's model (e.g. it is newer)."""
+    """A model, collection or event type is declared wrongly, or does not match what is stored.
+
+    Attributes:
+        name: the collection, model or event type at fault.
+        field: the field at fault, when one can be named.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, field: str | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.field = field
 
 
 class ConflictError(RxStateError):
@@ -118,7 +133,30 @@ class AlreadyExists(ConflictError):
 
 
 class LockError(RxStateError):
-    """A lock could not be acquired in time, was lost, or a fencing token was stale."""
+    """A lock could not be acquired in time, was lost, or refused a write fenced by a stale lease.
+
+    Attributes:
+        name: the lock's name.
+        token: the fencing token of the lease concerned (None when no lease was granted).
+        key: the entity key of a refused fenced write.
+        newer_token: the token of the newer lease that already wrote to that partition (None: the
+            lease had expired, or no fenced write is concerned).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        token: int | None = None,
+        key: str | None = None,
+        newer_token: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.name = name
+        self.token = token
+        self.key = key
+        self.newer_token = newer_token
 
 
 class IntegrityError(RxStateError):
@@ -135,36 +173,18 @@ class IntegrityError(RxStateError):
         self.key = key
 
 
-class PermissionDenied(RxStateError):
-    """The acting principal lacks a permission.
-
-    Attributes:
-        permission: the missing permission.
-    """
-
-    def __init__(self, message: str, *, permission: str | None = None) -> None:
-        super().__init__(message)
-        self.permission = permission
-
-
-class QuotaExceeded(RxStateError):
-    """A quota or rate limit was reached.
-
-    Attributes:
-        quota: the quota's name.
-        limit: the configured limit.
-        used: the current use.
-    """
-
-    def __init__(self, message: str, *, quota: str | None = None, limit: Any = None, used: Any = None) -> None:
-        super().__init__(message)
-        self.quota = quota
-        self.limit = limit
-        self.used = used
-
-
 class ClusterError(RxStateError):
-    """An operation's keys do not share one cluster slot, or the cluster is unusable."""
+    """An operation's keys do not share one cluster slot.
+
+    Attributes:
+        name: the collection or projection whose operation was refused.
+        partitions: the partitions the operation would have spanned, when known.
+    """
+
+    def __init__(self, message: str, *, name: str | None = None, partitions: list[int] | None = None) -> None:
+        super().__init__(message)
+        self.name = name
+        self.partitions = partitions or []
 
 
 class ServerError(RxStateError):
@@ -242,3 +262,15 @@ class CycleError(RxStateError):
     def __init__(self, message: str, *, names: list[str] | None = None) -> None:
         super().__init__(message)
         self.names = names or []
+
+
+class BufferOverflow(RxStateError):
+    """A subscriber with ``overflow="error"`` fell further behind than its buffer allows.
+
+    Attributes:
+        limit: the subscriber's buffer size (``max_buffer``), in changes.
+    """
+
+    def __init__(self, message: str, *, limit: int) -> None:
+        super().__init__(message)
+        self.limit = limit

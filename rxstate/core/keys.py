@@ -104,7 +104,7 @@ class Keyspace:
     Example:
         >>> ks = Keyspace("crew", 16)
         >>> ks.entity("agents", "a1", ks.partition_of("a1"))
-        'rx:{crew:5}:agents:a1'
+        'rx:{crew:3}:agents:a1'
     """
 
     __slots__ = ("_tags", "_write_keys", "namespace", "partitions")
@@ -191,9 +191,6 @@ class Keyspace:
 
     def tx_index(self, partition: int) -> str:
         return f"{self._tags[partition]}_txi"
-
-    def audit(self, partition: int) -> str:
-        return f"{self._tags[partition]}audit"
 
     # -- locks and constraints --------------------------------------------------------------------
     def lock(self, name: str) -> str:

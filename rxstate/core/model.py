@@ -51,7 +51,7 @@ def upcaster(from_version: int) -> Callable[[Upcaster], Upcaster]:
         ...         return {"name": data.pop("title"), **data}
     """
     if not isinstance(from_version, int) or from_version < 1:
-        raise SchemaError(f"upcaster version must be a positive integer, not {from_version!r}")
+        raise SchemaError(f"upcaster version must be a positive integer, not {from_version!r}", name="upcaster")
 
     def mark(fn: Upcaster) -> Upcaster:
         inner = fn.__func__ if isinstance(fn, staticmethod) else fn
@@ -134,7 +134,9 @@ class Model(BaseModel):
         super().__pydantic_init_subclass__(**kwargs)
         version = cls.__dict__.get("__version__", getattr(cls, "__version__", 1))
         if not isinstance(version, int) or version < 1:
-            raise SchemaError(f"{cls.__name__}.__version__ must be a positive integer, not {version!r}")
+            raise SchemaError(
+                f"{cls.__name__}.__version__ must be a positive integer, not {version!r}", name=cls.__name__
+            )
         upcasters: dict[int, Upcaster] = {}
         for klass in reversed(cls.__mro__):
             for value in vars(klass).values():
@@ -145,7 +147,8 @@ class Model(BaseModel):
         for step in upcasters:
             if step >= version:
                 raise SchemaError(
-                    f"{cls.__name__}: upcaster({step}) migrates to v{step + 1}, beyond __version__ = {version}"
+                    f"{cls.__name__}: upcaster({step}) migrates to v{step + 1}, beyond __version__ = {version}",
+                    name=cls.__name__,
                 )
         cls.__rxstate_upcasters__ = upcasters
         cls.__rxstate_secrets__ = {
@@ -172,11 +175,12 @@ class Model(BaseModel):
         if from_version > cls.__version__:
             raise SchemaError(
                 f"stored {cls.__name__} has schema v{from_version}, newer than this code's "
-                f"v{cls.__version__}: upgrade the code rather than drop fields"
+                f"v{cls.__version__}: upgrade the code rather than drop fields",
+                name=cls.__name__,
             )
         for step in range(from_version, cls.__version__):
             fn = cls.__rxstate_upcasters__.get(step)
             if fn is None:
-                raise SchemaError(f"{cls.__name__} has no upcaster from v{step} to v{step + 1}")
+                raise SchemaError(f"{cls.__name__} has no upcaster from v{step} to v{step + 1}", name=cls.__name__)
             data = fn(dict(data))
         return data

@@ -180,8 +180,12 @@ def change_line(change: Any, secrets: Iterable[str] | None = None) -> str:
     """One line of text for a change record (any object with the change attributes), secrets redacted.
 
     Example:
-        >>> change_line(record)  # doctest: +SKIP
-        '1795966411234-0 agents/a1 create v1 by pid:7 at 2026-11-29 15:32:06.123: name=\\'x\\''
+        >>> from types import SimpleNamespace
+        >>> record = SimpleNamespace(offset="1795966411234-0", collection="agents", id="a1", op="create",
+        ...                          version=1, actor="pid:7", timestamp_ms=1795966326123,
+        ...                          fields={"name": "x", "api_key": "sk-1"})
+        >>> change_line(record, {"api_key"})
+        "1795966411234-0 agents/a1 create v1 by pid:7 at 2026-11-29 15:32:06.123: name='x', api_key=**********"
     """
     fields = redact_mapping(getattr(change, "fields", None) or {}, secrets)
     changed = ", ".join(f"{k}={short(v, 30)}" for k, v in fields.items())

@@ -88,11 +88,16 @@ def _integrity(d: list[str]) -> errors.RxStateError:
 
 
 def _fenced(d: list[str]) -> errors.RxStateError:
+    """``RXFENCED <key>^<lock>^<token> expired|<newer token>`` (^: the byte 0x1F)."""
     key, lock, lease = _parts(d)
-    token, seen = lease.split(" ")
+    token, newer = lease.split(" ")
+    why = "has expired" if newer == "expired" else f"is older than lease {newer}, which already wrote here"
     return errors.LockError(
-        f"write to {key} refused: lease {token} of lock {lock!r} "
-        + ("has expired" if seen == "expired" else f"is older than lease {seen}, which already wrote here")
+        f"write to {key} refused: lease {token} of lock {lock!r} {why}",
+        name=lock,
+        token=int(token),
+        key=key,
+        newer_token=None if newer == "expired" else int(newer),
     )
 
 
@@ -115,10 +120,6 @@ _ERRORS: dict[str, Callable[[list[str]], errors.RxStateError]] = {
     ),
     "RXLOCK": lambda d: errors.LockError(" ".join(d)),
     "RXFENCED": _fenced,
-    "RXQUOTA": lambda d: errors.QuotaExceeded(
-        f"quota {d[0]!r} exceeded: limit {d[1]}, used {d[2]}", quota=d[0], limit=d[1], used=d[2]
-    ),
-    "RXDENIED": lambda d: errors.PermissionDenied(" ".join(d), permission=d[0] if d else None),
     "RXABANDONED": lambda d: errors.ConflictError(
         f"write {d[0]} was given up after its outcome was unknown; it did not take effect", key=d[0]
     ),
@@ -159,8 +160,14 @@ class Script:
     """One Lua script: its SHA computed once, EVALSHA first, SCRIPT LOAD on NOSCRIPT.
 
     Example:
-        >>> mutate = ScriptLibrary().get("mutate")
-        >>> mutate(client, keys, args)  # doctest: +SKIP
+        >>> lock = ScriptLibrary().get("lock")
+        >>> client, keys = fakeredis.FakeRedis(), ["lock", "lock:seq", "lock:readers"]
+        >>> lock(client, keys, ["acquire", "x", "me", 1000, "0"])[0]  # granted: fencing token 1
+        1
+        >>> lock(client, keys, ["release", "x", "someone else", 1000, "0", "1"])
+        Traceback (most recent call last):
+        ...
+        rxstate.core.errors.LockError: ...
     """
 
     def __init__(self, name: str, source: str) -> None:
@@ -217,11 +224,6 @@ class ScriptLibrary:
             return body if how == "library" else f"local function {inner}(KEYS, ARGV)\n{body}\nend"
 
         return _INCLUDE.sub(expand, path.read_text())
-
-    def load_all(self, client: Any, names: Sequence[str]) -> None:
-        """SCRIPT LOAD the named scripts (on every primary of a cluster)."""
-        for name in names:
-            client.script_load(self.get(name).source)
 
     def run_batch(self, client: Any, calls: Sequence[ScriptCall]) -> list[Any]:
         """Run many script calls in one pipelined round trip (each call atomic on its own).

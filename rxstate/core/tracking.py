@@ -106,8 +106,11 @@ def recording() -> Iterator[Reads]:
     """Record the reads made inside the ``with`` block (nested blocks record separately).
 
     Example:
+        >>> _ = agents.put("a1", Agent(name="planner"))
         >>> with recording() as reads:
-        ...     agents.get("a1")  # doctest: +SKIP
+        ...     _ = agents.get("a1")
+        >>> list(reads.entities)
+        [('agents', 'a1')]
     """
     reads = Reads()
     token = _current.set(reads)

@@ -31,9 +31,9 @@ class Versioned(Generic[T]):
             one partition are totally ordered, across deletes and re-creations.
 
     Example:
-        >>> v = agents.put("a1", Agent(name="planner"))  # doctest: +SKIP
-        >>> v.version, v.value.name  # doctest: +SKIP
-        (1, 'planner')
+        >>> v = agents.put("a1", Agent(name="planner"))
+        >>> v.version, v.value.name, v.actor == store.actor
+        (1, 'planner', True)
     """
 
     id: str

@@ -176,7 +176,7 @@ def pack_ops(
     recorded in change records as the number of partitions the transaction touched.
 
     Example:
-        >>> keys, args = pack_ops(Keyspace("demo"), [WriteOp("update", "agents", "a1", 0, sets=[("load", b"2")])],
+        >>> keys, args = pack_ops(Keyspace("demo", 4), [WriteOp("update", "agents", "a1", 0, sets=[("load", b"2")])],
         ...                       actor="", txid="", maxlen=1000)
         >>> args[4:]
         ['op', 'update', 'agents', 'a1', '', 1, '-', '0', 'set', 1, 'load', b'2']

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 from rxstate.core import display
 from rxstate.core.errors import ValidationError
 from rxstate.core.model import Model
-from rxstate.events.subscriptions import Projection, Subscription, log_decoder, subscribe_log
+from rxstate.events.projection import Projection
+from rxstate.events.subscriptions import Subscription, log_decoder, subscribe_log
 from rxstate.events.types import RecordedEvent, event_type_name, raw_xrange
 
 if TYPE_CHECKING:
@@ -73,8 +74,10 @@ class EventLog:
     """All events of a namespace, read from the partitions' event logs.
 
     Example:
-        >>> log = store.event_log()  # doctest: +SKIP
-        >>> log.query(actor="agent:planner", since=datetime(2026, 1, 1))  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> log = store.event_log()
+        >>> [(e.aggregate_id, e.type) for e in log.query(actor=store.actor, since=datetime(2026, 1, 1))]
+        [('o1', 'Placed'), ('o1', 'Paid')]
     """
 
     def __init__(self, store: Store) -> None:
@@ -98,8 +101,11 @@ class EventLog:
             block: seconds one ``poll``/iteration step waits for new events.
 
         Example:
-            >>> sub = store.event_log().subscribe(after="end")  # doctest: +SKIP
-            >>> sub.poll(timeout=1.0)  # doctest: +SKIP
+            >>> sub = store.event_log().subscribe(after="end")
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> [e.type for e in sub.poll(timeout=1.0)]
+            ['Placed']
+            >>> sub.close()
         """
         return subscribe_log(self._store, collection=collection, after=after, block=block)
 
@@ -109,7 +115,12 @@ class EventLog:
         """A projection over the namespace's events (or one collection's) with a persistent checkpoint.
 
         Example:
-            >>> audit = store.event_log().project("audit", print)  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> audit = store.event_log().project("printer", lambda e: print(e.aggregate_id, e.type))
+            >>> audit.run()
+            o1 Placed
+            o1 Paid
+            2
         """
         return Projection(self._store, name, handler, collection=collection, **options)
 
@@ -136,7 +147,9 @@ class EventLog:
             limit: at most this many (the oldest).
 
         Example:
-            >>> store.event_log().query(type="Paid", since=datetime(2026, 1, 1))  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> store.event_log().query(type="Paid", since=datetime(2026, 1, 1))
+            [<RecordedEvent orders/o1#2 Paid by pid:...: {'amount_cents': 250}>]
         """
         names = type_names(type)
         lo = "-" if since is None else str(to_ms(since))
@@ -171,7 +184,10 @@ class EventLog:
         """A compact time-ordered view of the events ``query(**filters)`` finds (default: at most 200).
 
         Example:
-            >>> store.event_log().timeline(actor="agent:planner")  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> store.event_log().timeline(actor=store.actor)
+            <Timeline default: 1 event>
+            20...  orders/o1  #1  Placed  pid:...  sku='apple', qty=1
         """
         filters.setdefault("limit", 200)
         return Timeline(self.query(**filters), title=self._ks.namespace)
@@ -196,10 +212,11 @@ class Timeline:
         title: what the events are of.
 
     Example:
-        >>> orders.timeline("o1")  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple", qty=2), Paid(amount_cents=250)])
+        >>> orders.timeline("o1")
         <Timeline orders/o1: 2 events>
-        2026-01-01 10:00:00.120  o1 #1  Placed  pid:42  sku='a', qty=2
-        2026-01-01 10:00:01.004  o1 #2  Paid    pid:42  amount=20
+        20...  orders/o1  #1  Placed  pid:...  sku='apple', qty=2
+        20...  orders/o1  #2  Paid    pid:...  amount_cents=250
     """
 
     events: list[RecordedEvent]
@@ -260,10 +277,12 @@ class Why:
     """Why a field of an aggregate has its value: the events that changed it, with their causes.
 
     Example:
-        >>> print(orders.why("o1", "status"))  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
+        >>> _ = orders.append("o1", [Paid(amount_cents=250)], causation_id="cmd-17")
+        >>> print(orders.why("o1", "status"))
         status = 'paid' (orders/o1)
-          #1 Placed by pid:42: None -> 'placed'
-          #2 Paid by agent:billing: 'placed' -> 'paid'  <- cmd-17
+          #1 Placed by pid:...: 'new' -> 'placed'
+          #2 Paid by pid:...: 'placed' -> 'paid'  <- cmd-17
     """
 
     collection: str
@@ -302,7 +321,9 @@ def filter_events(
     """The events matching every given filter, in their order (the filters of ``EventLog.query``).
 
     Example:
-        >>> filter_events(orders.history("o1"), type="Paid")  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> [e.version for e in filter_events(orders.history("o1"), type="Paid")]
+        [2]
     """
     names = type_names(type)
     lo = None if since is None else to_ms(since)
@@ -352,7 +373,10 @@ def explain(
     same correlation; an id that names no stored event (a command id) ends its chain as a string.
 
     Example:
-        >>> explain(store, "orders", "o1", "status", orders.history("o1"), apply, Order())  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> why = explain(store, "orders", "o1", "status", orders.history("o1"), apply, Order())
+        >>> why.value, [c.event.type for c in why.changes]
+        ('paid', ['Placed', 'Paid'])
     """
     state: Any = initial
     changes: list[FieldChange] = []

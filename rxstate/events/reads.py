@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from rxstate.core.errors import NotFound, ValidationError
 from rxstate.core.keys import Keyspace, validate_id
 from rxstate.core.model import Model
+from rxstate.events.projection import Projection
 from rxstate.events.query import EventLog, TimeBound, Timeline, TypeFilter, Why, explain, filter_events
 from rxstate.events.snapshots import CHUNK
-from rxstate.events.subscriptions import Projection, Subscription
+from rxstate.events.subscriptions import Subscription
 from rxstate.events.types import EventTypes, RecordedEvent, parse_meta, raw_xrange
 
 if TYPE_CHECKING:
@@ -29,7 +30,9 @@ class EventReads(Generic[S]):
     """History, ``why``, queries, timelines, subscriptions and projections of one event collection.
 
     Example:
-        >>> orders.history("o1"), orders.why("o1", "status"), orders.timeline()  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> [e.type for e in orders.history("o1")], orders.why("o1", "status").value
+        (['Placed', 'Paid'], 'paid')
     """
 
     name: str
@@ -44,7 +47,7 @@ class EventReads(Generic[S]):
         """The partition of an aggregate.
 
         Example:
-            >>> orders.partition("o1")  # doctest: +SKIP
+            >>> orders.partition("o1")  # a stable hash of the id
             13
         """
         return self._ks.partition_of(aggregate_id)
@@ -53,7 +56,7 @@ class EventReads(Generic[S]):
         """The Redis key of an aggregate's event stream (for inspection and tooling).
 
         Example:
-            >>> orders.key("o1")  # doctest: +SKIP
+            >>> orders.key("o1")
             'rx:{default:13}:_es:orders:o1'
         """
         validate_id(aggregate_id)
@@ -64,8 +67,9 @@ class EventReads(Generic[S]):
         """The events of one aggregate with their metadata, oldest first.
 
         Example:
-            >>> [(e.version, e.type, e.actor) for e in orders.history("o1")]  # doctest: +SKIP
-            [(1, 'Placed', 'pid:42'), (2, 'Paid', 'pid:42')]
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> [(e.version, e.type, e.actor == store.actor) for e in orders.history("o1")]
+            [(1, 'Placed', True), (2, 'Paid', True)]
         """
         validate_id(aggregate_id)
         p = self.partition(aggregate_id)
@@ -88,7 +92,10 @@ class EventReads(Generic[S]):
         """A ``RecordedEvent`` from a raw stream entry of this collection.
 
         Example:
-            >>> orders.record("o1", 13, b"1767225600000-0", fields)  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> [(stream_id, fields)] = raw_xrange(store, orders.key("o1"), "-", "+", 10)
+            >>> orders.record("o1", orders.partition("o1"), stream_id, fields).event
+            Placed(sku='apple', qty=1)
         """
         eid, actor, causation, correlation, version, clock = parse_meta(fields[7])
         type_name, schema_version = fields[1].decode(), int(fields[3])
@@ -120,7 +127,11 @@ class EventReads(Generic[S]):
             NotFound: the aggregate has no events.
 
         Example:
-            >>> print(orders.why("o1", "status"))  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> print(orders.why("o1", "status"))
+            status = 'paid' (orders/o1)
+              #1 Placed by pid:...: 'new' -> 'placed'
+              #2 Paid by pid:...: 'placed' -> 'paid'
         """
         if field not in self.state.model_fields:
             raise ValidationError(f"{self.state.__name__} has no field {field!r}", field=field)
@@ -142,7 +153,9 @@ class EventReads(Generic[S]):
         """Events of this collection across all its streams, filtered, ordered by time.
 
         Example:
-            >>> orders.query(actor="agent:billing", type=Paid, since=datetime(2026, 1, 1))  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> [e.version for e in orders.query(actor=store.actor, type=Paid, since=datetime(2026, 1, 1))]
+            [2]
         """
         return EventLog(self._store).query(
             collection=self.name, actor=actor, type=type, since=since, until=until,
@@ -162,7 +175,11 @@ class EventReads(Generic[S]):
         """A compact time-ordered view of events (one aggregate, or the whole collection), for notebooks.
 
         Example:
-            >>> orders.timeline("o1")  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> orders.timeline("o1")
+            <Timeline orders/o1: 2 events>
+            20...  orders/o1  #1  Placed  pid:...  sku='apple', qty=1
+            20...  orders/o1  #2  Paid    pid:...  amount_cents=250
         """
         if aggregate_id is not None:
             events = self.history(aggregate_id)
@@ -188,8 +205,11 @@ class EventReads(Generic[S]):
             block: seconds one ``poll``/iteration step waits for new events.
 
         Example:
-            >>> for event in orders.subscribe(after="start"):  # doctest: +SKIP
-            ...     print(event.type)
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> sub = orders.subscribe("o1", after="start")
+            >>> [e.type for e in sub.poll(timeout=0)]  # then ``for event in sub`` waits for new ones
+            ['Placed', 'Paid']
+            >>> sub.close()
         """
         if aggregate_id is None:
             return EventLog(self._store).subscribe(collection=self.name, after=after, block=block)
@@ -210,9 +230,15 @@ class EventReads(Generic[S]):
         and its entity writes are applied with the checkpoint in one script call: exactly once).
 
         Example:
-            >>> totals = orders.project("totals", lambda e: print(e.type))  # doctest: +SKIP
-            >>> totals.run()  # catch up, then return  # doctest: +SKIP
-            >>> put_view = lambda e, b: b.put(view, e.aggregate_id, View())
-            >>> views = orders.project("views", put_view, atomic=True)  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+            >>> seen = []
+            >>> orders.project("types", lambda e: seen.append(e.type)).run()  # catch up, then return
+            2
+            >>> seen
+            ['Placed', 'Paid']
+            >>> paid = store.collection("paid", Task)
+            >>> put_view = lambda e, b: b.put(paid, e.aggregate_id, Task(title=e.type))
+            >>> orders.project("views", put_view, atomic=True).run(), paid.get("o1").title
+            (2, 'Paid')
         """
         return Projection(self._store, name, handler, collection=self.name, **options)

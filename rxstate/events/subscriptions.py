@@ -1,22 +1,9 @@
-"""Catch-up subscriptions on event streams, and projections with persistent checkpoints.
+"""Catch-up subscriptions on event streams.
 
 A ``Subscription`` reads the stored events after a position (``XREAD`` without blocking until it has
 caught up), then waits for new ones with ``XREAD BLOCK``: one call over every partition's stream on a
 single server; on a cluster, whose partitions sit in different slots, it polls each in turn. Events of
-one partition come in stream order.
-
-A ``Projection`` feeds a subscription to a handler and stores, per partition, the stream id of the
-last event the handler finished (``rx:{ns:p}:_ckpt:<name>``). A restart resumes after it: an event is
-never skipped. A handler that raises leaves its event unrecorded, to be handled again on the next run.
-
-- A plain handler (``handler(event)``, any side effects) is followed by the checkpoint write: an event
-  is handled twice only if the process dies between the handler's return and that one write.
-- An atomic handler (``atomic=True``: ``handler(event, batch)``) reads and writes entities through a
-  ``ProjectionBatch``; ``project.lua`` applies the writes through ``mutate.lua`` and moves the
-  checkpoint in the same call, only from the position the runner last saw (and only if the entities
-  read are unchanged; else the event is handled again). Each event's writes then happen exactly
-  once, across crashes and across runners racing on one projection. (On a cluster, the written
-  entities must share the event's partition: a read model keyed by the aggregate id does.)
+one partition come in stream order. Projections (``rxstate.events.projection``) are fed by them.
 """
 
 from __future__ import annotations
@@ -28,16 +15,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from rxstate.core.errors import ClusterError, ConflictError, NotFound, ValidationError
-from rxstate.core.keys import validate_collection_name
-from rxstate.core.writes import WriteOp
+from rxstate.core.errors import ValidationError
 from rxstate.events.types import RecordedEvent, parse_meta, registered
 
 if TYPE_CHECKING:
-    from rxstate.store.collection import Collection
     from rxstate.store.store import Store
 
-__all__ = ["Projection", "ProjectionBatch", "Subscription", "log_decoder", "subscribe_log"]
+__all__ = ["Subscription", "log_decoder", "subscribe_log"]
 
 log = logging.getLogger("rxstate.events")
 Decoder = Callable[[int, bytes, list[bytes]], RecordedEvent | None]
@@ -48,10 +32,13 @@ class Subscription:
     """Events after a position, then live ones: iterate it, or ``poll`` batches.
 
     Example:
-        >>> sub = orders.subscribe(after="start")  # doctest: +SKIP
-        >>> batch = sub.poll(timeout=0)  # stored events (catch-up)  # doctest: +SKIP
-        >>> for event in sub:  # then live, until sub.close()  # doctest: +SKIP
-        ...     print(event.type)
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
+        >>> with orders.subscribe(after="start") as sub:
+        ...     stored = [e.type for e in sub.poll(timeout=0)]  # catch-up
+        ...     _ = orders.append("o1", [Paid(amount_cents=250)])
+        ...     live = next(iter(sub)).type  # iterating waits for new events until sub.close()
+        >>> stored, live
+        (['Placed'], 'Paid')
     """
 
     def __init__(
@@ -100,7 +87,13 @@ class Subscription:
         """The stream id of the last event delivered, per partition (pass it as ``after=`` to resume).
 
         Example:
-            >>> orders.subscribe(after=sub.position)  # doctest: +SKIP
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> with orders.subscribe(after="start") as sub:
+            ...     _ = sub.poll(timeout=0)
+            >>> _ = orders.append("o1", [Paid(amount_cents=250)])
+            >>> with orders.subscribe(after=sub.position) as resumed:  # where the first one stopped
+            ...     [e.type for e in resumed.poll(timeout=0)]
+            ['Paid']
         """
         return dict(self._pos)
 
@@ -112,7 +105,10 @@ class Subscription:
         """Stop iterating (a blocked iteration step ends within ``block`` seconds).
 
         Example:
-            >>> sub.close()  # doctest: +SKIP
+            >>> sub = orders.subscribe(after="end")
+            >>> sub.close()
+            >>> list(sub)
+            []
         """
         self._closed.set()
 
@@ -133,8 +129,9 @@ class Subscription:
         the subscription's ``block`` time.
 
         Example:
-            >>> sub.poll(timeout=0.5)  # doctest: +SKIP
-            [RecordedEvent(...), ...]
+            >>> _ = orders.append("o1", [Placed(sku="apple")])
+            >>> orders.subscribe(after="start").poll(timeout=0.5)
+            [<RecordedEvent orders/o1#1 Placed by pid:...: {'sku': 'apple', 'qty': 1}>]
         """
         while rows := self._read(0):
             # entries of other collections are skipped: keep reading until one of ours, or the end
@@ -180,256 +177,6 @@ class Subscription:
             time.sleep(0.01)
 
 
-class ProjectionBatch:
-    """The entity reads and writes an atomic projection handler makes for one event.
-
-    An entity read with ``get`` is written back only if it is still at the version read (an older
-    cached value, or a change by someone else, makes the runner handle the event again), so a
-    read-modify-write of a read model is exact.
-
-    Example:
-        >>> def handler(event, batch):
-        ...     old = batch.get(totals, event.aggregate_id, Total())
-        ...     batch.put(totals, event.aggregate_id, Total(n=old.n + 1))
-    """
-
-    def __init__(self) -> None:
-        self.ops: list[WriteOp] = []
-        self._read: dict[tuple[str, str], int] = {}
-
-    def get(self, collection: Collection[Any], entity_id: str, default: Any = None) -> Any:
-        """An entity's value (``default`` if absent), remembering its version for the writes.
-
-        Example:
-            >>> batch.get(totals, "o1", Total())  # doctest: +SKIP
-            Total(n=2)
-        """
-        try:
-            current = collection.get_versioned(entity_id)
-        except NotFound:
-            self._read[(collection.name, entity_id)] = 0
-            return default
-        self._read[(collection.name, entity_id)] = current.version
-        return current.value
-
-    def put(self, collection: Collection[Any], entity_id: str, value: Any) -> None:
-        """Store ``value`` under ``entity_id`` in ``collection`` (validated now, written with the checkpoint).
-
-        Example:
-            >>> batch.put(totals, "o1", Total(n=3))  # doctest: +SKIP
-        """
-        expected = self._read.get((collection.name, entity_id))
-        self.ops.append(collection.put_op(entity_id, value, expected_version=expected))
-
-    def delete(self, collection: Collection[Any], entity_id: str) -> None:
-        """Delete an entity.
-
-        Example:
-            >>> batch.delete(totals, "o1")  # doctest: +SKIP
-        """
-        expected = self._read.get((collection.name, entity_id))
-        self.ops.append(collection.delete_op(entity_id, expected_version=expected))
-
-
-class Projection:
-    """A handler fed with events in order, resuming after its stored checkpoint.
-
-    Args:
-        store: the store.
-        name: the projection's name (its checkpoints are ``rx:{ns:p}:_ckpt:<name>``).
-        handler: called with each ``RecordedEvent`` (and a ``ProjectionBatch`` when ``atomic``).
-        collection: only this event collection's events (None: every event of the namespace).
-        block: seconds a live step waits for new events.
-        atomic: the handler's entity writes and the checkpoint are applied in one script call.
-
-    Example:
-        >>> seen = []
-        >>> proj = orders.project("audit", seen.append)  # doctest: +SKIP
-        >>> proj.run()  # handles every stored event, then returns how many  # doctest: +SKIP
-        >>> proj.start(); ...; proj.stop()  # live, in a thread  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        store: Store,
-        name: str,
-        handler: Callable[..., Any],
-        *,
-        collection: str | None = None,
-        block: float = 0.5,
-        atomic: bool = False,
-    ) -> None:
-        self.name = validate_collection_name(name)
-        if not callable(handler):
-            raise ValidationError("a projection handler must be callable")
-        self.handler = handler
-        self.collection = collection
-        self.handled = 0
-        self._store = store
-        self._ks = store.keyspace
-        self._block = block
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self.error: BaseException | None = None
-        self.atomic = atomic
-        self._seen: dict[int, str] = {}
-
-    def checkpoint(self) -> dict[int, str]:
-        """The stored position: the last handled event's stream id, per partition.
-
-        Example:
-            >>> proj.checkpoint()[13]  # doctest: +SKIP
-            '1767225600000-0'
-        """
-        pipe = self._store.client.pipeline(transaction=False)
-        for p in range(self._ks.partitions):
-            pipe.get(self._ks.checkpoint(self.name, p))
-        return {p: (v.decode() if v else "start") for p, v in enumerate(pipe.execute())}
-
-    def reset(self) -> None:
-        """Forget the checkpoint: the next run handles every event again.
-
-        Example:
-            >>> proj.reset(); proj.run()  # rebuild from the first event  # doctest: +SKIP
-        """
-        pipe = self._store.client.pipeline(transaction=False)
-        for p in range(self._ks.partitions):
-            pipe.delete(self._ks.checkpoint(self.name, p))
-        pipe.execute()
-
-    def _subscription(self) -> Subscription:
-        stored = self.checkpoint()
-        self._seen = {p: ("" if v == "start" else v) for p, v in stored.items()}
-        return subscribe_log(self._store, collection=self.collection, after=stored, block=self._block)
-
-    def _handle(self, events: list[RecordedEvent]) -> None:
-        client = self._store.client
-        for event in events:
-            key = self._ks.checkpoint(self.name, event.partition)
-            if self.atomic:
-                self._apply_atomically(event, key)
-            else:
-                self.handler(event)
-                client.set(key, event.position)
-            self._seen[event.partition] = event.position
-            self.handled += 1
-
-    def _apply_atomically(self, event: RecordedEvent, checkpoint_key: str, attempts: int = 16) -> None:
-        store = self._store
-        expected = self._seen.get(event.partition, "")  # another runner moving it raises ConflictError
-        for attempt in range(attempts):
-            batch = ProjectionBatch()
-            self.handler(event, batch)
-            if store.is_cluster and any(op.partition != event.partition for op in batch.ops):
-                raise ClusterError(
-                    f"projection {self.name!r}: on a cluster, write only entities of the event's partition"
-                )
-            keys, args = store.writer.pack(batch.ops)
-            run_keys, run_args = [*keys, checkpoint_key], [expected, event.position, *args]
-            try:
-                store.writer.call("project", run_keys, run_args, writes=batch.ops)
-                return
-            except ConflictError as exc:
-                if exc.key == checkpoint_key or attempt == attempts - 1:
-                    raise
-
-    def run(self) -> int:
-        """Handle every event after the checkpoint, then return how many were handled.
-
-        Raises:
-            Exception: whatever the handler raised (the failed event stays unhandled).
-
-        Example:
-            >>> proj.run()  # doctest: +SKIP
-            42
-        """
-        before = self.handled
-        sub = self._subscription()
-        while batch := sub.poll(timeout=0):
-            self._handle(batch)
-        return self.handled - before
-
-    def start(self) -> Projection:
-        """Run in a background thread: catch up, then follow new events until ``stop``.
-
-        Example:
-            >>> proj = orders.project("audit", print).start()  # doctest: +SKIP
-        """
-        if self._thread is not None:
-            raise ValidationError(f"projection {self.name!r} is already running")
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name=f"rxstate-projection-{self.name}", daemon=True)
-        self._thread.start()
-        return self
-
-    def _loop(self) -> None:
-        sub = self._subscription()
-        try:
-            while not self._stop.is_set():
-                self._handle(sub.poll(timeout=self._block))
-        except BaseException as exc:  # surfaced through .error and stop()
-            self.error = exc
-            log.error("projection %s stopped: %r", self.name, exc)
-
-    def stop(self, timeout: float = 5.0) -> None:
-        """Stop the background thread (after the event it is handling); re-raise its error if it died.
-
-        Example:
-            >>> proj.stop()  # doctest: +SKIP
-        """
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Block until the projection has handled every event stored so far (True), or time is up.
-
-        Example:
-            >>> proj.wait_idle(timeout=5)  # doctest: +SKIP
-            True
-        """
-        deadline = time.monotonic() + timeout
-        target = _log_tails(self._store)
-        while time.monotonic() < deadline:
-            if self.error is not None:
-                return False
-            done = self.checkpoint()
-            if all(_reached(done.get(p, "start"), sid, self._store, self._ks.event_log(p), self.collection)
-                   for p, sid in target.items()):  # fmt: skip
-                return True
-            time.sleep(0.01)
-        return False
-
-
-def _log_tails(store: Store) -> dict[int, str]:
-    """The last stream id of every non-empty partition log."""
-    ks = store.keyspace
-    pipe = store.client.pipeline(transaction=False)
-    for p in range(ks.partitions):
-        pipe.xrevrange(ks.event_log(p), "+", "-", count=1)
-    return {p: last[0][0].decode() for p, last in enumerate(pipe.execute()) if last}
-
-
-def _reached(done: str, target: str, store: Store, key: str, collection: str | None) -> bool:
-    if done != "start" and _cmp(done) >= _cmp(target):
-        return True
-    # Events of other collections after the checkpoint do not count.
-    lo = "-" if done == "start" else "(" + done
-    for _sid, fields in store.client.xrange(key, lo, target):
-        if collection is None or fields.get(b"g") == collection.encode():
-            return False
-    return True
-
-
-def _cmp(stream_id: str) -> tuple[int, int]:
-    ms, _, seq = stream_id.partition("-")
-    return int(ms), int(seq or 0)
-
-
 def log_decoder(store: Store, collection: str | None) -> Callable[[int, bytes, list[bytes]], RecordedEvent | None]:
     """A decoder of event-log records into ``RecordedEvent``s (only ``collection``'s, if given)."""
     opened = registered(store)
@@ -458,7 +205,10 @@ def subscribe_log(
     """Catch-up subscription over every partition's event log (see ``EventLog.subscribe``).
 
     Example:
-        >>> sub = subscribe_log(store, after="end")  # doctest: +SKIP
+        >>> sub = subscribe_log(store, after="end")
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
+        >>> [(e.collection, e.type) for e in sub.poll(timeout=1)]
+        [('orders', 'Placed')]
     """
     ks = store.keyspace
     keys = {p: ks.event_log(p) for p in range(ks.partitions)}

@@ -93,8 +93,9 @@ class RecordedEvent:
         vector_clock: the clock given at append, if any.
 
     Example:
-        >>> [e.type for e in orders.history("o1")]  # doctest: +SKIP
-        ['Placed', 'Paid']
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> [(e.type, e.version, e.event) for e in orders.history("o1")]
+        [('Placed', 1, Placed(sku='apple', qty=1)), ('Paid', 2, Paid(amount_cents=250))]
     """
 
     collection: str
@@ -154,7 +155,9 @@ class EventTypes:
 
     Example:
         >>> types = EventTypes([Placed, Paid], Codec())
-        >>> name, version, payload = types.encode(Placed(sku="a", qty=1))
+        >>> name, version, payload, event = types.encode({"type": "Placed", "sku": "apple"})
+        >>> name, version, payload, event
+        ('Placed', 1, b'{"sku":"apple","qty":1}', Placed(sku='apple', qty=1))
     """
 
     def __init__(self, types: Sequence[type[Model]], settings: Codec) -> None:
@@ -166,10 +169,12 @@ class EventTypes:
         self._codecs: dict[type[Model], ModelCodec[Any]] = {}
         for cls in types:
             if not (isinstance(cls, type) and issubclass(cls, Model)):
-                raise SchemaError(f"event type {cls!r} is not a subclass of rxstate.Model")
+                raise SchemaError(
+                    f"event type {cls!r} is not a subclass of rxstate.Model", name=getattr(cls, "__name__", None)
+                )
             name = event_type_name(cls)
             if name in self.by_name and self.by_name[name] is not cls:
-                raise SchemaError(f"two event types are named {name!r}")
+                raise SchemaError(f"two event types are named {name!r}", name=name)
             self.by_name[name] = cls
             self._names[cls] = name
             self._codecs[cls] = ModelCodec(cls, raw)
@@ -235,7 +240,9 @@ class EventTypes:
         """
         cls = self.by_name.get(type_name)
         if cls is None:
-            raise SchemaError(f"stored event type {type_name!r} is not declared (known: {', '.join(self.by_name)})")
+            raise SchemaError(
+                f"stored event type {type_name!r} is not declared (known: {', '.join(self.by_name)})", name=type_name
+            )
         try:
             data = json.loads(payload)
         except ValueError as exc:
@@ -260,7 +267,7 @@ def registered(store: Store) -> Mapping[str, EventCollection[Any]]:
     The mapping is live: collections opened later show up in it (read it, never change it).
 
     Example:
-        >>> registered(store)["orders"]  # doctest: +SKIP
+        >>> registered(store)["orders"]
         <EventCollection 'orders' of Order in namespace 'default'>
     """
     with _REGISTRY_LOCK:

@@ -24,8 +24,15 @@ async def aiter(observable: Observable[T], *, max_buffer: int = 10_000) -> Async
     is raised from the iteration; leaving the loop disposes the subscription.
 
     Example:
-        >>> async for change in rxstate.aiter(store.changes(collection="agents")):  # doctest: +SKIP
-        ...     print(change.op, change.id)
+        >>> import asyncio
+        >>> async def ops_of_a1():
+        ...     async for change in rxstate.aiter(store.changes(since="0", collection="agents")):
+        ...         if change.op == "delete":
+        ...             return change.version
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> _ = agents.delete("a1")
+        >>> asyncio.run(ops_of_a1())
+        2
     """
     loop = asyncio.get_running_loop()
     queue: deque[T] = deque()

@@ -16,9 +16,10 @@ import pydantic
 import redis
 
 from rxstate.core.codec import Codec
+from rxstate.core.errors import RxStateError
 from rxstate.core.model import Secret
 from rxstate.feed.change import Change
-from rxstate.feed.delivery import DeliveryMetrics
+from rxstate.feed.mailbox import DeliveryMetrics
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -64,6 +65,7 @@ class Decoder:
         self._store = store
         # collection -> (schema version the names were read for, stored secret names)
         self._stored: dict[str, tuple[int, frozenset[str]]] = {}
+        self._undecodable: set[tuple[str, str]] = set()  # (collection, field) already warned about
 
     def secrets(self, collection: str, schema_version: int = 0) -> frozenset[str] | None:
         """Secret field names of ``collection``; None when they cannot be read now (hide every field).
@@ -87,8 +89,10 @@ class Decoder:
         if coll is not None and name in coll._codec.fields:
             try:
                 return coll._codec.decode_value(name, raw)
-            except Exception:  # an older schema or a foreign write: fall back to plain JSON
-                pass
+            except (ValueError, RxStateError) as exc:  # an older schema or a foreign write: plain JSON
+                if (collection, name) not in self._undecodable:
+                    self._undecodable.add((collection, name))
+                    log.warning("change feed: %s field %r does not decode with the model (%s)", collection, name, exc)
         fragment = Codec.unpack(raw)
         try:
             return json.loads(fragment)

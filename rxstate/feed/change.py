@@ -58,7 +58,9 @@ class Change:
             ``store.changes(values=True)`` fill it in; otherwise None.
 
     Example:
-        >>> store.changes(collection="agents").subscribe(lambda c: print(c.op, c.id, c.fields))  # doctest: +SKIP
+        >>> change = Change("agents", "a1", "update", 2, {"status": "busy"})
+        >>> change.op, change.id, dict(change.fields), change.is_removal
+        ('update', 'a1', {'status': 'busy'}, False)
     """
 
     collection: str

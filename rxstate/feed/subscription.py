@@ -4,34 +4,50 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 from reactivex import Observable, abc
 from reactivex.disposable import Disposable
 
 from rxstate.core.errors import ValidationError
 from rxstate.feed.change import REMOVALS, Change, coalesce_changes
-from rxstate.feed.delivery import (
-    Fanout,
-    Mailbox,
-    Overflow,
-    check_buffer,
-    scheduler_runner,
-)
+from rxstate.feed.fanout import Fanout
+from rxstate.feed.mailbox import Mailbox, Overflow, check_buffer, scheduler_runner
 from rxstate.feed.reader import READ_COUNT, ChangeFeed, check_since
 from rxstate.feed.values import ValueTracker
 
 if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
     from rxstate.store.store import Store
 
 
-__all__ = ["ChangeObservable", "Subscription", "changes_observable", "shared_feed"]
+__all__ = ["ChangeObservable", "ChangesOptions", "Subscription", "changes_observable", "shared_feed"]
 
-
+T = TypeVar("T")
 Filter = Callable[[Change], bool]
+Since = str | Mapping[int, str] | Change
+
+
+class ChangesOptions(TypedDict, total=False):
+    """The options of ``store.changes`` besides ``batched`` (documented there)."""
+
+    since: Since | None
+    collection: str | Iterable[str] | None
+    id: str | None
+    where: Mapping[str, Any] | Filter | None
+    fields: Iterable[str] | None
+    group: str | None
+    consumer: str | None
+    claim_after: float | None
+    values: bool
+    scheduler: abc.SchedulerBase | None
+    loop: AbstractEventLoop | None
+    max_buffer: int
+    overflow: Overflow | None
 
 
 def change_filter(
@@ -156,8 +172,6 @@ class Subscription:
     ) -> None:
         self.feed = feed
         self.observer = observer
-        self._test = test
-        self._keep = keep
         self._batched = batched
         self._transform = transform
         self.box: Mailbox[Change] = Mailbox(
@@ -190,7 +204,7 @@ class Subscription:
 def changes_observable(
     store: Store,
     *,
-    since: str | Mapping[int, str] | Change | None = None,
+    since: Since | None = None,
     collection: str | Iterable[str] | None = None,
     id: str | None = None,
     where: Mapping[str, Any] | Callable[[Change], bool] | None = None,
@@ -201,14 +215,16 @@ def changes_observable(
     batched: bool = False,
     values: bool = False,
     scheduler: abc.SchedulerBase | None = None,
-    loop: Any = None,
+    loop: AbstractEventLoop | None = None,
     max_buffer: int = 10_000,
     overflow: Overflow | None = None,
-) -> Observable[Any]:
+) -> ChangeObservable[Any]:
     """The observable behind ``store.changes`` (see there for the options).
 
     Example:
-        >>> changes_observable(store, collection="agents").subscribe(print)  # doctest: +SKIP
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> changes_observable(store, since="0").pipe(rx.operators.first()).run().id
+        'a1'
     """
     test, keep = change_filter(collection=collection, id=id, where=where, fields=fields)
     if not isinstance(values, bool):
@@ -294,15 +310,20 @@ def with_values(
     return lambda batch: tuple(_trim(c, keep) for c in tracker(batch))
 
 
-class ChangeObservable(Observable[Any]):
-    """An ``Observable`` of changes that can also be iterated with ``async for`` (``.aiter()``)."""
+class ChangeObservable(Observable[T]):
+    """An ``Observable`` of changes (or of batches of them) that can also be iterated with ``async for``."""
 
-    def aiter(self, *, max_buffer: int = 10_000) -> Any:
+    def aiter(self, *, max_buffer: int = 10_000) -> AsyncIterator[T]:
         """An async iterator over the emitted items, delivered on the running asyncio loop.
 
         Example:
-            >>> async for change in store.changes(collection="agents").aiter():  # doctest: +SKIP
-            ...     print(change.id)
+            >>> import asyncio
+            >>> async def first_id():
+            ...     async for change in store.changes(since="0", collection="agents").aiter():
+            ...         return change.id
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> asyncio.run(first_id())
+            'a1'
         """
         from rxstate.feed.aiter import aiter
 
@@ -313,7 +334,7 @@ def shared_feed(store: Store) -> ChangeFeed:
     """The store's shared feed (created on first use, stopped by ``store.close()``).
 
     Example:
-        >>> shared_feed(store) is store.change_feed  # doctest: +SKIP
+        >>> shared_feed(store) is store.change_feed
         True
     """
     return store.service(ChangeFeed, lambda: ChangeFeed(store), ChangeFeed.stop)

@@ -13,9 +13,13 @@
 Optional packages are imported only when a function needs them.
 
 Example:
-    >>> import rxstate.notebook as rxnb  # doctest: +SKIP
-    >>> rxnb.table(agents, page=2)  # doctest: +SKIP
-    >>> rxnb.plot_change_rate(store).savefig("rate.png")  # doctest: +SKIP
+    >>> import rxstate.notebook as rxnb
+    >>> _ = agents.put_many({f"a{i}": Agent(name=f"agent {i}") for i in range(30)})
+    >>> rxnb.table(agents, page=2)
+    <Table agents: rows 21-30 of 30, page 2/2>
+    ...
+    >>> rxnb.plot_change_rate(store).axes[0].get_title()  # a figure: .savefig("rate.png")
+    "changes per second in 'default'"
 """
 
 from __future__ import annotations
@@ -86,7 +90,9 @@ def html(value: Any) -> str:
     """The HTML a notebook shows for a value (secrets redacted, user data escaped).
 
     Example:
-        >>> rxstate.notebook.html(agents.get("a1"))  # doctest: +SKIP
+        >>> import rxstate.notebook
+        >>> "&lt;b&gt;" in rxstate.notebook.html(Agent(name="<b>planner</b>"))  # escaped
+        True
     """
     return value_html(value)
 
@@ -97,7 +103,12 @@ def table(
     """One page of a collection as a table (id, version, actor, time, fields; secrets redacted).
 
     Example:
-        >>> rxstate.notebook.table(agents, page=2, page_size=10)  # doctest: +SKIP
+        >>> import rxstate.notebook
+        >>> _ = agents.put_many({f"a{i}": Agent(name=f"agent {i}") for i in range(12)})
+        >>> rxstate.notebook.table(agents, page=2, page_size=10)
+        <Table agents: rows 11-12 of 12, page 2/2>
+        a8  v1  pid:...  20...  Agent(name='agent 8', status='idle', load=0, skills=[])
+        a9  v1  pid:...  20...  Agent(name='agent 9', status='idle', load=0, skills=[])
     """
     return Table(collection, page=page, page_size=page_size, fields=fields)
 
@@ -108,7 +119,13 @@ def recent_changes(store: Store, *, count: int = 50, collection: str | None = No
     Reads the last ``count`` records of every partition's change stream and keeps the newest ``count``.
 
     Example:
-        >>> rxstate.notebook.recent_changes(store, count=10, collection="agents")  # doctest: +SKIP
+        >>> import rxstate.notebook
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> _ = agents.update("a1", status="busy")
+        >>> rxstate.notebook.recent_changes(store, count=10, collection="agents")
+        <ChangeList of 2>
+        1...-0 agents/a1 create v1 by pid:... at 20...: name='planner', status='idle', load=0, skills=[]
+        1...-0 agents/a1 update v2 by pid:... at 20...: status='busy'
     """
     return ChangeList(read_changes(store, count=count, collection=collection), store=store)
 
@@ -122,7 +139,11 @@ def timeline(events: Iterable[Any], *, secrets: Iterable[str] | None = None) -> 
         secrets: data keys to redact (default: every field name a loaded model classifies secret).
 
     Example:
-        >>> rxstate.notebook.timeline(history)  # doctest: +SKIP
+        >>> import rxstate.notebook
+        >>> _ = orders.append("o1", [Placed(sku="apple")])
+        >>> rxstate.notebook.timeline(orders.history("o1"))
+        <Timeline of 1 events>
+        v1 20... Placed by pid:...: {'sku': 'apple', 'qty': 1}
     """
     return Timeline(events, secrets=secrets)
 
@@ -131,6 +152,9 @@ def graph(source: Any, **options: Any) -> Figure:
     """The dependency graph of derived values and the entities they read (see ``dependency_graph``).
 
     Example:
-        >>> rxstate.notebook.graph(store).savefig("deps.png")  # doctest: +SKIP
+        >>> import rxstate.notebook
+        >>> busy = store.derived(lambda: agents.count(), name="agents")
+        >>> rxstate.notebook.graph(store).axes[0].get_title()  # a figure: .savefig("deps.png")
+        'dependency graph: 1 derived values'
     """
     return dependency_graph(source, **options)

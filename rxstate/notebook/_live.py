@@ -44,8 +44,14 @@ class Throttle:
     emission replace each other, and the last one is emitted when the interval ends.
 
     Example:
-        >>> t = Throttle(print, interval=0.1)  # doctest: +SKIP
-        >>> for i in range(1000): t.push(i)  # prints 0 now, 999 a tenth of a second later  # doctest: +SKIP
+        >>> from reactivex.testing import TestScheduler
+        >>> clock = TestScheduler()  # virtual time
+        >>> t = Throttle(print, interval=0.1, scheduler=clock)
+        >>> for i in range(1000):
+        ...     t.push(i)
+        0
+        >>> clock.advance_by(0.1)
+        999
     """
 
     def __init__(self, emit: Callable[[Any], None], *, interval: float, scheduler: SchedulerBase | None = None) -> None:
@@ -167,7 +173,10 @@ class LiveView:
         """Stop following the source (the widget keeps its last content).
 
         Example:
-            >>> view.close()  # doctest: +SKIP
+            >>> view = rxstate.notebook.live(rx.never())
+            >>> view.close()
+            >>> view
+            <LiveView live, 0 renders>
         """
         self._throttle.dispose()
         subscription, self._subscription = self._subscription, None
@@ -209,7 +218,13 @@ def live(
         ValidationError: ``source`` is neither an observable nor a derived value.
 
     Example:
-        >>> view = rxstate.notebook.live(agents.watch("a1"))  # doctest: +SKIP
-        >>> view  # the last expression of a cell: shows the widget  # doctest: +SKIP
+        >>> from reactivex.testing import TestScheduler
+        >>> clock = TestScheduler()
+        >>> view = rxstate.notebook.live(rx.of(1, 2, 3), scheduler=clock)  # e.g. agents.watch("a1")
+        >>> clock.advance_by(1)
+        >>> view  # the last expression of a cell shows the widget
+        <LiveView done, 2 renders>
+        >>> view.widget.value.endswith("<pre>3</pre></div>")  # the latest value won
+        True
     """
     return LiveView(source, max_rate=max_rate, render=render, title=title, scheduler=scheduler)

@@ -26,8 +26,11 @@ class Table:
     Secret fields show redacted. Fetches only the rows of its page.
 
     Example:
-        >>> Table(agents, page=2, page_size=10)  # doctest: +SKIP
+        >>> _ = agents.put_many({f"a{i:02}": Agent(name=f"agent {i}") for i in range(42)})
+        >>> Table(agents, page=2, page_size=10)
         <Table agents: rows 11-20 of 42, page 2/5>
+        a10  v1  pid:...
+        ...
     """
 
     def __init__(
@@ -78,7 +81,11 @@ class ChangeList(list[Any]):
     """A list of change records that displays as a table (classified field values redacted).
 
     Example:
-        >>> ChangeList(read_changes(store), store=store)  # doctest: +SKIP
+        >>> from rxstate.notebook._changes import read_changes
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> ChangeList(read_changes(store), store=store)
+        <ChangeList of 1>
+        1...-0 agents/a1 create v1 by pid:... at 20...: name='planner', status='idle', load=0, skills=[]
     """
 
     def __init__(self, changes: Iterable[Any] = (), *, store: Store | None = None) -> None:
@@ -109,7 +116,11 @@ class Timeline(list[Any]):
     """An event history that displays as a timeline (classified data redacted).
 
     Example:
-        >>> Timeline(history)  # doctest: +SKIP
+        >>> _ = orders.append("o1", [Placed(sku="apple"), Paid(amount_cents=250)])
+        >>> Timeline(orders.history("o1"))
+        <Timeline of 2 events>
+        v1 20... Placed by pid:...: {'sku': 'apple', 'qty': 1}
+        v2 20... Paid by pid:...: {'amount_cents': 250}
     """
 
     def __init__(self, events: Iterable[Any] = (), *, secrets: Iterable[str] | None = None) -> None:

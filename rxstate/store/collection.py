@@ -76,8 +76,8 @@ class Collection(Generic[M]):
     version, maintains indexes and appends a change record. Open one with ``store.collection``.
 
     Example:
-        >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
-        >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
+        >>> agents = store.collection("agents", Agent, indexes=["status"])
+        >>> agents.put("a1", Agent(name="planner")).version
         1
     """
 
@@ -253,8 +253,12 @@ class Collection(Generic[M]):
             IntegrityError: a declared constraint would be violated.
 
         Example:
-            >>> agents.put("a1", Agent(name="planner")).version  # doctest: +SKIP
+            >>> agents.put("a1", Agent(name="planner")).version
             1
+            >>> agents.put("a1", Agent(name="coder"), expected_version=3)
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.ConflictError: ... expected version 3, found 1
         """
         validate_id(entity_id)
         checked = self._check_model(value)
@@ -265,7 +269,7 @@ class Collection(Generic[M]):
         """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
 
         Example:
-            >>> agents.create("a2", Agent(name="coder")).version  # doctest: +SKIP
+            >>> agents.create("a2", Agent(name="coder")).version
             1
         """
         validate_id(entity_id)
@@ -294,7 +298,8 @@ class Collection(Generic[M]):
             One entry per item, in order: its ``Versioned`` or the error that refused it.
 
         Example:
-            >>> results = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})  # doctest: +SKIP
+            >>> [v.version for v in agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})]
+            [1, 1]
         """
         pairs = list(items.items() if isinstance(items, Mapping) else items)
         checked: list[M] = []  # the validated values, by position: those are what the cache keeps
@@ -333,7 +338,10 @@ class Collection(Generic[M]):
             One entry per item, in order: its new ``Versioned`` or the error that refused it.
 
         Example:
-            >>> agents.update_many({"a1": {"status": "busy"}, "a2": {"load": 3}}, atomic=True)  # doctest: +SKIP
+            >>> _ = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})
+            >>> results = agents.update_many({"a1": {"status": "busy"}, "a2": {"load": 3}}, atomic=True)
+            >>> [(v.id, v.version) for v in results]
+            [('a1', 2), ('a2', 2)]
         """
         pairs = list(updates.items() if isinstance(updates, Mapping) else updates)
         return run_many(
@@ -379,9 +387,11 @@ class Collection(Generic[M]):
             ValidationError: bad field name or value (nothing is written).
 
         Example:
-            >>> agents.update("a1", status="busy", expected_version=1).version  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> agents.update("a1", status="busy", expected_version=1).version
             2
-            >>> agents.update("a1", lambda a: a.model_copy(update={"load": a.load + 1}))  # doctest: +SKIP
+            >>> agents.update("a1", lambda a: a.model_copy(update={"load": a.load + 1})).value.load
+            1
         """
         validate_id(entity_id)
         ttl_arg = KEEP_TTL if ttl is None else str(_ttl_ms(ttl))
@@ -500,7 +510,8 @@ class Collection(Generic[M]):
             NotFound: no such entity.
 
         Example:
-            >>> agents.incr("a1", "load", 2)  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner", load=1))
+            >>> agents.incr("a1", "load", 2)
             3
         """
         op = self.incr_op(entity_id, field, amount, expected_version=expected_version, partition=partition, fence=fence)
@@ -564,8 +575,9 @@ class Collection(Generic[M]):
             IntegrityError: a live entity still references it (a declared ``references``).
 
         Example:
-            >>> agents.delete("a1")  # doctest: +SKIP
-            True
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> agents.delete("a1"), agents.delete("a1")
+            (True, False)
         """
         op = self.delete_op(entity_id, expected_version=expected_version, partition=partition, fence=fence)
         try:
@@ -599,7 +611,8 @@ class Collection(Generic[M]):
             NotFound: no such entity.
 
         Example:
-            >>> agents.get_versioned("a1").version  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> agents.get_versioned("a1").version
             1
         """
         track(self.name, entity_id)
@@ -632,8 +645,9 @@ class Collection(Generic[M]):
         """The current value; ``default`` (if given) when absent, else ``NotFound``.
 
         Example:
-            >>> agents.get("a1").name  # doctest: +SKIP
-            'planner'
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> agents.get("a1").name, agents.get("nope", None)
+            ('planner', None)
         """
         try:
             return self.get_versioned(entity_id, partition=partition, consistent=consistent).value
@@ -646,8 +660,9 @@ class Collection(Generic[M]):
         """Whether an entity exists.
 
         Example:
-            >>> agents.exists("a1")  # doctest: +SKIP
-            True
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> agents.exists("a1"), agents.exists("a2")
+            (True, False)
         """
         track(self.name, entity_id)
         key = self.key(entity_id, partition=partition)
@@ -662,7 +677,8 @@ class Collection(Generic[M]):
         """Values of many ids in one round trip; absent ids are left out.
 
         Example:
-            >>> agents.get_many(["a1", "a2", "nope"]).keys()  # doctest: +SKIP
+            >>> _ = agents.put_many({"a1": Agent(name="x"), "a2": Agent(name="y")})
+            >>> agents.get_many(["a1", "a2", "nope"]).keys()
             dict_keys(['a1', 'a2'])
         """
         return {v.id: v.value for v in self._fetch(list(entity_ids), partition, consistent)}
@@ -704,7 +720,8 @@ class Collection(Generic[M]):
         """Every id in the collection, sorted.
 
         Example:
-            >>> agents.ids()  # doctest: +SKIP
+            >>> _ = agents.put_many({"a2": Agent(name="coder"), "a1": Agent(name="planner")})
+            >>> agents.ids()
             ['a1', 'a2']
         """
         track_members(self.name)
@@ -721,7 +738,8 @@ class Collection(Generic[M]):
         """Every entity, ordered by id (``limit``/``offset``: one page of them).
 
         Example:
-            >>> [a.name for a in agents.all()]  # doctest: +SKIP
+            >>> _ = agents.put_many({"a2": Agent(name="coder"), "a1": Agent(name="planner")})
+            >>> [a.name for a in agents.all()]
             ['planner', 'coder']
         """
         return [v.value for v in self.all_versioned(limit=limit, offset=offset)]
@@ -737,8 +755,9 @@ class Collection(Generic[M]):
         """Every entity, ordered by an indexed field (see ``Query.order_by``).
 
         Example:
-            >>> [a.name for a in agents.order_by("load", desc=True).limit(2)]  # doctest: +SKIP
-            ['coder', 'planner']
+            >>> _ = agents.put_many({"a1": Agent(name="planner", status="busy"), "a2": Agent(name="coder")})
+            >>> [a.name for a in agents.order_by("status")]  # "busy" before "idle"
+            ['planner', 'coder']
         """
         return Query(self, {}).order_by(field, desc=desc)
 
@@ -796,7 +815,8 @@ class Collection(Generic[M]):
             ValidationError: a condition names a field without an index, or does not fit the field.
 
         Example:
-            >>> [a.name for a in agents.where(status="busy")]  # doctest: +SKIP
+            >>> _ = agents.put_many({"a1": Agent(name="planner", status="busy"), "a2": Agent(name="coder")})
+            >>> [a.name for a in agents.where(status="busy")]
             ['planner']
             >>> agents.where(load=rxstate.gt(2)).order_by("load", desc=True).limit(10)  # doctest: +SKIP
         """
@@ -814,7 +834,8 @@ class Collection(Generic[M]):
         The store runs this periodically; call it to make expiries visible at once.
 
         Example:
-            >>> agents.reap()  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"), ttl=60)
+            >>> agents.reap()  # nothing has expired yet
             0
         """
         return self._store._reap(self)

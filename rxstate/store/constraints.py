@@ -217,19 +217,21 @@ class Constraints:
             if not isinstance(c, Constraint) or type(c) is Constraint:
                 raise ValidationError(f"{c!r} is not a constraint; use rxstate.unique/references/bounds/one_of")
             if c.name in names:
-                raise SchemaError(f"collection {collection!r}: two constraints are named {c.name!r}")
+                raise SchemaError(f"collection {collection!r}: two constraints are named {c.name!r}", name=collection)
             names.add(c.name)
             self._check_field(codec, c.field, c)
             kinds = _base_types(fields[c.field].annotation) - {type(None)}
             if isinstance(c, References):
                 if kinds != {str}:
-                    raise SchemaError(f"{c.name}: {c.field!r} must be a str field (it holds an id)")
+                    raise SchemaError(
+                        f"{c.name}: {c.field!r} must be a str field (it holds an id)", name=collection, field=c.field
+                    )
                 self._check_target(c)
             elif isinstance(c, Bounds):
                 for f in (c.field, *(b for b in (c.low, c.high) if isinstance(b, str))):
                     self._check_field(codec, f, c)
                     if not _base_types(fields[f].annotation) - {type(None)} <= {int, float}:
-                        raise SchemaError(f"{c.name}: {f!r} is not a numeric field")
+                        raise SchemaError(f"{c.name}: {f!r} is not a numeric field", name=collection, field=f)
                 self._static[c.name] = [_bound(c.low), _bound(c.high)]
             elif isinstance(c, OneOf):
                 encoded = [dict(codec.encode_fields({c.field: v}))[c.field] for v in c.values]
@@ -237,21 +239,29 @@ class Constraints:
             if isinstance(c, Unique | References) and self._cluster and partition_key != c.field:
                 raise ClusterError(
                     f"collection {collection!r}: {c.name} needs {c.field!r} as the partition key on a cluster "
-                    f"(one script reaches one slot); open it with partition_key={c.field!r}"
+                    f"(one script reaches one slot); open it with partition_key={c.field!r}",
+                    name=collection,
                 )
 
     def _check_field(self, codec: ModelCodec[Any], f: str, c: Constraint) -> None:
         if f not in codec.model.model_fields:
-            raise SchemaError(f"collection {self.collection!r}: {c.name}: {codec.model.__name__} has no field {f!r}")
+            raise SchemaError(
+                f"collection {self.collection!r}: {c.name}: {codec.model.__name__} has no field {f!r}",
+                name=self.collection,
+                field=f,
+            )
         if f in codec.model.__rxstate_secrets__:
-            raise SchemaError(f"{c.name}: {f!r} is a secret field; its stored value cannot be compared")
+            raise SchemaError(
+                f"{c.name}: {f!r} is a secret field; its stored value cannot be compared", name=self.collection, field=f
+            )
 
     def _check_target(self, c: References) -> None:
         raw = self._store.client.hget(self._ks.schemas(), c.target)
         if raw is not None and json.loads(raw).get("partition_key"):
             raise SchemaError(
                 f"{c.name}: collection {c.target!r} is routed by a partition key; a reference can only "
-                "name entities of a collection routed by id"
+                "name entities of a collection routed by id",
+                name=self.collection,
             )
 
     def declare_references(self) -> None:

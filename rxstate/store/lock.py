@@ -14,8 +14,15 @@ The locks' own keys sit in the namespace's slot (``rx:{ns}:_lock:<name>``), outs
 whose changes local caches follow.
 
 Example:
-    >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
-    ...     jobs.update("j1", status="printing", fence=lease)
+    >>> _ = tasks.put("t1", Task(title="print"))
+    >>> with store.lock("printer", ttl=10) as old:
+    ...     pass
+    >>> with store.lock("printer", ttl=10) as lease:  # a newer lease: a higher token
+    ...     _ = tasks.update("t1", owner="a1", fence=lease)
+    >>> tasks.update("t1", owner="a2", fence=old)
+    Traceback (most recent call last):
+    ...
+    rxstate.core.errors.LockError: ...
 """
 
 from __future__ import annotations
@@ -73,11 +80,19 @@ class Lease:
             LockError: the lease was lost (it expired) or released.
 
         Example:
-            >>> lease.extend(30)  # doctest: +SKIP
+            >>> lease = store.lock("printer", ttl=1).acquire()
+            >>> before = lease.deadline_ms
+            >>> lease.extend(30)
+            >>> lease.deadline_ms > before
+            True
         """
         ms = self.lock.ttl_ms if ttl is None else _ttl_ms(ttl)
         if self.released:
-            raise LockError(f"lease {self.token} of lock {self.name!r} was released; acquire again")
+            raise LockError(
+                f"lease {self.token} of lock {self.name!r} was released; acquire again",
+                name=self.name,
+                token=self.token,
+            )
         self.deadline_ms = int(self.lock._call("extend", self.owner, ms, str(self.token)))
 
     def release(self) -> None:
@@ -88,10 +103,15 @@ class Lease:
                 released already.
 
         Example:
-            >>> lease.release()  # doctest: +SKIP
+            >>> lease = store.lock("printer", ttl=10).acquire()
+            >>> lease.release()
+            >>> store.lock("printer", ttl=10).acquire(timeout=0).token  # free again at once
+            2
         """
         if self.released:
-            raise LockError(f"lease {self.token} of lock {self.name!r} was released already")
+            raise LockError(
+                f"lease {self.token} of lock {self.name!r} was released already", name=self.name, token=self.token
+            )
         self.released = True
         self.lock._call("release", self.owner, self.lock.ttl_ms, str(self.token))
 
@@ -110,10 +130,13 @@ class Lock:
     or call ``acquire`` for a ``Lease`` and release that.
 
     Example:
-        >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
+        >>> with store.lock("printer", ttl=10) as lease:
         ...     print(lease.token)
-        >>> lease = store.lock("printer", ttl=10).acquire(timeout=2)  # doctest: +SKIP
-        >>> lease.release()  # doctest: +SKIP
+        1
+        >>> lease = store.lock("printer", ttl=10).acquire(timeout=2)
+        >>> lease.token
+        2
+        >>> lease.release()
     """
 
     def __init__(
@@ -153,7 +176,9 @@ class Lock:
             )
         except LockError:
             raise LockError(
-                f"lock {self.name!r}: this lease no longer holds it (it expired, or was released)"
+                f"lock {self.name!r}: this lease no longer holds it (it expired, or was released)",
+                name=self.name,
+                token=int(token) if token else None,
             ) from None
 
     def _owner(self) -> str:
@@ -175,7 +200,11 @@ class Lock:
             LockError: not acquired (non-blocking, or the timeout passed).
 
         Example:
-            >>> lease = store.lock("printer", ttl=5).acquire(timeout=1)  # doctest: +SKIP
+            >>> lease = store.lock("printer", ttl=5).acquire(timeout=1)
+            >>> store.lock("printer", ttl=5).acquire(blocking=False)  # held: do not wait
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.LockError: ...
         """
         blocking = self.blocking if blocking is None else blocking
         timeout = self.timeout if timeout is None else timeout
@@ -189,7 +218,7 @@ class Lock:
             now = time.monotonic()
             if not blocking or (deadline is not None and now >= deadline):
                 waited = "" if not blocking else f" within {timeout} s"
-                raise LockError(f"lock {self.name!r} is held by another lease; not acquired{waited}")
+                raise LockError(f"lock {self.name!r} is held by another lease; not acquired{waited}", name=self.name)
             # Back off (with jitter) instead of spinning; never past the holder's lease end or our timeout.
             pause = min(backoff, max(int(hint), 1) / 1000) * random.uniform(0.5, 1.0)
             if deadline is not None:
@@ -221,9 +250,13 @@ class ReadWriteLock:
     writers do not hold new readers back, so a steady stream of overlapping readers can starve them.
 
     Example:
-        >>> rw = store.rwlock("catalog", ttl=5)  # doctest: +SKIP
-        >>> with rw.read() as lease: ...  # doctest: +SKIP
-        >>> with rw.write() as lease: ...  # doctest: +SKIP
+        >>> rw = store.rwlock("catalog", ttl=5)
+        >>> with rw.read() as first, rw.read() as second:  # readers share it
+        ...     first.mode, second.mode
+        ('r', 'r')
+        >>> with rw.write() as lease:
+        ...     lease.mode  # exclusive
+        'x'
     """
 
     def __init__(self, store: Store, name: str, ttl: float = 10.0, *, timeout: float | None = None) -> None:
@@ -264,5 +297,9 @@ def fence_args(fence: Lease | None) -> tuple[str, int, int] | None:
     if fence.mode != "x":
         raise ValidationError(f"lock {fence.name!r}: a read lease cannot fence a write; use a write lease")
     if fence.released:
-        raise LockError(f"lease {fence.token} of lock {fence.name!r} was released; it cannot fence writes")
+        raise LockError(
+            f"lease {fence.token} of lock {fence.name!r} was released; it cannot fence writes",
+            name=fence.name,
+            token=fence.token,
+        )
     return (fence.name, fence.token, fence.deadline_ms)

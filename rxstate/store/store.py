@@ -51,8 +51,9 @@ class Store:
     Create one with ``rxstate.connect``. A store is thread-safe (redis-py pools connections).
 
     Example:
-        >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
-        >>> agents = store.collection("agents", Agent)  # doctest: +SKIP
+        >>> store = rxstate.connect(fakeredis.FakeRedis())
+        >>> store.collection("agents", Agent).put("a1", Agent(name="planner")).version
+        1
     """
 
     _collection_type: type[Collection[Any]] = Collection
@@ -162,7 +163,9 @@ class Store:
                 ``references``, ``bounds``, ``one_of``); see ``rxstate.constraints`` for the cluster rules.
 
         Example:
-            >>> agents = store.collection("agents", Agent, indexes=["status"])  # doctest: +SKIP
+            >>> agents = store.collection("agents", Agent, indexes=["status"])
+            >>> agents.name, agents.model.__name__
+            ('agents', 'Agent')
         """
         self._check_writable("open a collection")
         with self._lock:
@@ -282,7 +285,7 @@ class Store:
         """Whether the server answers.
 
         Example:
-            >>> store.ping()  # doctest: +SKIP
+            >>> store.ping()
             True
         """
         return bool(self.client.ping())
@@ -291,7 +294,11 @@ class Store:
         """Stop background work, close connections, and stop an embedded server this store started.
 
         Example:
-            >>> store.close()  # doctest: +SKIP
+            >>> store.close()
+            >>> store.change_feed
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.ServerError: the store is closed
         """
         if self._closed.is_set():
             return
@@ -318,7 +325,10 @@ class Store:
             ServerError: the store is closed.
 
         Example:
-            >>> feed = store.service(ChangeFeed, lambda: ChangeFeed(store), ChangeFeed.stop)  # doctest: +SKIP
+            >>> class Meter:
+            ...     def stop(self) -> None: ...
+            >>> store.service(Meter, Meter, Meter.stop) is store.service(Meter, Meter, Meter.stop)
+            True
         """
         entry = self._services.get(kind)
         if entry is None:
@@ -335,7 +345,7 @@ class Store:
         """The store's ``kind`` service if it was started, else None.
 
         Example:
-            >>> store.running(ChangeFeed) is None  # doctest: +SKIP
+            >>> store.running(rxstate.ChangeFeed) is None  # no subscriber yet
             True
         """
         entry = self._services.get(kind)
@@ -376,8 +386,12 @@ class Store:
         """The local read cache (``stats()``, ``clear()``), or None when caching is off.
 
         Example:
-            >>> store.cache.stats().hit_rate  # doctest: +SKIP
-            0.98
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> agents.get("a1").name
+            'planner'
+            >>> stats = store.cache.stats()  # a hit once the invalidation feed is connected
+            >>> stats.hits + stats.misses + stats.bypassed
+            1
         """
         return self._cache
 
@@ -395,9 +409,12 @@ class Store:
                 default: only when the transaction spans partitions of a cluster.
 
         Example:
-            >>> with store.transaction() as tx:  # doctest: +SKIP
-            ...     tx.update(agents, "a1", status="busy")
-            ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> with store.transaction() as tx:
+            ...     _ = tx.update(agents, "a1", status="busy")
+            ...     _ = tx.put(tasks, "t9", Task(title="review", owner="a1"))
+            >>> agents.get("a1").status, tasks.get("t9").owner
+            ('busy', 'a1')
         """
         self._check_writable("start a transaction")
         return Transaction(self, retries=retries, ttl=ttl, two_phase=two_phase)
@@ -409,9 +426,11 @@ class Store:
             atomic: all-or-nothing per partition (one script call per partition) instead of per write.
 
         Example:
-            >>> with store.batch() as batch:  # doctest: +SKIP
-            ...     batch.update(agents, "a1", status="busy")
-            ...     batch.put(tasks, "t9", Task(title="review"))
+            >>> with store.batch() as batch:
+            ...     created = batch.put(agents, "a1", Agent(name="planner"))
+            ...     _ = batch.put(tasks, "t9", Task(title="review"))
+            >>> created.result().version
+            1
         """
         self._check_writable("start a batch")
         return Batch(self, atomic=atomic)
@@ -422,7 +441,7 @@ class Store:
         The background upkeep does this every ``reap_interval``; readers and writers settle the ones they meet.
 
         Example:
-            >>> store.resolve_transactions()  # doctest: +SKIP
+            >>> store.resolve_transactions()
             0
         """
         return sweep(self)
@@ -452,8 +471,10 @@ class Store:
             reentrant: the same thread (of this store) may acquire it again; it frees on the last release.
 
         Example:
-            >>> with store.lock("printer", ttl=10) as lease:  # doctest: +SKIP
-            ...     jobs.update("j1", status="printing", fence=lease)
+            >>> _ = tasks.put("t1", Task(title="print"))
+            >>> with store.lock("printer", ttl=10) as lease:
+            ...     tasks.update("t1", owner="a1", fence=lease).version
+            2
         """
         self._check_writable("take a lock")
         return Lock(self, name, ttl, blocking=blocking, timeout=timeout, reentrant=reentrant)
@@ -462,8 +483,9 @@ class Store:
         """A read/write lease lock: many readers or one writer.
 
         Example:
-            >>> with store.rwlock("catalog", ttl=5).read() as lease:  # doctest: +SKIP
-            ...     items = catalog.all()
+            >>> with store.rwlock("agents", ttl=5).read():
+            ...     agents.count()
+            0
         """
         self._check_writable("take a lock")
         return ReadWriteLock(self, name, ttl, timeout=timeout)
@@ -514,7 +536,8 @@ def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[Co
     """Open a ``store_type`` store; ``rxstate.connect`` documents the arguments.
 
     Example:
-        >>> store = open_store(fakeredis.FakeRedis(), Store)  # doctest: +SKIP
+        >>> open_store(fakeredis.FakeRedis(), Store).namespace
+        'default'
     """
     return _open(url, store_type, **options)
 

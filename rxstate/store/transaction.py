@@ -63,10 +63,13 @@ class Transaction:
         versions: after the commit, the new version of each written entity, by (collection, id).
 
     Example:
-        >>> with store.transaction() as tx:  # doctest: +SKIP
+        >>> _ = agents.put("a1", Agent(name="planner"))
+        >>> with store.transaction() as tx:
         ...     a = tx.get(agents, "a1")
         ...     tx.update(agents, "a1", load=a.load + 1)
         ...     tx.put(tasks, "t9", Task(title="review", owner="a1"))
+        >>> agents.get("a1").load, tasks.get("t9").owner
+        (1, 'a1')
     """
 
     def __init__(self, store: Store, *, retries: int = 0, ttl: float = 5.0, two_phase: bool | None = None) -> None:
@@ -105,11 +108,14 @@ class Transaction:
         """Decorate ``fn(tx, *args)``: each call runs it in a fresh transaction, re-run on conflict.
 
         Example:
-            >>> @store.transaction(retries=5)  # doctest: +SKIP
+            >>> _ = tasks.put("t9", Task(title="review"))
+            >>> @store.transaction(retries=5)
             ... def claim(tx, task_id):
             ...     if tx.get(tasks, task_id).owner is None:
             ...         tx.update(tasks, task_id, owner="a1")
-            >>> claim("t9")  # doctest: +SKIP
+            >>> claim("t9")
+            >>> tasks.get("t9").owner
+            'a1'
         """
 
         @functools.wraps(fn)
@@ -125,7 +131,10 @@ class Transaction:
             ConflictError: still conflicting after ``retries`` re-runs.
 
         Example:
-            >>> store.transaction(retries=3).run(lambda tx: tx.incr(agents, "a1", "load"))  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> store.transaction(retries=3).run(lambda tx: tx.incr(agents, "a1", "load"))
+            >>> agents.get("a1").load
+            1
         """
         for attempt in range(self.retries + 1):
             tx = Transaction(self.store, ttl=self.ttl_ms / 1000, two_phase=self.two_phase)
@@ -148,8 +157,10 @@ class Transaction:
             NotFound: no such entity (its absence is recorded too: a concurrent create conflicts).
 
         Example:
-            >>> tx.get_versioned(agents, "a1").version  # doctest: +SKIP
-            3
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> with store.transaction() as tx:
+            ...     tx.get_versioned(agents, "a1").version
+            1
         """
         coll = self._collection(collection)
         validate_id(entity_id)
@@ -166,8 +177,10 @@ class Transaction:
         """The entity's value as this transaction sees it; ``default`` (if given) when absent.
 
         Example:
-            >>> tx.get(agents, "a1").load  # doctest: +SKIP
-            2
+            >>> _ = agents.put("a1", Agent(name="planner", load=2))
+            >>> with store.transaction() as tx:
+            ...     tx.get(agents, "a1").load, tx.get(agents, "a2", None)
+            (2, None)
         """
         try:
             return self.get_versioned(collection, entity_id, partition=partition).value
@@ -214,7 +227,12 @@ class Transaction:
         """Buffer a put (a whole new value); validated now, written at commit.
 
         Example:
-            >>> tx.put(tasks, "t9", Task(title="review"))  # doctest: +SKIP
+            >>> with store.transaction() as tx:
+            ...     tx.put(tasks, "t9", Task(title="review"))
+            ...     tasks.exists("t9")  # buffered until the commit
+            False
+            >>> tasks.exists("t9")
+            True
         """
         self._put("put", collection, entity_id, value, expected_version, ttl)
 
@@ -222,7 +240,12 @@ class Transaction:
         """Buffer the creation of a new entity; the commit fails with ``AlreadyExists`` if it exists.
 
         Example:
-            >>> tx.create(tasks, "t10", Task(title="ship"))  # doctest: +SKIP
+            >>> _ = tasks.put("t10", Task(title="ship"))
+            >>> with store.transaction() as tx:
+            ...     tx.create(tasks, "t10", Task(title="ship again"))
+            Traceback (most recent call last):
+            ...
+            rxstate.core.errors.AlreadyExists: ...
         """
         self._put("create", collection, entity_id, value, None, ttl)
 
@@ -260,8 +283,12 @@ class Transaction:
             NotFound: with ``fn``, or after ``tx.delete``: the entity does not exist.
 
         Example:
-            >>> tx.update(agents, "a1", status="busy")  # doctest: +SKIP
-            >>> tx.update(agents, "a2", lambda a: a.model_copy(update={"load": a.load + 1}))  # doctest: +SKIP
+            >>> _ = agents.put_many({"a1": Agent(name="planner"), "a2": Agent(name="coder")})
+            >>> with store.transaction() as tx:
+            ...     tx.update(agents, "a1", status="busy")
+            ...     tx.update(agents, "a2", lambda a: a.model_copy(update={"load": a.load + 1}))
+            >>> agents.get("a1").status, agents.get("a2").load
+            ('busy', 1)
         """
         coll = self._collection(collection)
         validate_id(entity_id)
@@ -314,7 +341,11 @@ class Transaction:
         """Buffer an increment of an integer field (bounds are checked at commit, or now if the value is known).
 
         Example:
-            >>> tx.incr(agents, "a1", "load", 2)  # doctest: +SKIP
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> with store.transaction() as tx:
+            ...     tx.incr(agents, "a1", "load", 2)
+            >>> agents.get("a1").load
+            2
         """
         coll = self._collection(collection)
         validate_id(entity_id)
@@ -352,7 +383,11 @@ class Transaction:
         transaction leaves a change record, and ``n`` counts exactly the partitions that have one.
 
         Example:
-            >>> tx.delete(tasks, "t9")  # doctest: +SKIP
+            >>> _ = tasks.put("t9", Task(title="review"))
+            >>> with store.transaction() as tx:
+            ...     tx.delete(tasks, "t9")
+            >>> tasks.exists("t9")
+            False
         """
         coll = self._collection(collection)
         validate_id(entity_id)
@@ -382,7 +417,11 @@ class Transaction:
         """Discard every buffered write; nothing of this transaction is stored.
 
         Example:
-            >>> tx.rollback()  # doctest: +SKIP
+            >>> tx = store.transaction()
+            >>> tx.put(tasks, "t9", Task(title="review"))
+            >>> tx.rollback()
+            >>> tx.state, tasks.exists("t9")
+            ('rolled back', False)
         """
         if self.state == "open":
             self.state = "rolled back"
@@ -399,8 +438,11 @@ class Transaction:
             NotFound, AlreadyExists, IntegrityError: a write was refused; nothing is written.
 
         Example:
-            >>> tx.commit()  # doctest: +SKIP
-            {('agents', 'a1'): 4}
+            >>> _ = agents.put("a1", Agent(name="planner"))
+            >>> tx = store.transaction()
+            >>> tx.update(agents, "a1", status="busy")
+            >>> tx.commit()
+            {('agents', 'a1'): 2}
         """
         self._require_open()
         ops = self._ops()

@@ -13,9 +13,10 @@ Select backends with ``RXSTATE_BACKENDS=fakeredis,redis`` (default: all three; t
 marked ``cluster``).
 
 Example:
-    >>> def test_put(rx_store):  # doctest: +SKIP
-    ...     agents = rx_store.collection("agents", Agent)
-    ...     assert agents.put("a1", Agent(name="x")).version == 1
+    >>> def test_put(rx_store):
+    ...     tasks = rx_store.collection("tasks", Task)
+    ...     assert tasks.put("t1", Task(title="x")).version == 1
+    >>> test_put(store)  # pytest passes each backend's store in turn
 """
 
 from __future__ import annotations

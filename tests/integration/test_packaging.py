@@ -62,3 +62,11 @@ def test_source_tree_finds_its_scripts():
     from rxstate.core.scripts import script_dir
 
     assert sorted(p.name for p in script_dir().glob("*.lua")) == SCRIPTS
+
+
+def test_sdist_carries_the_doctest_names_and_the_wheel_does_not(dist):
+    """The docstring examples run from an unpacked sdist too; the wheel ships no test setup."""
+    with tarfile.open(next(dist.glob("*.tar.gz"))) as archive:
+        assert any(n.endswith("/conftest.py") and n.count("/") == 1 for n in archive.getnames())
+    with zipfile.ZipFile(next(dist.glob("*.whl"))) as archive:
+        assert not any(n.endswith("conftest.py") for n in archive.namelist())

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from rxstate.server import embedded
+from rxstate.server import owner
 from rxstate.server.embedded import EmbeddedServer
 from tests.helpers import wait_for
 
@@ -132,5 +132,5 @@ def test_stale_dir_removal_skips_unreadable_pids(tmp_path):
     junk = tmp_path / "rxstate-junk"
     junk.mkdir()
     (junk / "owner.pid").write_text("not a pid")
-    assert embedded._remove_stale_dirs({str(tmp_path)}) == []
+    assert owner.remove_stale_dirs({str(tmp_path)}) == []
     assert junk.is_dir()

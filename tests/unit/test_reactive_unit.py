@@ -13,7 +13,7 @@ from rxstate.errors import CycleError, ValidationError
 from rxstate.feed.assembly import Assembler, FeedMetrics
 from rxstate.feed.change import Change, coalesce_changes, offset_key
 from rxstate.feed.delivery import BufferOverflow, DeliveryMetrics, Mailbox
-from rxstate.reactive.derived import DerivedGraph
+from rxstate.reactive.graph import DerivedGraph
 from tests.helpers import wait_for
 from tests.models import Agent, Task
 
