@@ -93,12 +93,14 @@ class Collection(Generic[M]):
     ) -> None:
         self.name = validate_collection_name(name)
         if not (isinstance(model, type) and issubclass(model, Model)):
-            raise SchemaError(f"collection {name!r}: {model!r} is not a subclass of rxstate.Model")
+            raise SchemaError(f"collection {name!r}: {model!r} is not a subclass of rxstate.Model", name=name)
         self.model = model
         fields = model.model_fields
         for f in (*indexes, *([partition_key] if partition_key else [])):
             if f not in fields:
-                raise SchemaError(f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by")
+                raise SchemaError(
+                    f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by", name=name, field=f
+                )
         self.indexes: tuple[str, ...] = tuple(dict.fromkeys((*indexes, *index_fields(constraints))))
         self.partition_key = partition_key
         self._store = store

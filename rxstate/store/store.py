@@ -136,7 +136,9 @@ class Store:
         if partitions is not None and stored != partitions:
             raise SchemaError(
                 f"namespace {self.namespace!r} was created with {stored} partitions, not {partitions}: "
-                "the partition count is fixed at creation"
+                "the partition count is fixed at creation",
+                name=self.namespace,
+                field="partitions",
             )
         return stored
 
@@ -178,7 +180,8 @@ class Store:
                 ):
                     raise SchemaError(
                         f"collection {name!r} is already open here with {existing.model.__name__}, "
-                        f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}"
+                        f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}",
+                        name=name,
                     )
                 return existing
             collection = self._collection_type(

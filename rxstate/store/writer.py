@@ -255,7 +255,11 @@ class Writer:
         store = self._store
         if store.is_cluster and len({op.partition for op in ops}) > 1:
             partitions = sorted({op.partition for op in ops})
-            raise ClusterError(f"one script call cannot span partitions on a cluster (partitions {partitions})")
+            raise ClusterError(
+                f"one script call cannot span partitions on a cluster (partitions {partitions})",
+                name=ops[0].collection,
+                partitions=partitions,
+            )
         keys, args = self.pack(ops, txid=txid, nparts=nparts, header=header)
         try:
             replies = self.call(script, keys, args)

@@ -17,11 +17,7 @@ def test_no_bare_except_pass_in_the_library():
     root = pathlib.Path(rxstate.__file__).parent
     swallowing = re.compile(r"except(?: Exception| BaseException)?(?: as \w+)?:\s*(?:#[^\n]*)?\n\s*pass\b")
     found = [f"{p.relative_to(root)}" for p in root.rglob("*.py") if swallowing.search(p.read_text())]
-    assert found == [] or set(found) <= KNOWN_ELSEWHERE, found
-
-
-# The two-phase commit still drops a failed best-effort cleanup (its intents expire); listed until it logs.
-KNOWN_ELSEWHERE = {"store/twophase.py"}
+    assert found == [], found
 
 
 def test_a_change_field_the_model_cannot_decode_is_shown_as_json_and_warned_once(

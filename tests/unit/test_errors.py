@@ -158,3 +158,18 @@ def test_a_buffer_overflow_names_the_limit():
         box.offer((n,))
     assert wait_for(lambda: failures)
     assert isinstance(failures[0], errors.BufferOverflow) and failures[0].limit == 2
+
+
+def test_schema_errors_of_collections_name_the_collection_and_field(rx_fake_store):
+    from tests.models import Agent, Task
+
+    with pytest.raises(rxstate.SchemaError) as info:
+        rx_fake_store.collection("agents", Agent, indexes=["nope"])
+    assert (info.value.name, info.value.field) == ("agents", "nope")
+    rx_fake_store.collection("agents", Agent)
+    with pytest.raises(rxstate.SchemaError) as info:
+        rx_fake_store.collection("agents", Task)
+    assert info.value.name == "agents"
+    with pytest.raises(rxstate.SchemaError) as info:
+        rxstate.connect(rx_fake_store.client, namespace=rx_fake_store.namespace, partitions=3)
+    assert (info.value.name, info.value.field) == (rx_fake_store.namespace, "partitions")
