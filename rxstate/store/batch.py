@@ -17,7 +17,8 @@ from rxstate.core.writes import WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from rxstate.core.model import Model
-    from rxstate.store.collection import Collection, Ttl
+    from rxstate.store.collection import Collection
+    from rxstate.store.collection_ops import Ttl
     from rxstate.store.store import Store
 
 __all__ = ["Batch", "BatchItem", "run_many"]

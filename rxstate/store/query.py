@@ -62,7 +62,7 @@ from rxstate.store.conditions import (
 from rxstate.store.twophase import settle_listed
 
 if TYPE_CHECKING:
-    from rxstate.store.collection import Collection
+    from rxstate.store.collection_reads import CollectionReads as Collection
 
 __all__ = ["Query", "read_partitions"]
 

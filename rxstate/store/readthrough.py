@@ -21,7 +21,7 @@ from rxstate.core.writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
 if TYPE_CHECKING:
     from rxstate.core.model import Model
-    from rxstate.store.collection import Collection
+    from rxstate.store.collection_ops import CollectionOps as Collection
     from rxstate.store.store import Store
 
 __all__ = ["Refresher", "fetch_many", "read_one", "write_many", "write_one", "write_value"]

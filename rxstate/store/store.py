@@ -29,6 +29,7 @@ from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary, is_cluster
 from rxstate.store.batch import Batch
 from rxstate.store.collection import Collection
+from rxstate.store.collection_ops import CollectionOps
 from rxstate.store.constraints import Constraint, index_fields
 from rxstate.store.lock import Lock, ReadWriteLock
 from rxstate.store.transaction import Transaction
@@ -236,7 +237,7 @@ class Store:
 
     # -- the write path ----------------------------------------------------------------------------
     # -- expiry ------------------------------------------------------------------------------------
-    def _reap(self, collection: Collection[Any]) -> int:
+    def _reap(self, collection: CollectionOps[Any]) -> int:
         ks = self.keyspace
         name = collection.name
         calls: list[WriteCall] = []

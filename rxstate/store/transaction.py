@@ -25,7 +25,8 @@ from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
 from rxstate.core.writes import KEEP_TTL, WriteOp, WriteResult
 from rxstate.store import twophase
-from rxstate.store.collection import Collection, Ttl, _ttl_ms
+from rxstate.store.collection import Collection
+from rxstate.store.collection_ops import Ttl, _ttl_ms
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
