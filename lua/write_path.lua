@@ -25,6 +25,9 @@ section of the whole call) and one stage function here, plus one section builder
   "incr" n, (field, integer amount, min, max) * n      min/max: bounds, "" for none
   "index" n, field name * n                            KEYS: + n index zsets, same order
   "fence" lock name, fencing token, lease deadline (server ms)   KEYS: + the partition's fence hash
+  "audit" principal, n, field name * n     audit the write (KEYS: + the partition's audit stream and its
+                               chain head): the n fields whose values the entry may show (the others,
+                               classified, appear by name only)
   "cons" n, constraint * n, each: kind, constraint name, field, and by kind:
     "u" nscan                  unique: no other live entity holds the new value
                                (KEYS: + nscan pairs of index zset, expiry zset to search)
@@ -44,7 +47,13 @@ Stages, in order; nothing is written unless every check passes:
                declared constraints
   write_fences the highest fencing token seen per lock
   write_all    per op: the hash with _v/_sv/_ts/_by/_o, versions of deleted ids, indexes, TTL
-               bookkeeping, the change record (change_record, also used by reap.lua)
+               bookkeeping, the change record (change_record, also used by reap.lua), and with an
+               "audit" section the op's audit entry (audit_entry, also used by audit.lua)
+Audit entries: one stream per partition, entries chained by hash: each entry's field "h" is
+  sha1hex(previous entry's h, or the stream's key for the first, .. canonical text of its other fields),
+  where the canonical text is every field name and value, in order, each as "<length>:<bytes>"; "s"
+  numbers the entries from 1, and the chain head hash (fields h, n) keeps the last h and s, so that a
+  modified, inserted, deleted, reordered or truncated entry is found by rxstate.store.audit.
 Errors (prefix, then space-separated details):
   RXCONFLICT key expected actual     expected version did not match
   RXCONFLICT key expected actual ...  stale "check" ops: every stale key of the call, in one error
@@ -87,6 +96,12 @@ end
 
 SECTIONS.fence = function(op, c)
   op.fence = {name = c.arg(), token = tonumber(c.arg()), deadline = tonumber(c.arg()), key = c.key()}
+end
+
+SECTIONS.audit = function(op, c)
+  op.audit = {principal = c.arg(), values = {}}
+  for _ = 1, c.int() do op.audit.values[c.arg()] = true end
+  op.audit.stream, op.audit.head = c.key(), c.key()
 end
 
 SECTIONS.cons = function(op, c)
@@ -334,6 +349,41 @@ local function change_record(head, op, kind, version, fields)
   return redis.call(unpack(rec))
 end
 
+-- One hash-chained audit entry (fields: a flat {name, value, ...} list, without "s" and "h").
+local function audit_entry(stream, chain, fields)
+  local h = redis.call("HMGET", chain, "h", "n")
+  local n = tonumber(h[2] or "0") + 1
+  fields[#fields + 1] = "s"
+  fields[#fields + 1] = fmt_int(n)
+  local canon = {}
+  for i, v in ipairs(fields) do canon[i] = #v .. ":" .. v end
+  local hash = redis.sha1hex((h[1] or stream) .. table.concat(canon))
+  local x = {"XADD", stream, "*"}
+  for _, v in ipairs(fields) do x[#x + 1] = v end
+  x[#x + 1] = "h"
+  x[#x + 1] = hash
+  local id = redis.call(unpack(x))
+  redis.call("HSET", chain, "h", hash, "n", n)
+  return id
+end
+
+-- The audit entry of one applied write (nothing without an "audit" section).
+local function audit_write(head, op, kind, version, cid, changed)
+  local a = op.audit
+  if not a then return end
+  local names = {}
+  for i, kv in ipairs(changed) do names[i] = kv[1] end
+  local f = {"p", a.principal, "a", kind, "c", op.coll, "i", op.id, "v", fmt_int(version), "o", "ok",
+    "t", fmt_int(now), "x", head.txid, "k", cid, "f", table.concat(names, ",")}
+  for _, kv in ipairs(changed) do
+    if a.values[kv[1]] then
+      f[#f + 1] = "." .. kv[1]
+      f[#f + 1] = kv[2]
+    end
+  end
+  audit_entry(a.stream, a.head, f)
+end
+
 local function reindex(op, new)
   for j, key in ipairs(op.idxkeys) do
     local old = op.old[j]
@@ -370,7 +420,9 @@ local function write_delete(head, op)
   redis.call("DEL", op.ekey)
   redis.call("SREM", op.ids, op.id)
   if op.had_ttl then forget_ttl(op) end
-  return {version, change_record(head, op, "delete", version, {}), now, {}}
+  local cid = change_record(head, op, "delete", version, {})
+  audit_write(head, op, "delete", version, cid, {})
+  return {version, cid, now, {}}
 end
 
 local function write_entity(head, op)
@@ -395,6 +447,7 @@ local function write_entity(head, op)
   local kind = op.kind
   if replace then kind = (op.cur == 0) and "create" or "replace" end
   local cid = change_record(head, op, kind, version, changed)
+  audit_write(head, op, kind, version, cid, changed)
   local hset = {"HSET", op.ekey, "_v", fmt_int(version), "_sv", op.sv, "_ts", fmt_int(now), "_by", head.actor, "_o", cid}
   for _, f in ipairs(op.set) do
     hset[#hset + 1] = f[1]

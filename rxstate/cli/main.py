@@ -301,6 +301,37 @@ def info(url: Url = None, path: DataPath = None, namespace: Namespace = "default
     )
 
 
+audit_app = typer.Typer(help="The namespace's tamper-evident audit trail.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+
+
+@audit_app.command("verify")
+@_handled
+def audit_verify(url: Url = None, path: DataPath = None, namespace: Namespace = "default", json: Json = False) -> None:
+    """Recompute every partition's audit chain; report the first entry changed, added, removed or moved.
+
+    Exits 1 when a chain does not hold.
+    """
+    with _inspector(url, path, namespace, json) as inspector:
+        audit = inspector.store.audit
+        if not audit.enabled:
+            raise ValidationError(f"namespace {namespace!r} does not audit (connect with audit=True)")
+        report = audit.verify()
+    if json:
+        render.print_json(
+            {"ok": report.ok, "entries": report.entries, "problems": [vars_of(p) for p in report.problems]}
+        )
+    else:
+        render.show_audit_report(_out(), namespace, report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def vars_of(problem: Any) -> dict[str, Any]:
+    """A dataclass with slots as a plain dict (for JSON output)."""
+    return {name: getattr(problem, name) for name in problem.__slots__}
+
+
 @app.command("watch")
 @_handled
 def watch(

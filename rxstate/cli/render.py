@@ -25,6 +25,7 @@ from rxstate.cli.serverinfo import LockView
 from rxstate.core.redaction import REDACTED, format_ms, redact_mapping, short
 from rxstate.events.types import RecordedEvent
 from rxstate.feed.change import Change
+from rxstate.store.audit import AuditReport
 
 __all__ = [
     "change_json",
@@ -316,3 +317,21 @@ def show_locks(console: Console, held: Sequence[LockView]) -> None:
         _row(table, lock.name, lock.mode, lock.token, holder, f"{lock.expires_in_ms / 1000:.1f} s", lock.tokens_issued)
     console.print(table)
     console.print(Text(f"{len(held)} lock(s) held"))
+
+
+def show_audit_report(console: Console, namespace: str, report: AuditReport) -> None:
+    """The result of ``rxstate audit verify``: a line when every chain holds, else a table of problems."""
+    if report.ok:
+        console.print(Text(f"audit of {namespace!r}: {report.entries} entries, every chain holds"))
+        return
+    table = _table(
+        f"audit of {namespace!r}: {len(report.problems)} broken chain(s)",
+        "partition",
+        "position",
+        "entry",
+        "kind",
+        "detail",
+    )
+    for p in report.problems:
+        _row(table, p.partition, p.position, p.entry_id or "-", p.kind, p.detail)
+    console.print(table)

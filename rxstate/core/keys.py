@@ -202,6 +202,14 @@ class Keyspace:
     def lock_sequence(self, name: str) -> str:
         return f"rx:{{{self.namespace}}}:_lockseq:{name}"
 
+    def audit(self, partition: int) -> str:
+        """The partition's audit stream: hash-chained entries of its writes (see ``rxstate.store.audit``)."""
+        return f"{self._tags[partition]}audit"
+
+    def audit_chain(self, partition: int) -> str:
+        """The head of the partition's audit chain: the last entry's hash ``h`` and number ``n``."""
+        return f"{self._tags[partition]}_audit"
+
     def fences(self, partition: int) -> str:
         return f"{self._tags[partition]}_fences"
 

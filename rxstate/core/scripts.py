@@ -210,18 +210,26 @@ class ScriptLibrary:
             script = self._cache[key] = Script(key, source)
         return script
 
-    def _source(self, name: str, including: tuple[str, ...]) -> str:
-        """A script's text with its ``-- @include`` lines resolved (recursively, refusing cycles)."""
+    def _source(self, name: str, including: tuple[str, ...], in_scope: set[str] | None = None) -> str:
+        """A script's text with its ``-- @include`` and ``-- @library`` lines resolved (recursively,
+        refusing cycles). A library already taken in earlier in the same or an enclosing scope is not
+        taken in again: its definitions are in scope already (an included script's function sees them)."""
         if name in including:
             raise errors.RxStateError(f"Lua include cycle: {' -> '.join((*including, name))}")
         path = script_dir() / f"{name}.lua"
         if not path.is_file():
             raise errors.RxStateError(f"no Lua script named {name!r} in {path.parent}")
+        scope = set() if in_scope is None else in_scope
 
         def expand(match: re.Match[str]) -> str:
             how, inner = match.group(1), match.group(2)
-            body = self._source(inner, (*including, name))
-            return body if how == "library" else f"local function {inner}(KEYS, ARGV)\n{body}\nend"
+            if how == "library":
+                if inner in scope:
+                    return f"-- (library {inner} is in scope already)"
+                scope.add(inner)
+                return self._source(inner, (*including, name), scope)
+            body = self._source(inner, (*including, name), set(scope))  # its own libraries stay inside it
+            return f"local function {inner}(KEYS, ARGV)\n{body}\nend"
 
         return _INCLUDE.sub(expand, path.read_text())
 

@@ -39,6 +39,8 @@ class WriteOp:
         fence: (lock name, fencing token, lease deadline in server ms) of a fenced write, or None.
         constraint_keys: extra KEYS of the declared integrity constraints checked by this op.
         constraint_args: the constraints section of the op's ARGV (count first; empty: none).
+        audit: (principal, names of the fields whose values the audit entry may show) to audit the
+            write in its partition's hash-chained audit stream, or None.
     """
 
     kind: str
@@ -55,6 +57,7 @@ class WriteOp:
     fence: tuple[str, int, int] | None = None
     constraint_keys: Sequence[str] = ()
     constraint_args: Sequence[Any] = ()
+    audit: tuple[str, Sequence[str]] | None = None
 
     def __post_init__(self) -> None:
         # Every op is built through here (collections, transactions, batches, events), so the checks of
@@ -122,6 +125,13 @@ def _fence_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) 
         keys.append(ks.fences(op.partition))
 
 
+def _audit_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
+    if op.audit:
+        principal, shown = op.audit
+        args += ("audit", principal, len(shown), *shown)
+        keys += (ks.audit(op.partition), ks.audit_chain(op.partition))
+
+
 def _constraint_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any]) -> None:
     if op.constraint_args and op.constraint_args[0]:
         args += ("cons", *op.constraint_args)
@@ -129,7 +139,14 @@ def _constraint_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[A
 
 
 _FIXED_KEYS = 5  # ids, expiry, ttl-index, changes, versions: the write keys before the indexes
-SECTIONS: tuple[Section, ...] = (_set_section, _incr_section, _index_section, _fence_section, _constraint_section)
+SECTIONS: tuple[Section, ...] = (
+    _set_section,
+    _incr_section,
+    _index_section,
+    _fence_section,
+    _audit_section,
+    _constraint_section,
+)
 """The optional sections of an op, in the order they are sent (the script accepts any order)."""
 
 

@@ -236,7 +236,8 @@ class EventCollection(EventReplay[S]):
         # metadata [event id, actor, causation, correlation, <version>, clock]: the script fills in the version
         common = json.dumps([self._store.actor, causation_id, correlation], separators=(",", ":"))[1:-1]
         tail = "," + clock + "]"
-        args: list[Any] = [self.name, aggregate_id, "", len(encoded)]
+        audit = self._store.audit.subject(())
+        args: list[Any] = [self.name, aggregate_id, "", len(encoded), audit[0] if audit else ""]
         for (type_name, schema_version, payload, _model), eid in zip(encoded, event_ids, strict=True):
             args += (type_name, schema_version, payload, f'["{eid}",{common},', tail)
         p = self.partition(aggregate_id)
@@ -244,6 +245,7 @@ class EventCollection(EventReplay[S]):
             self._ks.event_stream(self.name, aggregate_id, p),
             self._ks.event_log(p),
             self._ks.stream_versions(self.name, p),
+            *((self._ks.audit(p), self._ks.audit_chain(p)) if audit else ()),
         ]
         if self.projection is None:
             args[2] = "" if expected_version is None else expected_version

@@ -21,6 +21,7 @@ from rxstate.core.keys import validate_collection_name, validate_id
 from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
 from rxstate.core.writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
+from rxstate.store.audit import shown_fields
 from rxstate.store.constraints import Constraint, Constraints, index_fields
 from rxstate.store.lock import Lease, fence_args
 from rxstate.store.twophase import INTENT_FIELD, settle
@@ -111,6 +112,7 @@ class CollectionOps(Generic[M]):
         )
         if "*" in self._whole_checked:
             self._whole_checked = frozenset(fields)
+        self._shown = shown_fields(model)  # the fields an audit entry may show the values of
         self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:
@@ -158,6 +160,7 @@ class CollectionOps(Generic[M]):
             schema_version=self.model.__version__,
             indexes=self.indexes,
             fence=fence_args(fence),
+            audit=self._store.audit.subject(self._shown),
             **kw,
         )
         self.constraints.attach(op)

@@ -27,6 +27,7 @@ from rxstate.core.errors import (
 from rxstate.core.keys import Keyspace, validate_namespace
 from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary, is_cluster
+from rxstate.store.audit import Audit
 from rxstate.store.batch import Batch
 from rxstate.store.collection import Collection
 from rxstate.store.collection_ops import CollectionOps
@@ -78,6 +79,7 @@ class Store:
         read_only: bool = False,
         write_record_ms: int = 60_000,
         write_retries: int = 3,
+        audit: bool = False,
     ) -> None:
         _check_client(client)
         self.client = client
@@ -108,6 +110,10 @@ class Store:
         self._services_lock = threading.RLock()
         self.writer = Writer(self, record_ms=write_record_ms, retries=write_retries)
         """Sends every write of this store (see ``rxstate.store.writer``)."""
+        if not isinstance(audit, bool):
+            raise ValidationError(f"audit must be True or False, not {audit!r}", field="audit")
+        self.audit = Audit(self, enable=audit)
+        """The namespace's tamper-evident audit trail (see ``rxstate.store.audit``)."""
         self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
     def __repr__(self) -> str:
@@ -534,6 +540,7 @@ class ConnectOptions(TypedDict, total=False):
     read_only: bool
     write_record_ms: int
     write_retries: int
+    audit: bool
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -568,6 +575,7 @@ def _open(
     read_only: bool = False,
     write_record_ms: int = 60_000,
     write_retries: int = 3,
+    audit: bool = False,
 ) -> ST:
     if url is not None and not isinstance(url, str):
         if client is not None:
@@ -606,6 +614,7 @@ def _open(
             read_only=read_only,
             write_record_ms=write_record_ms,
             write_retries=write_retries,
+            audit=audit,
         )
     except BaseException:
         if server is not None:

@@ -36,6 +36,7 @@ def test_append_script_includes_mutate_once():
     assert "local function mutate(KEYS, ARGV)" in source
     assert "-- @include" not in source and "-- @library" not in source
     assert source.count("local function check_all(") == 1  # the write path itself, not a copy
+    assert source.index("local function check_all(") < source.index("local function mutate(")  # in its scope
 
 
 def test_old_events_are_upcast_on_read(rx_fake_store):
