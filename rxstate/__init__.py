@@ -10,7 +10,7 @@ Example:
     1
 """
 
-from rxstate import errors, ops
+from rxstate import errors, ops, security
 from rxstate.api import Collection, Store, connect
 from rxstate.cache.lru import CacheStats
 from rxstate.core.codec import Codec
@@ -19,6 +19,7 @@ from rxstate.core.errors import (
     ClusterError,
     ConflictError,
     CycleError,
+    DecryptionError,
     IntegrityError,
     LockError,
     NotFound,
@@ -28,7 +29,7 @@ from rxstate.core.errors import (
     UnknownOutcome,
     ValidationError,
 )
-from rxstate.core.model import Model, Secret, upcaster
+from rxstate.core.model import Model, Secret, classified, upcaster
 from rxstate.core.versioned import Versioned
 from rxstate.events.collection import AppendResult, EventCollection
 from rxstate.events.query import EventLog, Timeline, Why
@@ -56,6 +57,7 @@ __all__ = [
     "Collection",
     "ConflictError",
     "CycleError",
+    "DecryptionError",
     "Derived",
     "EventCollection",
     "EventLog",
@@ -83,11 +85,13 @@ __all__ = [
     "Why",
     "aiter",
     "bounds",
+    "classified",
     "connect",
     "errors",
     "one_of",
     "ops",
     "references",
+    "security",
     "unique",
     "upcaster",
 ]

@@ -8,6 +8,7 @@ so that users find them on the store while no lower module imports a higher one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 from reactivex import Observable
@@ -22,6 +23,8 @@ from rxstate.feed.reader import ChangeFeed
 from rxstate.feed.subscription import changes_observable, shared_feed
 from rxstate.notebook._plots import dependency_graph
 from rxstate.reactive.derived import Derived, StoreGraph, store_graph
+from rxstate.security.keyring import KeyRing
+from rxstate.security.providers import KeyProvider
 from rxstate.store import store
 from rxstate.store.constraints import Constraint
 
@@ -46,6 +49,8 @@ class Store(store.Store):
     """
 
     _collection_type = Collection
+    keys: KeyRing | None = None
+    """The namespace's key ring (``rotate``, ``reencrypt``, ``shred``) when secret fields are encrypted, else None."""
 
     def collection(
         self,
@@ -215,7 +220,9 @@ class Store(store.Store):
         return EventLog(self)
 
 
-def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions]) -> Store:
+def connect(
+    url: str | Any | None = None, *, keys: KeyProvider | None = None, **options: Unpack[store.ConnectOptions]
+) -> Store:
     """Open a store.
 
     The server is, in order: ``client`` (or a client passed as the first argument), ``url``, the
@@ -246,10 +253,22 @@ def connect(url: str | Any | None = None, **options: Unpack[store.ConnectOptions
             after a lost reply takes effect once (see the README, "When a reply is lost").
         write_retries: how many times a write whose reply was lost is sent again, with the same write
             id, before it raises ``UnknownOutcome``.
+        keys: a ``rxstate.security.KeyProvider`` holding the key-encryption key: secret fields are then
+            encrypted at rest (see the README, "Security: encrypted fields"). Without it, a namespace
+            whose secrets are encrypted refuses writes of them and raises ``DecryptionError`` reading them.
 
     Example:
         >>> store = rxstate.connect()  # embedded server  # doctest: +SKIP
         >>> store = rxstate.connect("redis://127.0.0.1:6379/0", namespace="crew")  # doctest: +SKIP
         >>> store = rxstate.connect(fakeredis.FakeRedis())  # doctest: +SKIP
     """
-    return store.open_store(url, Store, **options)
+    opened = store.open_store(url, Store, **options)
+    try:
+        ring = KeyRing.of(opened, keys)
+    except BaseException:
+        opened.close()
+        raise
+    if ring is not None:  # before any collection is open: every codec of the store seals with it
+        opened.keys = ring
+        opened.codec = replace(opened.codec, cipher=ring)
+    return opened

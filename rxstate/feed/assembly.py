@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import redis
 
-from rxstate.core.codec import Codec
+from rxstate.core.codec import SEALED_MARKER, Codec
 from rxstate.core.model import Secret
 from rxstate.feed.change import Change
 from rxstate.feed.delivery import DeliveryMetrics
@@ -82,13 +82,15 @@ class Decoder:
             cached = self._stored[collection] = (schema_version, _entry_secrets(raw))
         return own | cached[1]
 
-    def _value(self, collection: str, name: str, raw: bytes) -> Any:
+    def _value(self, collection: str, name: str, raw: bytes, key: str) -> Any:
         coll = self._store._collections.get(collection)
         if coll is not None and name in coll._codec.fields:
             try:
-                return coll._codec.decode_value(name, raw)
+                return coll._codec.decode_value(name, raw, key)
             except Exception:  # an older schema or a foreign write: fall back to plain JSON
                 pass
+        if raw[:2] == SEALED_MARKER:
+            return Secret(raw)  # encrypted, and not readable here (no keys, or its data key is gone)
         fragment = Codec.unpack(raw)
         try:
             return json.loads(fragment)
@@ -101,12 +103,14 @@ class Decoder:
         schema_version = int(get(b"s", b"0") or 0)
         fields: dict[str, Any] = {}
         secrets: frozenset[str] | None = frozenset()
+        key = ""
         for name, value in raw.items():
             if name[:1] == b".":
                 if not fields:
                     secrets = self.secrets(collection, schema_version)
+                    key = self._store.keyspace.entity(collection, get(b"i", b"").decode(), partition)
                 fname = name[1:].decode()
-                decoded = self._value(collection, fname, value)
+                decoded = self._value(collection, fname, value, key)
                 if (secrets is None or fname in secrets) and not isinstance(decoded, pydantic.Secret):
                     decoded = Secret(decoded)
                 fields[fname] = decoded

@@ -99,11 +99,17 @@ class Collection(Generic[M]):
             if f not in fields:
                 raise SchemaError(f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by")
         self.indexes: tuple[str, ...] = tuple(dict.fromkeys((*indexes, *index_fields(constraints))))
+        sealed = [f for f in self.indexes if f in model.__rxstate_secrets__ and f not in model.__rxstate_searchable__]
+        if sealed:
+            raise SchemaError(
+                f"collection {name!r}: {model.__name__}.{sealed[0]} is secret (encrypted at rest) and cannot be "
+                "indexed; classify it searchable=True to index it (equal values then have equal ciphertexts)"
+            )
         self.partition_key = partition_key
         self._store = store
         self._ks = store.keyspace
         constrained = (*self.indexes, *(c.field for c in constraints if isinstance(c, Constraint)))
-        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained)
+        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained, collection=name)
         self.constraints = Constraints(store, name, self._codec, constraints, partition_key=partition_key)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
         decorators = model.__pydantic_decorators__
@@ -156,6 +162,8 @@ class Collection(Generic[M]):
         return self._codec.revalidate(value)  # type: ignore[arg-type,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
+        if kw.get("sets"):  # secret fields leave the process encrypted, bound to this entity's key
+            kw["sets"] = self._codec.seal(self._ks.entity(self.name, entity_id, partition), kw["sets"])
         op = WriteOp(
             kind=kind,
             collection=self.name,
@@ -774,9 +782,11 @@ class Collection(Generic[M]):
         track_members(self.name, encoded)
         matches: set[tuple[str, int]] | None = None
         for f, value in encoded.items():
-            lo, hi = b"[" + value + b"\x00", b"(" + value + b"\x01"
-            replies = self._per_partition("ZRANGEBYLEX", partial(self._ks.index, self.name, f), lo, hi)
-            found = {(m[len(value) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
+            found: set[tuple[str, int]] = set()
+            for term in self._codec.index_terms(f, value):  # a searchable secret: its ciphertext under each key
+                lo, hi = b"[" + term + b"\x00", b"(" + term + b"\x01"
+                replies = self._per_partition("ZRANGEBYLEX", partial(self._ks.index, self.name, f), lo, hi)
+                found |= {(m[len(term) + 1 :].decode(), p) for p, members in enumerate(replies) for m in members}
             matches = found if matches is None else matches & found
         wanted = {f: self._codec.decode_value(f, v) for f, v in encoded.items()}
         for entity_id, _p in matches or ():
