@@ -67,6 +67,10 @@ class FieldCipher(Protocol):
         """The JSON fragment of a sealed value (raises ``DecryptionError``, never returns garbage)."""
         ...
 
+    def writable(self, field: str) -> None:
+        """Raise ``ValidationError`` if this store cannot write entities with the secret ``field``."""
+        ...
+
     def search_terms(self, collection: str, field: str, fragment: bytes) -> list[bytes]:
         """The stored forms a searchable field's value may have (one per readable data key)."""
         ...
@@ -144,12 +148,14 @@ class ModelCodec(Generic[M]):
         Values already sealed are kept, so sealing twice is harmless.
 
         Raises:
-            ValidationError: the namespace encrypts its secrets but this store has no key-encryption key.
+            ValidationError: the namespace encrypts its secrets but this store has no key-encryption key
+                (then it writes no entity of a model with secret fields: it could not read the result).
         """
         cipher = self.settings.cipher
         if cipher is None or not self._secrets:
             return sets
         secrets, searchable = self._secrets, self.model.__rxstate_searchable__
+        cipher.writable(next(iter(secrets)))
         return [
             (n, cipher.seal(key, self.collection, n, v, n in searchable))
             if n in secrets and v[:2] != SEALED_MARKER

@@ -220,9 +220,7 @@ class KeyRing:
         fields["kek"] = provider.kek_id
         if activate:
             fields["active"] = key_id
-        pipe.hset(self.key, mapping=fields)
-        with self._lock:
-            self._keys[key_id] = DataKey(key_id, secret)
+        pipe.hset(self.key, mapping=fields)  # known here once committed: ``_change`` reloads the ring
         return key_id
 
     def _active(self, field: str) -> DataKey:
@@ -283,6 +281,10 @@ class KeyRing:
         if searchable:
             return dk.seal_searchable(fragment, search_binding(self.namespace, collection, field))
         return dk.seal(fragment, entity_binding(key, field))
+
+    def writable(self, field: str) -> None:
+        """Raise ``ValidationError`` if this store has no key-encryption key (see ``FieldCipher``)."""
+        self._require_provider(field)
 
     def open(self, key: str, collection: str, field: str, value: bytes) -> bytes:
         """The JSON fragment of a sealed value.

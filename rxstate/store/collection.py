@@ -162,8 +162,8 @@ class Collection(Generic[M]):
         return self._codec.revalidate(value)  # type: ignore[arg-type,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
-        if kw.get("sets"):  # secret fields leave the process encrypted, bound to this entity's key
-            kw["sets"] = self._codec.seal(self._ks.entity(self.name, entity_id, partition), kw["sets"])
+        if kind != "delete":  # secret fields leave the process encrypted, bound to this entity's key
+            kw["sets"] = self._codec.seal(self._ks.entity(self.name, entity_id, partition), kw.get("sets", ()))
         op = WriteOp(
             kind=kind,
             collection=self.name,
