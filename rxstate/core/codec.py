@@ -22,7 +22,7 @@ import pydantic
 from pydantic import TypeAdapter
 
 from rxstate.core.errors import CorruptDataError, DecryptionError, SchemaError, ValidationError
-from rxstate.core.model import Model
+from rxstate.core.model import Model, _secret_inner_type
 from rxstate.core.redaction import error_reason
 
 __all__ = ["RESERVED_FIELDS", "SEALED_MARKER", "Codec", "EntityMeta", "FieldCipher", "ModelCodec"]
@@ -133,6 +133,25 @@ class ModelCodec(Generic[M]):
         # Sealed values are not compressed: the length of a compressed plaintext tells about its content.
         self._uncompressed = frozenset(uncompressed) | frozenset(self._secrets if settings.cipher else ())
         self._adapters: dict[str, TypeAdapter[Any]] = {}
+
+    @cached_property
+    def _classified_plain(self) -> frozenset[str]:
+        """Secret fields by classification whose type is not ``Secret`` (their values are plain)."""
+        fields = self.model.model_fields
+        return frozenset(n for n in self._secrets if _secret_inner_type(fields[n].annotation) is None)
+
+    def model_input(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Field values of a change record as model input: the change feed wraps every secret value in
+        ``Secret``; a field classified secret but typed plainly takes the value inside.
+
+        Example:
+            >>> codec.model_input({"ssn": Secret("078-05-1120")})  # doctest: +SKIP
+            {'ssn': '078-05-1120'}
+        """
+        plain = self._classified_plain
+        return {
+            n: v.get_secret_value() if n in plain and isinstance(v, pydantic.Secret) else v for n, v in fields.items()
+        }
 
     @cached_property
     def integer_fields(self) -> frozenset[str]:

@@ -38,11 +38,12 @@ def _apply(coll: Collection[Any], before: Any, change: Change) -> Any:
     if change.op in REMOVALS:
         return None
     try:
+        fields = coll._codec.model_input(change.fields)
         if change.op in ("create", "replace"):
-            return coll.model.model_validate(dict(change.fields))
+            return coll.model.model_validate(fields)
         if before is None:
             return None
-        return coll._codec.revalidate(before.model_copy(update=dict(change.fields)))
+        return coll._codec.revalidate(before.model_copy(update=fields))
     except (RxStateError, ValueError) as exc:
         # pydantic's own error quotes the input, secrets included: log only its path and reason.
         reason = error_reason(exc, coll.model.__rxstate_secrets__) if isinstance(exc, pydantic.ValidationError) else exc

@@ -30,7 +30,7 @@ import redis
 from cryptography.exceptions import InvalidTag
 
 from rxstate.core.errors import DecryptionError, ValidationError
-from rxstate.security.cipher import DataKey, entity_binding, key_id_of, search_binding
+from rxstate.security.cipher import HEADER_BYTES, DataKey, entity_binding, key_id_of, search_binding
 from rxstate.security.providers import KEY_BYTES, KeyProvider
 
 if TYPE_CHECKING:
@@ -104,6 +104,7 @@ class KeyRing:
         self._keys: dict[int, DataKey] = {}
         self._unreadable: dict[int, DecryptionError] = {}
         self._lock = threading.RLock()
+        self._sealing: tuple[DataKey, float] | None = None  # the active key, and until when it is fresh
         self._state = self._load(strict=True)
 
     @classmethod
@@ -151,6 +152,7 @@ class KeyRing:
                         self._unreadable[key_id] = error
             self._state = state
             self._loaded = time.monotonic()
+            self._sealing = None
             return state
 
     def _wrong_kek(self, state: RingState, key_id: int, exc: DecryptionError) -> DecryptionError:
@@ -277,7 +279,12 @@ class KeyRing:
     # -- FieldCipher ------------------------------------------------------------------------------
     def seal(self, key: str, collection: str, field: str, fragment: bytes, searchable: bool) -> bytes:
         """The stored form of a secret field's JSON fragment (see ``rxstate.core.codec.FieldCipher``)."""
-        dk = self._active(field)
+        sealing = self._sealing
+        if sealing is not None and time.monotonic() < sealing[1]:
+            dk = sealing[0]
+        else:
+            dk = self._active(field)
+            self._sealing = (dk, self._loaded + self.refresh)
         if searchable:
             return dk.seal_searchable(fragment, search_binding(self.namespace, collection, field))
         return dk.seal(fragment, entity_binding(key, field))
@@ -293,7 +300,9 @@ class KeyRing:
             DecryptionError: the value is bound to another entity or field, or altered (``reason="binding"``),
                 its data key was shredded or is unknown, or this store has no keys.
         """
-        dk = self._key(key_id_of(value, key, field), key, field)
+        dk = self._keys.get(int.from_bytes(value[3:HEADER_BYTES], "big"))
+        if dk is None:
+            dk = self._key(key_id_of(value, key, field), key, field)
         searchable = value[2:3] == b"d"
         binding = search_binding(self.namespace, collection, field) if searchable else entity_binding(key, field)
         try:

@@ -374,3 +374,18 @@ def test_providers(tmp_path, monkeypatch):
     with pytest.raises(ValidationError, match="KeyProvider"), Backend("fakeredis") as backend:
         backend.store(keys="not-a-provider")
     assert key.hex() not in repr(env) and base64.b64encode(key).decode() not in repr(env)
+
+
+def test_watch_follows_classified_fields(backend, kek):
+    store = backend.store(keys=kek)
+    agents = open_agents(store)
+    agents.put("a1", Agent(name="x", ssn="1"))
+    seen: list = []
+    agents.watch("a1").subscribe(seen.append)
+    assert wait_for(lambda: seen)
+    agents.update("a1", ssn="2")
+    agents.update("a1", api_key="k-2")  # a barrier: the last change, after which nothing more comes
+    assert wait_for(lambda: len(seen) >= 3)
+    assert [c.op for c in seen] == ["snapshot", "update", "update"]
+    assert seen[1].value.ssn == "2" and isinstance(seen[1].fields["ssn"], pydantic.Secret)
+    assert seen[2].value.ssn == "2" and seen[2].value.api_key.get_secret_value() == "k-2"
