@@ -60,7 +60,8 @@ class FieldCipher(Protocol):
     """Encrypts secret field values at rest; ``rxstate.security.KeyRing`` is the implementation."""
 
     def seal(self, key: str, collection: str, field: str, fragment: bytes, searchable: bool) -> bytes:
-        """The stored form of a field's JSON ``fragment``, starting with ``SEALED_MARKER``."""
+        """The stored form of a field's JSON ``fragment`` (or of a value sealed before), starting with
+        ``SEALED_MARKER``."""
         ...
 
     def open(self, key: str, collection: str, field: str, value: bytes) -> bytes:
@@ -164,7 +165,8 @@ class ModelCodec(Generic[M]):
     def seal(self, key: str, sets: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
         """Encoded fields of the entity ``key`` with its secret ones encrypted (when the store has keys).
 
-        Values already sealed are kept, so sealing twice is harmless.
+        A value sealed before (a transaction's buffered write) is passed to the cipher too: it keeps it,
+        or re-seals it if the active data key changed meanwhile.
 
         Raises:
             ValidationError: the namespace encrypts its secrets but this store has no key-encryption key
@@ -176,10 +178,7 @@ class ModelCodec(Generic[M]):
         secrets, searchable = self._secrets, self.model.__rxstate_searchable__
         cipher.writable(next(iter(secrets)))
         return [
-            (n, cipher.seal(key, self.collection, n, v, n in searchable))
-            if n in secrets and v[:2] != SEALED_MARKER
-            else (n, v)
-            for n, v in sets
+            (n, cipher.seal(key, self.collection, n, v, n in searchable)) if n in secrets else (n, v) for n, v in sets
         ]
 
     def index_terms(self, name: str, fragment: bytes) -> list[bytes]:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import redis
 from cryptography.exceptions import InvalidTag
 
+from rxstate.core.codec import SEALED_MARKER
 from rxstate.core.errors import DecryptionError, ValidationError
 from rxstate.security.cipher import HEADER_BYTES, DataKey, entity_binding, key_id_of, search_binding
 from rxstate.security.providers import KEY_BYTES, KeyProvider
@@ -285,6 +286,10 @@ class KeyRing:
         else:
             dk = self._active(field)
             self._sealing = (dk, self._loaded + self.refresh)
+        if fragment[:2] == SEALED_MARKER:  # sealed before (a buffered write): keep it if under the active key
+            if int.from_bytes(fragment[3:HEADER_BYTES], "big") == dk.id:
+                return fragment
+            fragment = self.open(key, collection, field, fragment)
         if searchable:
             return dk.seal_searchable(fragment, search_binding(self.namespace, collection, field))
         return dk.seal(fragment, entity_binding(key, field))
@@ -300,6 +305,8 @@ class KeyRing:
             DecryptionError: the value is bound to another entity or field, or altered (``reason="binding"``),
                 its data key was shredded or is unknown, or this store has no keys.
         """
+        if time.monotonic() - self._loaded > self.refresh:
+            self._load()  # keys shredded or retired elsewhere stop working here within ``refresh`` seconds
         dk = self._keys.get(int.from_bytes(value[3:HEADER_BYTES], "big"))
         if dk is None:
             dk = self._key(key_id_of(value, key, field), key, field)

@@ -389,3 +389,17 @@ def test_watch_follows_classified_fields(backend, kek):
     assert [c.op for c in seen] == ["snapshot", "update", "update"]
     assert seen[1].value.ssn == "2" and isinstance(seen[1].fields["ssn"], pydantic.Secret)
     assert seen[2].value.ssn == "2" and seen[2].value.api_key.get_secret_value() == "k-2"
+
+
+def test_a_write_buffered_across_a_key_change_is_sealed_under_the_new_key(backend, kek):
+    store = backend.store(keys=kek)
+    store.keys.refresh = 0.0  # read the ring before every seal: the new key is seen at once
+    agents = open_agents(store)
+    agents.put("a0", Agent(name="first", ssn="0"))
+    with store.transaction() as tx:
+        tx.put(agents, "a1", Agent(name="x", ssn="buffered"))  # sealed now, under key 1
+        assert store.keys.begin_reencrypt()["target"] == 2  # key 2 becomes active before the commit
+    assert sealed_key_ids(store, agents, "a1") == {2}  # re-sealed at commit
+    done = store.keys.reencrypt()
+    assert done.done and done.retired == (1,) and done.rewritten == 1  # only a0 was left under key 1
+    assert agents.get("a1", consistent=True).ssn == "buffered" and agents.get("a0", consistent=True).ssn == "0"
