@@ -30,7 +30,7 @@ import redis
 from cryptography.exceptions import InvalidTag
 
 from rxstate.core.codec import SEALED_MARKER
-from rxstate.core.errors import DecryptionError, ValidationError
+from rxstate.core.errors import ConflictError, DecryptionError, ValidationError
 from rxstate.security.cipher import HEADER_BYTES, DataKey, entity_binding, key_id_of, search_binding
 from rxstate.security.providers import KEY_BYTES, KeyProvider
 
@@ -53,6 +53,7 @@ class RingState:
 
     kek: str | None
     active: int | None
+    seq: int
     wrapped: Mapping[int, bytes]
     gone: Mapping[int, int]
     reencrypt: Mapping[str, Any] | None
@@ -76,6 +77,7 @@ class RingState:
         return cls(
             kek=_text(raw.get(b"kek")),
             active=int(active) if active else None,
+            seq=int(raw.get(b"seq") or 0),
             wrapped=wrapped,
             gone=gone,
             reencrypt=json.loads(reenc) if reenc else None,
@@ -147,7 +149,7 @@ class KeyRing:
                         self._keys[key_id] = DataKey(key_id, self.provider.unwrap(wrapped, self._context(key_id)))
                         self._unreadable.pop(key_id, None)
                     except DecryptionError as exc:
-                        error = self._wrong_kek(state, key_id, exc)
+                        error = self._wrong_kek(state, key_id, str(exc))
                         if strict:
                             raise error from exc
                         self._unreadable[key_id] = error
@@ -156,10 +158,10 @@ class KeyRing:
             self._sealing = None
             return state
 
-    def _wrong_kek(self, state: RingState, key_id: int, exc: DecryptionError) -> DecryptionError:
+    def _wrong_kek(self, state: RingState, key_id: int, detail: str) -> DecryptionError:
         return DecryptionError(
             f"namespace {self.namespace!r}: data key {key_id} is wrapped under KEK {state.kek}, and "
-            f"{self.provider!r} cannot unwrap it ({exc}); was the KEK rotated?",
+            f"{self.provider!r} cannot unwrap it ({detail}); was the KEK rotated?",
             key=self.key,
             key_id=key_id,
             reason="wrong-kek",
@@ -197,7 +199,9 @@ class KeyRing:
                     continue
             self._load()
             return result
-        raise DecryptionError(f"{self.key}: the key ring kept changing; try again", key=self.key, reason="busy")
+        raise ConflictError(
+            f"{self.key}: the key ring kept changing under {_ATTEMPTS} attempts; try again", key=self.key
+        )
 
     def _require_provider(self, field: str = "") -> KeyProvider:
         if self.provider is None:
@@ -213,10 +217,8 @@ class KeyRing:
     def _new_key(self, state: RingState, pipe: Any, *, activate: bool) -> int:
         provider = self._require_provider()
         if state.kek is not None and state.kek != provider.kek_id:
-            raise self._wrong_kek(state, max(state.wrapped, default=0), DecryptionError("another KEK"))
-        key_id = max([0, *state.wrapped, *state.gone]) + 1
-        seq = int(pipe.hget(self.key, "seq") or 0)
-        key_id = max(key_id, seq + 1)
+            raise self._wrong_kek(state, max(state.wrapped, default=0), f"it holds KEK {provider.kek_id}")
+        key_id = max([state.seq, *state.wrapped, *state.gone]) + 1  # ids are never reused
         secret = os.urandom(KEY_BYTES)
         pipe.multi()
         fields: dict[str, Any] = {f"dk:{key_id}": provider.wrap(secret, self._context(key_id)), "seq": key_id}
@@ -355,7 +357,7 @@ class KeyRing:
                 try:
                     secret = old.unwrap(wrapped, self._context(key_id))
                 except DecryptionError as exc:
-                    raise self._wrong_kek(state, key_id, exc) from exc
+                    raise self._wrong_kek(state, key_id, str(exc)) from exc
                 fields[f"dk:{key_id}"] = provider.wrap(secret, self._context(key_id))
             pipe.multi()
             pipe.hset(self.key, mapping=fields)
