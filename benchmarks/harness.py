@@ -229,7 +229,7 @@ class Spec:
 
 def registry() -> list[Spec]:
     """Every bench, in table order."""
-    from benchmarks import entities, events, locks, memory, reactive, scaling, transactions, watch
+    from benchmarks import crypto, entities, events, locks, memory, reactive, scaling, transactions, watch
 
     return [
         Spec("update", entities.update),
@@ -237,6 +237,7 @@ def registry() -> list[Spec]:
         Spec("get", entities.get),
         Spec("incr", entities.incr),
         Spec("put_many", entities.put_many),
+        Spec("crypto", crypto.put_get),
         Spec("append", events.append),
         Spec("replay", events.replay),
         Spec("transaction", transactions.read_write),

@@ -10,7 +10,7 @@ Example:
     1
 """
 
-from rxstate import errors, ops
+from rxstate import errors, ops, security
 from rxstate.api import Collection, Store, connect
 from rxstate.cache.lru import CacheStats
 from rxstate.core.codec import Codec
@@ -21,6 +21,7 @@ from rxstate.core.errors import (
     ConflictError,
     CorruptDataError,
     CycleError,
+    DecryptionError,
     IntegrityError,
     LockError,
     NotFound,
@@ -31,7 +32,7 @@ from rxstate.core.errors import (
     UnknownOutcome,
     ValidationError,
 )
-from rxstate.core.model import Model, Secret, upcaster
+from rxstate.core.model import Model, Secret, classified, upcaster
 from rxstate.core.versioned import Versioned
 from rxstate.events.collection import AppendResult, EventCollection
 from rxstate.events.projection import Projection, ProjectionBatch
@@ -65,6 +66,7 @@ __all__ = [
     "ConflictError",
     "CorruptDataError",
     "CycleError",
+    "DecryptionError",
     "Derived",
     "EventCollection",
     "EventLog",
@@ -97,6 +99,7 @@ __all__ = [
     "any_of",
     "between",
     "bounds",
+    "classified",
     "connect",
     "errors",
     "ge",
@@ -106,6 +109,7 @@ __all__ = [
     "one_of",
     "ops",
     "references",
+    "security",
     "unique",
     "upcaster",
 ]

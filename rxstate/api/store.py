@@ -12,6 +12,7 @@ import logging
 import os
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 import redis
@@ -26,6 +27,8 @@ from rxstate.feed.subscription import ChangeObservable, ChangesOptions, changes_
 from rxstate.notebook._plots import dependency_graph
 from rxstate.reactive.derived import Derived
 from rxstate.reactive.graph import StoreGraph, store_graph
+from rxstate.security.keyring import KeyRing
+from rxstate.security.providers import KeyProvider
 from rxstate.store import store
 from rxstate.store.constraints import Constraint
 
@@ -54,6 +57,8 @@ class Store(store.Store):
     """
 
     _collection_type = Collection
+    keys: KeyRing | None = None
+    """The namespace's key ring (``rotate``, ``reencrypt``, ``shred``) when secret fields are encrypted, else None."""
 
     def collection(
         self,
@@ -232,7 +237,10 @@ class Store(store.Store):
 
 
 def connect(
-    url: str | redis.Redis | redis.RedisCluster | None = None, **options: Unpack[store.ConnectOptions]
+    url: str | redis.Redis | redis.RedisCluster | None = None,
+    *,
+    keys: KeyProvider | None = None,
+    **options: Unpack[store.ConnectOptions],
 ) -> Store:
     """Open a store.
 
@@ -274,6 +282,9 @@ def connect(
             after a lost reply takes effect once (see the README, "When a reply is lost").
         write_retries: how many times a write whose reply was lost is sent again, with the same write
             id, before it raises ``UnknownOutcome``.
+        keys: a ``rxstate.security.KeyProvider`` holding the key-encryption key: secret fields are then
+            encrypted at rest (see the README, "Security: encrypted fields"). Without it, a namespace
+            whose secrets are encrypted refuses writes of them and raises ``DecryptionError`` reading them.
 
     Example:
         >>> store = rxstate.connect(fakeredis.FakeRedis(), namespace="crew")  # an existing client
@@ -286,6 +297,14 @@ def connect(
         ``rxstate.connect("redis://127.0.0.1:6379/0")`` a server of your own.
     """
     opened = store.open_store(url, Store, **options)
+    try:
+        ring = KeyRing.of(opened, keys)
+    except BaseException:
+        opened.close()
+        raise
+    if ring is not None:  # before any collection is open: every codec of the store seals with it
+        opened.keys = ring
+        opened.codec = replace(opened.codec, cipher=ring)
     _close_at_exit(opened)
     return opened
 

@@ -3,30 +3,34 @@
 Every field value is stored as its JSON text, so an integer is plain decimal and ``HINCRBY`` works
 on it, and a whole entity decodes in one pass by pydantic's JSON parser. A value larger than the
 compression threshold is stored lz4-compressed behind a marker that JSON text can never start with.
-Secret fields are stored in clear here; encryption at rest is layered on top of this codec.
+Secret fields are encrypted at rest by a ``FieldCipher`` (``rxstate.security.KeyRing``) when the store
+has one: ``seal`` encrypts them, bound to their entity key, just before a write leaves the process, and
+decoding opens every value that starts with ``SEALED_MARKER``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated, Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, Protocol, TypeVar
 
 import lz4.frame
 import pydantic
 from pydantic import TypeAdapter
 
-from rxstate.core.errors import CorruptDataError, SchemaError, ValidationError
-from rxstate.core.model import Model
+from rxstate.core.errors import CorruptDataError, DecryptionError, SchemaError, ValidationError
+from rxstate.core.model import Model, _secret_inner_type
 from rxstate.core.redaction import error_reason
 
-__all__ = ["RESERVED_FIELDS", "Codec", "EntityMeta", "ModelCodec"]
+__all__ = ["RESERVED_FIELDS", "SEALED_MARKER", "Codec", "EntityMeta", "FieldCipher", "ModelCodec"]
 
 M = TypeVar("M", bound=Model)
 
 LZ4_MARKER = b"\x00z"
+SEALED_MARKER = b"\x00s"  # an encrypted value (see rxstate.security.cipher for the rest of its layout)
 RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o", b"_x", b"_t"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
@@ -52,6 +56,27 @@ class EntityMeta:
         )
 
 
+class FieldCipher(Protocol):
+    """Encrypts secret field values at rest; ``rxstate.security.KeyRing`` is the implementation."""
+
+    def seal(self, key: str, collection: str, field: str, fragment: bytes, searchable: bool) -> bytes:
+        """The stored form of a field's JSON ``fragment`` (or of a value sealed before), starting with
+        ``SEALED_MARKER``."""
+        ...
+
+    def open(self, key: str, collection: str, field: str, value: bytes) -> bytes:
+        """The JSON fragment of a sealed value (raises ``DecryptionError``, never returns garbage)."""
+        ...
+
+    def writable(self, field: str) -> None:
+        """Raise ``ValidationError`` if this store cannot write entities with the secret ``field``."""
+        ...
+
+    def search_terms(self, collection: str, field: str, fragment: bytes) -> list[bytes]:
+        """The stored forms a searchable field's value may have (one per readable data key)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Codec:
     """Encoding settings shared by every collection of a store.
@@ -59,10 +84,12 @@ class Codec:
     Attributes:
         compress_threshold: values whose JSON is longer than this many bytes are lz4-compressed.
         max_entity_bytes: the largest encoded entity (before compression) a write accepts.
+        cipher: encrypts secret fields at rest (None: they are stored in clear).
     """
 
     compress_threshold: int = 1024
     max_entity_bytes: int = 8 * 1024 * 1024
+    cipher: FieldCipher | None = dataclasses.field(default=None, compare=False, repr=False)
 
     def pack(self, fragment: bytes, compressible: bool = True) -> bytes:
         """Compress a JSON fragment when that pays off."""
@@ -111,28 +138,93 @@ class ModelCodec(Generic[M]):
         ('planner', 1)
     """
 
-    def __init__(self, model: type[M], settings: Codec, uncompressed: Iterable[str] = ()) -> None:
+    def __init__(
+        self, model: type[M], settings: Codec, uncompressed: Iterable[str] = (), *, collection: str = ""
+    ) -> None:
         if not (isinstance(model, type) and issubclass(model, Model)):
             raise SchemaError(f"{model!r} is not a subclass of rxstate.Model", name=getattr(model, "__name__", None))
         self.model = model
         self.settings = settings
+        self.collection = collection
         self.fields = tuple(model.model_fields)
         self._json_prefix = {name.encode(): b'"' + name.encode() + b'":' for name in self.fields}
-        self._uncompressed = frozenset(uncompressed)
         self._secrets = model.__rxstate_secrets__
+        # Sealed values are not compressed: the length of a compressed plaintext tells about its content.
+        self._uncompressed = frozenset(uncompressed) | frozenset(self._secrets if settings.cipher else ())
         self._adapters: dict[str, TypeAdapter[Any]] = {}
 
     @cached_property
+    def _classified_plain(self) -> frozenset[str]:
+        """Secret fields by classification whose type is not ``Secret`` (their values are plain)."""
+        fields = self.model.model_fields
+        return frozenset(n for n in self._secrets if _secret_inner_type(fields[n].annotation) is None)
+
+    def model_input(self, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Field values of a change record as model input: the change feed wraps every secret value in
+        ``Secret``; a field classified secret but typed plainly takes the value inside.
+
+        Example:
+            >>> codec.model_input({"ssn": Secret("078-05-1120")})  # doctest: +SKIP
+            {'ssn': '078-05-1120'}
+        """
+        plain = self._classified_plain
+        return {
+            n: v.get_secret_value() if n in plain and isinstance(v, pydantic.Secret) else v for n, v in fields.items()
+        }
+
+    @cached_property
     def integer_fields(self) -> frozenset[str]:
-        """Fields declared as plain ``int`` (the ones ``incr`` accepts)."""
-        return frozenset(n for n, f in self.model.model_fields.items() if f.annotation is int)
+        """Fields declared as plain ``int`` (the ones ``incr`` accepts); secret fields never are."""
+        return frozenset(
+            n for n, f in self.model.model_fields.items() if f.annotation is int and n not in self._secrets
+        )
+
+    # -- encryption at rest ---------------------------------------------------------------------
+    def seal(self, key: str, sets: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
+        """Encoded fields of the entity ``key`` with its secret ones encrypted (when the store has keys).
+
+        A value sealed before (a transaction's buffered write) is passed to the cipher too: it keeps it,
+        or re-seals it if the active data key changed meanwhile.
+
+        Raises:
+            ValidationError: the namespace encrypts its secrets but this store has no key-encryption key
+                (then it writes no entity of a model with secret fields: it could not read the result).
+        """
+        cipher = self.settings.cipher
+        if cipher is None or not self._secrets:
+            return sets
+        secrets, searchable = self._secrets, self.model.__rxstate_searchable__
+        cipher.writable(next(iter(secrets)))
+        return [
+            (n, cipher.seal(key, self.collection, n, v, n in searchable)) if n in secrets else (n, v) for n, v in sets
+        ]
+
+    def index_terms(self, name: str, fragment: bytes) -> list[bytes]:
+        """What an index holds for a field's encoded value: the value, or its ciphertexts if it is sealed."""
+        cipher = self.settings.cipher
+        if cipher is None or name not in self._secrets:
+            return [fragment]
+        return cipher.search_terms(self.collection, name, fragment)
+
+    def _unpack(self, value: bytes, key: str, name: str) -> bytes:
+        if value[:2] == SEALED_MARKER:
+            cipher = self.settings.cipher
+            if cipher is None:
+                raise DecryptionError(
+                    f"{key} field {name!r} is encrypted and this store has no keys: connect with keys=",
+                    key=key,
+                    field=name,
+                    reason="no-keys",
+                )
+            value = cipher.open(key, self.collection, name, value)
+        return self.settings.unpack(value, key, name)
 
     # -- encoding -------------------------------------------------------------------------------
     def _reveal(self, name: str, value: Any) -> Any:
         """JSON value of a secret field, in clear (pydantic's JSON mode would mask it)."""
         if isinstance(value, pydantic.Secret):
             return self._adapter_for(name, secret_inner=True).dump_python(value.get_secret_value(), mode="json")
-        return value
+        return self._adapter_for(name).dump_python(value, mode="json")
 
     def encode(self, model: M) -> list[tuple[str, bytes]]:
         """All fields of a model as (field, stored bytes) pairs.
@@ -144,7 +236,9 @@ class ModelCodec(Generic[M]):
             raise ValidationError(f"expected a {self.model.__name__}, got {type(model).__name__}")
         data = model.__pydantic_serializer__.to_python(model, mode="json")
         for name in self._secrets:
-            data[name] = self._reveal(name, getattr(model, name))
+            value = getattr(model, name)
+            if isinstance(value, pydantic.Secret):
+                data[name] = self._reveal(name, value)
         return self._pack_all(data)
 
     def revalidate(self, model: M) -> M:
@@ -222,7 +316,7 @@ class ModelCodec(Generic[M]):
         """
         meta = EntityMeta.from_hash(raw)
         if meta.schema_version == self.model.__version__:
-            prefixes, unpack = self._json_prefix, self.settings.unpack
+            prefixes, unpack = self._json_prefix, self._unpack
             parts = [
                 prefixes[field] + (value if value[:1] != b"\x00" else unpack(value, key, field.decode()))
                 for field, value in raw.items()
@@ -244,8 +338,8 @@ class ModelCodec(Generic[M]):
         raise CorruptDataError(f"{key}: stored data does not fit {self.model.__name__}: {reason}", key=key)
 
     def decode_value(self, name: str, value: bytes, key: str = "") -> Any:
-        """Decode and validate one stored field value."""
-        fragment = self.settings.unpack(value, key, name)
+        """Decode and validate one stored field value (of the entity ``key``, which a sealed value needs)."""
+        fragment = self._unpack(value, key, name)
         return self._adapter_for(name).validate_json(fragment)
 
     def _loose_dict(self, raw: Mapping[bytes, bytes], key: str) -> dict[str, Any]:
@@ -254,7 +348,7 @@ class ModelCodec(Generic[M]):
             if field in RESERVED_FIELDS:
                 continue
             name = field.decode()
-            fragment = self.settings.unpack(value, key, name)
+            fragment = self._unpack(value, key, name)
             try:
                 data[name] = json.loads(fragment)
             except ValueError:

@@ -14,6 +14,7 @@ RxStateError
  ├── ServerError                        no server could be found, started or reached
  │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
  ├── CorruptDataError                   stored bytes that cannot be decoded
+ │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
  └── BufferOverflow                     a subscriber fell further behind than its buffer allows
 ```
@@ -40,6 +41,7 @@ __all__ = [
     "ConflictError",
     "CorruptDataError",
     "CycleError",
+    "DecryptionError",
     "IntegrityError",
     "LockError",
     "NotFound",
@@ -274,3 +276,31 @@ class BufferOverflow(RxStateError):
     def __init__(self, message: str, *, limit: int) -> None:
         super().__init__(message)
         self.limit = limit
+
+
+class DecryptionError(CorruptDataError):
+    """An encrypted field value (or a wrapped data key) could not be decrypted.
+
+    Raised instead of ever returning garbage: the ciphertext was moved to another entity or field (its
+    associated data no longer matches), its data key was shredded or is unknown, no key-encryption key
+    is configured, or the key-encryption key is not the one the data keys are wrapped under.
+
+    Attributes:
+        key: the Redis key holding the value (or the key ring).
+        field: the field, when known.
+        key_id: the data key the value names, when known.
+        reason: ``"binding"``, ``"shredded"``, ``"unknown-key"``, ``"no-keys"`` or ``"wrong-kek"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        field: str | None = None,
+        key_id: int | None = None,
+        reason: str = "binding",
+    ) -> None:
+        super().__init__(message, key=key, field=field)
+        self.key_id = key_id
+        self.reason = reason

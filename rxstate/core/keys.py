@@ -21,6 +21,7 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_txw:<txid>              a prepared transaction's writes in this partition (hash)
     rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
+    rx:{ns}:_keys                      wrapped data keys of encrypted fields, the active key, re-encryption progress
     rx:{ns}:_lock:<name>               a lock's current holder (hash, expires with the lease)
     rx:{ns}:_lockr:<name>              a read/write lock's readers and their deadlines (zset)
     rx:{ns}:_lockseq:<name>            a lock's fencing-token counter (never reset, never expires)
@@ -225,6 +226,10 @@ class Keyspace:
 
     def schemas(self) -> str:
         return f"rx:{{{self.namespace}}}:schemas"
+
+    def keyring(self) -> str:
+        """The namespace's key ring: data keys wrapped by the key-encryption key (``rxstate.security``)."""
+        return f"rx:{{{self.namespace}}}:_keys"
 
     def parse_entity(self, key: str) -> tuple[int, str, str] | None:
         """Split an entity key into (partition, collection, id); None if it is not one."""

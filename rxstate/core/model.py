@@ -13,11 +13,15 @@ from rxstate.core import display
 from rxstate.core.errors import SchemaError
 from rxstate.core.redaction import classify, model_repr_args
 
-__all__ = ["Model", "Secret", "upcaster"]
+__all__ = ["CLASSIFICATIONS", "ENCRYPTED_CLASSIFICATIONS", "Model", "Secret", "classified", "upcaster"]
 
 T = TypeVar("T")
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 _UPCAST_MARK = "__rxstate_upcast_from__"
+CLASSIFICATIONS = ("public", "internal", "confidential", "secret")
+"""The classification levels a field may declare (``Field(json_schema_extra={"classification": ...})``)."""
+ENCRYPTED_CLASSIFICATIONS = frozenset({"confidential", "secret"})
+"""Levels whose fields are secret: redacted everywhere and encrypted at rest when the store has keys."""
 
 
 class Secret(pydantic.Secret[T]):
@@ -59,6 +63,38 @@ def upcaster(from_version: int) -> Callable[[Upcaster], Upcaster]:
         return staticmethod(inner)  # type: ignore[return-value,unused-ignore]
 
     return mark
+
+
+def classified(level: str, *, searchable: bool = False, **field: Any) -> Any:
+    """A field classified ``level``: ``confidential`` and ``secret`` fields are treated like ``Secret`` ones.
+
+    They are redacted in every repr, error and log line and, on a store opened with ``keys=``, encrypted
+    at rest. ``searchable=True`` encrypts deterministically (equal values give equal ciphertexts), so the
+    field can be indexed; that reveals which entities share a value. Other arguments go to
+    ``pydantic.Field``; this is ``Field(json_schema_extra={"classification": level})``.
+
+    Example:
+        >>> class Person(Model):
+        ...     name: str
+        ...     ssn: str = classified("secret")
+        ...     email: str = classified("confidential", searchable=True, default="")
+        >>> Person(name="ada", ssn="078-05-1120")
+        Person(name='ada', ssn=**********, email=**********)
+    """
+    if level not in CLASSIFICATIONS:
+        raise SchemaError(f"classification must be one of {CLASSIFICATIONS}, not {level!r}")
+    extra = dict(field.pop("json_schema_extra", None) or {})
+    extra.update(classification=level, searchable=searchable)
+    return pydantic.Field(json_schema_extra=extra, **field)
+
+
+def _classification(model: str, name: str, info: Any) -> tuple[bool, bool]:
+    """Whether a field is classified secret by its ``json_schema_extra``, and whether it is searchable."""
+    extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+    level = extra.get("classification", "public")
+    if level not in CLASSIFICATIONS:
+        raise SchemaError(f"{model}.{name}: classification must be one of {CLASSIFICATIONS}, not {level!r}")
+    return level in ENCRYPTED_CLASSIFICATIONS, bool(extra.get("searchable", False))
 
 
 def _secret_inner_type(annotation: Any) -> Any | None:
@@ -107,6 +143,9 @@ class Model(BaseModel):
     __version__: ClassVar[int] = 1
     __rxstate_upcasters__: ClassVar[dict[int, Upcaster]] = {}
     __rxstate_secrets__: ClassVar[dict[str, Any]] = {}
+    """Secret fields (``Secret[T]`` or classified confidential/secret) -> the type of their clear value."""
+    __rxstate_searchable__: ClassVar[frozenset[str]] = frozenset()
+    """Secret fields declared ``searchable``: encrypted deterministically, so they can be indexed."""
 
     @model_validator(mode="after")
     def _mark_validated(self) -> Self:
@@ -151,11 +190,20 @@ class Model(BaseModel):
                     name=cls.__name__,
                 )
         cls.__rxstate_upcasters__ = upcasters
-        cls.__rxstate_secrets__ = {
-            name: inner
-            for name, info in cls.model_fields.items()
-            if (inner := _secret_inner_type(info.annotation)) is not None
-        }
+        secrets: dict[str, Any] = {}
+        searchable: set[str] = set()
+        for name, info in cls.model_fields.items():
+            inner = _secret_inner_type(info.annotation)
+            level_secret, wants_search = _classification(cls.__name__, name, info)
+            if inner is None and not level_secret:
+                if wants_search:
+                    raise SchemaError(f"{cls.__name__}.{name}: only a secret or classified field can be searchable")
+                continue
+            secrets[name] = inner if inner is not None else info.annotation
+            if wants_search:
+                searchable.add(name)
+        cls.__rxstate_secrets__ = secrets
+        cls.__rxstate_searchable__ = frozenset(searchable)
         classify(cls.__rxstate_secrets__)
 
     # -- display (short, redacted reprs; HTML in notebooks) ----------------------------------------

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 import pydantic
 import redis
 
-from rxstate.core.codec import Codec
+from rxstate.core.codec import SEALED_MARKER, Codec
 from rxstate.core.errors import RxStateError
 from rxstate.core.model import Secret
 from rxstate.feed.change import Change
@@ -84,30 +84,35 @@ class Decoder:
             cached = self._stored[collection] = (schema_version, _entry_secrets(raw))
         return own | cached[1]
 
-    def _value(self, collection: str, name: str, raw: bytes) -> Any:
+    def _value(self, collection: str, name: str, raw: bytes, key: str = "") -> Any:
         coll = self._store._collections.get(collection)
         if coll is not None and name in coll._codec.fields:
             try:
-                return coll._codec.decode_value(name, raw)
+                return coll._codec.decode_value(name, raw, key)
             except (ValueError, RxStateError) as exc:  # an older schema or a foreign write: plain JSON
                 if (collection, name) not in self._undecodable:
                     self._undecodable.add((collection, name))
                     log.warning("change feed: %s field %r does not decode with the model (%s)", collection, name, exc)
+        if raw[:2] == SEALED_MARKER:
+            return Secret(raw)  # encrypted, and not readable here (no keys, or its data key is gone)
         fragment = Codec.unpack(raw)
         try:
             return json.loads(fragment)
         except ValueError:
             return fragment.decode("utf-8", "replace")
 
-    def decode_fields(self, collection: str, schema_version: int, raw: Mapping[bytes, bytes]) -> dict[str, Any]:
-        """Stored field values (name -> bytes) decoded by model, secret fields wrapped in ``Secret``."""
+    def decode_fields(
+        self, collection: str, schema_version: int, raw: Mapping[bytes, bytes], *, key: str = ""
+    ) -> dict[str, Any]:
+        """Stored field values (name -> bytes) decoded by model, secret fields wrapped in ``Secret``
+        (``key``: the entity's key, which encrypted values are bound to)."""
         fields: dict[str, Any] = {}
         secrets: frozenset[str] | None = frozenset()
         for name, value in raw.items():
             if not fields:
                 secrets = self.secrets(collection, schema_version)
             fname = name.decode()
-            decoded = self._value(collection, fname, value)
+            decoded = self._value(collection, fname, value, key)
             if (secrets is None or fname in secrets) and not isinstance(decoded, pydantic.Secret):
                 decoded = Secret(decoded)
             fields[fname] = decoded
@@ -117,7 +122,10 @@ class Decoder:
         get = raw.get
         collection = get(b"c", b"").decode()
         schema_version = int(get(b"s", b"0") or 0)
-        fields = self.decode_fields(collection, schema_version, {n[1:]: v for n, v in raw.items() if n[:1] == b"."})
+        key = self._store.keyspace.entity(collection, get(b"i", b"").decode(), partition)
+        fields = self.decode_fields(
+            collection, schema_version, {n[1:]: v for n, v in raw.items() if n[:1] == b"."}, key=key
+        )
         return Change(
             collection=collection,
             id=get(b"i", b"").decode(),

@@ -123,7 +123,7 @@ class ValueTracker:
             version = int(raw.get(b"_v", b"0"))
             sv = int(raw.get(b"_sv", b"0") or 0)
             fields = {n: v for n, v in raw.items() if n not in RESERVED_FIELDS}
-            return version, dict(self._decoder.decode_fields(change.collection, sv, fields))
+            return version, dict(self._decoder.decode_fields(change.collection, sv, fields, key=key))
         try:
             versioned = coll._decode(change.id, coll._settled(key, dict(raw)), key)
         except RxStateError as exc:

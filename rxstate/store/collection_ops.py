@@ -95,11 +95,19 @@ class CollectionOps(Generic[M]):
                     f"collection {name!r}: {model.__name__} has no field {f!r} to index or route by", name=name, field=f
                 )
         self.indexes: tuple[str, ...] = tuple(dict.fromkeys((*indexes, *index_fields(constraints))))
+        sealed = [f for f in self.indexes if f in model.__rxstate_secrets__ and f not in model.__rxstate_searchable__]
+        if sealed:
+            raise SchemaError(
+                f"collection {name!r}: {model.__name__}.{sealed[0]} is secret (encrypted at rest) and cannot be "
+                "indexed; classify it searchable=True to index it (equal values then have equal ciphertexts)",
+                name=name,
+                field=sealed[0],
+            )
         self.partition_key = partition_key
         self._store = store
         self._ks = store.keyspace
         constrained = (*self.indexes, *(c.field for c in constraints if isinstance(c, Constraint)))
-        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained)
+        self._codec: ModelCodec[M] = ModelCodec(model, store.codec, uncompressed=constrained, collection=name)
         self.constraints = Constraints(store, name, self._codec, constraints, partition_key=partition_key)
         self._bounds = {n: _int_bounds(fields[n]) for n in self._codec.integer_fields}
         decorators = model.__pydantic_decorators__
@@ -152,6 +160,8 @@ class CollectionOps(Generic[M]):
         return self._codec.revalidate(value)  # type: ignore[arg-type,unused-ignore]
 
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
+        if kind != "delete":  # secret fields leave the process encrypted, bound to this entity's key
+            kw["sets"] = self._codec.seal(self._ks.entity(self.name, entity_id, partition), kw.get("sets", ()))
         op = WriteOp(
             kind=kind,
             collection=self.name,

@@ -148,6 +148,10 @@ class Query(Generic[M]):
     def _check(self, field: str, cond: Any) -> None:
         coll = self._coll
         if isinstance(cond, Range):
+            if field in coll.model.__rxstate_secrets__:
+                raise ValidationError(
+                    f"{coll.name}.{field} is encrypted at rest: only equality can be searched on it", field=field
+                )
             kind = self._field_kind(field, "compared with a range")
             for bound in (cond.low, cond.high):
                 if bound is not None and value_kind(bound) != kind:
@@ -203,10 +207,15 @@ class Query(Generic[M]):
         coll = self._coll
         key_of = self._index_key(field)
         if isinstance(cond, Range):
+            if field in coll.model.__rxstate_secrets__:
+                raise ValidationError(
+                    f"{coll.name}.{field} is encrypted at rest: only equality can be searched on it", field=field
+                )
             kind = self._field_kind(field, "compared with a range")
             cover = number_cover(cond) if kind == "number" else string_cover(cond.low, cond.high)
             return [(("ZRANGEBYLEX", key_of, lex_bounds(lo, hi)), range_decoder(cond, kind)) for lo, hi in cover]
-        exact = dict.fromkeys(_encoded(coll, field, cond))
+        # a searchable secret field's index holds its ciphertexts: one term per data key in use
+        exact = dict.fromkeys(t for v in _encoded(coll, field, cond) for t in coll._codec.index_terms(field, v))
         return [(("ZRANGEBYLEX", key_of, (b"[" + v + b"\x00", b"(" + v + b"\x01")), None) for v in exact]
 
     def _index_key(self, field: str) -> Callable[[int], str]:
@@ -238,7 +247,7 @@ class Query(Generic[M]):
                     if n == -2:
                         into[(member.decode(), p)] = None
                         continue
-                    raw, _sep, entity_id = member.partition(b"\x00")
+                    raw, _sep, entity_id = member.rpartition(b"\x00")  # ids hold no NUL; a ciphertext may
                     if test is None:
                         into[(entity_id.decode(), p)] = None
                         continue

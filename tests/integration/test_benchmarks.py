@@ -21,6 +21,8 @@ CORE_ROWS = {
     "get one entity": ["raw HGETALL", "rxstate get, uncached", "rxstate get, cached (hit)"],
     "incr one field": ["raw HINCRBY", "rxstate incr"],
     "put_many of 1,000": ["raw pipeline of 1,000 HSET", "rxstate put_many"],
+    "encrypted fields: put": ["rxstate put, all in clear", "rxstate put, 3 fields encrypted"],
+    "encrypted fields: get": ["rxstate get, all in clear", "rxstate get, 3 fields decrypted"],
     "event append": ["raw XADD", "rxstate append 1 event", "rxstate append 1 event + projection"],
     "lock acquire + release": ["redis-py Lock", "rxstate lock"],
     "transaction: read 1, write 3": [
@@ -45,6 +47,8 @@ TARGETED = {
     "rxstate get, cached (hit)",
     "rxstate incr",
     "rxstate put_many",
+    "rxstate put, 3 fields encrypted",
+    "rxstate get, 3 fields decrypted",
     "rxstate append 1 event",
     "rxstate append 1 event + projection",
     "rxstate update -> collection.watch(id)",

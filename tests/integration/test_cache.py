@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.models import Agent, Task
 
 MODES = ["tracking", "keyspace"]
@@ -125,6 +126,7 @@ def test_get_many_and_versions(rx_redis_backend):
 def test_sized_by_bytes_on_a_real_server(rx_redis_backend):
     store = rx_redis_backend.store(cache_bytes=2_000)
     tasks = store.collection("tasks", Task)
+    assert wait_for(lambda: store.cache.active)  # caching starts once its invalidation feed is up
     for i in range(50):
         tasks.put(f"t{i}", Task(title="x" * 40))
         tasks.get(f"t{i}")
