@@ -229,7 +229,7 @@ class Spec:
 
 def registry() -> list[Spec]:
     """Every bench, in table order."""
-    from benchmarks import crypto, entities, events, locks, memory, reactive, scaling, transactions, watch
+    from benchmarks import audit, crypto, entities, events, locks, memory, reactive, scaling, transactions, watch
 
     return [
         Spec("update", entities.update),
@@ -238,6 +238,7 @@ def registry() -> list[Spec]:
         Spec("incr", entities.incr),
         Spec("put_many", entities.put_many),
         Spec("crypto", crypto.put_get),
+        Spec("audit", audit.writes_and_verify),
         Spec("append", events.append),
         Spec("replay", events.replay),
         Spec("transaction", transactions.read_write),

@@ -63,6 +63,6 @@ end
 redis.call("HSET", versions, id, string.format("%d", cur + n))
 if principal ~= "" then
   audit_entry(KEYS[4], KEYS[5], {"p", principal, "a", "append", "c", coll, "i", id, "v", fmt_int(cur + n),
-    "o", "ok", "t", fmt_int(now), "x", "", "k", ids[1], "f", table.concat(types, ",")})
+    "t", fmt_int(now), "k", ids[1], "f", table.concat(types, ",")})
 end
 return {cur + n, ids, cid}

@@ -12,5 +12,9 @@ Errors: none
 
 -- @library write_path
 
-return audit_entry(KEYS[1], KEYS[2], {"p", ARGV[1], "a", ARGV[2], "c", ARGV[3], "i", ARGV[4], "v", "",
-  "o", ARGV[5], "t", fmt_int(now), "x", "", "k", "", "f", "", "d", ARGV[6]})
+local fields = {"p", ARGV[1], "a", ARGV[2], "c", ARGV[3], "i", ARGV[4], "t", fmt_int(now), "o", ARGV[5]}
+if ARGV[6] ~= "" then
+  fields[#fields + 1] = "d"
+  fields[#fields + 1] = ARGV[6]
+end
+return audit_entry(KEYS[1], KEYS[2], fields)

@@ -50,8 +50,8 @@ Stages, in order; nothing is written unless every check passes:
                bookkeeping, the change record (change_record, also used by reap.lua), and with an
                "audit" section the op's audit entry (audit_entry, also used by audit.lua)
 Audit entries: one stream per partition, entries chained by hash: each entry's field "h" is
-  sha1hex(previous entry's h, or the stream's key for the first, .. canonical text of its other fields),
-  where the canonical text is every field name and value, in order, each as "<length>:<bytes>"; "s"
+  sha1hex of the previous entry's h (the stream's key for the first) and every field name and value
+  of the entry, in order, joined by NUL, a value that holds a NUL written as "\1<length>:<bytes>"; "s"
   numbers the entries from 1, and the chain head hash (fields h, n) keeps the last h and s, so that a
   modified, inserted, deleted, reordered or truncated entry is found by rxstate.store.audit.
 Errors (prefix, then space-separated details):
@@ -355,11 +355,14 @@ local function audit_entry(stream, chain, fields)
   local n = tonumber(h[2] or "0") + 1
   fields[#fields + 1] = "s"
   fields[#fields + 1] = fmt_int(n)
-  local canon = {}
-  for i, v in ipairs(fields) do canon[i] = #v .. ":" .. v end
-  local hash = redis.sha1hex((h[1] or stream) .. table.concat(canon))
-  local x = {"XADD", stream, "*"}
-  for _, v in ipairs(fields) do x[#x + 1] = v end
+  local canon, x = {h[1] or stream}, {"XADD", stream, "*"}
+  for i, v in ipairs(fields) do
+    -- a value holding a NUL (a compressed or encrypted one) is length-prefixed behind \1, which no
+    -- other token starts with (names, ids and JSON text hold no control characters)
+    canon[i + 1] = string.find(v, "\0", 1, true) and ("\1" .. #v .. ":" .. v) or v
+    x[i + 3] = v
+  end
+  local hash = redis.sha1hex(table.concat(canon, "\0"))
   x[#x + 1] = "h"
   x[#x + 1] = hash
   local id = redis.call(unpack(x))
@@ -367,14 +370,19 @@ local function audit_entry(stream, chain, fields)
   return id
 end
 
--- The audit entry of one applied write (nothing without an "audit" section).
+-- The audit entry of one applied write (nothing without an "audit" section). Fields left out: "o"
+-- (outcome) when "ok", "x" (transaction id) when there is none.
 local function audit_write(head, op, kind, version, cid, changed)
   local a = op.audit
   if not a then return end
   local names = {}
   for i, kv in ipairs(changed) do names[i] = kv[1] end
-  local f = {"p", a.principal, "a", kind, "c", op.coll, "i", op.id, "v", fmt_int(version), "o", "ok",
-    "t", fmt_int(now), "x", head.txid, "k", cid, "f", table.concat(names, ",")}
+  local f = {"p", a.principal, "a", kind, "c", op.coll, "i", op.id, "v", fmt_int(version), "t", fmt_int(now),
+    "k", cid, "f", table.concat(names, ",")}
+  if head.txid ~= "" then
+    f[#f + 1] = "x"
+    f[#f + 1] = head.txid
+  end
   for _, kv in ipairs(changed) do
     if a.values[kv[1]] then
       f[#f + 1] = "." .. kv[1]

@@ -82,19 +82,20 @@ def validate_collection_name(name: str) -> str:
     return name
 
 
-def validate_id(entity_id: object) -> str:
+def validate_id(entity_id: object, what: str = "id") -> str:
     """Return ``entity_id`` if it is a valid entity id, else raise ``ValidationError``.
 
     Ids are 1-512 characters of any kind but control characters (C0, DEL, C1 with U+0085) and the line
-    and paragraph separators U+2028/U+2029; spaces and other printable characters are allowed.
+    and paragraph separators U+2028/U+2029; spaces and other printable characters are allowed. Actors
+    (who writes) follow the same rule (``what="actor"``).
     """
     if not isinstance(entity_id, str) or not 1 <= len(entity_id) <= _ID_MAX:
-        raise ValidationError(f"invalid id {entity_id!r}: a string of 1-{_ID_MAX} characters", field="id")
+        raise ValidationError(f"invalid {what} {entity_id!r}: a string of 1-{_ID_MAX} characters", field=what)
     bad = _ID_FORBIDDEN.search(entity_id)
     if bad is not None:
         raise ValidationError(
-            f"invalid id {entity_id!r}: control character U+{ord(bad.group()):04X} at position {bad.start()}",
-            field="id",
+            f"invalid {what} {entity_id!r}: control character U+{ord(bad.group()):04X} at position {bad.start()}",
+            field=what,
         )
     return entity_id
 

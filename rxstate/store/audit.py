@@ -125,12 +125,16 @@ class AuditReport:
         return not self.problems
 
 
-def _canonical(fields: Sequence[tuple[bytes, bytes]]) -> bytes:
-    return b"".join(b"%d:%s%d:%s" % (len(k), k, len(v), v) for k, v in fields)
+def _token(value: bytes) -> bytes:
+    return b"\x01%d:%s" % (len(value), value) if b"\x00" in value else value
 
 
 def _link(previous: bytes, fields: Sequence[tuple[bytes, bytes]]) -> bytes:
-    return hashlib.sha1(previous + _canonical(fields)).hexdigest().encode()
+    """The hash of an entry, as ``lua/write_path.lua``'s audit_entry computes it."""
+    tokens = [previous]
+    for name, value in fields:
+        tokens += (_token(name), _token(value))
+    return hashlib.sha1(b"\x00".join(tokens)).hexdigest().encode()
 
 
 class Audit:
@@ -174,6 +178,21 @@ class Audit:
         args = [self._store.actor, action, collection, entity_id, outcome, detail]
         reply = self._store.writer.call("audit", [ks.audit(p), ks.audit_chain(p)], args, settle=False)
         return reply.decode() if isinstance(reply, bytes) else str(reply)
+
+    def reads(self, keys: Sequence[str]) -> None:
+        """Record reads of classified data: one entry per entity key read, pipelined in one round trip."""
+        ks, actor = self._store.keyspace, self._store.actor
+        calls: list[tuple[str, Sequence[Any], Sequence[Any]]] = []
+        for key in keys:
+            parsed = ks.parse_entity(key)
+            if parsed is not None:
+                p, collection, entity_id = parsed
+                calls.append(
+                    ("audit", [ks.audit(p), ks.audit_chain(p)], [actor, "read", collection, entity_id, "ok", ""])
+                )
+        for reply in self._store.writer.call_many(calls) if calls else ():
+            if isinstance(reply, BaseException):
+                raise reply
 
     # -- reading ------------------------------------------------------------------------------------
     def _raw(self, partition: int) -> Iterator[tuple[str, list[tuple[bytes, bytes]]]]:
@@ -308,7 +327,7 @@ def _entry(partition: int, entry_id: str, f: Mapping[bytes, bytes]) -> AuditEntr
         collection=text(b"c"),
         entity_id=text(b"i"),
         version=int(version) if version else None,
-        outcome=text(b"o"),
+        outcome=text(b"o") or "ok",
         time_ms=int(text(b"t") or 0),
         txid=text(b"x"),
         change_id=text(b"k"),

@@ -39,6 +39,17 @@ class CollectionReads(CollectionOps[M]):
             >>> agents.get_versioned("a1").version
             1
         """
+        value = self._read_one(entity_id, partition, consistent)
+        if self._audit_reads:
+            self._store.audit.reads([self.key(entity_id, partition=partition)])
+        return value
+
+    @property
+    def _audit_reads(self) -> bool:
+        """Whether reads are audited: the namespace audits and the model has classified fields."""
+        return self._store.audit.enabled and len(self._shown) < len(self.model.model_fields)
+
+    def _read_one(self, entity_id: str, partition: str | None, consistent: bool) -> Versioned[M]:
         track(self.name, entity_id)
         cache = None if consistent else self._store._cache
         if cache is not None:
@@ -136,6 +147,9 @@ class CollectionReads(CollectionOps[M]):
                 raw = self._settled(key, raw)
                 if raw:
                     out.append(self._decode(entity_id, raw, key))
+        if out and self._audit_reads:
+            key_of = dict(pairs)
+            self._store.audit.reads([key_of[v.id] for v in out])
         return out
 
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:

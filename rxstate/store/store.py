@@ -24,7 +24,7 @@ from rxstate.core.errors import (
     ServerError,
     ValidationError,
 )
-from rxstate.core.keys import Keyspace, validate_namespace
+from rxstate.core.keys import Keyspace, validate_id, validate_namespace
 from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary, is_cluster
 from rxstate.store.audit import Audit
@@ -88,7 +88,7 @@ class Store:
         """Whether this store only reads: it creates no namespace and opens no collections, locks or writes."""
         if read_only:  # the cache writes probe keys and may CONFIG SET; upkeep writes expiries
             cache, reap_interval = False, None
-        self.actor = actor if actor is not None else f"pid:{os.getpid()}"
+        self.actor = validate_id(actor, "actor") if actor is not None else f"pid:{os.getpid()}"
         self.codec = codec or Codec()
         if not isinstance(change_retention, int) or change_retention < 1:
             raise ValidationError(f"change_retention must be a positive int, not {change_retention!r}")

@@ -16,6 +16,12 @@ from tests.helpers import dump_all
 from tests.models import Agent
 
 
+class Worker(rxstate.Model):  # no classified field: its reads are not audited
+    name: str
+    status: str = "idle"
+    load: int = 0
+
+
 class Account(rxstate.Model):
     owner: str
     balance: int = 0
@@ -76,14 +82,14 @@ def test_a_later_store_of_the_namespace_audits_too(store: Any, rx_server: Embedd
 
 def test_a_thousand_random_mutations_verify_clean(store: Any) -> None:
     rng = random.Random(7)
-    agents = store.collection("agents", Agent, indexes=["status"])
+    agents = store.collection("workers", Worker, indexes=["status"])
     ids = [f"a{i}" for i in range(40)]
     writes = 0
     for _ in range(1000):
         i = rng.choice(ids)
         kind = rng.random()
         if kind < 0.35 or not agents.exists(i):
-            agents.put(i, Agent(name=i, load=rng.randrange(50)))
+            agents.put(i, Worker(name=i, load=rng.randrange(50)))
         elif kind < 0.6:
             agents.update(i, status=rng.choice(["idle", "busy"]))
         elif kind < 0.8:
@@ -93,7 +99,7 @@ def test_a_thousand_random_mutations_verify_clean(store: Any) -> None:
         else:
             with store.transaction(two_phase=rng.random() < 0.5) as tx:
                 for j in rng.sample(ids, 2):
-                    tx.put(agents, j, Agent(name=j))
+                    tx.put(agents, j, Worker(name=j))
                 writes += 1  # the second put of the transaction
         writes += 1
     report = store.audit.verify()
@@ -198,4 +204,17 @@ def test_event_appends_and_their_projections_are_audited(store: Any) -> None:
     assert not append.values  # payloads never: they may hold classified data
     actions = sorted((e.collection, e.action) for e in store.audit.query(entity_id="c1"))
     assert actions == [("cart_view", "create"), ("carts", "append")]
+    assert store.audit.verify().ok
+
+
+def test_reads_of_classified_data_are_audited_and_others_are_not(store: Any) -> None:
+    accounts = store.collection("accounts", Account)
+    agents = store.collection("workers", Worker)
+    accounts.put("a1", Account(owner="ann", pin="1"))
+    agents.put("g1", Worker(name="plain"))
+    accounts.get("a1")
+    accounts.get_many(["a1", "missing"])
+    agents.get("g1")
+    reads = [e for e in store.audit.query() if e.action == "read"]
+    assert [(e.collection, e.entity_id, e.principal) for e in reads] == [("accounts", "a1", store.actor)] * 2
     assert store.audit.verify().ok

@@ -145,3 +145,9 @@ def test_an_integrity_error_on_an_id_with_spaces_names_the_whole_key(store):
         members.put("second member", Member(email="a@x"))
     assert info.value.key == members.key("second member")
     assert info.value.constraint == "unique:email" and "already used by first member" in str(info.value)
+
+
+def test_an_actor_with_a_control_character_is_refused():
+    with pytest.raises(rxstate.ValidationError) as info:
+        rxstate.connect(fakeredis.FakeRedis(), actor="agent\x00billing", cache=False)
+    assert info.value.field == "actor" and "U+0000" in str(info.value)
