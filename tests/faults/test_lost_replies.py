@@ -224,3 +224,19 @@ def test_a_write_that_never_arrived_resolves_as_not_applied_and_never_applies(pr
 def test_write_record_options_are_checked() -> None:
     with pytest.raises(rxstate.ValidationError, match="write_record_ms"):
         rxstate.connect(fakeredis.FakeRedis(), write_record_ms=0, cache=False)
+
+
+def test_a_refused_write_leaves_no_write_record(rx_server: EmbeddedServer) -> None:
+    store = rxstate.connect(rx_server.client(), namespace=f"wr-{uuid.uuid4().hex[:8]}", cache=False)
+    agents = store.collection("agents", Agent)
+    agents.put("a1", Agent(name="x"))
+    pattern = f"rx:{{{store.namespace}:*}}:_w:*"
+    recorded = set(store.client.keys(pattern))
+    with pytest.raises(ConflictError):
+        agents.update("a1", status="busy", expected_version=7)
+    with pytest.raises(rxstate.errors.AlreadyExists):
+        agents.create("a1", Agent(name="again"))
+    assert set(store.client.keys(pattern)) == recorded
+    agents.update("a1", status="busy")
+    assert len(set(store.client.keys(pattern)) - recorded) == 1  # an applied write is recorded, once
+    store.close()

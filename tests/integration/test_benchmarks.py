@@ -23,6 +23,8 @@ CORE_ROWS = {
     "put_many of 1,000": ["raw pipeline of 1,000 HSET", "rxstate put_many"],
     "encrypted fields: put": ["rxstate put, all in clear", "rxstate put, 3 fields encrypted"],
     "encrypted fields: get": ["rxstate get, all in clear", "rxstate get, 3 fields decrypted"],
+    "audit: update": ["rxstate update, unaudited", "rxstate update, audited (hash-chained entry in the same call)"],
+    "audit: verify": ["rxstate audit verify"],
     "event append": ["raw XADD", "rxstate append 1 event", "rxstate append 1 event + projection"],
     "lock acquire + release": ["redis-py Lock", "rxstate lock"],
     "transaction: read 1, write 3": [
@@ -49,6 +51,7 @@ TARGETED = {
     "rxstate put_many",
     "rxstate put, 3 fields encrypted",
     "rxstate get, 3 fields decrypted",
+    "rxstate update, audited (hash-chained entry in the same call)",
     "rxstate append 1 event",
     "rxstate append 1 event + projection",
     "rxstate update -> collection.watch(id)",
