@@ -5,7 +5,7 @@ Not a script of its own: the script loader puts a write script before this text 
 each call with a fresh write id. A resend of the same call (a retry after a lost or late reply, by
 redis-py or by the Writer) finds the recorded reply and returns it instead of writing again.
 
-KEYS: [1] the call's write record (rx:{ns:p}:_w:<write id>, in the slot of the script's own keys),
+KEYS: [1] the call's write record (rxw:{ns:p}:<write id>, in the slot of the script's own keys),
       then the script's own KEYS
 ARGV: [1] how long the record is kept (ms), then the script's own ARGV
 Returns: the script's reply (recorded when the script succeeded: error replies wrote nothing and are

@@ -147,8 +147,16 @@ class Keyspace:
         return f"{self._tags[partition]}_ver:{collection}"
 
     def write_record(self, near: str, write_id: str) -> str:
-        """The record of one write call (its reply, kept a while) in the slot of the key ``near``."""
-        return f"{near[: near.index('}') + 1]}:_w:{write_id}"
+        """The record of one write call (its reply, kept a while) in the slot of the key ``near``.
+
+        It lies outside the ``rx:`` prefix that caches track (``CLIENT TRACKING`` prefixes, keyspace
+        channel patterns), so recording a reply makes no invalidation traffic.
+
+        Example:
+            >>> Keyspace("crew", 4).write_record("rx:{crew:2}:agents:a1", "w1")
+            'rxw:{crew:2}:w1'
+        """
+        return f"rxw:{near[near.index('{') : near.index('}') + 1]}:{write_id}"
 
     def write_keys(self, collection: str, partition: int, indexes: tuple[str, ...]) -> list[str]:
         """The keys a write touches besides the entity: ids, expiry, ttl-index, changes, versions of deleted

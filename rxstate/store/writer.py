@@ -14,7 +14,7 @@ and every kind of write gets it. Everything the Writer sends passes through ``_s
 ``_send_many`` (one pipelined round trip): wrap those two to observe every write of a store.
 
 **Exactly once.** Every call carries a fresh write id: the script runs inside ``lua/once.lua``, which
-records the call's reply under ``rx:{ns:p}:_w:<write id>`` (in the slot of the call's keys, kept
+records the call's reply under ``rxw:{ns:p}:<write id>`` (in the slot of the call's keys, kept
 ``write_record_ms``) and answers a repeated id with the recorded reply instead of writing again. So a
 resend after a lost or late reply — by the client's own retry policy or by the Writer's — takes effect
 once. When the connection fails, the Writer retries the same call ``write_retries`` times (backoff

@@ -230,7 +230,7 @@ def test_a_refused_write_leaves_no_write_record(rx_server: EmbeddedServer) -> No
     store = rxstate.connect(rx_server.client(), namespace=f"wr-{uuid.uuid4().hex[:8]}", cache=False)
     agents = store.collection("agents", Agent)
     agents.put("a1", Agent(name="x"))
-    pattern = f"rx:{{{store.namespace}:*}}:_w:*"
+    pattern = f"rxw:{{{store.namespace}:*}}:*"
     recorded = set(store.client.keys(pattern))
     with pytest.raises(ConflictError):
         agents.update("a1", status="busy", expected_version=7)
