@@ -157,7 +157,8 @@ def test_an_own_update_keeps_the_ttl_of_the_entry_it_replaces(rx_redis_backend, 
     deadline = store.cache.deadline_of(key)
     assert deadline
     tasks.update("t", priority=1)  # keeps the key's TTL on the server
-    assert store.cache.deadline_of(key) == deadline
+    kept = store.cache.deadline_of(key)  # that deadline, or the same read back from the server's PTTL
+    assert kept is not None and kept > 0 and abs(kept - deadline) < 0.05
     misses = store.cache.stats().misses
     assert tasks.get("t").priority == 1 and store.cache.stats().misses == misses  # a hit
     assert wait_for(lambda: tasks.get("t", None) is None, timeout=10)
