@@ -33,77 +33,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
 
-from cachetools import LRUCache
-
-from rxstate.cache.stats import CacheStats, parse_offset, percentile
+from rxstate.cache.entries import LRU, Entry, OwnWrite, remember
+from rxstate.cache.stats import CacheStats, DelaySamples, parse_offset
 from rxstate.core.errors import ValidationError
 from rxstate.core.versioned import Versioned
 
 __all__ = ["VERIFY_INTERVAL", "CacheStats", "EntityCache", "OwnWrite", "parse_offset"]
 
 _RECENT_INVALIDATIONS = 8192
-_DELAY_SAMPLES = 4096
 _PENDING_WRITES = 4096
 _FLOORS = 16384
 ECHO_TIMEOUT = 1.0  # seconds after its reply: a later invalidation is not taken for a write's echo
 VERIFY_INTERVAL = 0.05  # seconds: the most often a merged echo re-reads its key
-
-
-class _Entry(NamedTuple):
-    versioned: Versioned[Any]
-    nbytes: int
-    deadline: float  # time.monotonic() after which the entry is gone; 0.0: no TTL
-    offset: tuple[int, int]
-    refresh_until: float  # until then, an eviction queues a background re-read (own write of a read key)
-
-
-class OwnWrite:
-    """A write of one key by this store, from before it is sent until its echo has arrived.
-
-    Attributes:
-        key: the entity key.
-        token: the cache epoch when it was registered.
-        deadline: the deadline of the entry it replaces (None: the key was not cached).
-    """
-
-    __slots__ = ("absorbed", "deadline", "done_at", "key", "offset", "poisoned", "registered_at", "token")
-
-    def __init__(self, key: str, token: int, deadline: float | None, now: float) -> None:
-        self.key = key
-        self.token = token
-        self.deadline = deadline
-        self.registered_at = now
-        self.absorbed = False  # its echo has arrived
-        self.poisoned = False  # another own write of the key took an echo meanwhile: do not insert
-        self.done_at = 0.0  # time.monotonic() of its reply; 0.0 while in flight
-        self.offset = (0, 0)
-
-
-class _LRU(LRUCache):  # type: ignore[type-arg]
-    """``LRUCache`` that reports capacity evictions (not explicit removals)."""
-
-    def __init__(self, maxsize: int, getsizeof: Callable[[Any], int] | None, on_evict: Callable[[], None]) -> None:
-        super().__init__(maxsize, getsizeof)
-        self._on_evict = on_evict
-
-    def popitem(self) -> tuple[Any, Any]:
-        item = super().popitem()
-        self._on_evict()
-        return item
-
-
-def _remember(table: OrderedDict[str, Any], key: str, value: Any, limit: int) -> Any:
-    """Set ``table[key]`` as most recent; returns the value of the oldest entry dropped, or None."""
-    table[key] = value
-    table.move_to_end(key)
-    dropped = None
-    while len(table) > limit:
-        _, dropped = table.popitem(last=False)
-    return dropped
 
 
 class EntityCache:
@@ -123,12 +68,12 @@ class EntityCache:
         if max_bytes is not None:
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
                 raise ValidationError(f"cache_bytes must be a positive int, not {max_bytes!r}")
-            self._lru = _LRU(max_bytes, lambda e: e.nbytes, self._count_eviction)
+            self._lru = LRU(max_bytes, lambda e: e.nbytes, self._count_eviction)
             self.sized_by = "bytes"
         else:
             if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
                 raise ValidationError(f"cache_size must be a positive int, not {max_entries!r}")
-            self._lru = _LRU(max_entries, None, self._count_eviction)
+            self._lru = LRU(max_entries, None, self._count_eviction)
             self.sized_by = "entries"
         self._lock = threading.Lock()
         self._active = False
@@ -141,15 +86,13 @@ class EntityCache:
         self._foreign_horizon = 0
         self._floor: OrderedDict[str, tuple[int, int]] = OrderedDict()  # key -> offset of its last own write
         self._own: dict[str, list[OwnWrite]] = {}
-        self._write_returned: OrderedDict[str, float] = OrderedDict()  # own write's return time, per key
-        self._invalidated_at: OrderedDict[str, float] = OrderedDict()
-        self._delays: deque[float] = deque(maxlen=_DELAY_SAMPLES)
-        self._delay_count = 0
+        self._delays = DelaySamples()
         self.hits = self.misses = self.bypassed = 0
         self.evictions = self.invalidations = self.expirations = self.rejected = 0
         self.disconnects = self.refreshes = self.echoes = self.clears = 0
         self._refresh: dict[str, float] = {}
         self._verify: dict[str, float] = {}  # key -> when to re-read it (a merged echo)
+        self._next_verify: float | None = None  # the earliest of those
         self._verified: OrderedDict[str, float] = OrderedDict()  # key -> when it was last scheduled
         self.refresh_wanted = threading.Event()
 
@@ -249,7 +192,7 @@ class EntityCache:
             if held.offset == offset and old.version == value.version and old.value == value.value:
                 return True  # confirmed as it is
         try:
-            self._lru[key] = _Entry(value, nbytes, deadline, offset, until)
+            self._lru[key] = Entry(value, nbytes, deadline, offset, until)
         except ValueError:  # larger than the whole cache
             self._lru.pop(key, None)
             return False
@@ -308,7 +251,7 @@ class EntityCache:
         now = time.monotonic()
         with self._lock:
             floor = self._floor.get(key)
-            _remember(self._floor, key, parsed if floor is None else max(floor, parsed), _FLOORS)
+            remember(self._floor, key, parsed if floor is None else max(floor, parsed), _FLOORS)
             own = self._own.get(key, [])
             if write is None or write not in own:  # never registered, or the cache was cleared since
                 return False
@@ -386,22 +329,18 @@ class EntityCache:
         with self._lock:
             for key in keys:
                 self._epoch += 1
-                dropped = _remember(self._recent, key, self._epoch, _RECENT_INVALIDATIONS)
+                dropped = remember(self._recent, key, self._epoch, _RECENT_INVALIDATIONS)
                 if dropped is not None:
                     self._horizon = max(self._horizon, dropped)
                 echo = self._echo_of(key, now) if echoes else None
                 if echo is not None:
                     self._absorb(echo, now, coalesced)
                 else:
-                    dropped = _remember(self._foreign, key, self._epoch, _RECENT_INVALIDATIONS)
+                    dropped = remember(self._foreign, key, self._epoch, _RECENT_INVALIDATIONS)
                     if dropped is not None:
                         self._foreign_horizon = max(self._foreign_horizon, dropped)
                     self._drop(key, now)
-                returned = self._write_returned.pop(key, None)
-                if returned is not None:
-                    self._record_delay(now - returned)
-                else:
-                    _remember(self._invalidated_at, key, now, _PENDING_WRITES)
+                self._delays.invalidated(key, now)
 
     def _absorb(self, write: OwnWrite, now: float, coalesced: bool) -> None:
         key = write.key
@@ -454,10 +393,10 @@ class EntityCache:
         if key in self._verify:
             return
         due = max(now, self._verified.get(key, now - VERIFY_INTERVAL) + VERIFY_INTERVAL)
-        wake = min(self._verify.values(), default=None)
         self._verify[key] = due
-        _remember(self._verified, key, due, _PENDING_WRITES)
-        if wake is None or due < wake:
+        remember(self._verified, key, due, _PENDING_WRITES)
+        if self._next_verify is None or due < self._next_verify:
+            self._next_verify = due
             self.refresh_wanted.set()
 
     def request_refresh(self, key: str, until: float) -> None:
@@ -482,7 +421,7 @@ class EntityCache:
                     del self._verify[key]
             self.refresh_wanted.clear()
             self.refreshes += len(keys)
-            wake = min(self._verify.values(), default=None)
+            wake = self._next_verify = min(self._verify.values(), default=None)
             return keys, None if wake is None else max(0.0, wake - now)
 
     # -- delay samples -------------------------------------------------------------------------
@@ -493,15 +432,7 @@ class EntityCache:
         write returned it arrived here (0 when it already had).
         """
         with self._lock:
-            seen = self._invalidated_at.pop(key, None)
-            if seen is not None and seen >= sent:
-                self._record_delay(max(0.0, seen - returned))
-                return
-            _remember(self._write_returned, key, returned, _PENDING_WRITES)
-
-    def _record_delay(self, seconds: float) -> None:
-        self._delays.append(max(0.0, seconds))
-        self._delay_count += 1
+            self._delays.returned(key, sent, returned)
 
     # -- feed state ----------------------------------------------------------------------------
     @property
@@ -523,8 +454,7 @@ class EntityCache:
                 self.disconnects += 1
             self._active = False
             self._reset()
-            self._write_returned.clear()
-            self._invalidated_at.clear()
+            self._delays.forget_pending()
             self._refresh.clear()
 
     def clear(self, *, flushed: bool = False) -> None:
@@ -545,6 +475,7 @@ class EntityCache:
         self._floor.clear()
         self._own.clear()
         self._verify.clear()
+        self._next_verify = None
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -560,7 +491,7 @@ class EntityCache:
             >>> s.hits, s.misses, s.hit_rate, s.delay_p99_ms  # doctest: +SKIP
         """
         with self._lock:
-            delays = sorted(self._delays)
+            count, p50, p99, worst = self._delays.summary()
             return CacheStats(
                 hits=self.hits,
                 misses=self.misses,
@@ -579,8 +510,8 @@ class EntityCache:
                 refreshes=self.refreshes,
                 echoes=self.echoes,
                 clears=self.clears,
-                delay_samples=self._delay_count,
-                delay_p50_ms=percentile(delays, 0.5) * 1000 if delays else None,
-                delay_p99_ms=percentile(delays, 0.99) * 1000 if delays else None,
-                delay_max_ms=delays[-1] * 1000 if delays else None,
+                delay_samples=count,
+                delay_p50_ms=p50,
+                delay_p99_ms=p99,
+                delay_max_ms=worst,
             )

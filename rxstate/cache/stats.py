@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict, deque
 from typing import NamedTuple
 
-__all__ = ["CacheStats", "parse_offset", "percentile"]
+__all__ = ["CacheStats", "DelaySamples", "parse_offset", "percentile"]
+
+_SAMPLES = 4096
+_PENDING = 4096
 
 
 class CacheStats(NamedTuple):
@@ -86,3 +90,63 @@ def percentile(ordered: list[float], q: float) -> float:
         2.0
     """
     return ordered[int(q * (len(ordered) - 1))]
+
+
+class DelaySamples:
+    """Invalidation delays of own writes: from a write's return to its key's invalidation arriving.
+
+    Not thread-safe: the cache calls it under its lock. A write and its invalidation may come in either
+    order; the sample is 0 when the invalidation came first.
+
+    Example:
+        >>> d = DelaySamples()
+        >>> d.returned("k", sent=1.0, returned=1.5)
+        >>> d.invalidated("k", 1.75)
+        >>> d.summary()
+        (1, 250.0, 250.0, 250.0)
+    """
+
+    def __init__(self) -> None:
+        self._returned: OrderedDict[str, float] = OrderedDict()  # own write's return time, per key
+        self._invalidated: OrderedDict[str, float] = OrderedDict()  # arrival of an unmatched invalidation
+        self._samples: deque[float] = deque(maxlen=_SAMPLES)
+        self.count = 0
+
+    def _add(self, seconds: float) -> None:
+        self._samples.append(max(0.0, seconds))
+        self.count += 1
+
+    @staticmethod
+    def _keep(table: OrderedDict[str, float], key: str, at: float) -> None:
+        table[key] = at
+        table.move_to_end(key)
+        while len(table) > _PENDING:
+            table.popitem(last=False)
+
+    def invalidated(self, key: str, now: float) -> None:
+        """An invalidation of ``key`` arrived at ``now``."""
+        returned = self._returned.pop(key, None)
+        if returned is not None:
+            self._add(now - returned)
+        else:
+            self._keep(self._invalidated, key, now)
+
+    def returned(self, key: str, sent: float, returned: float) -> None:
+        """An own write of ``key``, sent at ``sent``, returned at ``returned``."""
+        seen = self._invalidated.pop(key, None)
+        if seen is not None and seen >= sent:
+            self._add(seen - returned)
+        else:
+            self._keep(self._returned, key, returned)
+
+    def forget_pending(self) -> None:
+        """Drop unmatched writes and invalidations (the feed was lost)."""
+        self._returned.clear()
+        self._invalidated.clear()
+
+    def summary(self) -> tuple[int, float | None, float | None, float | None]:
+        """Samples taken, and p50, p99 and max of the recent ones in milliseconds (None before any)."""
+        ordered = sorted(self._samples)
+        if not ordered:
+            return self.count, None, None, None
+        return self.count, percentile(ordered, 0.5) * 1000, percentile(ordered, 0.99) * 1000, ordered[-1] * 1000
