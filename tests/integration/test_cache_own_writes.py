@@ -71,8 +71,9 @@ def test_own_updates_neither_evict_nor_reread(rx_redis_backend, mode):
     admin = rx_redis_backend.client()
     tasks = store.collection("tasks", Task)
     tasks.put("t", Task(title="x"))
+    assert wait_for(lambda: store.cache.stats().echoes == 1)  # the put's echo is in: nothing evicts later
     tasks.get("t")
-    assert wait_for(lambda: tasks.key("t") in store.cache)
+    assert tasks.key("t") in store.cache
     before, reads = store.cache.stats(), entity_reads(admin)
     n = 500
     for i in range(1, n + 1):
@@ -123,8 +124,10 @@ def test_a_foreign_write_merged_into_the_echo_is_caught(rx_redis_backend, monkey
     store = rx_redis_backend.store(invalidation="tracking", reap_interval=None)
     tasks = store.collection("tasks", Task)
     tasks.put("t", Task(title="x"))
+    assert wait_for(lambda: store.cache.stats().echoes == 1)  # the put's echo is in: nothing evicts later
     tasks.get("t")
     key = tasks.key("t")
+    assert key in store.cache
     send = store.writer._send
 
     def send_with_a_foreign_write(script, keys, args):
