@@ -7,7 +7,11 @@ Prints (median / p99, and ratios):
    if the installed redis-py accepts this server (else the refusal is printed; then, for reference, the
    same measured with redis-py's server-version check bypassed);
 3. the invalidation delay, from a foreign writer's return to the eviction of the key in another store,
-   for ``CLIENT TRACKING`` vs keyspace notifications (p50 / p99).
+   for ``CLIENT TRACKING`` vs keyspace notifications (p50 / p99);
+4. a write loop (``update``, then ``get``) with the cache on vs off, in alternating rounds of the same
+   run, with the entity reads the cached store sent meanwhile (its own echoes must cause none);
+5. how long after ``FLUSHDB``, ``FLUSHALL``, ``FLUSHALL ASYNC`` and ``SWAPDB`` a store stops serving
+   the flushed value, for both mechanisms (p50 / p99).
 
 Run: ``python -m benchmarks.bench_cache``
 """
@@ -24,6 +28,7 @@ from pydantic import Field
 
 import rxstate
 from benchmarks.timing import per_batch_us, percentile
+from rxstate.cache.invalidation import EPOCH_CHECK
 from rxstate.server import EmbeddedServer
 
 
@@ -183,11 +188,95 @@ def bench_invalidation(server: EmbeddedServer) -> None:
     )
 
 
+def entity_reads(server: EmbeddedServer) -> int:
+    """Entity reads sent to the server so far: each pipelines HGETALL with PTTL, nothing else sends PTTL."""
+    return int(server.client().info("commandstats").get("cmdstat_pttl", {}).get("calls", 0))
+
+
+def bench_writes(server: EmbeddedServer) -> None:
+    print("\n== 4. write loop: update then get, cache on vs off (alternating rounds of 500 pairs) ==")
+    for mode in ("tracking", "keyspace"):
+        cached = rxstate.connect(server.client(), namespace=f"w{mode}", invalidation=mode, reap_interval=None)
+        plain = rxstate.connect(server.client(), namespace=f"w{mode}off", cache=False, reap_interval=None)
+        assert cached.cache is not None
+        on, off = cached.collection("agents", Agent), plain.collection("agents", Agent)
+        on.put("a1", Agent(name="x"))
+        off.put("a1", Agent(name="x"))
+        on.get("a1")
+        samples: dict[str, list[float]] = {"on": [], "off": []}
+        write_only: dict[str, list[float]] = {"on": [], "off": []}
+        stats_before = cached.cache.stats()
+        n = 0
+        for _ in range(12):
+            for label, coll in (("on", on), ("off", off)):
+                start = time.perf_counter()
+                for _ in range(500):
+                    n += 1
+                    coll.update("a1", load=n)
+                    coll.get("a1")
+                samples[label].append((time.perf_counter() - start) / 500)
+                start = time.perf_counter()
+                for _ in range(500):
+                    n += 1
+                    coll.update("a1", load=n)
+                write_only[label].append((time.perf_counter() - start) / 500)
+        stats = cached.cache.stats()
+        on_reads = stats.misses - stats_before.misses + stats.refreshes - stats_before.refreshes
+        pairs_off = row(f"{mode}: update+get, cache=False", samples["off"])
+        pairs_on = row(f"{mode}: update+get, cache on", samples["on"])
+        w_off = row(f"{mode}: update alone, cache=False", write_only["off"])
+        w_on = row(f"{mode}: update alone, cache on", write_only["on"])
+        print(
+            f"  -> {mode}: update+get on/off {pairs_on / pairs_off:.2f}x, update alone on/off {w_on / w_off:.2f}x;"
+            f" echoes recognised {stats.echoes - stats_before.echoes}, misses {stats.misses - stats_before.misses},"
+            f" entity reads sent by the cached store {on_reads}, of which background re-reads"
+            f" {stats.refreshes - stats_before.refreshes}"
+        )
+        cached.close()
+        plain.close()
+
+
+def bench_flush_detection(server: EmbeddedServer, samples: int = 40) -> None:
+    print("\n== 5. whole-database events: command returned -> the flushed value no longer served ==")
+    events = {
+        "FLUSHDB": lambda c: c.flushdb(),
+        "FLUSHALL": lambda c: c.flushall(),
+        "FLUSHALL ASYNC": lambda c: c.flushall(asynchronous=True),
+        "SWAPDB 0 1": lambda c: c.swapdb(0, 1),
+    }
+    admin = server.client()
+    for mode in ("tracking", "keyspace"):
+        for name, event in events.items():
+            store = rxstate.connect(server.client(), namespace="fl", invalidation=mode, reap_interval=None)
+            agents, cache = store.collection("agents", Agent), store.cache
+            assert cache is not None
+            delays = []
+            for i in range(samples):
+                agents.put("a1", Agent(name=str(i)))
+                time.sleep(0.005)  # let the reports of the put arrive (some evict it), then cache it
+                while agents.key("a1") not in cache:
+                    agents.get("a1")
+                event(admin)
+                returned = time.perf_counter()
+                while (seen := agents.get("a1", None)) is not None and seen.name == str(i):
+                    time.sleep(0.0001)  # (after SWAPDB, the other database's older value may show)
+                delays.append(time.perf_counter() - returned)
+                time.sleep(2 * EPOCH_CHECK)  # two swaps within one check could bring the same database back
+            store.close()
+            admin.flushall()
+            print(
+                f"  {mode:<9} {name:<15} p50 {percentile(delays, 0.5) * 1000:7.2f} ms"
+                f"   p99 {percentile(delays, 0.99) * 1000:7.2f} ms   max {max(delays) * 1000:7.2f} ms"
+            )
+
+
 def main() -> None:
     with EmbeddedServer() as server:
         print(f"server: {server.binary}")
         bench_reads(server)
         bench_invalidation(server)
+        bench_writes(server)
+        bench_flush_detection(server)
 
 
 if __name__ == "__main__":

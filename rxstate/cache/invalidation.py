@@ -8,8 +8,13 @@ thread each:
   command or script touched (also on ``FLUSHALL``), and the message is sent before the writer's reply.
 - ``"keyspace"``: ``PSUBSCRIBE __keyspace@<db>__:rx:{<ns>:*`` with ``notify-keyspace-events`` enabled
   (the feed adds the flags it needs with ``CONFIG SET`` when it may, and warns when it may not).
-  ``FLUSHALL``/``FLUSHDB`` send no notification: the feed notices one within ``_FLUSH_CHECK`` seconds by
-  a probe key disappearing.
+
+Whole-database events: ``CLIENT TRACKING`` reports ``FLUSHALL``/``FLUSHDB`` at once; keyspace
+notifications report none of them, and neither reports ``SWAPDB``. So each server also holds an *epoch
+key* (``rx:{<ns>:<p>}:_probe``) with a random token, created by the first store that finds it missing
+(``SET NX``, never overwritten), and each feed checks every ``EPOCH_CHECK`` seconds that it still holds
+the token it remembered: a flush or swap changes or removes it, and the cache is cleared. A store that
+connects after a flush creates a new token, so it cannot hide the flush from older ones.
 
 A feed is "up" once every connection is subscribed and a probe write has come back through it; only
 then does the cache serve hits. When any connection drops (killed, server restart, missed heartbeat),
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import secrets
 import threading
 import time
 import warnings
@@ -30,7 +36,7 @@ from rxstate.cache.lru import EntityCache
 from rxstate.core.errors import ValidationError
 from rxstate.core.keys import Keyspace
 
-__all__ = ["MODES", "InvalidationFeed", "InvalidationUnavailable"]
+__all__ = ["EPOCH_CHECK", "MODES", "InvalidationFeed", "InvalidationUnavailable"]
 
 log = logging.getLogger("rxstate.cache")
 
@@ -41,7 +47,8 @@ _POLL = 0.2
 _HEARTBEAT = 1.0
 _HEARTBEAT_TIMEOUT = 3.0
 _PROBE_TIMEOUT = 2.0
-_FLUSH_CHECK = 0.25  # keyspace mode: how often to look for a FLUSHALL (it sends no notification)
+_PING_TTL_MS = 10_000
+EPOCH_CHECK = 0.05  # seconds between checks of the epoch key (flushes and swaps of the database)
 _CHANNEL = b"__redis__:invalidate"
 
 
@@ -63,7 +70,8 @@ class _Node:
         self.feed = feed
         self.name = name
         self._connect = connect
-        self.probe_key = probe_key
+        self.probe_key = probe_key  # the epoch key; its notifications are checked on "<probe>:ping"
+        self.epoch: bytes | None = None  # the token the epoch key held when this feed last looked
         self.conn: Any = None
         self.up = False
         self.thread = threading.Thread(target=self._run, name=f"rxstate-invalidation-{name}", daemon=True)
@@ -119,18 +127,20 @@ class _Node:
             ) from exc
 
     def _probe(self, mode: str) -> None:
-        """Write a probe key and wait until its invalidation comes back through this connection."""
+        """Learn the epoch token; write a ping key and wait until its invalidation comes back here."""
         if self.probe_key is None:
             return
+        ping = self.probe_key + ":ping"
         try:
-            self.feed.client.set(self.probe_key, b"1")  # kept: also the sentinel that reveals a FLUSHALL
+            self.epoch = self._read_epoch()
+            self.feed.client.set(ping, b"1", px=_PING_TTL_MS)
         except Exception as exc:
             if _is_connection_error(exc):
                 raise
-            raise InvalidationUnavailable(f"cannot write the probe key {self.probe_key}: {exc}") from exc
+            raise InvalidationUnavailable(f"cannot write the probe keys {self.probe_key}: {exc}") from exc
         deadline = time.monotonic() + _PROBE_TIMEOUT
         while time.monotonic() < deadline:
-            if self.conn.can_read(timeout=_POLL) and self.probe_key in self._handle(self.conn.read_response()):
+            if self.conn.can_read(timeout=_POLL) and ping in self._handle(self.conn.read_response()):
                 return
         raise InvalidationUnavailable(
             f"{mode}: a probe write on {self.name} was not reported within {_PROBE_TIMEOUT} s"
@@ -146,15 +156,16 @@ class _Node:
         cache = self.feed.cache
         if kind == b"message" and len(msg) == 3 and msg[1] == _CHANNEL:
             if msg[2] is None:  # FLUSHALL / FLUSHDB: everything may be gone
-                cache.clear()
+                cache.clear(flushed=True)
                 return []
             keys = [k.decode("utf-8", "surrogateescape") for k in msg[2]]
-            cache.invalidate_many([k for k in keys if _is_entity(k)])
+            # one message covers the writes of one server event-loop iteration: possibly several
+            cache.invalidate_many([k for k in keys if _is_entity(k)], echoes=True, coalesced=True)
             return keys
         if kind == b"pmessage" and len(msg) == 4:
             key = msg[2][self.feed.channel_prefix_len :].decode("utf-8", "surrogateescape")
             if _is_entity(key):
-                cache.invalidate(key)
+                cache.invalidate_many((key,), echoes=True)  # one notification per command
             return [key]
         return []
 
@@ -163,13 +174,14 @@ class _Node:
         last_data = time.monotonic()
         ping_sent: float | None = None
         closed = self.feed.closed
-        watch_flush = self.feed.mode == "keyspace" and self.probe_key is not None
-        next_flush_check = last_data + _FLUSH_CHECK
+        watch_epoch = self.probe_key is not None
+        next_check = last_data + EPOCH_CHECK
+        poll = EPOCH_CHECK if watch_epoch else _POLL
         while not closed.is_set():
-            if watch_flush and time.monotonic() >= next_flush_check:
-                self._check_flush()
-                next_flush_check = time.monotonic() + _FLUSH_CHECK
-            if conn.can_read(timeout=_POLL):
+            if watch_epoch and time.monotonic() >= next_check:
+                self._check_epoch()
+                next_check = time.monotonic() + EPOCH_CHECK
+            if conn.can_read(timeout=poll):
                 self._handle(conn.read_response())
                 last_data = time.monotonic()
                 ping_sent = None
@@ -181,12 +193,21 @@ class _Node:
                 conn.send_command("PING")
                 ping_sent = now
 
-    def _check_flush(self) -> None:
-        """Keyspace notifications say nothing on FLUSHALL/FLUSHDB: notice the probe key vanishing."""
-        if not self.feed.client.exists(self.probe_key):
-            self.feed.cache.clear()
-            log.info("cache cleared: the keys of %s were flushed", self.name)
-            self.feed.client.set(self.probe_key, b"1")
+    def _read_epoch(self) -> bytes:
+        """The epoch key's token, creating one if the key is missing (never replacing one)."""
+        client = self.feed.client
+        while True:
+            client.set(self.probe_key, secrets.token_hex(8).encode(), nx=True)
+            token = client.get(self.probe_key)
+            if token is not None:  # else flushed between the two commands
+                return bytes(token)
+
+    def _check_epoch(self) -> None:
+        """Clear the cache when the epoch key lost its token: the database was flushed or swapped."""
+        if self.feed.client.get(self.probe_key) != self.epoch:
+            self.feed.cache.clear(flushed=True)
+            log.info("cache cleared: the database of %s was flushed or swapped", self.name)
+            self.epoch = self._read_epoch()
 
     def _run(self) -> None:
         feed = self.feed

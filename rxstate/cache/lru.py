@@ -3,14 +3,24 @@
 An ``EntityCache`` maps an entity key (``rx:{ns:p}:<collection>:<id>``) to the ``Versioned`` value last
 seen for it. Models are frozen, so a hit hands out the very instance that was stored: no copy.
 
-Three rules keep it fresh:
+These rules keep it fresh:
 
 - **Newer wins.** An entry is replaced only by one whose change-stream offset (``Versioned.offset``) is
   at least as recent; offsets of one partition are totally ordered, across deletes and re-creations.
 - **Invalidation epochs.** Every invalidation (a write by anyone, an own delete, a lost connection)
   advances a global epoch and remembers, per key, the epoch it happened at. A value read from the server
-  (or returned by an own write) is inserted only if no invalidation of its key happened since the read
-  started, so a read that races with an invalidation cannot put stale data back.
+  is inserted only if no invalidation of its key happened since the read started, so a read that races
+  with an invalidation cannot put stale data back.
+- **Read your writes.** An own write sets a per-key *floor*, its change offset: from then on no value
+  older than the floor is inserted or served, whatever raced with the write.
+- **Own echoes.** An own write is registered before it is sent (``begin_write``). The server reports
+  the writes of a key in the order it ran them, so the first invalidation of the key that arrives after
+  the registration was caused by this write or by one that ran before it: it is the write's *echo*,
+  and the value the write returned stays cached. Any later invalidation wins. ``CLIENT TRACKING``
+  may merge the invalidations of writes run in one server event-loop iteration into one message, so
+  an echo received that way (``coalesced=True``) also schedules one background re-read of the key (at
+  most one per key per ``VERIFY_INTERVAL``), which replaces the entry if another client's write was
+  merged into it; the value of a key that was not cached before the write is then not kept at all.
 - **Bypass while blind.** The cache serves hits only while an invalidation feed is connected
   (``activate``); when the feed drops, ``deactivate`` clears it and every read goes to the server until
   the feed is back.
@@ -23,110 +33,22 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
 
-from cachetools import LRUCache
-
+from rxstate.cache.entries import LRU, Entry, OwnWrite, remember
+from rxstate.cache.stats import CacheStats, DelaySamples, parse_offset
 from rxstate.core.errors import ValidationError
 from rxstate.core.versioned import Versioned
 
-__all__ = ["CacheStats", "EntityCache"]
+__all__ = ["VERIFY_INTERVAL", "CacheStats", "EntityCache", "OwnWrite", "parse_offset"]
 
 _RECENT_INVALIDATIONS = 8192
-_DELAY_SAMPLES = 4096
 _PENDING_WRITES = 4096
-
-
-class _Entry(NamedTuple):
-    versioned: Versioned[Any]
-    nbytes: int
-    deadline: float  # time.monotonic() after which the entry is gone; 0.0: no TTL
-    offset: tuple[int, int]
-    refresh_until: float  # until then, an eviction queues a background re-read (own write of a read key)
-
-
-class CacheStats(NamedTuple):
-    """A snapshot of cache metrics (``store.cache.stats()``).
-
-    Attributes:
-        hits: reads answered from the cache.
-        misses: reads that went to the server while the cache was active.
-        bypassed: reads that went to the server because the invalidation feed was down.
-        evictions: entries dropped to stay within the size limit.
-        invalidations: cached entries dropped because their key changed (by anyone).
-        expirations: cached entries dropped because their TTL passed.
-        rejected: values not inserted because their key was invalidated while they were in flight.
-        entries: entries held now.
-        size: current size, in entries or in bytes (see ``sized_by``).
-        max_size: the limit, in the same unit.
-        sized_by: ``"entries"`` or ``"bytes"``.
-        active: whether the cache serves hits now (the invalidation feed is connected).
-        mode: the invalidation mechanism in use (``"tracking"`` or ``"keyspace"``), or None.
-        disconnects: how often the invalidation feed was lost.
-        refreshes: keys re-read in the background after an own write's invalidation evicted them.
-        delay_samples: how many own writes had their invalidation delay measured.
-        delay_p50_ms, delay_p99_ms, delay_max_ms: observed delay between a write returning to its
-            writer and the eviction of its key here (0 when the eviction came first).
-    """
-
-    hits: int
-    misses: int
-    bypassed: int
-    evictions: int
-    invalidations: int
-    expirations: int
-    rejected: int
-    entries: int
-    size: int
-    max_size: int
-    sized_by: str
-    active: bool
-    mode: str | None
-    disconnects: int
-    refreshes: int
-    delay_samples: int
-    delay_p50_ms: float | None
-    delay_p99_ms: float | None
-    delay_max_ms: float | None
-
-    @property
-    def hit_rate(self) -> float:
-        """Hits over all reads (0.0 before the first read)."""
-        total = self.hits + self.misses + self.bypassed
-        return self.hits / total if total else 0.0
-
-
-class _LRU(LRUCache):  # type: ignore[type-arg]
-    """``LRUCache`` that reports capacity evictions (not explicit removals)."""
-
-    def __init__(self, maxsize: int, getsizeof: Callable[[Any], int] | None, on_evict: Callable[[], None]) -> None:
-        super().__init__(maxsize, getsizeof)
-        self._on_evict = on_evict
-
-    def popitem(self) -> tuple[Any, Any]:
-        item = super().popitem()
-        self._on_evict()
-        return item
-
-
-def parse_offset(offset: str) -> tuple[int, int]:
-    """A change-stream id ``"<ms>-<seq>"`` as a comparable tuple; ``(0, 0)`` for none.
-
-    Example:
-        >>> parse_offset("1700000000000-3") > parse_offset("1700000000000-2")
-        True
-    """
-    ms, _, seq = offset.partition("-")
-    try:
-        return int(ms), int(seq or 0)
-    except ValueError:
-        return (0, 0)
-
-
-def _percentile(ordered: list[float], q: float) -> float:
-    return ordered[int(q * (len(ordered) - 1))]
+_FLOORS = 16384
+ECHO_TIMEOUT = 1.0  # seconds after its reply: a later invalidation is not taken for a write's echo
+VERIFY_INTERVAL = 0.05  # seconds: the most often a merged echo re-reads its key
 
 
 class EntityCache:
@@ -146,12 +68,12 @@ class EntityCache:
         if max_bytes is not None:
             if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1:
                 raise ValidationError(f"cache_bytes must be a positive int, not {max_bytes!r}")
-            self._lru = _LRU(max_bytes, lambda e: e.nbytes, self._count_eviction)
+            self._lru = LRU(max_bytes, lambda e: e.nbytes, self._count_eviction)
             self.sized_by = "bytes"
         else:
             if isinstance(max_entries, bool) or not isinstance(max_entries, int) or max_entries < 1:
                 raise ValidationError(f"cache_size must be a positive int, not {max_entries!r}")
-            self._lru = _LRU(max_entries, None, self._count_eviction)
+            self._lru = LRU(max_entries, None, self._count_eviction)
             self.sized_by = "entries"
         self._lock = threading.Lock()
         self._active = False
@@ -160,15 +82,18 @@ class EntityCache:
         self._reset_epoch = 1  # fills that started before this epoch are refused (cleared since)
         self._recent: OrderedDict[str, int] = OrderedDict()  # key -> epoch of its last invalidation
         self._horizon = 0  # invalidations at or before this epoch were forgotten
-        self._write_returned: OrderedDict[str, float] = OrderedDict()  # own write's return time, per key
-        self._invalidated_at: OrderedDict[str, float] = OrderedDict()
-        self._delays: deque[float] = deque(maxlen=_DELAY_SAMPLES)
-        self._delay_count = 0
+        self._foreign: OrderedDict[str, int] = OrderedDict()  # key -> epoch of its last non-echo invalidation
+        self._foreign_horizon = 0
+        self._floor: OrderedDict[str, tuple[int, int]] = OrderedDict()  # key -> offset of its last own write
+        self._own: dict[str, list[OwnWrite]] = {}
+        self._delays = DelaySamples()
         self.hits = self.misses = self.bypassed = 0
         self.evictions = self.invalidations = self.expirations = self.rejected = 0
-        self.disconnects = 0
-        self.refreshes = 0
+        self.disconnects = self.refreshes = self.echoes = self.clears = 0
         self._refresh: dict[str, float] = {}
+        self._verify: dict[str, float] = {}  # key -> when to re-read it (a merged echo)
+        self._next_verify: float | None = None  # the earliest of those
+        self._verified: OrderedDict[str, float] = OrderedDict()  # key -> when it was last scheduled
         self.refresh_wanted = threading.Event()
 
     def _count_eviction(self) -> None:
@@ -191,9 +116,10 @@ class EntityCache:
             except KeyError:
                 self.misses += 1
                 return None
-            if entry.deadline and entry.deadline <= time.monotonic():
-                del self._lru[key]
-                self.expirations += 1
+            expired = bool(entry.deadline) and entry.deadline <= time.monotonic()
+            if expired or entry.offset < self._floor.get(key, entry.offset):
+                del self._lru[key]  # expired, or older than a write of this store that has returned
+                self.expirations += expired
                 self.misses += 1
                 return None
             self.hits += 1
@@ -201,7 +127,7 @@ class EntityCache:
             return versioned
 
     def token(self) -> int:
-        """The epoch to pass to ``fill``/``put``: take it BEFORE asking the server.
+        """The epoch to pass to ``fill``: take it BEFORE asking the server.
 
         Returns 0 while the cache is inactive (such a token is always refused).
         """
@@ -217,21 +143,20 @@ class EntityCache:
         deadline: float = 0.0,
         refresh_until: float = 0.0,
     ) -> bool:
-        """Insert a value read from the server (or returned by an own write) at ``token``.
+        """Insert a value read from the server at ``token``.
 
         Refused when the cache is inactive, was cleared, or ``key`` was invalidated since ``token``,
-        and when the entry already held is newer (higher offset).
+        when the value is older than this store's last write of the key, and when the entry already
+        held is newer (higher offset). An equal entry is kept as it is (the same instance).
 
         Args:
             key: the entity key.
             value: the decoded value.
-            token: ``token()`` taken before the read or write was sent.
+            token: ``token()`` taken before the read was sent.
             nbytes: stored size of the entity (its field names and values).
             deadline: ``time.monotonic()`` at which the entity expires; 0.0 for no TTL.
-            refresh_until: for a value written by this store to a key that was cached: until this
-                ``time.monotonic()``, an invalidation that evicts or refuses it queues the key for a
-                background re-read (the invalidation is most likely the echo of the write itself, and
-                which echo belongs to which write cannot be told).
+            refresh_until: for a key this store just wrote: until this ``time.monotonic()``, an
+                invalidation that evicts or refuses it queues the key for a background re-read.
 
         Returns:
             Whether the value is now cached.
@@ -248,26 +173,138 @@ class EntityCache:
                 or token < self._reset_epoch
                 or token <= self._horizon
                 or self._recent.get(key, 0) > token
+                or offset < self._floor.get(key, offset)
             ):
                 self.rejected += 1
                 if refresh_until and self._active:
                     self._want_refresh(key, refresh_until)
                 return False
-            held = self._lru.get(key)
-            if held is not None and held.offset > offset:
+            return self._insert(key, value, offset, nbytes, deadline, refresh_until)
+
+    def _insert(
+        self, key: str, value: Versioned[Any], offset: tuple[int, int], nbytes: int, deadline: float, until: float
+    ) -> bool:
+        held = self._lru.get(key)
+        if held is not None:
+            if held.offset > offset:
                 return False
-            try:
-                self._lru[key] = _Entry(value, nbytes, deadline, offset, refresh_until)
-            except ValueError:  # larger than the whole cache
-                self._lru.pop(key, None)
-                return False
-            return True
+            old = held.versioned
+            if held.offset == offset and old.version == value.version and old.value == value.value:
+                return True  # confirmed as it is
+        try:
+            self._lru[key] = Entry(value, nbytes, deadline, offset, until)
+        except ValueError:  # larger than the whole cache
+            self._lru.pop(key, None)
+            return False
+        return True
 
     def deadline_of(self, key: str) -> float | None:
         """The deadline held for ``key`` (0.0: no TTL), or None when it is not cached."""
         with self._lock:
             entry = self._lru.get(key)
             return None if entry is None else entry.deadline
+
+    # -- own writes ----------------------------------------------------------------------------
+    def begin_write(self, key: str) -> OwnWrite | None:
+        """Register a write of ``key`` by this store; call it BEFORE sending the write.
+
+        Returns None while the cache is inactive. Finish it with ``end_write`` or ``abort_write``.
+
+        Example:
+            >>> cache = EntityCache()
+            >>> cache.activate("test")
+            >>> cache.begin_write("rx:{ns:0}:agents:a1").key
+            'rx:{ns:0}:agents:a1'
+        """
+        with self._lock:
+            if not self._active:
+                return None
+            now = time.monotonic()
+            if len(self._own) > _PENDING_WRITES:
+                self._sweep_writes(now)
+            held = self._lru.get(key)
+            write = OwnWrite(key, self._epoch, None if held is None else held.deadline, now)
+            self._own.setdefault(key, []).append(write)
+            return write
+
+    def end_write(
+        self,
+        write: OwnWrite | None,
+        key: str,
+        offset: str,
+        value: Versioned[Any] | None = None,
+        *,
+        nbytes: int = 1,
+        deadline: float = 0.0,
+        refresh_until: float = 0.0,
+    ) -> bool:
+        """The write of ``key`` returned with change ``offset``: raise the key's floor, cache ``value``.
+
+        ``write`` is what ``begin_write`` returned (None if the cache was inactive then: only the
+        floor is raised). ``value`` (what the key holds after the write) is inserted unless another
+        client's invalidation of the key arrived since the registration.
+
+        Returns:
+            Whether ``value`` is now cached.
+        """
+        parsed = parse_offset(offset)
+        now = time.monotonic()
+        with self._lock:
+            floor = self._floor.get(key)
+            remember(self._floor, key, parsed if floor is None else max(floor, parsed), _FLOORS)
+            own = self._own.get(key, [])
+            if write is None or write not in own:  # never registered, or the cache was cleared since
+                return False
+            write.offset, write.done_at = parsed, now
+            if write.absorbed:
+                self._forget_write(write)
+            if value is None:
+                return False
+            if (
+                not self._active
+                or write.poisoned
+                or write.token < self._reset_epoch
+                or write.token <= self._foreign_horizon
+                or self._foreign.get(key, 0) > write.token
+            ):
+                self.rejected += 1
+                if refresh_until and self._active:
+                    self._want_refresh(key, refresh_until)
+                return False
+            return self._insert(key, value, parsed, nbytes, deadline, refresh_until)
+
+    def abort_write(self, write: OwnWrite | None, key: str) -> None:
+        """The write of ``key`` failed (its outcome may be unknown): forget it and evict the key."""
+        with self._lock:
+            if write is not None and write in self._own.get(key, []):
+                self._forget_write(write)
+        self.invalidate(key)
+
+    def _forget_write(self, write: OwnWrite) -> None:
+        own = self._own[write.key]
+        own.remove(write)
+        if not own:
+            del self._own[write.key]
+
+    def _sweep_writes(self, now: float) -> None:
+        for own in list(self._own.values()):
+            for write in list(own):
+                if write.done_at and now - write.done_at > ECHO_TIMEOUT:
+                    self._forget_write(write)
+
+    def _echo_of(self, key: str, now: float) -> OwnWrite | None:
+        """The own write whose echo an invalidation of ``key`` arriving now is, if any."""
+        own = self._own.get(key)
+        if not own:
+            return None
+        for write in list(own):
+            if write.absorbed:
+                continue
+            if write.done_at and now - write.done_at > ECHO_TIMEOUT:
+                self._forget_write(write)  # its echo is overdue: take nothing for it any more
+                continue
+            return write
+        return None
 
     # -- invalidation --------------------------------------------------------------------------
     def invalidate(self, key: str) -> None:
@@ -278,31 +315,57 @@ class EntityCache:
         """
         self.invalidate_many((key,))
 
-    def invalidate_many(self, keys: Any) -> None:
-        """``invalidate`` for several keys under one lock acquisition."""
+    def invalidate_many(self, keys: Iterable[str], *, echoes: bool = False, coalesced: bool = False) -> None:
+        """Invalidations of several keys, in the order the server reported them, under one lock.
+
+        Args:
+            keys: the keys.
+            echoes: whether these are the server's reports (which may be echoes of own writes), not
+                a local decision to evict.
+            coalesced: whether one report may cover several writes (``CLIENT TRACKING`` merges those of
+                one server event-loop iteration): an echo then also schedules a re-read of the key.
+        """
         now = time.monotonic()
         with self._lock:
-            recent = self._recent
             for key in keys:
                 self._epoch += 1
-                recent[key] = self._epoch
-                recent.move_to_end(key)
-                popped = self._lru.pop(key, None)
-                if popped is not None:
-                    self.invalidations += 1
-                    if popped.refresh_until > now:
-                        self._want_refresh(key, popped.refresh_until)
-                returned = self._write_returned.pop(key, None)
-                if returned is not None:
-                    self._record_delay(now - returned)
+                dropped = remember(self._recent, key, self._epoch, _RECENT_INVALIDATIONS)
+                if dropped is not None:
+                    self._horizon = max(self._horizon, dropped)
+                echo = self._echo_of(key, now) if echoes else None
+                if echo is not None:
+                    self._absorb(echo, now, coalesced)
                 else:
-                    self._invalidated_at[key] = now
-                    self._invalidated_at.move_to_end(key)
-            while len(recent) > _RECENT_INVALIDATIONS:
-                _, forgotten = recent.popitem(last=False)
-                self._horizon = max(self._horizon, forgotten)
-            while len(self._invalidated_at) > _PENDING_WRITES:
-                self._invalidated_at.popitem(last=False)
+                    dropped = remember(self._foreign, key, self._epoch, _RECENT_INVALIDATIONS)
+                    if dropped is not None:
+                        self._foreign_horizon = max(self._foreign_horizon, dropped)
+                    self._drop(key, now)
+                self._delays.invalidated(key, now)
+
+    def _absorb(self, write: OwnWrite, now: float, coalesced: bool) -> None:
+        key = write.key
+        write.absorbed = True
+        self.echoes += 1
+        for other in self._own[key]:
+            if other is not write and not (write.done_at and write.done_at <= other.registered_at):
+                other.poisoned = True  # it overlapped this write: whose echo this is cannot be told
+        held = self._lru.get(key)
+        cold = coalesced and write.deadline is None
+        if cold:
+            write.poisoned = True  # nobody read the key: keep no value that would need a re-read
+        if held is not None and (cold or not (write.done_at and held.offset >= write.offset)):
+            self._drop(key, now, own=True)  # from before the write, which brings its own value
+        if write.done_at:
+            self._forget_write(write)
+        if coalesced and not cold:
+            self._want_verify(key, now)
+
+    def _drop(self, key: str, now: float, *, own: bool = False) -> None:
+        popped = self._lru.pop(key, None)
+        if popped is not None and not own:  # own: replaced by the write's value, not counted
+            self.invalidations += 1
+            if popped.refresh_until > now:
+                self._want_refresh(key, popped.refresh_until)
 
     def invalidate_older(self, changes: Iterable[tuple[str, str]]) -> None:
         """Drop cached values older than a change seen on the change feed: ``(key, offset)`` pairs.
@@ -319,11 +382,22 @@ class EntityCache:
                 if held is not None and held.offset < parse_offset(offset):
                     stale.append(key)
         if stale:
-            self.invalidate_many(stale)
+            self.invalidate_many(stale, echoes=False)
 
+    # -- background re-reads -------------------------------------------------------------------
     def _want_refresh(self, key: str, until: float) -> None:
         self._refresh[key] = max(until, self._refresh.get(key, 0.0))
         self.refresh_wanted.set()
+
+    def _want_verify(self, key: str, now: float) -> None:
+        if key in self._verify:
+            return
+        due = max(now, self._verified.get(key, now - VERIFY_INTERVAL) + VERIFY_INTERVAL)
+        self._verify[key] = due
+        remember(self._verified, key, due, _PENDING_WRITES)
+        if self._next_verify is None or due < self._next_verify:
+            self._next_verify = due
+            self.refresh_wanted.set()
 
     def request_refresh(self, key: str, until: float) -> None:
         """Queue ``key`` for a background re-read (while the cache is active); see ``fill``."""
@@ -331,33 +405,34 @@ class EntityCache:
             if self._active:
                 self._want_refresh(key, until)
 
-    def take_refresh(self) -> dict[str, float]:
-        """The keys queued for a background re-read since the last call, with their refresh windows."""
+    def take_refresh(self) -> tuple[dict[str, float], float | None]:
+        """Keys due for a background re-read (with their refresh windows), and seconds until the next.
+
+        Example:
+            >>> EntityCache().take_refresh()
+            ({}, None)
+        """
+        now = time.monotonic()
         with self._lock:
             keys, self._refresh = self._refresh, {}
+            for key, due in list(self._verify.items()):
+                if due <= now:
+                    keys.setdefault(key, 0.0)
+                    del self._verify[key]
             self.refresh_wanted.clear()
             self.refreshes += len(keys)
-            return keys
+            wake = self._next_verify = min(self._verify.values(), default=None)
+            return keys, None if wake is None else max(0.0, wake - now)
 
+    # -- delay samples -------------------------------------------------------------------------
     def note_write(self, key: str, *, sent: float, returned: float) -> None:
         """Record that an own write of ``key`` was sent at ``sent`` and returned at ``returned``.
 
         Its invalidation (which names the same key) then yields one delay sample: how long after the
-        write returned this cache dropped the key (0 when it already had).
+        write returned it arrived here (0 when it already had).
         """
         with self._lock:
-            seen = self._invalidated_at.pop(key, None)
-            if seen is not None and seen >= sent:
-                self._record_delay(max(0.0, seen - returned))
-                return
-            self._write_returned[key] = returned
-            self._write_returned.move_to_end(key)
-            while len(self._write_returned) > _PENDING_WRITES:
-                self._write_returned.popitem(last=False)
-
-    def _record_delay(self, seconds: float) -> None:
-        self._delays.append(max(0.0, seconds))
-        self._delay_count += 1
+            self._delays.returned(key, sent, returned)
 
     # -- feed state ----------------------------------------------------------------------------
     @property
@@ -368,9 +443,7 @@ class EntityCache:
     def activate(self, mode: str) -> None:
         """Start serving hits: the invalidation feed (``mode``) is connected and subscribed."""
         with self._lock:
-            self._lru.clear()
-            self._epoch += 1
-            self._reset_epoch = self._epoch
+            self._reset()
             self.mode = mode
             self._active = True
 
@@ -380,23 +453,29 @@ class EntityCache:
             if lost and self._active:
                 self.disconnects += 1
             self._active = False
-            self._lru.clear()
-            self._epoch += 1
-            self._reset_epoch = self._epoch
-            self._write_returned.clear()
-            self._invalidated_at.clear()
+            self._reset()
+            self._delays.forget_pending()
             self._refresh.clear()
 
-    def clear(self) -> None:
-        """Forget every entry (the cache stays active).
+    def clear(self, *, flushed: bool = False) -> None:
+        """Forget every entry (the cache stays active); ``flushed``: the database was flushed or swapped.
 
         Example:
             >>> store.cache.clear()  # doctest: +SKIP
         """
         with self._lock:
-            self._lru.clear()
-            self._epoch += 1
-            self._reset_epoch = self._epoch
+            self.clears += flushed
+            self._reset()
+
+    def _reset(self) -> None:
+        """Forget entries, floors and own writes; refuse every value read or written before now."""
+        self._lru.clear()
+        self._epoch += 1
+        self._reset_epoch = self._epoch
+        self._floor.clear()
+        self._own.clear()
+        self._verify.clear()
+        self._next_verify = None
 
     def __len__(self) -> int:
         return len(self._lru)
@@ -412,7 +491,7 @@ class EntityCache:
             >>> s.hits, s.misses, s.hit_rate, s.delay_p99_ms  # doctest: +SKIP
         """
         with self._lock:
-            delays = sorted(self._delays)
+            count, p50, p99, worst = self._delays.summary()
             return CacheStats(
                 hits=self.hits,
                 misses=self.misses,
@@ -429,8 +508,10 @@ class EntityCache:
                 mode=self.mode,
                 disconnects=self.disconnects,
                 refreshes=self.refreshes,
-                delay_samples=self._delay_count,
-                delay_p50_ms=_percentile(delays, 0.5) * 1000 if delays else None,
-                delay_p99_ms=_percentile(delays, 0.99) * 1000 if delays else None,
-                delay_max_ms=delays[-1] * 1000 if delays else None,
+                echoes=self.echoes,
+                clears=self.clears,
+                delay_samples=count,
+                delay_p50_ms=p50,
+                delay_p99_ms=p99,
+                delay_max_ms=worst,
             )

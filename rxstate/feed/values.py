@@ -91,18 +91,20 @@ class ValueTracker:
             self._last.popitem(last=False)
 
     def _fetch_unknown(self, batch: tuple[Change, ...]) -> dict[tuple[str, str], tuple[int, Any]]:
-        """The stored value of each entity whose first change in ``batch`` is partial and whose value
-        before it is not known, read in one round trip."""
+        """The stored value of each entity with a partial change in ``batch`` whose value before it will
+        not be known (its previous version neither remembered nor earlier in the batch: a change may
+        have been filtered out before this feed), read in one round trip."""
         wanted: dict[tuple[str, str], Change] = {}
-        seen: set[tuple[str, str]] = set()
+        running: dict[tuple[str, str], int] = {}
         for c in batch:
             key = c.key
-            if key in seen:
-                continue
-            seen.add(key)
-            known = self._last.get(key)
-            if c.op in _PARTIAL and (known is None or known[0] != c.version - 1):
+            known = running.get(key)
+            if known is None:
+                last = self._last.get(key)
+                known = last[0] if last is not None else None
+            if key not in wanted and c.op in _PARTIAL and known != c.version - 1:
                 wanted[key] = c
+            running[key] = c.version
         if not wanted:
             return {}
         ks = self._store.keyspace

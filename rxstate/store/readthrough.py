@@ -1,9 +1,11 @@
 """Collection reads and writes through the local cache (``EntityCache``).
 
 Reads: a hit is served from the cache; a miss reads the hash and its TTL in one round trip and fills the
-cache with the decoded value, unless the key was invalidated meanwhile. Writes: the value the script
-wrote (or the full hash it returned) replaces the cached one if it is newer; a delete, and any write
-whose outcome is unknown (an error), invalidates the key.
+cache with the decoded value, unless the key was invalidated meanwhile. Writes are registered with the
+cache before they are sent (``begin_write``, so that their echo is recognised); the value the script
+wrote (or the full hash it returned) then replaces the cached one if it is newer and raises the key's
+floor (read your writes); a delete, and any write whose outcome is unknown (an error), invalidates the
+key.
 """
 
 from __future__ import annotations
@@ -14,8 +16,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from rxstate.cache.lru import EntityCache
-from rxstate.core.errors import NotFound, RxStateError
+from rxstate.cache.lru import EntityCache, OwnWrite
+from rxstate.core.errors import NotFound
 from rxstate.core.versioned import Versioned
 from rxstate.core.writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 
@@ -24,12 +26,13 @@ if TYPE_CHECKING:
     from rxstate.store.collection_ops import CollectionOps as Collection
     from rxstate.store.store import Store
 
-__all__ = ["Refresher", "fetch_many", "read_one", "write_many", "write_one", "write_value"]
+__all__ = ["Refresher", "fetch_many", "read_one", "write_one", "write_value"]
 
 log = logging.getLogger("rxstate.cache")
 M = TypeVar("M", bound="Model")
 _META_BYTES = 64  # reserved fields (_v _sv _ts _by _o) of a hash, roughly
 REFRESH_WINDOW = 0.5  # seconds after an own write during which evictions of its (read) key are re-read
+_ECHOED = frozenset({"put", "create", "update", "incr"})  # kinds whose success always writes the key
 
 
 def _hash_bytes(raw: Mapping[bytes, bytes]) -> int:
@@ -104,6 +107,8 @@ def fetch_many(
         for n, (entity_id, key) in enumerate(missing):
             raw = coll._settled(key, replies[n * step])
             if not raw:
+                if refresh is not None:
+                    cache.invalidate(key)  # gone: drop what was held for it
                 continue
             value = coll._decode(entity_id, raw, key)
             found[key] = value
@@ -114,11 +119,12 @@ def fetch_many(
     return [found[key] for _, key in pairs if key in found]
 
 
-def _write_deadline(cache: EntityCache, op: WriteOp, key: str, sent: float) -> float | None:
+def _write_deadline(op: WriteOp, own: OwnWrite | None, sent: float) -> float | None:
+    """The cache deadline of the value a write leaves; None when unknown."""
     if op.ttl == PERSIST:
         return 0.0
     if op.ttl == KEEP_TTL:
-        return cache.deadline_of(key)  # unknown (None) unless the older value is cached
+        return None if own is None else own.deadline  # that of the entry it replaced, if it was cached
     return sent + int(op.ttl) / 1000
 
 
@@ -128,7 +134,7 @@ def _after_write(
     op: WriteOp,
     result: WriteResult,
     value: Versioned[Any] | None,
-    token: int,
+    own: OwnWrite | None,
     sent: float,
     hot: bool,
 ) -> None:
@@ -140,13 +146,15 @@ def _after_write(
     else:
         if value is None and result.full:
             value = coll._decode(op.id, result.full, key)
-        deadline = _write_deadline(cache, op, key, sent)
+        deadline = _write_deadline(op, own, sent)
         if value is not None and deadline is not None:
             nbytes = _hash_bytes(result.full) if result.full else sum(len(n) + len(v) for n, v in op.sets)
             nbytes += _META_BYTES * (not result.full)
-            cache.fill(key, value, token=token, nbytes=nbytes, deadline=deadline, refresh_until=until)
-        elif hot:  # the TTL is unknown here: read value and TTL back
-            cache.request_refresh(key, until)
+            cache.end_write(own, key, result.offset, value, nbytes=nbytes, deadline=deadline, refresh_until=until)
+        else:
+            cache.end_write(own, key, result.offset)
+            if hot:  # the TTL is unknown here: read value and TTL back
+                cache.request_refresh(key, until)
     cache.note_write(key, sent=sent, returned=returned)
 
 
@@ -165,63 +173,34 @@ def write_value(coll: Collection[M], op: WriteOp, build: Callable[[WriteResult],
 def _write(
     coll: Collection[M], op: WriteOp, build: Callable[[WriteResult], Versioned[M]] | None
 ) -> tuple[WriteResult, Versioned[M] | None]:
+    """Run ``op``; the cache learns of it before it is sent (its echo) and from its result after."""
     store = coll._store
     cache: EntityCache | None = store._cache
     if cache is None:
         result = store.writer.mutate([op], forget=False)[0]
         return result, (build(result) if build else None)
     key = coll._ks.entity(op.collection, op.id, op.partition)
-    token = cache.token()
+    own = cache.begin_write(key) if op.kind in _ECHOED else None
     hot = key in cache
     sent = time.monotonic()
     try:
         result = store.writer.mutate([op], forget=False)[0]
     except BaseException:
-        cache.invalidate(key)  # outcome unknown, or the cached value was stale
+        cache.abort_write(own, key)  # outcome unknown, or the cached value was stale
         raise
     value = build(result) if build else None
-    if token:
-        _after_write(coll, cache, op, result, value, token, sent, hot)
+    _after_write(coll, cache, op, result, value, own, sent, hot)
     return result, value
 
 
-def write_many(
-    coll: Collection[Any], ops: Sequence[WriteOp]
-) -> tuple[list[WriteResult | RxStateError], Callable[[WriteOp, WriteResult, Versioned[Any]], None]]:
-    """Run operations each on its own (one round trip); returns the results and a cache updater.
-
-    Call the updater with each op, its result and the ``Versioned`` built from it.
-    """
-    store = coll._store
-    cache: EntityCache | None = store._cache
-    token = cache.token() if cache is not None else 0
-    sent = time.monotonic()
-    try:
-        results = store.writer.mutate_each(ops, forget=False)
-    except BaseException:
-        if cache is not None:
-            cache.invalidate_many([coll._ks.entity(op.collection, op.id, op.partition) for op in ops])
-        raise
-    if cache is not None:
-        for op, result in zip(ops, results, strict=True):
-            if isinstance(result, RxStateError):
-                cache.invalidate(coll._ks.entity(op.collection, op.id, op.partition))
-
-    def update(op: WriteOp, result: WriteResult, value: Versioned[Any]) -> None:
-        if cache is not None and token:
-            _after_write(coll, cache, op, result, value, token, sent, False)
-
-    return results, update
-
-
 class Refresher:
-    """Re-reads, in the background, cached keys that this store wrote and its own invalidation evicted.
+    """Re-reads keys in the background, for the cache (``EntityCache.take_refresh``).
 
-    Every write produces an invalidation, also for the store that made it; which invalidation is the echo
-    of which write cannot be told (a foreign write may come in between), so an own write cannot keep its
-    entry. For keys that were cached when written (someone reads them), this thread reads the new value
-    back so that the next ``get`` is a hit again; the read fills the cache under the usual epoch rule.
-    For ``REFRESH_WINDOW`` seconds after the write, a later eviction (a late echo) is re-read again.
+    Two kinds: a key this store wrote whose entry an invalidation evicted while someone reads it (so
+    the next ``get`` is a hit again; for ``REFRESH_WINDOW`` seconds after the write), and a key whose
+    own-write echo came in a ``CLIENT TRACKING`` message that may also cover another client's write (the
+    read confirms the entry, or replaces it). Every read fills the cache under the usual epoch rule; a
+    confirmation that fails drops its keys instead.
     """
 
     def __init__(self, store: Store, cache: EntityCache) -> None:
@@ -233,23 +212,27 @@ class Refresher:
 
     def _run(self) -> None:
         cache, ks = self._cache, self._store.keyspace
+        wake: float | None = None
         while not self._closed.is_set():
-            if not cache.refresh_wanted.wait(0.5):
+            if not cache.refresh_wanted.wait(0.5 if wake is None else wake) and wake is None:
                 continue
+            wanted, wake = cache.take_refresh()
             by_collection: dict[str, list[tuple[str, str]]] = {}
-            wanted = cache.take_refresh()
             for key in wanted:
                 parsed = ks.parse_entity(key)
                 if parsed is not None:
                     by_collection.setdefault(parsed[1], []).append((parsed[2], key))
             for name, pairs in by_collection.items():
                 coll = self._store.collections.get(name)
-                if coll is None or self._closed.is_set():
-                    continue
+                if self._closed.is_set():
+                    return
                 try:
+                    if coll is None:
+                        raise LookupError(f"collection {name!r} is not open in this store")
                     fetch_many(coll, cache, pairs, refresh=wanted)
-                except Exception as exc:  # a refresh is an optimisation: the next read will retry
-                    log.debug("cache refresh of %s failed: %s", name, exc)
+                except Exception as exc:  # unconfirmed: drop the entries rather than risk a stale hit
+                    cache.invalidate_many([key for _, key in pairs])
+                    log.debug("cache re-read of %s failed: %s", name, exc)
 
     def close(self) -> None:
         self._closed.set()

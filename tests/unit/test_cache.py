@@ -236,3 +236,135 @@ def test_concurrent_readers_writers_and_invalidations():
     assert not errors
     assert s.hits + s.misses == 3 * gets_per_thread
     assert s.entries <= 50 and s.evictions > 0 and s.invalidations > 0
+
+
+# -- own writes: the floor and echoes -----------------------------------------------------------
+
+
+def test_an_own_write_sets_a_floor_no_older_value_passes():
+    cache = active_cache()
+    stale_read = cache.token()  # a read of the old value, sent before the write
+    write = cache.begin_write("k")
+    assert cache.fill("k", v("a", "5-0", "old"), token=stale_read)  # it lands before the reply
+    assert cache.end_write(write, "k", "6-0", v("a", "6-0", "new"))
+    assert cache.get("k").value == "new"
+    assert not cache.fill("k", v("a", "5-0", "old"), token=cache.token())  # below the floor
+    write = cache.begin_write("k")
+    cache.end_write(write, "k", "7-0")  # no value known (e.g. TTL unknown): the floor still rises
+    assert cache.get("k") is None  # the 6-0 entry is older than the write that returned
+    assert not cache.fill("k", v("a", "6-0", "new"), token=cache.token())
+
+
+def test_the_echo_of_an_own_write_keeps_its_value_a_later_invalidation_wins():
+    cache = active_cache()
+    write = cache.begin_write("k")
+    cache.end_write(write, "k", "1-0", v("a", "1-0", "mine"))
+    cache.invalidate_many(["k"], echoes=True)  # the echo
+    assert cache.get("k").value == "mine"
+    cache.invalidate_many(["k"], echoes=True)  # someone else's write
+    assert cache.get("k") is None
+    s = cache.stats()
+    assert (s.echoes, s.invalidations) == (1, 1)
+
+
+def test_an_echo_before_the_reply_does_not_refuse_the_written_value():
+    cache = active_cache()
+    cache.fill("k", v("a", "1-0", "before"), token=cache.token())
+    write = cache.begin_write("k")
+    cache.invalidate_many(["k"], echoes=True)  # the echo outruns the reply
+    assert cache.get("k") is None  # the value from before the write is gone at once
+    assert cache.end_write(write, "k", "2-0", v("a", "2-0", "mine"))
+    assert cache.get("k").value == "mine"
+
+
+def test_a_foreign_invalidation_after_the_echo_refuses_the_written_value():
+    cache = active_cache()
+    write = cache.begin_write("k")
+    cache.invalidate_many(["k"], echoes=True)  # echo
+    cache.invalidate_many(["k"], echoes=True)  # a foreign write right after ours
+    assert not cache.end_write(write, "k", "2-0", v("a", "2-0", "mine"))
+    assert cache.get("k") is None
+
+
+def test_local_evictions_and_overlapping_own_writes_are_never_taken_for_echoes():
+    cache = active_cache()
+    write = cache.begin_write("k")
+    cache.invalidate_many(["k"])  # a local decision (e.g. a batch of this store wrote the key)
+    assert not cache.end_write(write, "k", "2-0", v("a", "2-0", "mine"))
+    one, two = cache.begin_write("j"), cache.begin_write("j")  # two threads write a key at once
+    cache.invalidate_many(["j"], echoes=True)  # whose echo is this?
+    assert cache.end_write(one, "j", "3-0", v("a", "3-0", "one"))
+    assert not cache.end_write(two, "j", "4-0", v("a", "4-0", "two"))
+    assert cache.get("j") is None  # below the floor (4-0) of the second write
+
+
+def test_a_sequential_own_write_is_not_poisoned_by_the_late_echo_of_the_previous_one():
+    cache = active_cache()
+    first = cache.begin_write("k")
+    cache.end_write(first, "k", "1-0", v("a", "1-0", "first"))
+    second = cache.begin_write("k")  # sent after the first returned, before its echo came
+    cache.invalidate_many(["k"], echoes=True)  # first's echo
+    cache.invalidate_many(["k"], echoes=True)  # second's echo
+    assert cache.end_write(second, "k", "2-0", v("a", "2-0", "second"))
+    assert cache.get("k").value == "second" and cache.stats().echoes == 2
+
+
+def test_a_failed_own_write_evicts_and_takes_no_echo():
+    cache = active_cache()
+    cache.fill("k", v("a", "1-0"), token=cache.token())
+    write = cache.begin_write("k")
+    cache.abort_write(write, "k")
+    assert "k" not in cache
+    cache.fill("k", v("a", "1-0"), token=cache.token())
+    cache.invalidate_many(["k"], echoes=True)  # not an echo of anything
+    assert "k" not in cache and cache.stats().echoes == 0
+
+
+def test_an_overdue_echo_is_not_taken(monkeypatch):
+    from rxstate.cache import lru
+
+    cache = active_cache()
+    write = cache.begin_write("k")
+    cache.end_write(write, "k", "1-0", v("a", "1-0", "mine"))
+    monkeypatch.setattr(lru, "ECHO_TIMEOUT", 0.0)
+    time.sleep(0.001)
+    cache.invalidate_many(["k"], echoes=True)
+    assert "k" not in cache and cache.stats().echoes == 0
+
+
+def test_a_merged_echo_schedules_one_re_read_and_a_cold_key_is_not_kept():
+    cache = active_cache()
+    cache.fill("hot", v("h", "1-0"), token=cache.token())
+    hot, cold = cache.begin_write("hot"), cache.begin_write("cold")
+    cache.end_write(hot, "hot", "2-0", v("h", "2-0", "mine"))
+    cache.end_write(cold, "cold", "3-0", v("c", "3-0", "mine"))
+    cache.invalidate_many(["hot", "cold"], echoes=True, coalesced=True)
+    assert cache.get("hot").value == "mine" and "cold" not in cache
+    due, wake = cache.take_refresh()
+    assert due == {"hot": 0.0} and wake is None
+    again = cache.begin_write("hot")
+    cache.end_write(again, "hot", "4-0", v("h", "4-0", "mine"))
+    cache.invalidate_many(["hot"], echoes=True, coalesced=True)
+    due, wake = cache.take_refresh()
+    assert due == {} and wake is not None and wake > 0  # at most one re-read per key per interval
+    assert cache.fill("hot", v("h", "4-0", "mine"), token=cache.token())  # an equal value: confirmed
+    assert cache.get("hot").value == "mine"
+
+
+def test_a_clear_after_a_flush_is_counted_and_forgets_floors():
+    cache = active_cache()
+    write = cache.begin_write("k")
+    cache.end_write(write, "k", "9-0", v("a", "9-0"))
+    cache.clear(flushed=True)
+    assert cache.stats().clears == 1 and len(cache) == 0
+    assert cache.fill("k", v("a", "1-0"), token=cache.token())  # another database's older value is fine now
+
+
+def test_fakeredis_flushdb_is_seen(fake_pair):
+    (store, _), raw = fake_pair
+    tasks = store.collection("tasks", Task)
+    tasks.put("t", Task(title="x"))
+    assert tasks.get("t").title == "x"
+    raw.flushdb()
+    assert wait_for(lambda: tasks.get("t", None) is None)
+    assert store.cache.stats().clears >= 1

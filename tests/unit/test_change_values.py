@@ -134,3 +134,20 @@ def test_a_collection_object_names_its_collection(store, agents):
     agents.put("a2", Agent(name="y"))  # a barrier: t2 came before it
     assert wait_for(lambda: len(got) == 2)
     assert [c.id for c in got] == ["a1", "a2"]
+
+
+def test_a_gap_inside_one_batch_is_read_from_the_server(store, agents):
+    """A change filtered out before the feed leaves a gap; the tracker reads the entity, even when the
+    change before the gap is in the same batch."""
+    from rxstate.feed.values import ValueTracker
+
+    got: list[Change] = []
+    store.changes().subscribe(got.append)
+    agents.put("a1", Agent(name="x"))
+    agents.update("a1", status="busy")
+    agents.incr("a1", "load", 2)
+    assert wait_for(lambda: len(got) == 3)
+    create, _update, incr = got
+    tracker = ValueTracker(store, store.change_feed.decoder)
+    filled = tracker((create, incr))  # the update never reached this feed
+    assert filled[1].value == Agent(name="x", status="busy", load=2)
