@@ -27,6 +27,7 @@ from rxstate.core.errors import (
 from rxstate.core.keys import Keyspace, validate_namespace
 from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary, is_cluster
+from rxstate.security.policy import Guard
 from rxstate.store.batch import Batch
 from rxstate.store.collection import Collection
 from rxstate.store.collection_ops import CollectionOps
@@ -78,9 +79,14 @@ class Store:
         read_only: bool = False,
         write_record_ms: int = 60_000,
         write_retries: int = 3,
+        guard: Guard | None = None,
     ) -> None:
         _check_client(client)
         self.client = client
+        self.guard = guard
+        """The policy check of the principal this store acts as (None: no principal, no checks)."""
+        if guard is not None:  # upkeep and settling span every collection: the administrator's store runs it
+            reap_interval = None
         self.namespace = validate_namespace(namespace)
         self.read_only = read_only
         """Whether this store only reads: it creates no namespace and opens no collections, locks or writes."""
@@ -126,7 +132,7 @@ class Store:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= 16384:
             raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
         try:
-            if not self.read_only:
+            if not self.read_only and self.guard is None:  # a principal joins a namespace, never creates one
                 self.client.hsetnx(meta, "partitions", wanted)
             raw = self.client.hget(meta, "partitions")
         except redis.ConnectionError as exc:
@@ -188,8 +194,9 @@ class Store:
             collection = self._collection_type(
                 self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
             )
-            self._register_schema(collection)
-            collection.constraints.declare_references()
+            if self.guard is None:  # a principal's ACL holds no schema registry: its administrator opens them
+                self._register_schema(collection)
+                collection.constraints.declare_references()
             self._collections[name] = collection
         self._start_reaper()
         return collection
@@ -240,6 +247,8 @@ class Store:
     def _reap(self, collection: CollectionOps[Any]) -> int:
         ks = self.keyspace
         name = collection.name
+        if self.guard is not None and name not in self._reapable(name):
+            return 0  # expiring writes to the collection; one who may only read leaves that to its writers
         calls: list[WriteCall] = []
         for p in range(ks.partitions):
             keys = [
@@ -256,6 +265,13 @@ class Store:
                 raise reply
             total += int(reply)
         return total
+
+    def _reapable(self, name: str) -> set[str]:
+        from rxstate.security.acl import grants
+
+        assert self.guard is not None
+        given = grants(self.guard.principal, self.guard.policy).write
+        return {name} if "*" in given or name in given else set()
 
     def _start_reaper(self) -> None:
         if self._reap_interval is None or self._reaper is not None or self._closed.is_set():
@@ -373,8 +389,29 @@ class Store:
             raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
         if not enabled:
             return
+        channels: list[str] | None = None
+        probe: str | None = None
+        if self.guard is not None:
+            from rxstate.security.acl import keyspace_channels, probe_key
+
+            if self.is_cluster or self.guard.reads_depend_on_entities():
+                return  # see README "Security": per-entity conditions are checked on every read, not cached
+            db = int(self.client.connection_pool.connection_kwargs.get("db") or 0)
+            # Never BCAST tracking for a principal: its prefixes are not ACL-checked and leak key names.
+            invalidation, probe = "keyspace", probe_key(self.namespace, self.guard.principal.name)
+            channels = keyspace_channels(
+                self.namespace, self.keyspace.partitions, self.guard.principal, self.guard.policy, db
+            )
         cache = EntityCache(max_entries=size, max_bytes=nbytes)
-        feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
+        feed = InvalidationFeed(
+            self.client,
+            self.keyspace,
+            cache,
+            mode=invalidation,
+            is_cluster=self.is_cluster,
+            channels=channels,
+            probe=probe,
+        )
         if feed.start() is not None:
             self._cache, self._invalidation = cache, feed
             self._refresher = Refresher(self, cache)
@@ -534,6 +571,8 @@ class ConnectOptions(TypedDict, total=False):
     read_only: bool
     write_record_ms: int
     write_retries: int
+    principal: str | None
+    password: str | None
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -568,7 +607,12 @@ def _open(
     read_only: bool = False,
     write_record_ms: int = 60_000,
     write_retries: int = 3,
+    principal: str | None = None,
+    password: str | None = None,
 ) -> ST:
+    auth: dict[str, Any] = {}
+    if principal is not None or password is not None:
+        auth = _principal_auth(namespace, principal, password, client if client is not None else url)
     if url is not None and not isinstance(url, str):
         if client is not None:
             raise ValidationError("pass a client either positionally or as client=, not both")
@@ -581,15 +625,16 @@ def _open(
             source = "a URL" if given else "REDIS_URL, which is set in the environment"
             raise ValidationError(f"path=, isolated= and fsync= are for an embedded server; not with {source}")
         if url is not None:
-            client = client_from_url(url)
+            client = client_from_url(url, **auth)
         else:
             from rxstate.server.lease import attach
 
             server = attach(path, isolated=isolated, fsync=fsync)
-            client = server.client()
+            client = server.client(**auth)
         _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
     try:
+        guard = None if principal is None else _load_guard(client, namespace, principal)
         return store_type(
             client,
             namespace=namespace,
@@ -606,6 +651,7 @@ def _open(
             read_only=read_only,
             write_record_ms=write_record_ms,
             write_retries=write_retries,
+            guard=guard,
         )
     except BaseException:
         if server is not None:
@@ -623,7 +669,37 @@ def _own_retry_policy(client: Any) -> None:
         client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
 
 
-def client_from_url(url: str) -> Any:
+def _principal_auth(namespace: str, principal: str | None, password: str | None, target: Any) -> dict[str, Any]:
+    """The ``username``/``password`` client options of a principal's connections (every one of the store's)."""
+    from rxstate.security.acl import username
+
+    if principal is None or password is None:
+        raise ValidationError("principal= and password= go together", field="principal")
+    if target is not None and not isinstance(target, str):
+        raise ValidationError(
+            "principal= authenticates the connections rxstate makes: pass a URL (or none, for the embedded "
+            "server), not a client; a client of your own carries its own username and password",
+            field="principal",
+        )
+    return {"username": username(validate_namespace(namespace), principal), "password": password}
+
+
+def _load_guard(client: Any, namespace: str, principal: str) -> Guard:
+    from rxstate.core.errors import PermissionDenied
+    from rxstate.security.principals import load_principal
+
+    try:
+        who, policy = load_principal(client, namespace, principal)
+    except redis.AuthenticationError as exc:
+        raise PermissionDenied(
+            f"principal {principal!r} of namespace {namespace!r} could not authenticate: {exc}",
+            principal=principal,
+            reason="authentication failed (wrong password, disabled, or no such principal)",
+        ) from exc
+    return Guard(who, policy)
+
+
+def client_from_url(url: str, **options: Any) -> Any:
     """A redis-py client for a ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
 
     Raises:
@@ -636,7 +712,7 @@ def client_from_url(url: str) -> Any:
         if url.startswith("redis+cluster://"):
             from redis.cluster import RedisCluster
 
-            return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :])
-        return redis.Redis.from_url(url)
+            return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
+        return redis.Redis.from_url(url, **options)
     except (ValueError, redis.RedisError) as exc:
         raise ServerError(f"cannot connect to {url!r}: {exc}") from exc
