@@ -223,8 +223,7 @@ class Principals:
     def delete(self, name: str) -> None:
         """Remove a principal and its ACL user, closing its connections."""
         self.get(name)
-        self.client.execute_command("ACL", "DELUSER", username(self.namespace, name))
-        self._kill(name)
+        self.client.execute_command("ACL", "DELUSER", username(self.namespace, name))  # closes its connections
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(principal_key(self.namespace, name))
         pipe.srem(_index_key(self.namespace), name)
