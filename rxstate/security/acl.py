@@ -57,6 +57,9 @@ CONNECTION_COMMANDS = (
     "+select",
     "+reset",
     "+quit",
+    "+multi",  # MULTI/EXEC: the commands queued in one are checked like any other
+    "+exec",
+    "+discard",
     "+client|setname",
     "+client|getname",
     "+client|id",
