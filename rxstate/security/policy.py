@@ -20,7 +20,7 @@ Example:
     ...          hours="08:00-18:00", name="support-own-region"),
     ... ])
     >>> who = Principal("ann", roles=("support",), attributes={"region": "eu"})
-    >>> at = datetime(2026, 1, 5, 9, 30, tzinfo=timezone.utc)
+    >>> at = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
     >>> policy.decide(who, "read", "tickets", entity={"region": "eu"}, now=at).allowed
     True
     >>> policy.decide(who, "read", "tickets", entity={"region": "us"}, now=at).reason
