@@ -10,7 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Self, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -27,7 +27,6 @@ from rxstate.core.errors import (
 from rxstate.core.keys import Keyspace, validate_namespace
 from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary, is_cluster
-from rxstate.security.policy import Guard
 from rxstate.store.batch import Batch
 from rxstate.store.collection import Collection
 from rxstate.store.collection_ops import CollectionOps
@@ -36,6 +35,9 @@ from rxstate.store.lock import Lock, ReadWriteLock
 from rxstate.store.transaction import Transaction
 from rxstate.store.twophase import sweep
 from rxstate.store.writer import WriteCall, Writer
+
+if TYPE_CHECKING:
+    from rxstate.security.policy import Guard
 
 __all__ = ["ConnectOptions", "Store", "client_from_url", "open_store"]
 
@@ -686,6 +688,7 @@ def _principal_auth(namespace: str, principal: str | None, password: str | None,
 
 def _load_guard(client: Any, namespace: str, principal: str) -> Guard:
     from rxstate.core.errors import PermissionDenied
+    from rxstate.security.policy import Guard
     from rxstate.security.principals import load_principal
 
     try:
