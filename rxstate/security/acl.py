@@ -35,9 +35,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from rxstate.security.policy import Policy, Principal
+from rxstate.security.policy import Grants, Policy, Principal
 
 __all__ = [
     "DENIED_COMMANDS",
@@ -152,8 +150,6 @@ DENIED_COMMANDS = (
 OPTIONAL_COMMANDS = frozenset({"+client|setinfo", "+spublish", "-spublish"})
 """Commands some servers lack (Redis 7.0 has no ``CLIENT SETINFO`` nor ``SPUBLISH`` in 7.0.0): dropped there."""
 
-_WRITE_ACTIONS = ("write", "delete", "admin")
-
 
 def username(namespace: str, principal: str) -> str:
     """The server ACL user of a principal of a namespace.
@@ -176,47 +172,9 @@ def probe_key(namespace: str, principal: str) -> str:
     return f"rx:{{{namespace}:0}}:_probe:{principal}"
 
 
-@dataclass(frozen=True)
-class Grants:
-    """The collections a principal's ACL opens: ``"*"`` stands for every collection."""
-
-    read: frozenset[str]
-    write: frozenset[str]
-
-    @property
-    def reads_everything(self) -> bool:
-        return "*" in self.read or "*" in self.write
-
-
 def grants(principal: Principal, policy: Policy) -> Grants:
-    """The collections the server lets ``principal`` read and write: those an allow rule names.
-
-    Conditions (attributes, entity fields, hours) cannot be key patterns, so a conditional allow opens
-    its collections on the server and the client checks the conditions; an unconditional deny of a
-    named collection closes it (one of ``"*"`` is enforced by the client alone).
-    """
-    read: set[str] = set()
-    write: set[str] = set()
-    closed_read: set[str] = set()
-    closed_write: set[str] = set()
-    for rule in policy.rules:
-        if rule.role != "*" and rule.role not in principal.roles:
-            continue
-        acts = set(rule.actions)
-        writes = "*" in acts or bool(acts.intersection(_WRITE_ACTIONS))
-        reads = "*" in acts or "read" in acts or "admin" in acts
-        if rule.effect == "allow":
-            if reads:
-                read.update(rule.collections)
-            if writes:
-                write.update(rule.collections)
-        elif not rule.conditional:
-            if reads:
-                closed_read.update(c for c in rule.collections if c != "*")
-            if "*" in acts or {"write", "delete"} <= acts or "admin" in acts:
-                closed_write.update(c for c in rule.collections if c != "*")
-    write -= closed_write
-    return Grants(read=frozenset((read | write) - closed_read), write=frozenset(write))
+    """The collections the server lets ``principal`` read and write (``Policy.grants``)."""
+    return policy.grants(principal)
 
 
 def _collection_patterns(tags: list[str], collection: str) -> list[str]:

@@ -39,7 +39,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from rxstate.core.errors import PermissionDenied, ValidationError
 
-__all__ = ["ACTIONS", "Decision", "Guard", "Policy", "Principal", "Rule"]
+__all__ = ["ACTIONS", "Decision", "Grants", "Guard", "Policy", "Principal", "Rule"]
 
 Action = Literal["read", "write", "delete", "admin"]
 ACTIONS: tuple[str, ...] = ("read", "write", "delete", "admin")
@@ -235,8 +235,10 @@ class Decision:
         allowed: whether the action may go ahead.
         rule: the name of the deciding rule (None: nothing allowed it, deny by default).
         reason: a sentence saying why.
-        enforced_by: ``"server and client"`` when the server's ACL also enforces the outcome, else
-            ``"client"`` (conditions on attributes, entities or time, and denials carved out of a wider grant).
+        enforced_by: who holds the line: ``"server and client"`` when the server's ACL enforces it too (a
+            denial of a collection the principal's ACL does not open; an allow without conditions, whose
+            limits are the ACL's), else ``"client"`` (conditions on attributes, entities or time, and
+            denials carved out of a wider grant: key patterns cannot express them).
         pending: entity fields the decision still needs (an allow that depends on them).
     """
 
@@ -245,6 +247,26 @@ class Decision:
     reason: str
     enforced_by: str = "client"
     pending: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Grants:
+    """The collections a principal's server ACL opens (``"*"``: every collection)."""
+
+    read: frozenset[str]
+    write: frozenset[str]
+
+    @property
+    def reads_everything(self) -> bool:
+        return "*" in self.read or "*" in self.write
+
+    def opens(self, action: str, collection: str) -> bool:
+        """Whether the ACL lets ``action`` on ``collection`` through (the client may still refuse it)."""
+        names = self.read if action == "read" else self.write
+        return "*" in names or collection in names
+
+
+_WRITE_ACTIONS = ("write", "delete", "admin")
 
 
 class Policy:
@@ -269,6 +291,37 @@ class Policy:
         if text is None:
             return cls()
         return cls(Rule(**entry) for entry in json.loads(text))
+
+    def grants(self, principal: Principal) -> Grants:
+        """The collections the server lets ``principal`` read and write: those an allow rule names.
+
+        Conditions (attributes, entity fields, hours) cannot be key patterns, so a conditional allow opens
+        its collections on the server and the client checks the conditions; an unconditional deny of a
+        named collection closes it (one of ``"*"`` is enforced by the client alone). Writes and deletes
+        touch the same keys, so only a denial of both closes a collection to writes.
+        """
+        read: set[str] = set()
+        write: set[str] = set()
+        closed_read: set[str] = set()
+        closed_write: set[str] = set()
+        for rule in self.rules:
+            if rule.role != "*" and rule.role not in principal.roles:
+                continue
+            acts = set(rule.actions)
+            every = "*" in acts or "admin" in acts
+            if rule.effect == "allow":
+                if every or "read" in acts:
+                    read.update(rule.collections)
+                if every or acts.intersection(_WRITE_ACTIONS):
+                    write.update(rule.collections)
+            elif not rule.conditional:
+                named = {c for c in rule.collections if c != "*"}
+                if every or "read" in acts:
+                    closed_read |= named
+                if every or {"write", "delete"} <= acts:
+                    closed_write |= named
+        write -= closed_write
+        return Grants(read=frozenset((read | write) - closed_read), write=frozenset(write))
 
     def entity_fields(self, principal: Principal, action: str, collection: str) -> set[str]:
         """The entity fields that rules about this principal, action and collection read."""
@@ -308,26 +361,25 @@ class Policy:
                 misses.append(f"{rule.name}: {why}")
                 continue
             if rule.effect == "deny":
-                return Decision(False, rule.name, f"denied by {rule.name}{why}", self._enforcement(rule))
+                return Decision(
+                    False, rule.name, f"denied by {rule.name}{why}", self._denial(principal, action, collection)
+                )
             if allow is None:
-                allow = Decision(True, rule.name, f"allowed by {rule.name}{why}", self._enforcement(rule))
+                allow = Decision(
+                    True, rule.name, f"allowed by {rule.name}{why}", _BOTH if not rule.conditional else _CLIENT
+                )
         if allow is not None:
             return allow
         if pending:
             fields = frozenset(pending)
             return Decision(False, None, f"needs entity fields {sorted(fields)} to decide", pending=fields)
         detail = f" ({'; '.join(misses)})" if misses else ""
-        return Decision(False, None, f"no rule allows {action} on {collection}{detail}", self._default_enforcement())
+        reason = f"no rule allows {action} on {collection}{detail}"
+        return Decision(False, None, reason, self._denial(principal, action, collection))
 
-    def _enforcement(self, rule: Rule) -> str:
-        if rule.conditional or (rule.effect == "deny" and "*" in rule.collections):
-            return "client"
-        if rule.effect == "allow" and any(r.effect == "deny" for r in self.rules):
-            return "client"  # a narrower deny may carve this grant; key patterns cannot subtract
-        return "server and client"
-
-    def _default_enforcement(self) -> str:
-        return "server and client"  # a collection no unconditional grant names has no key pattern
+    def _denial(self, principal: Principal, action: str, collection: str) -> str:
+        """Who enforces a denial: the server too when the principal's ACL does not open the collection."""
+        return _CLIENT if self.grants(principal).opens(action, collection) else _BOTH
 
     @staticmethod
     def _holds(
@@ -364,6 +416,7 @@ class Policy:
 
 
 _MISSING_ENTITY: Any = object()
+_BOTH, _CLIENT = "server and client", "client"
 
 
 def _resolve(ref: str, principal: Principal, action: str, collection: str, entity: Mapping[str, Any] | None) -> Any:
@@ -405,6 +458,22 @@ class Guard:
     def needs_entity(self, action: str, collection: str) -> set[str]:
         """The entity fields a check of ``action`` on ``collection`` reads (empty: none)."""
         return self.policy.entity_fields(self.principal, action, collection)
+
+    def require_feed(self) -> None:
+        """Raise ``PermissionDenied`` unless the principal may follow the change feed.
+
+        A partition's change stream carries every collection's changes, so only a principal that may
+        read every collection, unconditionally, may read it (its ACL holds the stream commands alone).
+        """
+        if self.policy.grants(self.principal).reads_everything and not self.reads_depend_on_entities():
+            return
+        raise PermissionDenied(
+            f"{self.principal.name} may not follow the change feed: it carries every collection's changes, "
+            "and the principal may not read them all",
+            principal=self.principal.name,
+            action="read",
+            reason="change streams are shared by every collection of a partition",
+        )
 
     def reads_depend_on_entities(self) -> bool:
         """Whether some rule about this principal's reads looks at entity fields (then a cached hit could

@@ -190,10 +190,9 @@ class CollectionOps(Generic[M]):
         if stored:
             self._authorize(action, entity_id, stored)
         if kind != "delete":
-            after = {
-                **stored,
-                **{f: self._codec.decode_value(f, v, key) for f, v in kw.get("sets") or () if f in needed},
-            }
+            sets = {f: self._codec.decode_value(f, v, key) for f, v in kw.get("sets") or () if f in needed}
+            incrs = {f: stored.get(f, 0) + amount for f, amount, _low, _high in kw.get("incrs") or () if f in needed}
+            after = {**stored, **sets, **incrs}
             self._authorize(action, entity_id, after)
         elif not stored:
             self._authorize(action, entity_id, {})

@@ -142,6 +142,16 @@ def test_a_store_guard_checks_before_the_cache_and_changes_nothing():
     with pytest.raises(rxstate.PermissionDenied), store.batch() as batch:
         batch.put(agents, "a2", Agent(name="x"))
     assert dump_all(store.client) == before
+    store.guard.policy = Policy(
+        [
+            Rule("viewer", "allow", ["read"], ["agents"]),
+            Rule("viewer", "allow", ["write"], ["agents"], when=["entity.load < 5"]),
+        ]
+    )
+    agents.update("a1", load=4)
+    with pytest.raises(rxstate.PermissionDenied, match="6 vs 5"):
+        agents.incr("a1", "load", 2)  # judged on the value it would leave
+    assert agents.get("a1", consistent=True).load == 4
     store.guard.policy = Policy()
     with pytest.raises(rxstate.PermissionDenied):
         agents.get("a1")  # cached, still checked

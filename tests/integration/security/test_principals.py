@@ -177,13 +177,25 @@ def test_explain_names_the_rule_and_the_reason(world: World):
     assert not denied.allowed and denied.rule is None
     assert "'us' vs 'eu'" in denied.reason
     assert explain("ann", "write", "tickets").pending == {"region"}  # no entity: the fields it needs
-    assert explain("val", "read", "agents").enforced_by == "server and client"
+    assert explain("val", "read", "agents").enforced_by == "server and client"  # no conditions: the ACL's limits
+    assert explain("ann", "read", "agents").enforced_by == "server and client"  # her ACL does not open agents
+    assert denied.enforced_by == "client"  # her ACL opens tickets for writing; the region is checked here
+    assert allowed.enforced_by == "client"
     world.admin.set_policy(Policy([*POLICY.rules, Rule("viewer", "deny", ["read"], ["agents"], name="no-agents")]))
     refused = explain("val", "read", "agents", "a1")
     assert (refused.allowed, refused.rule) == (False, "no-agents")
     raw = world.principal_client("val")
     with pytest.raises(redis.exceptions.NoPermissionError):
         raw.hget(world.key("agents", "a1"), "name")  # an unconditional deny closes the keys on the server too
+
+
+def test_only_a_principal_that_may_read_everything_follows_the_change_feed(world: World):
+    with world.connect("val", cache=False) as val:
+        with pytest.raises(rxstate.PermissionDenied, match="change feed"):
+            val.changes()
+        errors: list[BaseException] = []
+        val.collection("agents", Agent).watch("a1").subscribe(on_error=errors.append)
+        assert wait_for(lambda: errors) and isinstance(errors[0], rxstate.PermissionDenied)
 
 
 def test_a_principal_cannot_administer_principals(world: World):
