@@ -135,8 +135,13 @@ class _Node:
         while time.monotonic() < deadline:
             if self.conn.can_read(timeout=_POLL) and self.probe_key in self._handle(self.conn.read_response()):
                 return
+        hint = ""
+        if self.feed.restricted:
+            hint = (
+                f" (a principal cannot turn keyspace notifications on: set notify-keyspace-events {_REQUIRED_EVENTS})"
+            )
         raise InvalidationUnavailable(
-            f"{mode}: a probe write on {self.name} was not reported within {_PROBE_TIMEOUT} s"
+            f"{mode}: a probe write on {self.name} was not reported within {_PROBE_TIMEOUT} s{hint}"
         )
 
     # -- messages ------------------------------------------------------------------------------
@@ -247,6 +252,9 @@ class InvalidationFeed:
         cache: the cache to invalidate.
         mode: ``"auto"`` (tracking, else keyspace notifications), ``"tracking"`` or ``"keyspace"``.
         is_cluster: whether ``client`` is a cluster client (one connection per primary).
+        channels: keyspace mode on exactly these channel patterns (a principal's, as its ACL holds them)
+            instead of the namespace's one pattern; a refused ``CONFIG`` is then left to the probe.
+        probe: the probe key to write instead of partition 0's (a principal's own).
 
     Example:
         >>> feed = InvalidationFeed(client, keyspace, cache, mode="auto")  # doctest: +SKIP

@@ -58,6 +58,11 @@ CONNECTION_COMMANDS = (
     "+multi",  # MULTI/EXEC: the commands queued in one are checked like any other
     "+exec",
     "+discard",
+    "+cluster|slots",  # a cluster client's discovery of the slots and of the commands' keys
+    "+cluster|shards",
+    "+command",
+    "+asking",
+    "+readonly",
     "+client|setname",
     "+client|getname",
     "+client|id",

@@ -29,6 +29,7 @@ from typing import Any
 from redis.exceptions import NoPermissionError, ResponseError
 
 from rxstate.core.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
+from rxstate.core.scripts import is_cluster
 from rxstate.security.acl import OPTIONAL_COMMANDS, acl_rules, username
 from rxstate.security.policy import Policy, Principal, validate_name
 
@@ -107,6 +108,7 @@ class Principals:
         self.namespace = namespace
         self.partitions = partitions
         self.db = db
+        self.cluster = is_cluster(client)
 
     # -- policy ------------------------------------------------------------------------------------
     @property
@@ -223,7 +225,7 @@ class Principals:
     def delete(self, name: str) -> None:
         """Remove a principal and its ACL user, closing its connections."""
         self.get(name)
-        self.client.execute_command("ACL", "DELUSER", username(self.namespace, name))  # closes its connections
+        self._everywhere("ACL", "DELUSER", username(self.namespace, name))  # closes its connections
         pipe = self.client.pipeline(transaction=True)
         pipe.delete(principal_key(self.namespace, name))
         pipe.srem(_index_key(self.namespace), name)
@@ -269,7 +271,7 @@ class Principals:
         wanted = list(rules)
         while True:
             try:
-                self._admin(partial(self.client.execute_command, "ACL", "SETUSER", user, *head, *wanted))
+                self._admin(partial(self._everywhere, "ACL", "SETUSER", user, *head, *wanted))
                 return
             except ResponseError as exc:
                 dropped = [r for r in wanted if r in OPTIONAL_COMMANDS and f"'{r}'" in str(exc)]
@@ -278,7 +280,13 @@ class Principals:
                 wanted = [r for r in wanted if r not in dropped]
 
     def _kill(self, name: str) -> None:
-        self.client.execute_command("CLIENT", "KILL", "USER", username(self.namespace, name))
+        self._everywhere("CLIENT", "KILL", "USER", username(self.namespace, name))
+
+    def _everywhere(self, *args: Any) -> Any:
+        """Run an ACL or client command on every node: each node of a cluster keeps its own ACL."""
+        if self.cluster:
+            return self.client.execute_command(*args, target_nodes=self.client.ALL_NODES)
+        return self.client.execute_command(*args)
 
     def _admin(self, call: Any) -> Any:
         try:
