@@ -12,7 +12,8 @@ and the collections it covers (``"*"``: every collection), and may carry conditi
   without (False).
 
 Nothing is allowed unless a rule allows it, and an explicit deny wins over every allow. ``decide``
-returns a ``Decision`` naming the rule that decided and why; ``Guard`` raises ``PermissionDenied``.
+returns a ``Decision`` naming the rule that decided and why; ``rxstate.security.guard.Guard`` raises
+``PermissionDenied`` for a store acting as a principal.
 
 Example:
     >>> policy = Policy([
@@ -31,15 +32,15 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timezone
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from rxstate.core.errors import PermissionDenied, ValidationError
+from rxstate.core.errors import ValidationError
 
-__all__ = ["ACTIONS", "Decision", "Grants", "Guard", "Policy", "Principal", "Rule"]
+__all__ = ["ACTIONS", "Decision", "Grants", "Policy", "Principal", "Rule"]
 
 Action = Literal["read", "write", "delete", "admin"]
 ACTIONS: tuple[str, ...] = ("read", "write", "delete", "admin")
@@ -430,90 +431,3 @@ def _resolve(ref: str, principal: Principal, action: str, collection: str, entit
     if entity is None:
         return _MISSING_ENTITY
     return entity.get(name, _UNKNOWN)
-
-
-class Guard:
-    """The client-side check of one principal's store: ``require`` raises ``PermissionDenied``.
-
-    Args:
-        principal: who the store acts as.
-        policy: the namespace's policy.
-        clock: the time source for ``hours`` windows (tests inject one).
-
-    Example:
-        >>> guard = Guard(Principal("bob", roles=("viewer",)), Policy([Rule("viewer", "allow", ["read"], ["*"])]))
-        >>> guard.require("read", "agents").allowed
-        True
-        >>> guard.require("write", "agents")
-        Traceback (most recent call last):
-        ...
-        rxstate.core.errors.PermissionDenied: bob may not write agents: no rule allows write on agents
-    """
-
-    def __init__(self, principal: Principal, policy: Policy, *, clock: Callable[[], datetime] | None = None) -> None:
-        self.principal = principal
-        self.policy = policy
-        self.clock = clock or (lambda: datetime.now(UTC))
-
-    def needs_entity(self, action: str, collection: str) -> set[str]:
-        """The entity fields a check of ``action`` on ``collection`` reads (empty: none)."""
-        return self.policy.entity_fields(self.principal, action, collection)
-
-    def require_feed(self) -> None:
-        """Raise ``PermissionDenied`` unless the principal may follow the change feed.
-
-        A partition's change stream carries every collection's changes, so only a principal that may
-        read every collection, unconditionally, may read it (its ACL holds the stream commands alone).
-        """
-        if self.policy.grants(self.principal).reads_everything and not self.reads_depend_on_entities():
-            return
-        raise PermissionDenied(
-            f"{self.principal.name} may not follow the change feed: it carries every collection's changes, "
-            "and the principal may not read them all",
-            principal=self.principal.name,
-            action="read",
-            reason="change streams are shared by every collection of a partition",
-        )
-
-    def reads_depend_on_entities(self) -> bool:
-        """Whether some rule about this principal's reads looks at entity fields (then a cached hit could
-        skip a check that depends on the entity, so such a store reads through to the server)."""
-        who = self.principal
-        return any(
-            r.entity_fields and (r.role == "*" or r.role in who.roles) and {"read", "admin", "*"} & set(r.actions)
-            for r in self.policy.rules
-        )
-
-    def require(
-        self,
-        action: str,
-        collection: str,
-        entity_id: str | None = None,
-        entity: Mapping[str, Any] | None = None,
-        *,
-        classified: bool = False,
-        whole: bool = False,
-    ) -> Decision:
-        """The decision if it allows (or is pending on entity fields); else raise ``PermissionDenied``.
-
-        ``whole``: the action spans the collection (listing ids, counting, querying), so a grant that
-        depends on entity fields does not suffice.
-        """
-        decision = self.policy.decide(
-            self.principal, action, collection, entity=entity, classified=classified, now=self.clock()
-        )
-        if decision.allowed or (decision.pending and not whole):
-            return decision
-        reason = decision.reason
-        if decision.pending:
-            reason = f"only some of its entities may be read ({reason}): read them by id"
-        what = f"{collection} {entity_id!r}" if entity_id is not None else collection
-        raise PermissionDenied(
-            f"{self.principal.name} may not {action} {what}: {reason}",
-            principal=self.principal.name,
-            action=action,
-            collection=collection,
-            id=entity_id,
-            rule=decision.rule,
-            reason=reason,
-        )

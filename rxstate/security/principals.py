@@ -26,14 +26,15 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from redis.exceptions import NoPermissionError, ResponseError
+from redis.exceptions import AuthenticationError, NoPermissionError, ResponseError
 
 from rxstate.core.errors import AlreadyExists, NotFound, PermissionDenied, ValidationError
 from rxstate.core.scripts import is_cluster
 from rxstate.security.acl import OPTIONAL_COMMANDS, acl_rules, username
+from rxstate.security.guard import Guard
 from rxstate.security.policy import Policy, Principal, validate_name
 
-__all__ = ["PrincipalInfo", "Principals", "load_principal", "policy_key", "principal_key"]
+__all__ = ["PrincipalInfo", "Principals", "auth_options", "guard_for", "load_principal", "policy_key", "principal_key"]
 
 
 def principal_key(namespace: str, name: str) -> str:
@@ -91,6 +92,40 @@ def load_principal(client: Any, namespace: str, name: str) -> tuple[Principal, P
     if not raw:
         raise NotFound(f"no principal {name!r} in namespace {namespace!r}", key=principal_key(namespace, name))
     return _decode(raw, name)[0], Policy.from_json(policy)
+
+
+def auth_options(namespace: str, principal: str | None, password: str | None, target: Any) -> dict[str, Any]:
+    """The ``username``/``password`` client options of every connection a principal's store makes.
+
+    Raises:
+        ValidationError: only one of principal and password, or a client passed in (it carries its own).
+    """
+    if principal is None or password is None:
+        raise ValidationError("principal= and password= go together", field="principal")
+    if target is not None and not isinstance(target, str):
+        raise ValidationError(
+            "principal= authenticates the connections rxstate makes: pass a URL (or none, for the embedded "
+            "server), not a client; a client of your own carries its own username and password",
+            field="principal",
+        )
+    return {"username": username(namespace, validate_name(principal, "principal")), "password": password}
+
+
+def guard_for(client: Any, namespace: str, principal: str) -> Guard:
+    """The policy check of a principal's store, read with its own (authenticated) connection.
+
+    Raises:
+        PermissionDenied: the principal could not authenticate (wrong password, disabled, unknown).
+    """
+    try:
+        who, policy = load_principal(client, namespace, principal)
+    except AuthenticationError as exc:
+        raise PermissionDenied(
+            f"principal {principal!r} of namespace {namespace!r} could not authenticate: {exc}",
+            principal=principal,
+            reason="authentication failed (wrong password, disabled, or no such principal)",
+        ) from exc
+    return Guard(who, policy)
 
 
 class Principals:

@@ -37,7 +37,7 @@ from rxstate.store.twophase import sweep
 from rxstate.store.writer import WriteCall, Writer
 
 if TYPE_CHECKING:
-    from rxstate.security.policy import Guard
+    from rxstate.security.guard import Guard
 
 __all__ = ["ConnectOptions", "Store", "client_from_url", "open_store"]
 
@@ -249,7 +249,7 @@ class Store:
     def _reap(self, collection: CollectionOps[Any]) -> int:
         ks = self.keyspace
         name = collection.name
-        if self.guard is not None and name not in self._reapable(name):
+        if self.guard is not None and not self.guard.opens("write", name):
             return 0  # expiring writes to the collection; one who may only read leaves that to its writers
         calls: list[WriteCall] = []
         for p in range(ks.partitions):
@@ -267,13 +267,6 @@ class Store:
                 raise reply
             total += int(reply)
         return total
-
-    def _reapable(self, name: str) -> set[str]:
-        from rxstate.security.acl import grants
-
-        assert self.guard is not None
-        given = grants(self.guard.principal, self.guard.policy).write
-        return {name} if "*" in given or name in given else set()
 
     def _start_reaper(self) -> None:
         if self._reap_interval is None or self._reaper is not None or self._closed.is_set():
@@ -393,17 +386,14 @@ class Store:
             return
         channels: list[str] | None = None
         probe: str | None = None
-        if self.guard is not None:
-            from rxstate.security.acl import keyspace_channels, probe_key
-
-            if self.is_cluster or self.guard.reads_depend_on_entities():
-                return  # see README "Security": per-entity conditions are checked on every read, not cached
+        if self.guard is not None:  # keyspace notifications on its own channels, or no cache
+            if self.is_cluster:
+                return
             db = int(self.client.connection_pool.connection_kwargs.get("db") or 0)
-            # Never BCAST tracking for a principal: its prefixes are not ACL-checked and leak key names.
-            invalidation, probe = "keyspace", probe_key(self.namespace, self.guard.principal.name)
-            channels = keyspace_channels(
-                self.namespace, self.keyspace.partitions, self.guard.principal, self.guard.policy, db
-            )
+            subscription = self.guard.cache_subscription(self.namespace, self.keyspace.partitions, db)
+            if subscription is None:
+                return
+            invalidation, (channels, probe) = "keyspace", subscription
         cache = EntityCache(max_entries=size, max_bytes=nbytes)
         feed = InvalidationFeed(
             self.client,
@@ -614,7 +604,9 @@ def _open(
 ) -> ST:
     auth: dict[str, Any] = {}
     if principal is not None or password is not None:
-        auth = _principal_auth(namespace, principal, password, client if client is not None else url)
+        from rxstate.security.principals import auth_options
+
+        auth = auth_options(namespace, principal, password, client if client is not None else url)
     if url is not None and not isinstance(url, str):
         if client is not None:
             raise ValidationError("pass a client either positionally or as client=, not both")
@@ -636,7 +628,11 @@ def _open(
         _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
     try:
-        guard = None if principal is None else _load_guard(client, namespace, principal)
+        guard = None
+        if principal is not None:
+            from rxstate.security.principals import guard_for
+
+            guard = guard_for(client, namespace, principal)
         return store_type(
             client,
             namespace=namespace,
@@ -669,37 +665,6 @@ def _own_retry_policy(client: Any) -> None:
     """
     if isinstance(client, redis.Redis):
         client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
-
-
-def _principal_auth(namespace: str, principal: str | None, password: str | None, target: Any) -> dict[str, Any]:
-    """The ``username``/``password`` client options of a principal's connections (every one of the store's)."""
-    from rxstate.security.acl import username
-
-    if principal is None or password is None:
-        raise ValidationError("principal= and password= go together", field="principal")
-    if target is not None and not isinstance(target, str):
-        raise ValidationError(
-            "principal= authenticates the connections rxstate makes: pass a URL (or none, for the embedded "
-            "server), not a client; a client of your own carries its own username and password",
-            field="principal",
-        )
-    return {"username": username(validate_namespace(namespace), principal), "password": password}
-
-
-def _load_guard(client: Any, namespace: str, principal: str) -> Guard:
-    from rxstate.core.errors import PermissionDenied
-    from rxstate.security.policy import Guard
-    from rxstate.security.principals import load_principal
-
-    try:
-        who, policy = load_principal(client, namespace, principal)
-    except redis.AuthenticationError as exc:
-        raise PermissionDenied(
-            f"principal {principal!r} of namespace {namespace!r} could not authenticate: {exc}",
-            principal=principal,
-            reason="authentication failed (wrong password, disabled, or no such principal)",
-        ) from exc
-    return Guard(who, policy)
 
 
 def client_from_url(url: str, **options: Any) -> Any:

@@ -83,7 +83,7 @@ def test_no_error_class_is_a_stub():
             continue
         assert re.search(rf"\b{name}\(", source), f"nothing raises {name}"
     assert not hasattr(errors, "QuotaExceeded")
-    policy = pathlib.Path(rxstate.__file__).parent / "security" / "policy.py"
+    policy = pathlib.Path(rxstate.__file__).parent / "security" / "guard.py"
     assert re.search(r"\bPermissionDenied\(", policy.read_text())
 
 

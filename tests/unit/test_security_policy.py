@@ -10,7 +10,8 @@ import pytest
 import rxstate
 from rxstate import Policy, Rule
 from rxstate.security.acl import acl_rules, grants, keyspace_channels
-from rxstate.security.policy import Guard, Principal
+from rxstate.security.guard import Guard
+from rxstate.security.policy import Principal
 
 ANN = Principal("ann", kind="user", roles=("support",), attributes={"region": "eu", "level": 2})
 MORNING = datetime(2026, 1, 5, 9, 30, tzinfo=UTC)
