@@ -34,12 +34,30 @@ class Guard:
 
     def __init__(self, principal: Principal, policy: Policy, *, clock: Callable[[], datetime] | None = None) -> None:
         self.principal = principal
-        self.policy = policy
         self.clock = clock or (lambda: datetime.now(UTC))
+        self._policy = policy
+        # Decisions that depend on neither the entity nor the time, and the fields checks need, memoised:
+        # a check runs before every cached read, so it has to cost little next to the hit itself.
+        self._static: dict[tuple[str, str, bool], Decision | None] = {}
+        self._fields: dict[tuple[str, str], set[str]] = {}
+
+    @property
+    def policy(self) -> Policy:
+        """The policy checked (assigning one forgets what was memoised of the last)."""
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: Policy) -> None:
+        self._policy = policy
+        self._static.clear()
+        self._fields.clear()
 
     def needs_entity(self, action: str, collection: str) -> set[str]:
         """The entity fields a check of ``action`` on ``collection`` reads (empty: none)."""
-        return self.policy.entity_fields(self.principal, action, collection)
+        fields = self._fields.get((action, collection))
+        if fields is None:
+            fields = self._fields[action, collection] = self._policy.entity_fields(self.principal, action, collection)
+        return fields
 
     def require_feed(self) -> None:
         """Raise ``PermissionDenied`` unless the principal may follow the change feed.
@@ -97,9 +115,19 @@ class Guard:
         ``whole``: the action spans the collection (listing ids, counting, querying), so a grant that
         depends on entity fields does not suffice.
         """
-        decision = self.policy.decide(
-            self.principal, action, collection, entity=entity, classified=classified, now=self.clock()
-        )
+        memo = (action, collection, classified)
+        decision = self._static.get(memo)
+        if decision is None:
+            decision = self._policy.decide(
+                self.principal, action, collection, entity=entity, classified=classified, now=self.clock()
+            )
+            if memo not in self._static:
+                timeless = all(
+                    r.hours is None and not r.entity_fields
+                    for r in self._policy.rules
+                    if r.applies(self.principal, action, collection)
+                )
+                self._static[memo] = decision if timeless else None
         if decision.allowed or (decision.pending and not whole):
             return decision
         reason = decision.reason
