@@ -25,6 +25,7 @@ from rxstate.core.errors import (
     IntegrityError,
     LockError,
     NotFound,
+    PermissionDenied,
     RxStateError,
     SchemaError,
     ServerError,
@@ -43,6 +44,7 @@ from rxstate.feed.aiter import aiter
 from rxstate.feed.change import Change
 from rxstate.feed.reader import ChangeFeed
 from rxstate.reactive.derived import Derived
+from rxstate.security.policy import Policy, Rule
 from rxstate.store.batch import Batch, BatchItem
 from rxstate.store.conditions import AnyOf, Range, any_of, between, ge, gt, le, lt
 from rxstate.store.constraints import bounds, one_of, references, unique
@@ -76,12 +78,15 @@ __all__ = [
     "LockError",
     "Model",
     "NotFound",
+    "PermissionDenied",
+    "Policy",
     "Projection",
     "ProjectionBatch",
     "Query",
     "Range",
     "ReadWriteLock",
     "RecordedEvent",
+    "Rule",
     "RxStateError",
     "SchemaError",
     "Secret",

@@ -8,6 +8,8 @@ so that users find them on the store while no lower module imports a higher one.
 from __future__ import annotations
 
 import atexit
+import functools
+import json
 import logging
 import os
 import weakref
@@ -28,11 +30,15 @@ from rxstate.notebook._plots import dependency_graph
 from rxstate.reactive.derived import Derived
 from rxstate.reactive.graph import StoreGraph, store_graph
 from rxstate.security.keyring import KeyRing
+from rxstate.security.policy import Decision, Policy, Principal
+from rxstate.security.principals import Principals
 from rxstate.security.providers import KeyProvider
 from rxstate.store import store
 from rxstate.store.constraints import Constraint
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from matplotlib.figure import Figure
 
 __all__ = ["Store", "connect"]
@@ -235,6 +241,92 @@ class Store(store.Store):
         """
         return EventLog(self)
 
+    # -- security: principals and policy (rxstate.security) ------------------------------------------
+    @functools.cached_property
+    def principals(self) -> Principals:
+        """Create, rotate, disable and list the namespace's principals (needs an administrator's connection).
+
+        Example:
+            >>> store.principals.list()  # doctest: +SKIP
+            []
+        """
+        db = 0 if self.is_cluster else int(self.client.connection_pool.connection_kwargs.get("db") or 0)
+        return Principals(self.client, self.namespace, partitions=self.keyspace.partitions, db=db)
+
+    @property
+    def policy(self) -> Policy:
+        """The namespace's policy (``set_policy`` replaces it).
+
+        Example:
+            >>> store.policy  # doctest: +SKIP
+            <Policy 0 rules>
+        """
+        return self.principals.policy
+
+    def set_policy(self, policy: Policy) -> None:
+        """Replace the namespace's policy and re-derive every principal's server ACL from it.
+
+        Stores of principals opened before read the policy they connected with: reconnect them.
+
+        Example:
+            >>> store.set_policy(rxstate.Policy([rxstate.Rule("viewer", "allow", ["read"], ["*"])]))  # doctest: +SKIP
+        """
+        self.principals.set_policy(policy)
+
+    def explain(
+        self,
+        principal: str | Principal,
+        action: str,
+        collection: str,
+        id: str | None = None,
+        *,
+        partition: str | None = None,
+        now: datetime | None = None,
+    ) -> Decision:
+        """Which rule allows or denies ``principal`` doing ``action`` on ``collection`` (entity ``id``), and why.
+
+        With an ``id``, the entity's stored fields that the rules look at are read (routed by ``partition``
+        for a collection with a partition key). ``now``: the time to judge ``hours`` windows at.
+
+        Example:
+            >>> store.explain("ann", "read", "tickets", "t1").reason  # doctest: +SKIP
+            'allowed by support-own-region (entity.region == principal.region, within 08:00-18:00 UTC)'
+        """
+        who = principal if isinstance(principal, Principal) else self.principals.get(principal).principal
+        policy = self.principals.policy
+        needed = sorted(policy.entity_fields(who, action, collection))
+        entity = self._stored_fields(collection, id, needed, partition) if id is not None and needed else None
+        clock = self.guard.clock if self.guard is not None else None
+        return policy.decide(
+            who,
+            action,
+            collection,
+            entity=entity,
+            classified=self._classified(collection),
+            now=now if now is not None else (clock() if clock is not None else None),
+        )
+
+    def _stored_fields(
+        self, collection: str, entity_id: str, fields: list[str], partition: str | None
+    ) -> dict[str, Any]:
+        opened = self.collections.get(collection)
+        if opened is not None:
+            key = opened.key(entity_id, partition=partition)
+            values = self.client.hmget(key, fields)
+            return {
+                f: opened._codec.decode_value(f, v, key) for f, v in zip(fields, values, strict=True) if v is not None
+            }
+        ks = self.keyspace
+        key = ks.entity(collection, entity_id, ks.partition_of(partition if partition is not None else entity_id))
+        return {f: json.loads(v) for f, v in zip(fields, self.client.hmget(key, fields), strict=True) if v is not None}
+
+    def _classified(self, collection: str) -> bool:
+        opened = self.collections.get(collection)
+        if opened is not None:
+            return bool(opened.model.__rxstate_secrets__)
+        raw = self.client.hget(self.keyspace.schemas(), collection)
+        return bool(raw and json.loads(raw).get("secrets"))
+
 
 def connect(
     url: str | redis.Redis | redis.RedisCluster | None = None,
@@ -285,6 +377,11 @@ def connect(
         keys: a ``rxstate.security.KeyProvider`` holding the key-encryption key: secret fields are then
             encrypted at rest (see the README, "Security: encrypted fields"). Without it, a namespace
             whose secrets are encrypted refuses writes of them and raises ``DecryptionError`` reading them.
+        principal: act as this principal of the namespace (see the README, "Security: principals and
+            policy"): every connection of the store (commands, cache invalidation, change feed)
+            authenticates as its server ACL user, and every operation is checked against the policy
+            first (``PermissionDenied``). Needs ``password``, and a URL or the embedded server.
+        password: the principal's password (``store.principals.create`` returned it).
 
     Example:
         >>> store = rxstate.connect(fakeredis.FakeRedis(), namespace="crew")  # an existing client

@@ -96,10 +96,11 @@ class _Node:
             self.conn.send_command("SUBSCRIBE", _CHANNEL)
         else:
             self._enable_keyspace_events()
-            self.conn.send_command("PSUBSCRIBE", feed.pattern)
-        reply = self.conn.read_response()
-        if not (isinstance(reply, list) and reply and reply[0] in (b"subscribe", b"psubscribe")):
-            raise InvalidationUnavailable(f"unexpected reply to the subscription: {reply!r}")
+            self.conn.send_command("PSUBSCRIBE", *feed.patterns)
+        for _pattern in feed.patterns if mode != "tracking" else [_CHANNEL]:
+            reply = self.conn.read_response()
+            if not (isinstance(reply, list) and reply and reply[0] in (b"subscribe", b"psubscribe")):
+                raise InvalidationUnavailable(f"unexpected reply to the subscription: {reply!r}")
 
     def _enable_keyspace_events(self) -> None:
         current: str | None
@@ -111,6 +112,8 @@ class _Node:
         except Exception as exc:
             if _is_connection_error(exc):
                 raise
+            if self.feed.restricted and "NOPERM" in str(exc).upper() + type(exc).__name__.upper():
+                return  # a principal may not read the config: the probe tells whether notifications arrive
             current = None  # unknown (CONFIG GET refused or unsupported): try to set what we need
         wanted = _merge_events(current) if current is not None else _REQUIRED_EVENTS
         if wanted is None:
@@ -142,8 +145,13 @@ class _Node:
         while time.monotonic() < deadline:
             if self.conn.can_read(timeout=_POLL) and ping in self._handle(self.conn.read_response()):
                 return
+        hint = ""
+        if self.feed.restricted:
+            hint = (
+                f" (a principal cannot turn keyspace notifications on: set notify-keyspace-events {_REQUIRED_EVENTS})"
+            )
         raise InvalidationUnavailable(
-            f"{mode}: a probe write on {self.name} was not reported within {_PROBE_TIMEOUT} s"
+            f"{mode}: a probe write on {self.name} was not reported within {_PROBE_TIMEOUT} s{hint}"
         )
 
     # -- messages ------------------------------------------------------------------------------
@@ -265,6 +273,9 @@ class InvalidationFeed:
         cache: the cache to invalidate.
         mode: ``"auto"`` (tracking, else keyspace notifications), ``"tracking"`` or ``"keyspace"``.
         is_cluster: whether ``client`` is a cluster client (one connection per primary).
+        channels: keyspace mode on exactly these channel patterns (a principal's, as its ACL holds them)
+            instead of the namespace's one pattern; a refused ``CONFIG`` is then left to the probe.
+        probe: the probe key to write instead of partition 0's (a principal's own).
 
     Example:
         >>> feed = InvalidationFeed(client, keyspace, cache, mode="auto")  # doctest: +SKIP
@@ -273,7 +284,15 @@ class InvalidationFeed:
     """
 
     def __init__(
-        self, client: Any, keyspace: Keyspace, cache: EntityCache, *, mode: str = "auto", is_cluster: bool = False
+        self,
+        client: Any,
+        keyspace: Keyspace,
+        cache: EntityCache,
+        *,
+        mode: str = "auto",
+        is_cluster: bool = False,
+        channels: list[str] | None = None,
+        probe: str | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValidationError(f"invalidation must be one of {MODES}, not {mode!r}")
@@ -287,6 +306,10 @@ class InvalidationFeed:
         db = 0 if is_cluster else int(client.connection_pool.connection_kwargs.get("db") or 0)
         self.pattern = f"__keyspace@{db}__:{_glob_escape(self.prefix)}*"
         self.channel_prefix_len = len(f"__keyspace@{db}__:")
+        # A principal's feed: exactly the keyspace channel patterns its ACL grants, and its own probe key.
+        self.restricted = channels is not None
+        self.patterns = list(channels) if channels is not None else [self.pattern]
+        self._probe_key = probe
         self.closed = threading.Event()
         self._lock = threading.Lock()
         self._nodes: list[_Node] = []
@@ -339,7 +362,7 @@ class InvalidationFeed:
     def _targets(self) -> list[tuple[str, Callable[[], Any], str | None]]:
         ks = self.keyspace
         if not self.is_cluster:
-            return [("server", _connection_factory(self.client.connection_pool), ks.cache_probe(0))]
+            return [("server", _connection_factory(self.client.connection_pool), self._probe_key or ks.cache_probe(0))]
         probes: dict[str, str] = {}
         for p in range(ks.partitions):
             key = ks.cache_probe(p)

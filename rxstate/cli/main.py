@@ -6,6 +6,7 @@ Read commands (``ls``, ``get``, ``where``, ``watch``, ``history``, ``why``, ``st
 exist. They work on ``--url`` (or ``RXSTATE_URL``) or on an embedded server's data directory
 (``--path``); ``--json`` prints machine-readable output. ``demo`` and ``demo-plot`` run the demo
 scenario in a fresh namespace, on an embedded server unless given ``--url``/``--path``.
+``principals`` administers a namespace's principals and policy (``rxstate.cli.principals``).
 
 Example:
     >>> main(["get", "tasks", "t1", "--url", "redis://127.0.0.1:6379/0", "--json"])  # doctest: +SKIP
@@ -34,6 +35,7 @@ from rxstate.api import Store, connect
 from rxstate.cli import render
 from rxstate.cli.history import History
 from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
+from rxstate.cli.principals import app as principals_app
 from rxstate.cli.progress import Steps, quiet, rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
 from rxstate.cli.serverinfo import stats as namespace_stats
@@ -470,6 +472,9 @@ def server(
         print(f"rxstate server: {running.url} (Ctrl-C stops it)", flush=True)
 
     serve(str(path), fsync=fsync, ready=announce)
+
+
+app.add_typer(principals_app, name="principals")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

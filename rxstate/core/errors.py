@@ -10,6 +10,7 @@ RxStateError
  ├── NotFound (KeyError)                no entity under that id
  ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
  ├── IntegrityError                     a declared constraint would be violated
+ ├── PermissionDenied (PermissionError) the principal may not do this (policy or server ACL)
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
  │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
@@ -45,6 +46,7 @@ __all__ = [
     "IntegrityError",
     "LockError",
     "NotFound",
+    "PermissionDenied",
     "RxStateError",
     "SchemaError",
     "ServerError",
@@ -173,6 +175,38 @@ class IntegrityError(RxStateError):
         super().__init__(message)
         self.constraint = constraint
         self.key = key
+
+
+class PermissionDenied(RxStateError, PermissionError):
+    """The store's principal may not do this: its policy or the server's ACL refused it; nothing changed.
+
+    Attributes:
+        principal: the principal's name (None: refused by the server for the connection's user).
+        action: ``read``, ``write``, ``delete`` or ``admin``.
+        collection: the collection concerned, when known.
+        id: the entity id, when one was concerned.
+        rule: the rule that denied it (None: no rule allowed it, or the server refused it).
+        reason: why, in words.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        principal: str | None = None,
+        action: str | None = None,
+        collection: str | None = None,
+        id: str | None = None,
+        rule: str | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.principal = principal
+        self.action = action
+        self.collection = collection
+        self.id = id
+        self.rule = rule
+        self.reason = reason
 
 
 class ClusterError(RxStateError):

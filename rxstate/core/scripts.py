@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import redis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import NoPermissionError, NoScriptError, ResponseError
 
 from rxstate.core import errors
 
@@ -143,7 +143,10 @@ def register_error(prefix: str, make: Callable[[list[str]], errors.RxStateError]
 
 
 def translate_error(exc: BaseException) -> BaseException:
-    """Map a server error reply with an ``RX...`` prefix to its rxstate error; others pass through."""
+    """Map a server error reply with an ``RX...`` prefix to its rxstate error (and an ACL refusal to
+    ``PermissionDenied``); others pass through."""
+    if isinstance(exc, NoPermissionError):  # the server checked a script's declared keys before running it
+        return errors.PermissionDenied(f"the server's ACL refused the write: {exc}", reason=str(exc))
     if isinstance(exc, ResponseError):
         message = str(exc)
         # Lua error replies may arrive prefixed by the script location on some servers.

@@ -243,6 +243,8 @@ def changes_observable(
     if group is not None and policy in ("coalesce", "drop_oldest", "drop_newest"):
         raise ValidationError("a consumer group must not lose changes: use overflow='block' or 'error'")
     start = check_since(since, store.keyspace.partitions)
+    if store.guard is not None:  # refused when asked for, not only at its first subscription
+        store.guard.require_feed()
     runner = scheduler_runner(scheduler, loop)
     fan_key = (_hashable(collection), id, _hashable(where), _hashable(fields), max_buffer, policy)
 
@@ -337,4 +339,6 @@ def shared_feed(store: Store) -> ChangeFeed:
         >>> shared_feed(store) is store.change_feed
         True
     """
+    if store.guard is not None:  # a principal's store: the streams carry every collection's changes
+        store.guard.require_feed()
     return store.service(ChangeFeed, lambda: ChangeFeed(store), ChangeFeed.stop)

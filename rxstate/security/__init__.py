@@ -1,4 +1,8 @@
-"""Encryption at rest of secret fields: key providers, the namespace's key ring, re-encryption.
+"""Security: encryption at rest of secret fields, and who may do what.
+
+Encryption (``providers``, ``cipher``, ``keyring``, ``reencrypt``): key providers, the namespace's key
+ring, re-encryption. Access (``principals``, ``acl``, ``policy``, ``guard``): principals as server ACL
+users, and the policy checked before every operation (loaded only by a principal's store).
 
 Fields typed ``rxstate.Secret[...]`` or classified ``confidential``/``secret`` are encrypted in this
 process with AES-256-GCM under a data key of the namespace, bound to their entity and field; the data

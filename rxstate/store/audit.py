@@ -12,9 +12,11 @@ are recorded with ``Audit.record`` (``lua/audit.lua``), in the same chain.
 
 ``Audit.verify`` recomputes every chain and reports the first entry that was modified, inserted,
 deleted or reordered, with its position, and a tail that was cut off (against the chain head). The
-chain is written by the server; a client that may write the audit keys directly can rebuild a whole
-chain and its head consistently, so the trail proves integrity against anyone who cannot (keep those
-keys out of principals' ACL write patterns), not against the server's administrator.
+chain is written by the server; a client that may write the audit keys directly (a principal that may
+write, since ACL cannot limit writes to scripts, or the server's administrator) can rebuild a whole
+chain and its head consistently. Against those, anchor the chain outside the server: keep
+``Audit.heads()`` somewhere they cannot write (a log, another system), and ``verify(anchors=...)`` then
+also reports a chain that no longer holds an anchored entry (``rewritten``).
 
 Auditing needs ``redis.sha1hex`` in Lua: a real Redis or Valkey server (fakeredis has none).
 """
@@ -95,8 +97,8 @@ class AuditProblem:
         entry_id: that entry's stream id ("" for a cut tail).
         kind: ``modified`` (its fields no longer hash to its recorded hash), ``deleted`` (entries are
             missing before it), ``inserted`` (it does not belong to the chain where it sits, or follows
-            the recorded head), ``reordered`` (it is out of sequence), or ``truncated`` (the last
-            entries are gone).
+            the recorded head), ``reordered`` (it is out of sequence), ``truncated`` (the last
+            entries are gone), or ``rewritten`` (the chain no longer holds an anchored entry).
         detail: what was found, in words.
     """
 
@@ -243,8 +245,26 @@ class Audit:
         return out
 
     # -- verification -------------------------------------------------------------------------------
-    def verify(self) -> AuditReport:
+    def heads(self) -> dict[int, tuple[int, str]]:
+        """Each partition's chain head: (number of entries, hash of the last one); partitions without
+        entries are left out. Keep them outside the server to anchor the chains (``verify(anchors=)``).
+
+        Example:
+            >>> store.audit.heads()  # doctest: +SKIP
+            {3: (12, '5f1c...')}
+        """
+        ks = self._store.keyspace
+        pipe = self._store.client.pipeline(transaction=False)
+        for p in range(ks.partitions):
+            pipe.hmget(ks.audit_chain(p), "n", "h")
+        return {p: (int(n), h.decode()) for p, (n, h) in enumerate(pipe.execute()) if n is not None and h is not None}
+
+    def verify(self, *, anchors: Mapping[int, tuple[int, str]] | None = None) -> AuditReport:
         """Recompute every partition's chain; the first problem of each, if any.
+
+        Args:
+            anchors: chain heads taken earlier with ``heads()`` and kept elsewhere: each partition's
+                chain must still hold that entry with that hash.
 
         Example:
             >>> store.audit.verify().ok  # doctest: +SKIP
@@ -254,15 +274,23 @@ class Audit:
         checked = 0
         problems: list[AuditProblem] = []
         for p in range(ks.partitions):
-            n, problem = self._verify_partition(p)
+            n, problem = self._verify_partition(p, (anchors or {}).get(p))
             checked += n
             if problem is not None:
                 problems.append(problem)
         return AuditReport(entries=checked, problems=tuple(problems))
 
-    def _verify_partition(self, p: int) -> tuple[int, AuditProblem | None]:
+    def _verify_partition(self, p: int, anchor: tuple[int, str] | None) -> tuple[int, AuditProblem | None]:
         ks = self._store.keyspace
         entries = list(self._raw(p))
+        if anchor is not None:
+            seq, digest = anchor
+            held = next((e for e in entries if _seq(e) == seq), None)
+            if held is None or dict(held[1]).get(b"h", b"").decode() != digest:
+                where = f"entry {seq} is gone" if held is None else f"entry {seq} now has another hash"
+                pos = entries.index(held) if held is not None else min(seq - 1, len(entries))
+                entry_id = held[0] if held is not None else ""
+                return len(entries), AuditProblem(p, pos, entry_id, "rewritten", f"{where} than anchored")
         previous = ks.audit(p).encode()
         expected_seq = 1
         for pos, (entry_id, fields) in enumerate(entries):

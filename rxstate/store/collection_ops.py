@@ -159,7 +159,56 @@ class CollectionOps(Generic[M]):
             return value
         return self._codec.revalidate(value)  # type: ignore[arg-type,unused-ignore]
 
+    # -- the principal's policy (rxstate.security): one check per read entry, one per built write op ---------
+    def _authorize(
+        self, action: str, entity_id: str | None = None, entity: Mapping[str, Any] | None = None, *, whole: bool = False
+    ) -> None:
+        """Raise ``PermissionDenied`` unless the store's principal may ``action`` (no principal: no check)."""
+        guard = self._store.guard
+        if guard is not None:
+            guard.require(
+                action, self.name, entity_id, entity, classified=bool(self.model.__rxstate_secrets__), whole=whole
+            )
+
+    def _authorize_value(self, entity_id: str, value: M) -> None:
+        """The check of a read entity against rules that look at its fields."""
+        guard = self._store.guard
+        if guard is not None:
+            needed = guard.needs_entity("read", self.name)
+            if needed:
+                self._authorize(
+                    "read", entity_id, {f: getattr(value, f) for f in needed if f in type(value).model_fields}
+                )
+
+    def _authorize_write(self, kind: str, entity_id: str, partition: int, kw: Mapping[str, Any]) -> None:
+        """The check of a write op: against the stored entity and the entity it would leave, when rules
+        look at entity fields (read just before; the write itself does not re-check them)."""
+        guard = self._store.guard
+        if guard is None:
+            return
+        action = {"delete": "delete", "check": "read"}.get(kind, "write")
+        needed = sorted(guard.needs_entity(action, self.name))
+        if not needed:
+            self._authorize(action, entity_id)
+            return
+        key = self._ks.entity(self.name, entity_id, partition)
+        stored = {
+            f: self._codec.decode_value(f, v, key)
+            for f, v in zip(needed, self._store.client.hmget(key, needed), strict=True)
+            if v is not None
+        }
+        if stored:
+            self._authorize(action, entity_id, stored)
+        if kind != "delete":
+            sets = {f: self._codec.decode_value(f, v, key) for f, v in kw.get("sets") or () if f in needed}
+            incrs = {f: stored.get(f, 0) + amount for f, amount, _low, _high in kw.get("incrs") or () if f in needed}
+            after = {**stored, **sets, **incrs}
+            self._authorize(action, entity_id, after)
+        elif not stored:
+            self._authorize(action, entity_id, {})
+
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
+        self._authorize_write(kind, entity_id, partition, kw)
         if kind != "delete":  # secret fields leave the process encrypted, bound to this entity's key
             kw["sets"] = self._codec.seal(self._ks.entity(self.name, entity_id, partition), kw.get("sets", ()))
         op = WriteOp(
@@ -188,14 +237,17 @@ class CollectionOps(Generic[M]):
         )
 
     def _decode_full(self, entity_id: str, partition: str | None, result: WriteResult) -> Versioned[M]:
-        return self._decode(entity_id, result.full, self.key(entity_id, partition=partition))
+        return self._decode(entity_id, result.full, self.key(entity_id, partition=partition), checked=False)
 
     def _settled(self, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
         """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
         return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
 
-    def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str) -> Versioned[M]:
+    def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str, *, checked: bool = True) -> Versioned[M]:
+        """A stored hash as a ``Versioned``; ``checked``: a read, so the principal's read rules apply."""
         value, meta = self._codec.decode(raw, key)
+        if checked:
+            self._authorize_value(entity_id, value)
         return Versioned(
             id=entity_id,
             value=value,

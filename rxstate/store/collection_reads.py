@@ -51,6 +51,7 @@ class CollectionReads(CollectionOps[M]):
 
     def _read_one(self, entity_id: str, partition: str | None, consistent: bool) -> Versioned[M]:
         track(self.name, entity_id)
+        self._authorize("read", entity_id)
         cache = None if consistent else self._store._cache
         if cache is not None:
             key = self._keys.get(entity_id) if partition is None and type(entity_id) is str else None
@@ -101,6 +102,7 @@ class CollectionReads(CollectionOps[M]):
             (True, False)
         """
         track(self.name, entity_id)
+        self._authorize("read", entity_id)
         key = self.key(entity_id, partition=partition)
         version, intent = self._store.client.hmget(key, "_v", "_t")
         if intent is not None:
@@ -133,6 +135,7 @@ class CollectionReads(CollectionOps[M]):
 
     def _fetch_keyed(self, pairs: Sequence[tuple[str, str]], *, cached: bool) -> list[Versioned[M]]:
         """Values of ``(id, key)`` pairs in order, absent ones left out, in pipelined chunks."""
+        self._authorize("read")
         out: list[Versioned[M]] = []
         cache = self._store._cache if cached else None
         for start in range(0, len(pairs), _FETCH_CHUNK):

@@ -73,6 +73,7 @@ Command = tuple[str, Callable[[int], str], tuple[Any, ...]]
 def read_partitions(coll: Collection[Any], commands: Sequence[Command]) -> list[list[Any]]:
     """Run ``commands`` (name, partition -> key, arguments) on every partition in one pipeline, after
     settling the transactions holding intents there; ``out[p][n]`` is command ``n``'s reply in ``p``."""
+    coll._authorize("read", whole=True)  # ids, counts and index scans read the collection as a whole
     store = coll._store
     ks = store.keyspace
     width = len(commands) + 1

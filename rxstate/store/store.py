@@ -10,7 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import Any, Self, TypedDict, TypeVar, Unpack
+from typing import TYPE_CHECKING, Any, Self, TypedDict, TypeVar, Unpack
 
 import redis
 from redis.backoff import ExponentialWithJitterBackoff
@@ -36,6 +36,9 @@ from rxstate.store.lock import Lock, ReadWriteLock
 from rxstate.store.transaction import Transaction
 from rxstate.store.twophase import sweep
 from rxstate.store.writer import WriteCall, Writer
+
+if TYPE_CHECKING:
+    from rxstate.security.guard import Guard
 
 __all__ = ["ConnectOptions", "Store", "client_from_url", "open_store"]
 
@@ -80,9 +83,14 @@ class Store:
         write_record_ms: int = 60_000,
         write_retries: int = 3,
         audit: bool = False,
+        guard: Guard | None = None,
     ) -> None:
         _check_client(client)
         self.client = client
+        self.guard = guard
+        """The policy check of the principal this store acts as (None: no principal, no checks)."""
+        if guard is not None:  # upkeep and settling span every collection: the administrator's store runs it
+            reap_interval = None
         self.namespace = validate_namespace(namespace)
         self.read_only = read_only
         """Whether this store only reads: it creates no namespace and opens no collections, locks or writes."""
@@ -132,7 +140,7 @@ class Store:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= 16384:
             raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
         try:
-            if not self.read_only:
+            if not self.read_only and self.guard is None:  # a principal joins a namespace, never creates one
                 self.client.hsetnx(meta, "partitions", wanted)
             raw = self.client.hget(meta, "partitions")
         except redis.ConnectionError as exc:
@@ -194,8 +202,9 @@ class Store:
             collection = self._collection_type(
                 self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
             )
-            self._register_schema(collection)
-            collection.constraints.declare_references()
+            if self.guard is None:  # a principal's ACL holds no schema registry: its administrator opens them
+                self._register_schema(collection)
+                collection.constraints.declare_references()
             self._collections[name] = collection
         self._start_reaper()
         return collection
@@ -246,6 +255,8 @@ class Store:
     def _reap(self, collection: CollectionOps[Any]) -> int:
         ks = self.keyspace
         name = collection.name
+        if self.guard is not None and not self.guard.opens("write", name):
+            return 0  # expiring writes to the collection; one who may only read leaves that to its writers
         calls: list[WriteCall] = []
         for p in range(ks.partitions):
             keys = [
@@ -379,8 +390,26 @@ class Store:
             raise ValidationError(f"invalidation must be one of {MODES}, not {invalidation!r}")
         if not enabled:
             return
+        channels: list[str] | None = None
+        probe: str | None = None
+        if self.guard is not None:  # keyspace notifications on its own channels, or no cache
+            if self.is_cluster:
+                return
+            db = int(self.client.connection_pool.connection_kwargs.get("db") or 0)
+            subscription = self.guard.cache_subscription(self.namespace, self.keyspace.partitions, db)
+            if subscription is None:
+                return
+            invalidation, (channels, probe) = "keyspace", subscription
         cache = EntityCache(max_entries=size, max_bytes=nbytes)
-        feed = InvalidationFeed(self.client, self.keyspace, cache, mode=invalidation, is_cluster=self.is_cluster)
+        feed = InvalidationFeed(
+            self.client,
+            self.keyspace,
+            cache,
+            mode=invalidation,
+            is_cluster=self.is_cluster,
+            channels=channels,
+            probe=probe,
+        )
         if feed.start() is not None:
             self._cache, self._invalidation = cache, feed
             self._refresher = Refresher(self, cache)
@@ -541,6 +570,8 @@ class ConnectOptions(TypedDict, total=False):
     write_record_ms: int
     write_retries: int
     audit: bool
+    principal: str | None
+    password: str | None
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -576,7 +607,14 @@ def _open(
     write_record_ms: int = 60_000,
     write_retries: int = 3,
     audit: bool = False,
+    principal: str | None = None,
+    password: str | None = None,
 ) -> ST:
+    auth: dict[str, Any] = {}
+    if principal is not None or password is not None:
+        from rxstate.security.principals import auth_options
+
+        auth = auth_options(namespace, principal, password, client if client is not None else url)
     if url is not None and not isinstance(url, str):
         if client is not None:
             raise ValidationError("pass a client either positionally or as client=, not both")
@@ -589,15 +627,22 @@ def _open(
             source = "a URL" if given else "REDIS_URL, which is set in the environment"
             raise ValidationError(f"path=, isolated= and fsync= are for an embedded server; not with {source}")
         if url is not None:
-            client = client_from_url(url)
+            client = client_from_url(url, **auth)
         else:
             from rxstate.server.lease import attach
 
             server = attach(path, isolated=isolated, fsync=fsync)
-            client = server.client()
+            client = server.client(**auth)
         _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
     try:
+        guard = None
+        if principal is not None:
+            from rxstate.security.principals import guard_for
+
+            guard = guard_for(client, namespace, principal)
+            if actor is None:  # what a principal's store writes (change records, audit entries) names it
+                actor = principal
         return store_type(
             client,
             namespace=namespace,
@@ -615,6 +660,7 @@ def _open(
             write_record_ms=write_record_ms,
             write_retries=write_retries,
             audit=audit,
+            guard=guard,
         )
     except BaseException:
         if server is not None:
@@ -632,7 +678,7 @@ def _own_retry_policy(client: Any) -> None:
         client.set_retry(Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
 
 
-def client_from_url(url: str) -> Any:
+def client_from_url(url: str, **options: Any) -> Any:
     """A redis-py client for a ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
 
     Raises:
@@ -645,7 +691,7 @@ def client_from_url(url: str) -> Any:
         if url.startswith("redis+cluster://"):
             from redis.cluster import RedisCluster
 
-            return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :])
-        return redis.Redis.from_url(url)
+            return RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
+        return redis.Redis.from_url(url, **options)
     except (ValueError, redis.RedisError) as exc:
         raise ServerError(f"cannot connect to {url!r}: {exc}") from exc

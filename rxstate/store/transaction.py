@@ -165,6 +165,7 @@ class Transaction:
         """
         coll = self._collection(collection)
         validate_id(entity_id)
+        coll._authorize("read", entity_id)
         key = (coll.name, coll._partition(entity_id, partition), entity_id)
         raw = self._view(coll, key)
         entity_key = self.store.keyspace.entity(coll.name, entity_id, key[1])

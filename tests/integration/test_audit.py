@@ -218,3 +218,27 @@ def test_reads_of_classified_data_are_audited_and_others_are_not(store: Any) -> 
     reads = [e for e in store.audit.query() if e.action == "read"]
     assert [(e.collection, e.entity_id, e.principal) for e in reads] == [("accounts", "a1", store.actor)] * 2
     assert store.audit.verify().ok
+
+
+def test_a_chain_rewritten_consistently_is_caught_by_an_anchor(store: Any) -> None:
+    """A writer's raw client can rebuild a chain and its head so that it verifies on its own; the
+    heads kept elsewhere catch it."""
+    from rxstate.store.audit import _link
+
+    p = _seed(store)
+    anchors = store.audit.heads()
+    assert anchors[p][0] == 8
+    entries = _stream(store, p)
+    entries[2][1][b"p"] = b"mallory"
+    previous = store.keyspace.audit(p).encode()
+    rebuilt = []
+    for entry_id, fields in entries:  # recompute every hash after the change, and the head
+        body = [(k, v) for k, v in fields.items() if k != b"h"]
+        fields[b"h"] = _link(previous, body)
+        previous = fields[b"h"]
+        rebuilt.append((entry_id, fields))
+    _rebuild(store, p, rebuilt)
+    store.client.hset(store.keyspace.audit_chain(p), mapping={"h": previous, "n": 8})
+    assert store.audit.verify().ok  # consistent on its own
+    [problem] = store.audit.verify(anchors=anchors).problems
+    assert (problem.partition, problem.kind, problem.position) == (p, "rewritten", 7)

@@ -129,6 +129,9 @@ def test_sized_by_bytes_on_a_real_server(rx_redis_backend):
     assert wait_for(lambda: store.cache.active)  # caching starts once its invalidation feed is up
     for i in range(50):
         tasks.put(f"t{i}", Task(title="x" * 40))
+    tasks.put("marker", Task(title="m"))  # a barrier: once its echo is in, so are those of the puts
+    assert wait_for(lambda: store.cache.stats().echoes + store.cache.stats().invalidations >= 51)
+    for i in range(50):
         tasks.get(f"t{i}")
     s = store.cache.stats()
     assert s.sized_by == "bytes" and 0 < s.size <= 2_000 and s.evictions > 0 and s.entries < 50

@@ -89,7 +89,10 @@ def test_demo_claims_every_task_once(rx_server, capsys):
 def test_demo_command_on_embedded_server(monkeypatch):
     env = {k: v for k, v in __import__("os").environ.items() if k != "REDIS_URL"}
     result = subprocess.run(
-        [sys.executable, "-m", "rxstate.cli", "demo", "--tasks", "5"], capture_output=True, text=True, env=env,
+        [sys.executable, "-m", "rxstate.cli", "demo", "--tasks", "5"],
+        capture_output=True,
+        text=True,
+        env=env,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr

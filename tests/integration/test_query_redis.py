@@ -37,4 +37,3 @@ def test_a_page_reads_only_its_entities(agents):
     assert agents.where(name=rxstate.lt("n05")).count() == sum(1 for n in range(300) if n % 17 < 5)
     assert agents.order_by("load").ids()[:3] == ["a000", "a100", "a200"]
     assert hgetall_calls(client) - before == 3 * partitions  # counts and ids read no entity
-
