@@ -16,7 +16,8 @@ section of the whole call) and one stage function here, plus one section builder
   "op" kind collection id expected-version schema-version ttl full
            kind: put | create | update | incr | delete | check (verify the version, write nothing)
            expected-version: "" unchecked; ttl: "-" keep, "0" persist, N = expire after N ms;
-           full: "1" returns the whole stored hash after the write
+           full: "1" returns the whole stored hash after the write; "v<N>" returns it only if the
+           version before the write is not N (the caller holds version N and builds the new value)
            KEYS: entity hash, ids set, expiry zset, ttl-index hash, change stream, versions hash
            (the versions hash keeps the last version of each deleted entity: a re-created entity's
            versions continue from it, so a version names one state of an id for good and
@@ -124,9 +125,10 @@ SECTIONS.cons = function(op, c)
 end
 
 local function new_op(c)
+  local kind, coll, id, expected, sv, ttl, full = c.arg(), c.arg(), c.arg(), c.arg(), c.arg(), c.arg(), c.arg()
   return {
-    kind = c.arg(), coll = c.arg(), id = c.arg(), expected = c.arg(), sv = c.arg(), ttl = c.arg(),
-    full = c.arg() == "1",
+    kind = kind, coll = coll, id = id, expected = expected, sv = sv, ttl = ttl,
+    full = full == "1", full_unless = string.sub(full, 1, 1) == "v" and tonumber(string.sub(full, 2)) or nil,
     ekey = c.key(), ids = c.key(), exp = c.key(), ttlidx = c.key(), changes = c.key(), vers = c.key(),
     set = {}, incr = {}, idx = {}, idxkeys = {}, cons = {},
   }
@@ -492,7 +494,7 @@ local function write_entity(head, op)
     if #op.idx > 0 then remember_indexed(op, new) end
   end
   local full = {}
-  if op.full then full = redis.call("HGETALL", op.ekey) end
+  if op.full or (op.full_unless and op.full_unless ~= op.cur) then full = redis.call("HGETALL", op.ekey) end
   return {version, cid, now, full}
 end
 

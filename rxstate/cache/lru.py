@@ -126,6 +126,25 @@ class EntityCache:
             versioned: Versioned[Any] = entry.versioned
             return versioned
 
+    def peek(self, key: str) -> Versioned[Any] | None:
+        """The cached value of ``key`` if it may be served, without counting a hit or a miss (a write
+        that builds on the value it replaces uses it; its script checks the version it names).
+
+        Example:
+            >>> EntityCache().peek("rx:{ns:0}:agents:a1") is None
+            True
+        """
+        if not self._active:
+            return None
+        with self._lock:
+            entry = self._lru.get(key)  # a use, for the LRU order: the entry is about to be rewritten
+            if entry is None or (entry.deadline and entry.deadline <= time.monotonic()):
+                return None
+            if entry.offset < self._floor.get(key, entry.offset):
+                return None
+            versioned: Versioned[Any] = entry.versioned
+            return versioned
+
     def token(self) -> int:
         """The epoch to pass to ``fill``: take it BEFORE asking the server.
 

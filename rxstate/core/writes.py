@@ -33,6 +33,8 @@ class WriteOp:
         schema_version: the model's schema version, stored as ``_sv``.
         ttl: ``KEEP_TTL``, ``PERSIST`` or a number of milliseconds as a string.
         want_full: return the whole stored hash after the write.
+        full_unless: return the whole stored hash only if the version before the write is not this one
+            (the caller holds that version's value and builds the new one itself).
         sets: (field, encoded value) pairs to write.
         incrs: (field, amount, min, max) integer increments; min/max are bounds ("" for none).
         indexes: names of the collection's indexed fields.
@@ -51,6 +53,7 @@ class WriteOp:
     schema_version: int = 1
     ttl: str = KEEP_TTL
     want_full: bool = False
+    full_unless: int | None = None
     sets: Sequence[tuple[str, bytes]] = ()
     incrs: Sequence[tuple[str, int, str, str]] = ()
     indexes: Sequence[str] = field(default_factory=tuple)
@@ -87,7 +90,7 @@ def _op_args(op: WriteOp) -> list[Any]:
         "" if op.expected is None else op.expected,
         op.schema_version,
         op.ttl,
-        "1" if op.want_full else "0",
+        "1" if op.want_full else ("0" if op.full_unless is None else f"v{op.full_unless}"),
     ]
 
 

@@ -16,7 +16,7 @@ from rxstate.core.errors import ConflictError, RxStateError, ValidationError
 from rxstate.core.keys import validate_id
 from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
-from rxstate.core.writes import KEEP_TTL, WriteOp
+from rxstate.core.writes import KEEP_TTL, WriteOp, WriteResult
 from rxstate.store.batch import run_many
 from rxstate.store.collection_ops import Ttl, _ttl_ms
 from rxstate.store.collection_reads import CollectionReads
@@ -218,7 +218,21 @@ class Collection(CollectionReads[M]):
             entity_id, expected_version=expected_version, ttl=ttl, partition=partition, fence=fence, **fields
         )
         key = self._ks.entity(self.name, entity_id, op.partition)
-        return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
+        cache = self._store._cache
+        before = cache.peek(key) if cache is not None else None
+        if before is None:
+            return write_value(self, op, lambda r: self._decode(entity_id, r.full, key))
+        # The cached value is the base: the script returns the whole hash only if the entity was not at
+        # that version (another write came between), so the common case neither sends nor decodes it.
+        op.want_full, op.full_unless = False, before.version
+        changed = {name: self._codec.decode_value(name, value, key) for name, value in op.sets}
+
+        def build(result: WriteResult) -> Versioned[M]:
+            if result.full:
+                return self._decode(entity_id, result.full, key)
+            return self._versioned(entity_id, before.value.model_copy(update=changed), result)
+
+        return write_value(self, op, build)
 
     def _update_with(
         self,

@@ -85,6 +85,7 @@ def _for_resolve(op: WriteOp) -> WriteOp:
         kind="put" if op.kind == "create" else op.kind,
         expected=None,
         want_full=False,
+        full_unless=None,
         fence=None,
         constraint_keys=(),
         constraint_args=(),

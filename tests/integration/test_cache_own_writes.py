@@ -182,3 +182,37 @@ def test_a_failed_own_write_evicts_its_key(rx_redis_backend, mode):
         tasks.update("t", priority=1, expected_version=1)
     assert tasks.key("t") not in store.cache
     assert tasks.get_versioned("t").version == 7
+
+
+def test_an_update_of_a_cached_entity_builds_its_value_without_the_stored_hash(rx_redis_backend, monkeypatch):
+    """The cached version is the base: the script sends the whole hash back only when the entity was not
+    at that version, so the common case needs neither the reply nor its decoding, and a write that came
+    between is never missed."""
+    store = rx_redis_backend.store(reap_interval=None)
+    other = rx_redis_backend.store(reap_interval=None)
+    tasks = store.collection("tasks", Task)
+    tasks.put("t", Task(title="x"))
+    assert wait_for(lambda: store.cache.stats().echoes >= 1)
+    cached = tasks.get_versioned("t")
+    replies = []
+    send = store.writer._send
+
+    def spy(script, keys, args):
+        reply = send(script, keys, args)
+        replies.append(reply)
+        return reply
+
+    monkeypatch.setattr(store.writer, "_send", spy)
+    done = tasks.update("t", priority=3)
+    assert (done.version, done.value) == (cached.version + 1, Task(title="x", priority=3))
+    assert replies[-1][0][3] == []  # no stored hash came back
+    assert tasks.get("t", consistent=True) == done.value
+    # another writer's change that this store's cache has not seen yet: the hash comes back
+    other.collection("tasks", Task).update("t", title="changed elsewhere")
+    stale = tasks.get_versioned("t", consistent=True)
+    monkeypatch.setattr(store.cache, "peek", lambda key: done if key == tasks.key("t") else None)
+    again = tasks.update("t", done=True)
+    assert replies[-1][0][3] != []
+    assert again.version == stale.version + 1
+    assert again.value == Task(title="changed elsewhere", priority=3, done=True)
+    other.close()
