@@ -32,6 +32,8 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
+import redis
+
 from rxstate.cache.lru import EntityCache
 from rxstate.core.errors import ValidationError
 from rxstate.core.keys import Keyspace
@@ -83,7 +85,7 @@ class _Node:
 
     def _subscribe(self, mode: str) -> None:
         feed = self.feed
-        with contextlib.suppress(Exception):
+        with contextlib.suppress(redis.RedisError, OSError):  # a name only helps `CLIENT LIST` readers
             self._command("CLIENT", "SETNAME", f"rxstate-invalidation-{feed.keyspace.namespace}")
         if mode == "tracking":
             try:
@@ -238,7 +240,7 @@ class _Node:
                 self.up = False
                 conn, self.conn = self.conn, None
                 if conn is not None:
-                    with contextlib.suppress(Exception):
+                    with contextlib.suppress(redis.RedisError, OSError):  # already broken: nothing to close
                         conn.disconnect()
             feed.closed.wait(backoff)
             backoff = min(1.0, backoff * 2)
@@ -246,7 +248,7 @@ class _Node:
     def stop(self) -> None:
         conn = self.conn
         if conn is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(redis.RedisError, OSError):  # already broken: nothing to close
                 conn.disconnect()  # unblocks a read in progress
 
 
