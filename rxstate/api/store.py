@@ -34,6 +34,7 @@ from rxstate.security.policy import Decision, Policy, Principal
 from rxstate.security.principals import Principals
 from rxstate.security.providers import KeyProvider
 from rxstate.store import store
+from rxstate.store.connect import ConnectOptions, open_store
 from rxstate.store.constraints import Constraint
 
 if TYPE_CHECKING:
@@ -332,7 +333,7 @@ def connect(
     url: str | redis.Redis | redis.RedisCluster | None = None,
     *,
     keys: KeyProvider | None = None,
-    **options: Unpack[store.ConnectOptions],
+    **options: Unpack[ConnectOptions],
 ) -> Store:
     """Open a store.
 
@@ -393,7 +394,7 @@ def connect(
         other processes);
         ``rxstate.connect("redis://127.0.0.1:6379/0")`` a server of your own.
     """
-    opened = store.open_store(url, Store, **options)
+    opened = open_store(url, Store, **options)
     try:
         ring = KeyRing.of(opened, keys)
     except BaseException:

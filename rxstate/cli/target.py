@@ -22,7 +22,7 @@ from rxstate.cli.inspector import list_namespaces
 from rxstate.cli.progress import Steps, quiet
 from rxstate.core.errors import NotFound, ValidationError
 from rxstate.server.lease import attach
-from rxstate.store.store import client_from_url
+from rxstate.store.connect import client_from_url
 
 __all__ = ["URL_ENV", "Target"]
 
