@@ -36,10 +36,11 @@ from rxstate.core.errors import ServerError, ValidationError
 if TYPE_CHECKING:
     from rxstate.store.store import Store
 
-__all__ = ["Audit", "AuditEntry", "AuditProblem", "AuditReport", "shown_fields"]
+__all__ = ["AUDIT_FLAG", "Audit", "AuditEntry", "AuditProblem", "AuditReport", "shown_fields"]
 
 _CHUNK = 1000
-_FLAG = "audit"
+AUDIT_FLAG = "audit"
+"""The field of the namespace metadata hash that turns auditing on ("1")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,16 +143,16 @@ def _link(previous: bytes, fields: Sequence[tuple[bytes, bytes]]) -> bytes:
 class Audit:
     """The audit trail of one store's namespace (``store.audit``); see the module docstring."""
 
-    def __init__(self, store: Store, *, enable: bool = False) -> None:
+    def __init__(self, store: Store, *, enable: bool = False, stored: bool = False) -> None:
+        """``enable``: turn auditing on for the namespace; ``stored``: whether its metadata says it is on."""
         self._store = store
-        meta = store.keyspace.meta()
-        if enable and not store.read_only:
+        if enable or stored:
             self._check_server()
-            store.client.hset(meta, _FLAG, "1")
-        self.enabled: bool = store.client.hget(meta, _FLAG) == b"1"
+        if enable and not stored and not store.read_only:
+            store.client.hset(store.keyspace.meta(), AUDIT_FLAG, "1")
+            stored = True
+        self.enabled: bool = stored
         """Whether this namespace audits its writes."""
-        if self.enabled and not enable:
-            self._check_server()
 
     def _check_server(self) -> None:
         try:

@@ -121,6 +121,8 @@ class CollectionOps(Generic[M]):
         if "*" in self._whole_checked:
             self._whole_checked = frozenset(fields)
         self._shown = shown_fields(model)  # the fields an audit entry may show the values of
+        # reads are audited when the namespace audits and the model has classified fields (fixed at open)
+        self._audit_reads = store.audit.enabled and len(self._shown) < len(fields)
         self._keys: dict[str, str] = {}  # id -> key of ids read through the cache (a key costs ~1 µs)
 
     def __repr__(self) -> str:

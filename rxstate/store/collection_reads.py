@@ -44,11 +44,6 @@ class CollectionReads(CollectionOps[M]):
             self._store.audit.reads([self.key(entity_id, partition=partition)])
         return value
 
-    @property
-    def _audit_reads(self) -> bool:
-        """Whether reads are audited: the namespace audits and the model has classified fields."""
-        return self._store.audit.enabled and len(self._shown) < len(self.model.model_fields)
-
     def _read_one(self, entity_id: str, partition: str | None, consistent: bool) -> Versioned[M]:
         track(self.name, entity_id)
         self._authorize("read", entity_id)

@@ -25,7 +25,7 @@ from rxstate.core.errors import (
 from rxstate.core.keys import Keyspace, validate_id, validate_namespace
 from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary, is_cluster
-from rxstate.store.audit import Audit
+from rxstate.store.audit import AUDIT_FLAG, Audit
 from rxstate.store.batch import Batch
 from rxstate.store.collection import Collection
 from rxstate.store.collection_ops import CollectionOps
@@ -117,7 +117,7 @@ class Store:
         """Sends every write of this store (see ``rxstate.store.writer``)."""
         if not isinstance(audit, bool):
             raise ValidationError(f"audit must be True or False, not {audit!r}", field="audit")
-        self.audit = Audit(self, enable=audit)
+        self.audit = Audit(self, enable=audit, stored=self._audited)
         """The namespace's tamper-evident audit trail (see ``rxstate.store.audit``)."""
         self._start_cache(cache, cache_size, cache_bytes, invalidation)
 
@@ -137,9 +137,12 @@ class Store:
         if isinstance(wanted, bool) or not isinstance(wanted, int) or not 1 <= wanted <= 16384:
             raise ValidationError(f"partitions must be an integer in 1..16384, not {partitions!r}")
         try:
+            pipe = self.client.pipeline(transaction=False)  # one round trip
             if not self.read_only and self.guard is None:  # a principal joins a namespace, never creates one
-                self.client.hsetnx(meta, "partitions", wanted)
-            raw = self.client.hget(meta, "partitions")
+                pipe.hsetnx(meta, "partitions", wanted)
+            pipe.hmget(meta, "partitions", AUDIT_FLAG)
+            raw, audited = pipe.execute()[-1]
+            self._audited = audited == b"1"  # read here for ``Audit``: the namespace audits its writes
         except redis.ConnectionError as exc:
             raise ServerError(f"cannot reach the server: {exc}") from exc
         if raw is None:
