@@ -33,6 +33,22 @@ LZ4_MARKER = b"\x00z"
 SEALED_MARKER = b"\x00s"  # an encrypted value (see rxstate.security.cipher for the rest of its layout)
 RESERVED_FIELDS = frozenset({b"_v", b"_sv", b"_ts", b"_by", b"_o", b"_x", b"_t"})
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+_quote: Any = getattr(json.encoder, "c_encode_basestring", None) or json.encoder.py_encode_basestring
+_LITERALS = {True: b"true", False: b"false"}
+
+
+def _fragment(value: Any) -> bytes:
+    """The JSON text of a value other than a str or int, exactly as ``_dumps`` writes it.
+
+    Literals skip the encoder object, whose ``encode`` walks a general Python-level path for
+    anything but a string (``ModelCodec._pack_all`` writes strings and integers itself).
+    """
+    kind = type(value)
+    if kind is bool:
+        return _LITERALS[value]
+    if value is None:
+        return b"null"
+    return _dumps(value).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,13 +298,21 @@ class ModelCodec(Generic[M]):
     def _pack_all(self, data: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         out: list[tuple[str, bytes]] = []
         total = 0
+        threshold, uncompressed = self.settings.compress_threshold, self._uncompressed
         for name, value in data.items():
-            try:
-                raw = _dumps(value).encode()
-            except ValueError as exc:  # NaN/inf
-                raise ValidationError(f"{self.model.__name__}.{name}: {exc}", field=name) from exc
+            # Strings and integers inline: this loop runs once per field of every write.
+            kind = type(value)
+            if kind is str:
+                raw: bytes = _quote(value).encode()
+            elif kind is int:
+                raw = int.__repr__(value).encode()
+            else:
+                try:
+                    raw = _fragment(value)
+                except ValueError as exc:  # NaN/inf
+                    raise ValidationError(f"{self.model.__name__}.{name}: {exc}", field=name) from exc
             total += len(raw)
-            out.append((name, self.settings.pack(raw, name not in self._uncompressed)))
+            out.append((name, self.settings.pack(raw) if len(raw) > threshold and name not in uncompressed else raw))
         if total > self.settings.max_entity_bytes:
             raise ValidationError(
                 f"{self.model.__name__} encodes to {total} bytes, over the limit of "
