@@ -47,7 +47,7 @@ def _slope(
 
 
 def slopes(ctx: Context) -> list[Result]:
-    """Three slopes: update vs partitions, put vs indexes, put vs constraints."""
+    """Four slopes: update and a unique-checked put vs partitions, put vs indexes, put vs constraints."""
     n = max(20, ctx.n // 2)
     group = "write cost vs schema size (slopes)"
     pool = ctx.options.scaled(256, 32)
@@ -60,6 +60,14 @@ def slopes(ctx: Context) -> list[Result]:
         coll.put_many({i: Agent() for i in ids})
         updates.append(lambda i, c=coll: c.update(ids[i % pool], load=i))
     rows = [_slope(group, "update 1 field vs partitions", "µs/partition", partitions, updates, n)]
+
+    # On a standalone server a unique check searches the field's index in every partition.
+    uniques = []
+    for p in partitions:
+        unique = [rxstate.unique("email")]
+        coll = ctx.store(f"uparts{p}", partitions=p).collection("members", Member, constraints=unique)
+        uniques.append(lambda i, c=coll: c.put(f"m{i % pool}", Member(email=f"{i % pool}@x", team_id="t1", load=1)))
+    rows.append(_slope(group, "put with a unique field vs partitions", "µs/partition", partitions, uniques, n))
 
     indexes = [0, 1, 2, 4, 8]
     store = ctx.store("indexes")
