@@ -176,9 +176,11 @@ class _Pipeline:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             result = command(*args, **kwargs)
+            if result is self._pipe:  # queued (a cluster pipeline is awaitable itself: not that)
+                return self
             if inspect.isawaitable(result):  # watch(), reset(), and immediate commands after watch()
                 return wait_for(result)
-            return self if result is self._pipe else result
+            return result
 
         return call
 
@@ -236,6 +238,7 @@ async def sync_twin(async_client: Any) -> Any:
         True
     """
     if isinstance(async_client, redis.asyncio.cluster.RedisCluster):
+        await async_client.initialize()  # learns the nodes (idempotent)
         nodes = [redis.cluster.ClusterNode(n.host, n.port) for n in async_client.get_nodes()]
         kwargs = {k: v for k, v in async_client.get_connection_kwargs().items() if k in _SHARED}
         return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
