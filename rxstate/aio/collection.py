@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from rxstate.aio.stream import AsyncStream
 from rxstate.api.collection import Collection
+from rxstate.core.errors import RxStateError
 from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
 from rxstate.events.collection import AppendResult, EventCollection
@@ -84,8 +85,8 @@ class AsyncCollection(Generic[M]):
         """The entities of ``ids`` that exist, by id (``Collection.get_many``)."""
         return await self.store.run(self.sync.get_many, ids, **options)
 
-    async def get_many_versioned(self, ids: Any, **options: Any) -> dict[str, Versioned[M]]:
-        """The same, with versions (``Collection.get_many_versioned``)."""
+    async def get_many_versioned(self, ids: Any, **options: Any) -> list[Versioned[M]]:
+        """The same with versions, in the order of ``ids`` (``Collection.get_many_versioned``)."""
         return await self.store.run(self.sync.get_many_versioned, ids, **options)
 
     async def ids(self) -> list[str]:
@@ -117,7 +118,7 @@ class AsyncCollection(Generic[M]):
         """Store ``value`` only if absent (``Collection.create``)."""
         return await self.store.run(self.sync.create, entity_id, value, **options)
 
-    async def put_many(self, items: Any, **options: Any) -> Any:
+    async def put_many(self, items: Any, **options: Any) -> list[Versioned[M] | RxStateError]:
         """Store many entities (``Collection.put_many``)."""
         return await self.store.run(self.sync.put_many, items, **options)
 
@@ -125,13 +126,13 @@ class AsyncCollection(Generic[M]):
         """Change fields, or apply a function to the current value (``Collection.update``)."""
         return await self.store.run(self.sync.update, entity_id, *args, **changes)
 
-    async def update_many(self, *args: Any, **options: Any) -> Any:
+    async def update_many(self, *args: Any, **options: Any) -> list[Versioned[M] | RxStateError]:
         """Update many entities (``Collection.update_many``)."""
         return await self.store.run(self.sync.update_many, *args, **options)
 
-    async def incr(self, entity_id: str, field: str, by: int | float = 1, **options: Any) -> Versioned[M]:
-        """Add ``by`` to a numeric field, on the server (``Collection.incr``)."""
-        return await self.store.run(self.sync.incr, entity_id, field, by, **options)
+    async def incr(self, entity_id: str, field: str, amount: int = 1, **options: Any) -> int:
+        """Add ``amount`` to an integer field on the server; the new value (``Collection.incr``)."""
+        return await self.store.run(self.sync.incr, entity_id, field, amount, **options)
 
     async def delete(self, entity_id: str, **options: Any) -> bool:
         """Remove the entity; whether it existed (``Collection.delete``)."""

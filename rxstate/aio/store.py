@@ -331,7 +331,8 @@ def _drive(awaitable: Awaitable[T]) -> T:
 async def _settle(yielded: Any) -> None:
     if yielded is None:  # a bare yield (asyncio.sleep(0)): give the loop one turn
         await asyncio.sleep(0)
-    else:
+    else:  # a future the coroutine yielded: it marked it as awaited; await it here instead
+        yielded._asyncio_future_blocking = False
         await yielded
 
 

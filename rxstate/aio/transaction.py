@@ -92,9 +92,9 @@ class AsyncTransaction:
         """Buffer an update (``Transaction.update``)."""
         await self.store.run(self.sync.update, _kernel(collection), entity_id, *args, **changes)
 
-    async def incr(self, collection: Any, entity_id: str, field: str, by: int | float = 1) -> None:
+    async def incr(self, collection: Any, entity_id: str, field: str, amount: int = 1, **options: Any) -> None:
         """Buffer an increment (``Transaction.incr``)."""
-        await self.store.run(self.sync.incr, _kernel(collection), entity_id, field, by)
+        await self.store.run(self.sync.incr, _kernel(collection), entity_id, field, amount, **options)
 
     async def delete(self, collection: Any, entity_id: str, **options: Any) -> None:
         """Buffer a delete (``Transaction.delete``)."""
@@ -152,9 +152,9 @@ class AsyncBatch:
         """Queue an update (``Batch.update``)."""
         return self.sync.update(_kernel(collection), entity_id, **kwargs)
 
-    def incr(self, collection: Any, entity_id: str, field: str, by: int | float = 1, **kwargs: Any) -> BatchItem[Any]:
+    def incr(self, collection: Any, entity_id: str, field: str, amount: int = 1, **kwargs: Any) -> BatchItem[Any]:
         """Queue an increment (``Batch.incr``)."""
-        return self.sync.incr(_kernel(collection), entity_id, field, by, **kwargs)
+        return self.sync.incr(_kernel(collection), entity_id, field, amount, **kwargs)
 
     def delete(self, collection: Any, entity_id: str, **kwargs: Any) -> BatchItem[bool]:
         """Queue a delete (``Batch.delete``)."""
