@@ -37,7 +37,7 @@ async def test_collection_reads_and_writes(astore):
     assert await agents.count() == 2 and sorted(await agents.ids()) == ["a1", "a2"]
     assert len(await agents.all()) == 2
     await agents.put_many({"a3": Agent(name="z"), "a4": Agent(name="w")})
-    await agents.update_many(["a3", "a4"], status="failed")
+    await agents.update_many({"a3": {"status": "failed"}, "a4": {"status": "failed"}})
     assert [a.status for a in (await agents.get_many(["a3", "a4"])).values()] == ["failed", "failed"]
     assert await agents.delete("a1") and not await agents.delete("a1")
     with pytest.raises(NotFound):
