@@ -243,15 +243,14 @@ async def sync_twin(async_client: Any) -> Any:
         kwargs = {k: v for k, v in async_client.get_connection_kwargs().items() if k in _SHARED}
         return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
     kwargs = dict(async_client.connection_pool.connection_kwargs)
-    if "server" in kwargs and type(async_client).__module__.startswith("fakeredis"):
-        import fakeredis
-
-        server = kwargs["server"]
+    fake = sys.modules.get("fakeredis")  # a fake client implies fakeredis was imported
+    if fake is not None and isinstance(async_client, fake.FakeAsyncRedis):
+        server = kwargs.get("server")
         if server is None:  # the fake server is chosen when the first connection is made: ask one
             connection = await async_client.connection_pool.get_connection()
             server = connection._server
             await async_client.connection_pool.release(connection)
-        return fakeredis.FakeRedis(server=server)
+        return fake.FakeRedis(server=server)
     shared = {k: v for k, v in kwargs.items() if k in _SHARED}
     if "path" in kwargs:
         return redis.Redis(unix_socket_path=kwargs["path"], **shared)

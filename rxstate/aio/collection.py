@@ -68,9 +68,9 @@ class AsyncCollection(Generic[M]):
         return self.sync.model
 
     # -- reads -----------------------------------------------------------------------------------------
-    async def get(self, entity_id: str, **options: Any) -> M:
-        """The entity (``NotFound`` if absent); ``default=`` returns that instead (``Collection.get``)."""
-        result: M = await self.store.run(self.sync.get, entity_id, **options)
+    async def get(self, entity_id: str, *default: Any, **options: Any) -> M:
+        """The entity (``NotFound`` if absent); ``get(id, default)`` returns ``default`` instead (``Collection.get``)."""
+        result: M = await self.store.run(self.sync.get, entity_id, *default, **options)
         return result
 
     async def get_versioned(self, entity_id: str, **options: Any) -> Versioned[M]:
