@@ -276,8 +276,10 @@ _SHARED = frozenset(
 )
 
 
-def async_twin(sync_client: Any) -> Any:
+def async_twin(sync_client: Any, *, max_connections: int = 64) -> Any:
     """An asyncio client to the server a synchronous redis-py client talks to (the embedded server's).
+
+    Past ``max_connections`` connections, a command waits for a free one.
 
     Example:
         >>> async_twin(redis.Redis(port=1)).connection_pool.connection_kwargs["port"]
@@ -287,7 +289,10 @@ def async_twin(sync_client: Any) -> Any:
         nodes = [redis.asyncio.cluster.ClusterNode(n.host, n.port) for n in sync_client.get_nodes()]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes)
     kwargs = dict(sync_client.connection_pool.connection_kwargs)
-    shared = {k: v for k, v in kwargs.items() if k in _SHARED}
+    shared: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _SHARED}
     if "path" in kwargs:
-        return redis.asyncio.Redis(unix_socket_path=kwargs["path"], **shared)
-    return redis.asyncio.Redis(host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379), **shared)
+        shared.update(connection_class=redis.asyncio.UnixDomainSocketConnection, path=kwargs["path"])
+    else:
+        shared.update(host=kwargs.get("host", "localhost"), port=kwargs.get("port", 6379))
+    pool = redis.asyncio.BlockingConnectionPool(max_connections=max_connections, **shared)
+    return redis.asyncio.Redis(connection_pool=pool)

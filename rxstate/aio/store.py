@@ -48,6 +48,8 @@ __all__ = ["AsyncStore", "connect"]
 
 M = TypeVar("M", bound=Model)
 T = TypeVar("T")
+POOL_SIZE = 64
+"""Connections of an asyncio client ``rxstate.aio.connect`` makes; more concurrent commands wait for one."""
 
 
 class AsyncStore:
@@ -411,7 +413,7 @@ async def _open(url: str | Any | None, keys: KeyProvider | None, options: dict[s
 
             server = await asyncio.to_thread(attach, path, isolated=isolated, fsync=fsync)
             sclient = server.client()
-            aclient = async_twin(sclient)
+            aclient = async_twin(sclient, max_connections=POOL_SIZE)
         _retry_quickly(sclient, aclient)
     try:
         kernel = await bridged(connect_sync, bridge_client(aclient, sclient), keys=keys, **options)
@@ -429,7 +431,10 @@ def _async_from_url(url: str) -> Any:
     try:
         if url.startswith("redis+cluster://"):
             return redis.asyncio.cluster.RedisCluster.from_url("redis://" + url[len("redis+cluster://") :])
-        return redis.asyncio.Redis.from_url(url)
+        # Many tasks share one loop: past POOL_SIZE connections a command waits for a free one (the
+        # default pool would refuse it with MaxConnectionsError).
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE)
+        return redis.asyncio.Redis(connection_pool=pool)
     except (ValueError, redis.RedisError) as exc:
         raise ServerError(f"cannot connect to {url!r}: {exc}") from exc
 
