@@ -239,9 +239,11 @@ async def sync_twin(async_client: Any) -> Any:
     """
     if isinstance(async_client, redis.asyncio.cluster.RedisCluster):
         await async_client.initialize()  # learns the nodes (idempotent)
-        nodes = [redis.cluster.ClusterNode(n.host, n.port) for n in async_client.get_nodes()]
-        kwargs = {k: v for k, v in async_client.get_connection_kwargs().items() if k in _SHARED}
-        return redis.cluster.RedisCluster(startup_nodes=nodes, **kwargs)
+        node_type: Any = redis.cluster.ClusterNode
+        nodes = [node_type(n.host, n.port) for n in async_client.get_nodes()]
+        kwargs: dict[str, Any] = {k: v for k, v in async_client.get_connection_kwargs().items() if k in _SHARED}
+        cluster_type: Any = redis.cluster.RedisCluster
+        return cluster_type(startup_nodes=nodes, **kwargs)
     kwargs = dict(async_client.connection_pool.connection_kwargs)
     fake = sys.modules.get("fakeredis")  # a fake client implies fakeredis was imported
     if fake is not None and isinstance(async_client, fake.FakeAsyncRedis):
@@ -286,7 +288,8 @@ def async_twin(sync_client: Any, *, max_connections: int = 64) -> Any:
         1
     """
     if isinstance(sync_client, redis.cluster.RedisCluster):
-        nodes = [redis.asyncio.cluster.ClusterNode(n.host, n.port) for n in sync_client.get_nodes()]
+        known: Any = sync_client
+        nodes = [redis.asyncio.cluster.ClusterNode(n.host, n.port) for n in known.get_nodes()]
         return redis.asyncio.cluster.RedisCluster(startup_nodes=nodes)
     kwargs = dict(sync_client.connection_pool.connection_kwargs)
     shared: dict[str, Any] = {k: v for k, v in kwargs.items() if k in _SHARED}

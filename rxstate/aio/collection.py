@@ -69,7 +69,7 @@ class AsyncCollection(Generic[M]):
 
     # -- reads -----------------------------------------------------------------------------------------
     async def get(self, entity_id: str, *default: Any, **options: Any) -> M:
-        """The entity (``NotFound`` if absent); ``get(id, default)`` returns ``default`` instead (``Collection.get``)."""
+        """The entity (``NotFound`` if absent; ``get(id, default)``: ``default``) (``Collection.get``)."""
         result: M = await self.store.run(self.sync.get, entity_id, *default, **options)
         return result
 

@@ -34,7 +34,8 @@ from rxstate.aio.collection import AsyncCollection, AsyncEventCollection
 from rxstate.aio.lock import AsyncLock
 from rxstate.aio.stream import AsyncStream
 from rxstate.aio.transaction import AsyncBatch, AsyncTransaction
-from rxstate.api.store import Store, connect as connect_sync
+from rxstate.api.store import Store
+from rxstate.api.store import connect as connect_sync
 from rxstate.core.errors import ServerError, ValidationError
 from rxstate.core.model import Model
 from rxstate.feed.change import Change
@@ -101,8 +102,9 @@ class AsyncStore:
             >>> import asyncio
             >>> async def main():
             ...     async with rxstate.aio.connect(fakeredis.FakeAsyncRedis()) as store:
-            ...         agents = store.sync.collection("agents", Agent)  # opening reads: run it, or await store.collection
-            ...         return await store.run(lambda: agents.put("a1", Agent(name="x")).version)
+            ...         def put_one():  # synchronous code of the kernel's API
+            ...             return store.sync.collection("agents", Agent).put("a1", Agent(name="x")).version
+            ...         return await store.run(put_one)
             >>> asyncio.run(main())
             1
         """
@@ -212,9 +214,7 @@ class AsyncStore:
         """
         return AsyncBatch(self, self.sync.batch(atomic=atomic))
 
-    def lock(
-        self, name: str, ttl: float = 10.0, *, blocking: bool = True, timeout: float | None = None
-    ) -> AsyncLock:
+    def lock(self, name: str, ttl: float = 10.0, *, blocking: bool = True, timeout: float | None = None) -> AsyncLock:
         """A distributed lock: ``async with store.lock("printer") as lease`` (see ``rxstate.Store.lock``).
 
         Waiting for it awaits: other tasks of the loop (the holder among them) keep running.
@@ -445,4 +445,3 @@ def _retry_quickly(sync_client: Any, async_client: Any) -> None:
         sync_client.set_retry(redis.retry.Retry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
     if isinstance(async_client, redis.asyncio.Redis):
         async_client.set_retry(AsyncRetry(ExponentialWithJitterBackoff(base=0.01, cap=0.5), 3))
-

@@ -21,7 +21,9 @@ async def astore() -> AsyncIterator[rxstate.aio.AsyncStore]:
 
 
 @pytest_asyncio.fixture
-async def real_astore(rx_server: EmbeddedServer, request: pytest.FixtureRequest) -> AsyncIterator[rxstate.aio.AsyncStore]:
+async def real_astore(
+    rx_server: EmbeddedServer, request: pytest.FixtureRequest
+) -> AsyncIterator[rxstate.aio.AsyncStore]:
     """An asyncio store on the session's real server, in a fresh namespace."""
     client = redis.asyncio.Redis(host=rx_server.host, port=rx_server.port)
     namespace = "aio" + request.node.name.encode().hex()[:24]
