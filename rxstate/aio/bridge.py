@@ -82,6 +82,8 @@ def wait_for(awaitable: Awaitable[T]) -> T:
     """
     current = greenlet.getcurrent()
     if not isinstance(current, _Bridged):
+        if inspect.iscoroutine(awaitable):
+            awaitable.close()  # never to be awaited
         raise ValidationError("wait_for() is for synchronous code run by rxstate.aio (inside bridged())")
     result: T = current.driver.switch(awaitable)
     return result

@@ -218,7 +218,7 @@ async def test_run_and_connect_shapes():
         await rxstate.aio.connect("redis://127.0.0.1:1/0", path="x")
 
 
-def test_derived_off_the_loop_may_only_await_reads():
+async def test_derived_off_the_loop_may_only_await_reads():
     from rxstate.aio.store import _drive
 
     async def sleeps():

@@ -109,3 +109,43 @@ def test_opening_collections_from_many_tasks_at_once_does_not_deadlock(rx_server
     runner.join(20)
     assert not runner.is_alive(), "the event loop deadlocked"
     assert results == [True, True]
+
+
+def test_change_feeds_started_from_many_tasks_at_once_do_not_deadlock(rx_server):
+    """The feed held its start lock while reading the streams' last offsets: a second task starting it
+    meanwhile blocked the loop's thread on the lock."""
+    results: list[object] = []
+
+    async def main():
+        client = redis.asyncio.Redis(host=rx_server.host, port=rx_server.port)
+        async with rxstate.aio.connect(client, namespace="feeds", reap_interval=None) as store:
+            tasks = await store.collection("tasks", Task)
+            started = asyncio.Event()
+            subscribed = 0
+
+            async def first_change(collection: str) -> str:
+                nonlocal subscribed
+                stream = store.changes(collection=collection)
+                iterator = aiter(stream)
+                pending = asyncio.ensure_future(anext(iterator))
+                await asyncio.sleep(0)
+                subscribed += 1
+                if subscribed == 4:
+                    started.set()
+                change = await pending
+                await iterator.aclose()
+                return change.id
+
+            readers = [asyncio.ensure_future(first_change("tasks")) for _ in range(4)]
+            await started.wait()
+            while store.sync.change_feed.metrics()["subscribers"] < 4:  # all subscribed: none misses the put
+                await asyncio.sleep(0.001)
+            await tasks.put("t1", Task(title="x"))
+            results.append(await asyncio.wait_for(asyncio.gather(*readers), 10))
+        await client.aclose()
+
+    runner = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "the event loop deadlocked"
+    assert results == [["t1"] * 4]
