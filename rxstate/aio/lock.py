@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from rxstate.store.lock import Lease, Lock
@@ -45,7 +46,7 @@ class AsyncLock:
         self.store = store
         self.sync = sync
         """The kernel lock."""
-        self._leases: list[Lease] = []
+        self._leases: dict[asyncio.Task[Any] | None, list[Lease]] = {}  # per task: tasks may share the object
 
     def __repr__(self) -> str:
         return f"<AsyncLock of {self.sync!r}>"
@@ -56,8 +57,13 @@ class AsyncLock:
 
     async def __aenter__(self) -> Lease:
         lease = await self.acquire()
-        self._leases.append(lease)
+        self._leases.setdefault(asyncio.current_task(), []).append(lease)
         return lease
 
     async def __aexit__(self, *exc: object) -> None:
-        await self.store.run(self._leases.pop().release)
+        task = asyncio.current_task()
+        held = self._leases[task]
+        lease = held.pop()
+        if not held:
+            del self._leases[task]
+        await self.store.run(lease.release)

@@ -128,6 +128,16 @@ async def test_locks_wait_without_blocking_the_loop(astore):
 
     await asyncio.gather(holder(), waiter())
     assert order == [("held", 1), ("released", 1), ("held", 2)]
+    shared = astore.lock("shared", ttl=5, timeout=5)  # one lock object, used by several tasks at once
+    tokens = []
+
+    async def use(i):
+        async with shared as lease:
+            tokens.append(lease.token)
+            await asyncio.sleep(0.001 * i)
+
+    await asyncio.gather(*(use(i) for i in range(3)))
+    assert sorted(tokens) == [1, 2, 3]
     lock = astore.lock("printer", ttl=5)
     lease = await lock.acquire()
     with pytest.raises(LockError):
