@@ -78,6 +78,9 @@ class AsyncStore:
         self.client = client
         """The asyncio client every command of a coroutine goes through."""
         self._owns_client = owns_client
+        # The derived graph computes a new value under a re-entrant thread lock, which every task of the
+        # loop's thread would re-enter: new values are computed one at a time instead.
+        self._deriving = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<AsyncStore namespace={self.sync.namespace!r} actor={self.sync.actor!r}>"
@@ -275,7 +278,8 @@ class AsyncStore:
             result = fn()
             return _drive(result) if inspect.isawaitable(result) else result
 
-        return await self.run(self.sync.derived, compute, name=name)
+        async with self._deriving:
+            return await self.run(self.sync.derived, compute, name=name)
 
     # -- closing -------------------------------------------------------------------------------------
     async def aclose(self) -> None:
