@@ -21,7 +21,6 @@ import json
 import os
 import random
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -32,6 +31,7 @@ from cachetools import LRUCache
 from rxstate.core.errors import ConflictError, RxStateError, SchemaError, ValidationError
 from rxstate.core.keys import validate_collection_name, validate_id
 from rxstate.core.model import Model
+from rxstate.core.waiting import pause
 from rxstate.core.writes import WriteOp
 from rxstate.events.replay import EventReplay
 from rxstate.events.snapshots import Folded, Snapshots
@@ -302,7 +302,7 @@ class EventCollection(EventReplay[S]):
             except ConflictError:
                 if expected is not None:
                     raise
-                time.sleep(random.uniform(0, 0.0005 * (attempt + 1)))  # jitter: racing writers spread out
+                pause(random.uniform(0, 0.0005 * (attempt + 1)))  # jitter: racing writers spread out
                 continue
             return AppendResult(new_version, positions, event_ids, new)
         raise ConflictError(f"{keys[0]}: still changing after {retries} attempts", key=keys[0])

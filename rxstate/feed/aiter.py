@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator
-from typing import TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
 from reactivex import Observable
+from reactivex.abc import DisposableBase
 
 from rxstate.feed.change import Change, coalesce_changes
 
@@ -16,12 +17,19 @@ __all__ = ["aiter"]
 T = TypeVar("T")
 
 
-async def aiter(observable: Observable[T], *, max_buffer: int = 10_000) -> AsyncIterator[T]:
+async def aiter(
+    observable: Observable[T],
+    *,
+    max_buffer: int = 10_000,
+    subscribe: Callable[..., Awaitable[DisposableBase]] | None = None,
+) -> AsyncIterator[T]:
     """Iterate an observable with ``async for`` on the running asyncio loop.
 
     Items are handed to the loop thread-safely. If the loop falls more than ``max_buffer`` items behind,
     changes are coalesced by entity (other items: the oldest are dropped). An error of the observable
-    is raised from the iteration; leaving the loop disposes the subscription.
+    is raised from the iteration; leaving the loop disposes the subscription. ``subscribe``: an async
+    ``subscribe(on_next, on_error, on_completed)`` that subscribes without blocking the loop (the asyncio
+    front's, whose subscription reads the current value through ``redis.asyncio``).
 
     Example:
         >>> import asyncio
@@ -63,7 +71,11 @@ async def aiter(observable: Observable[T], *, max_buffer: int = 10_000) -> Async
     def on_completed() -> None:
         loop.call_soon_threadsafe(finish, None)
 
-    disposable = observable.subscribe(on_next, on_error, on_completed)
+    disposable: Any
+    if subscribe is None:
+        disposable = observable.subscribe(on_next, on_error, on_completed)
+    else:
+        disposable = await subscribe(on_next, on_error, on_completed)
     try:
         while True:
             while queue:

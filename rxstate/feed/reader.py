@@ -305,12 +305,20 @@ class ChangeFeed:
             >>> store.change_feed.start().stopped
             False
         """
+        # The lock is not held across the server calls that find the offsets: two starters on one thread
+        # (coroutines of the asyncio front) would deadlock on it. Both may read; the first one in starts.
         with self._start_lock:
             if self._started:
                 return self
             if self.stopped:
                 raise ServerError("this change feed was stopped")
-            self._init_positions()
+        positions = self._initial_positions()
+        with self._start_lock:
+            if self._started:
+                return self
+            if self.stopped:
+                raise ServerError("this change feed was stopped")
+            self.positions.update(positions)
             parts = list(range(self.store.keyspace.partitions))
             groups = [[p] for p in parts] if self.store.is_cluster else [parts]
             self._readers = [_Reader(self, g) for g in groups]
@@ -319,30 +327,27 @@ class ChangeFeed:
             self._started = True
         return self
 
-    def _init_positions(self) -> None:
+    def _initial_positions(self) -> dict[int, str]:
         ks = self.store.keyspace
         n = ks.partitions
         if self.group is not None:
             start = "$" if self._since is None else None
-            for p in range(n):
-                self.positions[p] = "0-0"
             self._create_group(range(n), start)
-            return
+            return dict.fromkeys(range(n), "0-0")
         if isinstance(self._since, Mapping):
-            for p in range(n):
-                self.positions[p] = self._since.get(p, "0-0")
-            return
+            return {p: self._since.get(p, "0-0") for p in range(n)}
         if isinstance(self._since, str):
-            self.positions.update(dict.fromkeys(range(n), self._since))
-            return
+            return dict.fromkeys(range(n), self._since)
         # "From now": the last id of every stream, read in one MULTI on a single server so that no
         # script (a transaction spanning partitions) runs between two of them.
         pipe = self.store.client.pipeline(transaction=not self.store.is_cluster)
         for p in range(n):
             pipe.xrevrange(ks.changes(p), count=1)
+        positions: dict[int, str] = {}
         for p, last in enumerate(pipe.execute()):
             offset = last[0][0] if last else b"0-0"
-            self.positions[p] = offset.decode() if isinstance(offset, bytes) else offset
+            positions[p] = offset.decode() if isinstance(offset, bytes) else offset
+        return positions
 
     def _create_group(self, partitions: Iterable[int], start: str | None) -> None:
         ks = self.store.keyspace

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from rxstate.core.errors import LockError, ValidationError
 from rxstate.core.keys import validate_id
+from rxstate.core.waiting import pause as wait
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -223,7 +224,7 @@ class Lock:
             pause = min(backoff, max(int(hint), 1) / 1000) * random.uniform(0.5, 1.0)
             if deadline is not None:
                 pause = min(pause, deadline - now)
-            time.sleep(max(pause, 0.0))
+            wait(max(pause, 0.0))
             backoff = min(backoff * 2, _MAX_WAIT)
 
     def __enter__(self) -> Lease:

@@ -185,29 +185,46 @@ class Store:
             ('agents', 'Agent')
         """
         self._check_writable("open a collection")
+        # The lock is never held across a server call: two openers on one thread (coroutines of the asyncio
+        # front, each in its own greenlet) would deadlock on it. Registering a schema is idempotent, so
+        # two first openers both register, and the first to finish is the one everybody gets.
         with self._lock:
             existing = self._collections.get(name)
-            if existing is not None:
-                if existing.model is not model or (
-                    tuple(dict.fromkeys((*indexes, *index_fields(constraints)))) != existing.indexes
-                    or partition_key != existing.partition_key
-                    or tuple(constraints) != existing.constraints.items
-                ):
-                    raise SchemaError(
-                        f"collection {name!r} is already open here with {existing.model.__name__}, "
-                        f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}",
-                        name=name,
-                    )
-                return existing
-            collection = self._collection_type(
-                self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
-            )
-            if self.guard is None:  # a principal's ACL holds no schema registry: its administrator opens them
-                self._register_schema(collection)
-                collection.constraints.declare_references()
-            self._collections[name] = collection
+        if existing is not None:
+            return self._same_collection(existing, model, indexes, partition_key, constraints)
+        collection = self._collection_type(
+            self, name, model, indexes=indexes, partition_key=partition_key, constraints=constraints
+        )
+        if self.guard is None:  # a principal's ACL holds no schema registry: its administrator opens them
+            self._register_schema(collection)
+            collection.constraints.declare_references()
+        with self._lock:
+            existing = self._collections.setdefault(name, collection)
+        if existing is not collection:
+            return self._same_collection(existing, model, indexes, partition_key, constraints)
         self._start_reaper()
         return collection
+
+    @staticmethod
+    def _same_collection(
+        existing: Collection[M],
+        model: type[Model],
+        indexes: Sequence[str],
+        partition_key: str | None,
+        constraints: Sequence[Constraint],
+    ) -> Collection[M]:
+        """``existing``, if it was opened with these arguments; else ``SchemaError``."""
+        if existing.model is not model or (
+            tuple(dict.fromkeys((*indexes, *index_fields(constraints)))) != existing.indexes
+            or partition_key != existing.partition_key
+            or tuple(constraints) != existing.constraints.items
+        ):
+            raise SchemaError(
+                f"collection {existing.name!r} is already open here with {existing.model.__name__}, "
+                f"indexes={list(existing.indexes)}, partition_key={existing.partition_key!r}",
+                name=existing.name,
+            )
+        return existing
 
     def _register_schema(self, collection: Collection[Any]) -> None:
         key = self.keyspace.schemas()

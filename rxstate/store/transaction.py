@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import random
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from rxstate.core.errors import ConflictError, IntegrityError, NotFound, RxState
 from rxstate.core.keys import validate_id
 from rxstate.core.model import Model
 from rxstate.core.versioned import Versioned
+from rxstate.core.waiting import pause
 from rxstate.core.writes import KEEP_TTL, WriteOp, WriteResult
 from rxstate.store import twophase
 from rxstate.store.collection import Collection
@@ -145,7 +145,7 @@ class Transaction:
             except ConflictError:
                 if attempt >= self.retries:
                     raise
-                time.sleep(random.uniform(0, 0.002 * (attempt + 1)))  # de-synchronise the racers
+                pause(random.uniform(0, 0.002 * (attempt + 1)))  # de-synchronise the racers
         raise AssertionError("unreachable")
 
     # -- reads ---------------------------------------------------------------------------------------

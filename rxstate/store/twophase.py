@@ -39,6 +39,7 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from rxstate.core.errors import ConflictError, RxStateError, TransactionPending
+from rxstate.core.waiting import pause
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def run_past_intents(store: Store, fn: Callable[[], T], *, patience: float = 30.
                 continue
             if time.monotonic() >= deadline:
                 raise
-            time.sleep(delay)
+            pause(delay)
             delay = min(delay * 2, 0.05)
 
 

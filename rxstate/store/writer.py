@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +41,7 @@ from rxstate.core.errors import (
     ValidationError,
 )
 from rxstate.core.scripts import translate_error
+from rxstate.core.waiting import pause
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
 from rxstate.store.twophase import run_past_intents
 
@@ -133,7 +133,7 @@ class Writer:
                 if attempt == self.retries or not sent:
                     name, record, keys = sent[0] if sent else ("?", "", [])
                     raise self._unknown(name, record, keys, exc, calls=len(sent)) from exc
-                time.sleep(delay)
+                pause(delay)
                 delay = min(delay * 2, 1.0)
         raise AssertionError("unreachable")
 

@@ -1,0 +1,3 @@
+"""tests/contract/test_collection.py, run on the asyncio front (see conftest.py here)."""
+
+from tests.contract.test_collection import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""tests/contract/test_encryption.py, run on the asyncio front (see conftest.py here)."""
+
+from tests.contract.test_encryption import *  # noqa: F403
