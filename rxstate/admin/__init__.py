@@ -1,7 +1,7 @@
 """rxstate.admin: operating a namespace — backup and point-in-time recovery, migrations, health.
 
 Example:
-    >>> from rxstate.admin import backup, recover  # doctest: +SKIP
+    >>> from rxstate.admin import backup, recover
 """
 
 from rxstate.admin.archive import ChangeArchive, read_archive

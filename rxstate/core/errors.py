@@ -18,7 +18,7 @@ RxStateError
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
  ├── BackupError                        a backup or change archive that fails its checks, or cannot be restored
- ├── MigrationError                     a stored-data migration that cannot run (no inverse, bad cursor)
+ ├── MigrationError                     a stored-data migration that cannot run (bad cursor, index not declared)
  └── BufferOverflow                     a subscriber fell further behind than its buffer allows
 ```
 
@@ -369,7 +369,8 @@ class MigrationError(RxStateError):
     Attributes:
         collection: the collection being migrated.
         version: the schema version at fault (e.g. the one without an inverse upcaster).
-        reason: ``"no-inverse"``, ``"cursor"`` (a resume cursor of another run) or ``"version"``.
+        reason: ``"cursor"`` (a resume cursor that is not one of a migration of the collection) or
+            ``"index"`` (an index to build that the collection is not opened with).
     """
 
     def __init__(self, message: str, *, collection: str, version: int | None = None, reason: str) -> None:
