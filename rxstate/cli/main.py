@@ -33,8 +33,11 @@ from rich.text import Text
 from rxstate import __version__
 from rxstate.api import Store, connect
 from rxstate.cli import render
+from rxstate.cli.backup import register as register_backup
+from rxstate.cli.health import register as register_health
 from rxstate.cli.history import History
 from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
+from rxstate.cli.migrate import register as register_migrate
 from rxstate.cli.principals import app as principals_app
 from rxstate.cli.progress import Steps, quiet, rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
@@ -475,6 +478,8 @@ def server(
 
 
 app.add_typer(principals_app, name="principals")
+for _register in (register_backup, register_migrate, register_health):  # backups, migrations, health
+    _register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
