@@ -34,6 +34,7 @@ from rxstate import __version__
 from rxstate.api import Store, connect
 from rxstate.cli import render
 from rxstate.cli.backup import register as register_backup
+from rxstate.cli.capacity import register as register_capacity
 from rxstate.cli.health import register as register_health
 from rxstate.cli.history import History
 from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
@@ -478,7 +479,7 @@ def server(
 
 
 app.add_typer(principals_app, name="principals")
-for _register in (register_backup, register_migrate, register_health):  # backups, migrations, health
+for _register in (register_backup, register_migrate, register_health, register_capacity):  # backups, migrations, health
     _register(app)
 
 
