@@ -35,6 +35,7 @@ from rxstate.api import Store, connect
 from rxstate.cli import render
 from rxstate.cli.backup import register as register_backup
 from rxstate.cli.capacity import register as register_capacity
+from rxstate.cli.governance import register as register_governance
 from rxstate.cli.health import register as register_health
 from rxstate.cli.history import History
 from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
@@ -309,6 +310,7 @@ def info(url: Url = None, path: DataPath = None, namespace: Namespace = "default
 
 audit_app = typer.Typer(help="The namespace's tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+register_governance(app, audit_app)
 
 
 @audit_app.command("verify")
