@@ -10,7 +10,7 @@ from rxstate.admin.backup import BackupManifest, backup, read_manifest
 from rxstate.admin.capacity import CapacitySample, Forecast, forecast, hot_keys, measure
 from rxstate.admin.governance import PolicyReport, RetentionPolicy, apply_retention, check_policies, set_retention
 from rxstate.admin.health import HealthReport, check_health
-from rxstate.admin.migrate import IndexReport, MigrationReport, build_index, migrate
+from rxstate.admin.migrate import IndexReport, MigrationReport, build_index, downcaster, migrate, rollback
 from rxstate.admin.registry import SchemaRegistry
 from rxstate.admin.replay import RecoveryReport, recover, replay
 from rxstate.admin.restore import RestoreReport, restore, verify
@@ -33,6 +33,7 @@ __all__ = [
     "build_index",
     "check_health",
     "check_policies",
+    "downcaster",
     "forecast",
     "hot_keys",
     "measure",
@@ -42,6 +43,7 @@ __all__ = [
     "recover",
     "replay",
     "restore",
+    "rollback",
     "set_retention",
     "verify",
 ]

@@ -29,11 +29,15 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from rxstate.core.errors import ConflictError, MigrationError, NotFound, RxStateError
+from rxstate.core.errors import ConflictError, MigrationError, NotFound, RxStateError, SchemaError
+from rxstate.core.model import Model
 from rxstate.core.scripts import ScriptLibrary
+from rxstate.core.writes import PERSIST
 from rxstate.store.collection import Collection
 
-__all__ = ["IndexReport", "MigrationReport", "build_index", "migrate"]
+__all__ = ["IndexReport", "MigrationReport", "build_index", "downcaster", "migrate", "rollback"]
+
+_DOWNCAST_MARK = "__rxstate_downcast_from__"
 
 Progress = Callable[[int, int], None]
 """Called with (partitions done, partitions in all)."""
@@ -173,12 +177,10 @@ def _migrate_one(
             report.migrated += 1
             return
         throttle()
-        ttl = None
-        if raw[2] is not None:
-            left = int(raw[2]) - _server_ms(collection)
-            if left <= 0:
-                return  # expired: the reaper records it
-            ttl = timedelta(milliseconds=left)
+        left = _ms_left(collection, raw[2])
+        if left is not None and left <= 0:
+            return  # expired: the reaper records it
+        ttl = None if left is None else timedelta(milliseconds=left)
         try:
             collection.put(entity_id, current.value, expected_version=current.version, ttl=ttl)
         except ConflictError:
@@ -191,9 +193,13 @@ def _migrate_one(
     report.failed.append((entity_id, "written concurrently 10 times in a row; run the migration again"))
 
 
-def _server_ms(collection: Collection[Any]) -> int:
+def _ms_left(collection: Collection[Any], deadline: bytes | None) -> int | None:
+    """How long an entity with the ``_x`` deadline has left (None: it does not expire). A replacing write
+    sets it again: a put replaces the hash, and with it the expiry."""
+    if deadline is None:
+        return None
     seconds, micros = collection._store.client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
+    return int(deadline) - (int(seconds) * 1000 + int(micros) // 1000)
 
 
 @dataclass
@@ -250,4 +256,110 @@ def build_index(collection: Collection[Any], field: str, *, batch: int = 500) ->
             keys = [index, *(ks.entity(collection.name, o or "-", p) for o in owners)]
             report.removed += int(script(store.client, keys, ["sweep", field, *members]))
             low = b"(" + members[-1]
+    return report
+
+
+def downcaster(from_version: int) -> Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Any]:
+    """Mark a model's function that turns stored data of ``from_version`` back into ``from_version - 1``:
+    the inverse of ``upcaster(from_version - 1)``, which lets ``rollback`` undo a migration.
+
+    Example:
+        >>> class Doc(Model):
+        ...     __version__ = 2
+        ...     name: str
+        ...     @downcaster(2)
+        ...     def _to_v1(data: dict) -> dict:
+        ...         return {"title": data.pop("name"), **data}
+        >>> sorted(_downcasters(Doc))
+        [2]
+    """
+    if not isinstance(from_version, int) or from_version < 2:
+        raise SchemaError(
+            f"downcaster version must be an integer of at least 2, not {from_version!r}", name="downcaster"
+        )
+
+    def mark(fn: Any) -> Any:
+        inner = fn.__func__ if isinstance(fn, staticmethod) else fn
+        setattr(inner, _DOWNCAST_MARK, from_version)
+        return staticmethod(inner)
+
+    return mark
+
+
+def _downcasters(model: type[Model]) -> dict[int, Callable[[dict[str, Any]], dict[str, Any]]]:
+    found: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+    for klass in reversed(model.__mro__):
+        for value in vars(klass).values():
+            fn = value.__func__ if isinstance(value, staticmethod) else value
+            step = getattr(fn, _DOWNCAST_MARK, None)
+            if step is not None:
+                found[step] = fn
+    return found
+
+
+def rollback(collection: Collection[Any], *, to_version: int | None = None, batch: int = 200) -> MigrationReport:
+    """Rewrite ``collection``'s entities back to ``to_version`` (default: the previous schema version),
+    through the model's downcasters, so that code of that version reads them again.
+
+    Each entity is written through the write path with compare-and-set; the current code still reads
+    the rolled-back data (through its upcasters). Run it once the newer code no longer writes.
+
+    Raises:
+        MigrationError: a version in the way has no downcaster (``reason="no-inverse"``), or
+            ``to_version`` is not below the model's version (``reason="version"``).
+    """
+    model = collection.model
+    target = model.__version__ - 1 if to_version is None else to_version
+    if not 1 <= target < model.__version__:
+        raise MigrationError(
+            f"cannot roll {collection.name!r} back to v{target}: the model is v{model.__version__}",
+            collection=collection.name,
+            version=target,
+            reason="version",
+        )
+    inverses = _downcasters(model)
+    missing = [v for v in range(model.__version__, target, -1) if v not in inverses]
+    if missing:
+        raise MigrationError(
+            f"{model.__name__} has no downcaster({missing[0]}): its upcaster({missing[0] - 1}) has no inverse",
+            collection=collection.name,
+            version=missing[0],
+            reason="no-inverse",
+        )
+    store = collection._store
+    ks = store.keyspace
+    codec = collection._codec
+    report = MigrationReport(collection.name, target)
+    for p in range(ks.partitions):
+        cursor = 0
+        while True:
+            cursor, page = store.client.sscan(ks.ids(collection.name, p), cursor, count=batch)
+            for raw_id in sorted(page):
+                entity_id = raw_id.decode()
+                key = ks.entity(collection.name, entity_id, p)
+                report.scanned += 1
+                meta = store.client.hmget(key, "_v", "_sv", "_x")
+                if meta[0] is None or int(meta[1] or 1) <= target:
+                    continue
+                current = collection._decode(entity_id, store.client.hgetall(key), key, checked=False)
+                data = current.value.__pydantic_serializer__.to_python(current.value, mode="json")
+                for name in codec._secrets:
+                    data[name] = codec._reveal(name, getattr(current.value, name))
+                for step in range(model.__version__, target, -1):
+                    data = inverses[step](dict(data))
+                left = _ms_left(collection, meta[2])
+                if left is not None and left <= 0:
+                    continue  # expired: the reaper records it
+                ttl = PERSIST if left is None else str(left)
+                op = collection._op("put", entity_id, p, expected=current.version, ttl=ttl, sets=codec._pack_all(data))
+                op.schema_version = target
+                try:
+                    store.writer.mutate([op])
+                except ConflictError:
+                    report.failed.append((entity_id, "written concurrently; run the rollback again"))
+                    continue
+                report.by_version[int(meta[1] or 1)] += 1
+                report.migrated += 1
+            if cursor == 0:
+                break
     return report

@@ -18,7 +18,7 @@ RxStateError
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
  ├── BackupError                        a backup or change archive that fails its checks, or cannot be restored
- ├── MigrationError                     a stored-data migration that cannot run (bad cursor, index not declared)
+ ├── MigrationError                     a stored-data migration or rollback that cannot run as asked
  └── BufferOverflow                     a subscriber fell further behind than its buffer allows
 ```
 
@@ -369,8 +369,10 @@ class MigrationError(RxStateError):
     Attributes:
         collection: the collection being migrated.
         version: the schema version at fault (e.g. the one without an inverse upcaster).
-        reason: ``"cursor"`` (a resume cursor that is not one of a migration of the collection) or
-            ``"index"`` (an index to build that the collection is not opened with).
+        reason: ``"cursor"`` (a resume cursor that is not one of a migration of the collection),
+            ``"index"`` (an index to build that the collection is not opened with), ``"no-inverse"``
+            (a rollback through an upcaster without a downcaster) or ``"version"`` (a rollback target
+            that is not below the model's version).
     """
 
     def __init__(self, message: str, *, collection: str, version: int | None = None, reason: str) -> None:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import rxstate
-from rxstate.admin.migrate import build_index, migrate
+from rxstate.admin.migrate import build_index, downcaster, migrate, rollback
 from tests.helpers import dump_all, wait_for
 from tests.models import Agent
 
@@ -148,3 +148,50 @@ def test_building_an_index_the_collection_does_not_declare_is_refused(rx_fake_st
     with pytest.raises(rxstate.MigrationError) as caught:
         build_index(agents, "team")
     assert caught.value.reason == "index" and "team" in str(caught.value)
+
+
+class AgentV2Invertible(rxstate.Model):
+    """``AgentV1``'s successor whose upcaster has an inverse."""
+
+    __rxstate_name__ = "Agent"
+    __version__ = 2
+    name: str
+    load: int = 0
+    team: str = "core"
+
+    @rxstate.upcaster(1)
+    def _from_v1(data: dict) -> dict:
+        return {"name": data.pop("title"), **data}
+
+    @downcaster(2)
+    def _to_v1(data: dict) -> dict:
+        return {"title": data.pop("name"), **data}
+
+
+def test_a_rollback_through_the_inverse_lets_old_code_read_again(old_backend):
+    current = old_backend.store().collection("agents", AgentV2Invertible)
+    assert migrate(current).migrated == 120
+    current.put("a0", AgentV2Invertible(name="renamed", load=7))
+    report = rollback(current)
+    assert report.migrated == 120 and report.by_version == {2: 120} and not report.failed
+    client = old_backend.client()
+    stored = client.hgetall(current.key("a0"))
+    assert stored[b"_sv"] == b"1" and b"name" not in stored
+    old_code = old_backend.store().collection("agents", AgentV1)
+    assert old_code.get("a0") == AgentV1(title="renamed", load=7)
+    assert old_code.get("a5").title == "agent 5"
+    assert client.pttl(current.key("a10")) > 3_000_000  # an expiring entity keeps its deadline
+    assert current.get("a0").name == "renamed"  # the newer code still reads it, through its upcaster
+
+
+def test_a_rollback_without_an_inverse_is_refused(old_backend):
+    agents = old_backend.store().collection("agents", Agent)
+    client = old_backend.client()
+    before = dump_all(client)
+    with pytest.raises(rxstate.MigrationError) as caught:
+        rollback(agents)
+    assert caught.value.reason == "no-inverse" and caught.value.version == 2
+    with pytest.raises(rxstate.MigrationError) as too_far:
+        rollback(agents, to_version=2)
+    assert too_far.value.reason == "version"
+    assert dump_all(client) == before
