@@ -56,9 +56,9 @@ from rxstate.store.transaction import Transaction
 
 __all__ = [
     "AlreadyExists",
-    "BackupError",
     "AnyOf",
     "AppendResult",
+    "BackupError",
     "Batch",
     "BatchItem",
     "BufferOverflow",
