@@ -237,6 +237,7 @@ def registry() -> list[Spec]:
         events,
         locks,
         memory,
+        operations,
         reactive,
         scaling,
         transactions,
@@ -260,6 +261,7 @@ def registry() -> list[Spec]:
         Spec("memory", memory.per_entity, transport_free=True),
         Spec("scaling", scaling.slopes),
         Spec("aio", bench_aio.throughput),
+        Spec("backup", operations.backup_namespace),
     ]
 
 

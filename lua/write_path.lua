@@ -339,11 +339,17 @@ local function write_fences(ops)
   end
 end
 
--- One change record on op.changes (fields: {name, value} pairs, stored as ".name").
-local function change_record(head, op, kind, version, fields)
+-- One change record on op.changes (fields: {name, value} pairs, stored as ".name"). deadline, when
+-- given, is recorded as "d": the entity's new expiry (server ms), or "0" when the write removed it, so
+-- that a replay of the records (rxstate.admin.replay) reproduces expiries too.
+local function change_record(head, op, kind, version, fields, deadline)
   local rec = {"XADD", op.changes, "MAXLEN", "~", head.maxlen, "*",
     "c", op.coll, "i", op.id, "o", kind, "v", fmt_int(version), "s", op.sv,
     "a", head.actor, "t", fmt_int(now), "x", head.txid, "n", head.nparts}
+  if deadline then
+    rec[#rec + 1] = "d"
+    rec[#rec + 1] = deadline
+  end
   for _, f in ipairs(fields) do
     rec[#rec + 1] = "." .. f[1]
     rec[#rec + 1] = f[2]
@@ -456,14 +462,16 @@ local function write_entity(head, op)
   end
   local kind = op.kind
   if replace then kind = (op.cur == 0) and "create" or "replace" end
-  local cid = change_record(head, op, kind, version, changed)
+  local ttl_ms = tonumber(op.ttl)
+  local deadline = nil
+  if ttl_ms and ttl_ms > 0 then deadline = fmt_int(now + ttl_ms) elseif op.had_ttl and op.ttl == "0" then deadline = "0" end
+  local cid = change_record(head, op, kind, version, changed, deadline)
   audit_write(head, op, kind, version, cid, changed)
   local hset = {"HSET", op.ekey, "_v", fmt_int(version), "_sv", op.sv, "_ts", fmt_int(now), "_by", head.actor, "_o", cid}
   for _, f in ipairs(op.set) do
     hset[#hset + 1] = f[1]
     hset[#hset + 1] = f[2]
   end
-  local ttl_ms = tonumber(op.ttl)
   if ttl_ms and ttl_ms > 0 then
     hset[#hset + 1] = "_x"
     hset[#hset + 1] = fmt_int(now + ttl_ms)
@@ -478,7 +486,7 @@ local function write_entity(head, op)
   -- An entity that may expire keeps its version in the versions hash too: Redis drops the hash at
   -- expiry, and a re-created entity must continue from the last version (ABA-safe, as after a delete).
   if ttl_ms and ttl_ms > 0 then
-    redis.call("PEXPIRE", op.ekey, ttl_ms)
+    redis.call("PEXPIREAT", op.ekey, now + ttl_ms)  -- exactly the _x deadline (what a replay sets)
     redis.call("ZADD", op.exp, now + ttl_ms, op.id)
     redis.call("HSET", op.vers, op.id, version)
     if #op.idx > 0 then remember_indexed(op, new) end

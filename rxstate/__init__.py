@@ -16,6 +16,7 @@ from rxstate.cache.lru import CacheStats
 from rxstate.core.codec import Codec
 from rxstate.core.errors import (
     AlreadyExists,
+    BackupError,
     BufferOverflow,
     ClusterError,
     ConflictError,
@@ -24,6 +25,7 @@ from rxstate.core.errors import (
     DecryptionError,
     IntegrityError,
     LockError,
+    MigrationError,
     NotFound,
     PermissionDenied,
     RxStateError,
@@ -56,6 +58,7 @@ __all__ = [
     "AlreadyExists",
     "AnyOf",
     "AppendResult",
+    "BackupError",
     "Batch",
     "BatchItem",
     "BufferOverflow",
@@ -76,6 +79,7 @@ __all__ = [
     "Lease",
     "Lock",
     "LockError",
+    "MigrationError",
     "Model",
     "NotFound",
     "PermissionDenied",

@@ -33,8 +33,13 @@ from rich.text import Text
 from rxstate import __version__
 from rxstate.api import Store, connect
 from rxstate.cli import render
+from rxstate.cli.backup import register as register_backup
+from rxstate.cli.capacity import register as register_capacity
+from rxstate.cli.governance import register as register_governance
+from rxstate.cli.health import register as register_health
 from rxstate.cli.history import History
 from rxstate.cli.inspector import EntityView, Inspector, NamespaceUsage, scan_usage
+from rxstate.cli.migrate import register as register_migrate
 from rxstate.cli.principals import app as principals_app
 from rxstate.cli.progress import Steps, quiet, rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
@@ -305,6 +310,7 @@ def info(url: Url = None, path: DataPath = None, namespace: Namespace = "default
 
 audit_app = typer.Typer(help="The namespace's tamper-evident audit trail.", no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
+register_governance(app, audit_app)
 
 
 @audit_app.command("verify")
@@ -475,6 +481,8 @@ def server(
 
 
 app.add_typer(principals_app, name="principals")
+for _register in (register_backup, register_migrate, register_health, register_capacity):  # backups, migrations, health
+    _register(app)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,8 @@ RxStateError
  ├── CorruptDataError                   stored bytes that cannot be decoded
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
+ ├── BackupError                        a backup or change archive that fails its checks, or cannot be restored
+ ├── MigrationError                     a stored-data migration or rollback that cannot run as asked
  └── BufferOverflow                     a subscriber fell further behind than its buffer allows
 ```
 
@@ -37,6 +39,7 @@ from typing import Any
 
 __all__ = [
     "AlreadyExists",
+    "BackupError",
     "BufferOverflow",
     "ClusterError",
     "ConflictError",
@@ -45,6 +48,7 @@ __all__ = [
     "DecryptionError",
     "IntegrityError",
     "LockError",
+    "MigrationError",
     "NotFound",
     "PermissionDenied",
     "RxStateError",
@@ -337,4 +341,42 @@ class DecryptionError(CorruptDataError):
     ) -> None:
         super().__init__(message, key=key, field=field)
         self.key_id = key_id
+        self.reason = reason
+
+
+class BackupError(RxStateError):
+    """A backup file or change archive failed its checks, or cannot be restored where asked.
+
+    Nothing is written when this is raised by a restore: every check runs before the first write.
+
+    Attributes:
+        path: the backup or archive file.
+        member: the part of the file at fault (a member name, or a key), when known.
+        reason: ``"manifest"``, ``"format"``, ``"checksum"``, ``"type"``, ``"not-empty"`` (the target
+            namespace holds keys) or ``"gap"`` (change records were trimmed before they were archived).
+    """
+
+    def __init__(self, message: str, *, path: str | None = None, member: str | None = None, reason: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.member = member
+        self.reason = reason
+
+
+class MigrationError(RxStateError):
+    """A migration of stored entities cannot run as asked.
+
+    Attributes:
+        collection: the collection being migrated.
+        version: the schema version at fault (e.g. the one without an inverse upcaster).
+        reason: ``"cursor"`` (a resume cursor that is not one of a migration of the collection),
+            ``"index"`` (an index to build that the collection is not opened with), ``"no-inverse"``
+            (a rollback through an upcaster without a downcaster) or ``"version"`` (a rollback target
+            that is not below the model's version).
+    """
+
+    def __init__(self, message: str, *, collection: str, version: int | None = None, reason: str) -> None:
+        super().__init__(message)
+        self.collection = collection
+        self.version = version
         self.reason = reason
