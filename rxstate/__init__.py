@@ -10,7 +10,7 @@ Example:
     1
 """
 
-from rxstate import errors, ops, security
+from rxstate import admin, errors, ops, security
 from rxstate.api import Collection, Store, connect
 from rxstate.cache.lru import CacheStats
 from rxstate.core.codec import Codec
@@ -26,9 +26,13 @@ from rxstate.core.errors import (
     LockError,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
     RxStateError,
     SchemaError,
     ServerError,
+    TenantError,
+    TenantSuspended,
     TransactionPending,
     UnknownOutcome,
     ValidationError,
@@ -83,7 +87,9 @@ __all__ = [
     "Projection",
     "ProjectionBatch",
     "Query",
+    "QuotaExceeded",
     "Range",
+    "RateLimited",
     "ReadWriteLock",
     "RecordedEvent",
     "Rule",
@@ -93,6 +99,8 @@ __all__ = [
     "ServerError",
     "Store",
     "Subscription",
+    "TenantError",
+    "TenantSuspended",
     "Timeline",
     "Transaction",
     "TransactionPending",
@@ -100,6 +108,7 @@ __all__ = [
     "ValidationError",
     "Versioned",
     "Why",
+    "admin",
     "aiter",
     "any_of",
     "between",

@@ -1,1 +1,3 @@
 """rxstate.admin."""
+
+from rxstate.admin.tenants import tenants as tenants

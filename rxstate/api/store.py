@@ -36,6 +36,7 @@ from rxstate.security.providers import KeyProvider
 from rxstate.store import store
 from rxstate.store.connect import ConnectOptions, open_store
 from rxstate.store.constraints import Constraint
+from rxstate.tenancy import Tenants, attach
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -242,6 +243,23 @@ class Store(store.Store):
         """
         return EventLog(self)
 
+    # -- tenants (rxstate.tenancy) ------------------------------------------------------------------
+    def tenant(self, name: str) -> Store:
+        """The store of tenant ``name`` (namespace ``<ns>/<name>``), with the whole store API; every write
+        is checked against the tenant's quotas, rate limits and suspension in the write script. One per
+        name, closed with this store. Create tenants with ``rxstate.admin.tenants(store).create``.
+
+        Raises:
+            NotFound: no such tenant.
+
+        Example:
+            >>> _ = rxstate.admin.tenants(store).create("acme")
+            >>> store.tenant("acme").namespace
+            'default/acme'
+        """
+        views = self.service(_TenantViews, _TenantViews, _TenantViews.close)
+        return views.get(self, name)
+
     # -- security: principals and policy (rxstate.security) ------------------------------------------
     @functools.cached_property
     def principals(self) -> Principals:
@@ -403,8 +421,28 @@ def connect(
     if ring is not None:  # before any collection is open: every codec of the store seals with it
         opened.keys = ring
         opened.codec = replace(opened.codec, cipher=ring)
+    attach(opened)  # a tenant's namespace: its writes carry the tenant stage
     _close_at_exit(opened)
     return opened
+
+
+class _TenantViews:
+    """The tenant stores one store has opened (``Store.tenant``)."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, Store] = {}
+
+    def get(self, parent: Store, name: str) -> Store:
+        view = self._views.get(name)
+        if view is None:
+            opened = Tenants(parent).open(name)
+            assert isinstance(opened, Store)
+            view = self._views.setdefault(name, opened)
+        return view
+
+    def close(self) -> None:
+        for view in self._views.values():
+            view.close()
 
 
 _open_stores: weakref.WeakSet[Store] = weakref.WeakSet()

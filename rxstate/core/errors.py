@@ -17,7 +17,11 @@ RxStateError
  ├── CorruptDataError                   stored bytes that cannot be decoded
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
- └── BufferOverflow                     a subscriber fell further behind than its buffer allows
+ ├── BufferOverflow                     a subscriber fell further behind than its buffer allows
+ └── TenantError                        a tenant's limits refused a write
+      ├── QuotaExceeded                 the write would take a tenant past a quota
+      ├── RateLimited                   the tenant or principal is over its write rate
+      └── TenantSuspended               the tenant is suspended: reads only
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -48,8 +52,12 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RxStateError",
+    "QuotaExceeded",
+    "RateLimited",
     "SchemaError",
     "ServerError",
+    "TenantError",
+    "TenantSuspended",
     "TransactionPending",
     "UnknownOutcome",
     "ValidationError",
@@ -338,3 +346,63 @@ class DecryptionError(CorruptDataError):
         super().__init__(message, key=key, field=field)
         self.key_id = key_id
         self.reason = reason
+
+
+class TenantError(RxStateError):
+    """A tenant's limits refused a write (nothing of it was written).
+
+    Attributes:
+        tenant: the tenant's namespace (``<ns>/<tenant>``).
+    """
+
+    def __init__(self, message: str, *, tenant: str | None = None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
+
+
+class QuotaExceeded(TenantError):
+    """The write would take a tenant past one of its quotas.
+
+    Attributes:
+        quota: ``"entities"`` or ``"bytes"``.
+        limit: the limit that applies (the partition's share of the tenant's quota).
+        use: the use before the write.
+        requested: what the write would add.
+        partition: the partition whose share is exhausted.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tenant: str | None = None,
+        quota: str = "",
+        limit: int = 0,
+        use: int = 0,
+        requested: int = 0,
+        partition: int | None = None,
+    ) -> None:
+        super().__init__(message, tenant=tenant)
+        self.quota = quota
+        self.limit = limit
+        self.use = use
+        self.requested = requested
+        self.partition = partition
+
+
+class RateLimited(TenantError):
+    """The tenant (or one of its principals) writes faster than its rate limit allows.
+
+    Attributes:
+        scope: ``"tenant"`` or ``"principal"``.
+        retry_after: seconds until the write would be admitted.
+    """
+
+    def __init__(self, message: str, *, tenant: str | None = None, scope: str = "tenant", retry_after: float = 0.0):
+        super().__init__(message, tenant=tenant)
+        self.scope = scope
+        self.retry_after = retry_after
+
+
+class TenantSuspended(TenantError):
+    """The tenant is suspended: its data can be read, every write is refused by the server."""
