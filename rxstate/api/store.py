@@ -36,7 +36,8 @@ from rxstate.security.providers import KeyProvider
 from rxstate.store import store
 from rxstate.store.connect import ConnectOptions, open_store
 from rxstate.store.constraints import Constraint
-from rxstate.tenancy import Tenants, attach
+from rxstate.tenancy import attach
+from rxstate.tenancy.registry import TenantViews
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -257,8 +258,9 @@ class Store(store.Store):
             >>> store.tenant("acme").namespace
             'default/acme'
         """
-        views = self.service(_TenantViews, _TenantViews, _TenantViews.close)
-        return views.get(self, name)
+        opened = self.service(TenantViews, TenantViews, TenantViews.close).get(self, name)
+        assert isinstance(opened, Store)
+        return opened
 
     # -- security: principals and policy (rxstate.security) ------------------------------------------
     @functools.cached_property
@@ -424,25 +426,6 @@ def connect(
     attach(opened)  # a tenant's namespace: its writes carry the tenant stage
     _close_at_exit(opened)
     return opened
-
-
-class _TenantViews:
-    """The tenant stores one store has opened (``Store.tenant``)."""
-
-    def __init__(self) -> None:
-        self._views: dict[str, Store] = {}
-
-    def get(self, parent: Store, name: str) -> Store:
-        view = self._views.get(name)
-        if view is None:
-            opened = Tenants(parent).open(name)
-            assert isinstance(opened, Store)
-            view = self._views.setdefault(name, opened)
-        return view
-
-    def close(self) -> None:
-        for view in self._views.values():
-            view.close()
 
 
 _open_stores: weakref.WeakSet[Store] = weakref.WeakSet()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import builtins
 import json
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
@@ -45,7 +46,7 @@ from rxstate.security.principals import Principals
 from rxstate.tenancy.config import DEFAULT_PARTITIONS, Limits, TenantConfig, validate_tenant_name
 from rxstate.tenancy.stage import TENANT_FLAG, enable
 
-__all__ = ["Tenants", "Usage"]
+__all__ = ["TenantViews", "Tenants", "Usage"]
 
 DELETE_BATCH = 500
 
@@ -174,6 +175,7 @@ class Tenants:
         for p, share in enumerate(shares):
             key = tenant_keys(ks, p)[0]
             present, absent = share.hash_fields()
+            present["p"] = str(p)  # the hash exists from the start, limits or not
             if config.status == "suspended":
                 present["suspended"] = "1"
             else:
@@ -276,6 +278,9 @@ class Tenants:
         if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
             raise ValidationError(f"batch must be a positive int, not {batch!r}", field="batch")
         self.get(name)
+        views = self.store.running(TenantViews)
+        if views is not None:  # its cache would write a probe key again
+            views.drop(name)
         principals = self.principals(name)
         for info in principals.list():
             principals.delete(info.name)
@@ -300,3 +305,32 @@ class Tenants:
             progress(len(chunk))
         return n
 
+
+
+class TenantViews:
+    """The tenant stores one store has opened (``Store.tenant``), closed with it (a store service)."""
+
+    def __init__(self) -> None:
+        self._views: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def get(self, parent: Any, name: str) -> Any:
+        """The store of tenant ``name`` of ``parent``, opened on first use."""
+        with self._lock:
+            view = self._views.get(name)
+            if view is None:
+                view = self._views[name] = Tenants(parent).open(name)
+            return view
+
+    def drop(self, name: str) -> None:
+        """Close tenant ``name``'s store, if open."""
+        with self._lock:
+            view = self._views.pop(name, None)
+        if view is not None:
+            view.close()
+
+    def close(self) -> None:
+        with self._lock:
+            views, self._views = list(self._views.values()), {}
+        for view in views:
+            view.close()
