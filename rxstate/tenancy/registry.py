@@ -306,7 +306,6 @@ class Tenants:
         return n
 
 
-
 class TenantViews:
     """The tenant stores one store has opened (``Store.tenant``), closed with it (a store service)."""
 

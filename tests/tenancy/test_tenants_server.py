@@ -83,10 +83,9 @@ def test_quota_refusals_leave_state_byte_identical(admin, tenants):
     with pytest.raises(QuotaExceeded) as info:  # an update that grows past max_bytes
         items.update("a", n=10**30)
     assert info.value.quota == "bytes" and info.value.limit == 20
-    with pytest.raises(QuotaExceeded):  # a transaction: nothing of it is written
-        with admin.tenant("acme").transaction() as tx:
-            tx.update(items, "a", n=5)
-            tx.put(items, "d", Item())
+    with pytest.raises(QuotaExceeded), admin.tenant("acme").transaction() as tx:  # nothing of it is written
+        tx.update(items, "a", n=5)
+        tx.put(items, "d", Item())
     assert dump_all(admin.client) == before
     items.delete("b")
     items.put("c", Item(n=3))  # room again
@@ -101,7 +100,9 @@ def test_usage_matches_a_recount_after_random_writes_and_expiries(admin, tenants
     view = admin.tenant("acme")
     items = view.collection("items", Item)
     ops = st.lists(
-        st.tuples(st.sampled_from(["put", "update", "incr", "delete", "ttl"]), st.integers(0, 5), st.integers(-999, 10**9)),
+        st.tuples(
+            st.sampled_from(["put", "update", "incr", "delete", "ttl"]), st.integers(0, 5), st.integers(-999, 10**9)
+        ),
         min_size=1,
         max_size=25,
     )
@@ -148,9 +149,7 @@ def test_rate_limit_holds_across_four_processes(admin, tenants, rx_server):
     ctx = multiprocessing.get_context("spawn")
     ready, out, go = ctx.Queue(), ctx.Queue(), ctx.Event()
     args = (rx_server.url, admin.namespace, "acme")
-    procs = [
-        ctx.Process(target=rate_worker, args=(*args, f"w{i}", seconds, ready, go, out)) for i in range(4)
-    ]
+    procs = [ctx.Process(target=rate_worker, args=(*args, f"w{i}", seconds, ready, go, out)) for i in range(4)]
     for p in procs:
         p.start()
     for _ in procs:

@@ -18,7 +18,9 @@ def _tenant(url: str, namespace: str, tenant: str) -> Any:
     return parent, parent.tenant(tenant).collection("items", Item)
 
 
-def rate_worker(url: str, namespace: str, tenant: str, name: str, seconds: float, ready: Any, go: Any, out: Any) -> None:
+def rate_worker(
+    url: str, namespace: str, tenant: str, name: str, seconds: float, ready: Any, go: Any, out: Any
+) -> None:
     """Write for ``seconds`` after ``go``; report the number of accepted writes."""
     parent, items = _tenant(url, namespace, tenant)
     ready.put(name)
