@@ -20,9 +20,14 @@ The format is written by hand because no library writes Redis values of every ty
 server-version-independent form (``DUMP`` payloads are tied to the server's RDB version).
 
 Example:
+    >>> import tempfile, pathlib
+    >>> tenants = Tenants(store)
     >>> _ = tenants.create("acme")
-    >>> export_tenant(tenants, "acme", "acme.jsonl.gz")  # doctest: +SKIP
-    12
+    >>> path = pathlib.Path(tempfile.mkdtemp()) / "acme.jsonl.gz"
+    >>> export_tenant(tenants, "acme", path)  # its meta hash and its partition's tenant hash
+    2
+    >>> import_tenant(tenants, path, name="acme2").name
+    'acme2'
 """
 
 from __future__ import annotations

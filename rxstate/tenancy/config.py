@@ -181,7 +181,7 @@ class TenantConfig:
         """The registry's JSON of this tenant.
 
         Example:
-            >>> TenantConfig.from_json(TenantConfig("acme", Limits(rate=2.0)).to_json()).limits.rate
+            >>> TenantConfig.from_json(TenantConfig("acme", Limits(rate=2.0)).to_json(), "acme").limits.rate
             2.0
         """
         body = {
@@ -194,10 +194,11 @@ class TenantConfig:
         return json.dumps(body, sort_keys=True)
 
     @classmethod
-    def from_json(cls, raw: str | bytes, name: str | None = None) -> TenantConfig:
+    def from_json(cls, raw: str | bytes, name: str) -> TenantConfig:
+        """The config of tenant ``name`` from the registry's JSON."""
         data = json.loads(raw)
         return cls(
-            name=name if name is not None else data["name"],
+            name=name,
             limits=Limits(**data.get("limits", {})),
             partitions=int(data["partitions"]),
             retention=int(data["retention"]),
