@@ -20,8 +20,9 @@ from rich.table import Table
 from rich.text import Text
 
 from rxstate.api import connect
+from rxstate.cli.principals import DataPath, Json, Url
 from rxstate.cli.progress import rich_steps
-from rxstate.cli.target import URL_ENV, Target
+from rxstate.cli.target import Target
 from rxstate.core.errors import RxStateError
 from rxstate.tenancy import Limits, Tenants, export_tenant, import_tenant
 
@@ -29,11 +30,8 @@ __all__ = ["app"]
 
 app = typer.Typer(name="tenants", help="Create, list, suspend, resume, export, import and delete tenants.")
 
-Url = Annotated[str | None, typer.Option("--url", envvar=URL_ENV, help=f"an administrator's server URL; or {URL_ENV}")]
-DataPath = Annotated[Path | None, typer.Option("--path", help="data directory of an embedded server")]
 Namespace = Annotated[str, typer.Option("--namespace", "-n", help="the parent namespace")]
 Name = Annotated[str, typer.Argument(help="the tenant's name")]
-Json = Annotated[bool, typer.Option("--json", help="machine-readable output (JSON)")]
 MaxEntities = Annotated[int | None, typer.Option("--max-entities", help="quota: entities")]
 MaxBytes = Annotated[int | None, typer.Option("--max-bytes", help="quota: stored bytes")]
 Rate = Annotated[float | None, typer.Option("--rate", help="writes per second of the tenant")]

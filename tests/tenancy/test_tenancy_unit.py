@@ -157,3 +157,22 @@ def test_fair_scheduler_bounds_and_errors():
         scheduler.submit("a", lambda: None)
     with pytest.raises(rxstate.ValidationError):
         FairScheduler(0)
+
+
+@pytest.mark.parametrize("projected", [False, True])
+def test_suspension_refuses_event_appends(rx_fake_store, projected):
+    from tests.event_models import Order, Placed, apply_order
+
+    tenants = Tenants(rx_fake_store)
+    tenants.create("acme")
+    orders = rx_fake_store.tenant("acme").events(
+        "orders", state=Order, events=[Placed], reducer=apply_order, project_to="order_state" if projected else None
+    )
+    orders.append("o1", [Placed(sku="apple", qty=1)])
+    tenants.suspend("acme")
+    before = dump_all(rx_fake_store.client)
+    with pytest.raises(TenantSuspended):
+        orders.append("o1", [Placed(sku="pear", qty=1)])
+    assert dump_all(rx_fake_store.client) == before
+    tenants.resume("acme")
+    assert orders.append("o1", [Placed(sku="pear", qty=1)]).version == 2
