@@ -18,10 +18,9 @@ RxStateError
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
  ├── BufferOverflow                     a subscriber fell further behind than its buffer allows
- └── TenantError                        a tenant's limits refused a write
-      ├── QuotaExceeded                 the write would take a tenant past a quota
-      ├── RateLimited                   the tenant or principal is over its write rate
-      └── TenantSuspended               the tenant is suspended: reads only
+ ├── QuotaExceeded                      the write would take a tenant past a quota
+ ├── RateLimited                        the tenant or principal is over its write rate
+ └── TenantSuspended                    the tenant is suspended: reads only
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -56,7 +55,6 @@ __all__ = [
     "RateLimited",
     "SchemaError",
     "ServerError",
-    "TenantError",
     "TenantSuspended",
     "TransactionPending",
     "UnknownOutcome",
@@ -348,22 +346,11 @@ class DecryptionError(CorruptDataError):
         self.reason = reason
 
 
-class TenantError(RxStateError):
-    """A tenant's limits refused a write (nothing of it was written).
+class QuotaExceeded(RxStateError):
+    """The write would take a tenant past one of its quotas (nothing of it was written).
 
     Attributes:
         tenant: the tenant's namespace (``<ns>/<tenant>``).
-    """
-
-    def __init__(self, message: str, *, tenant: str | None = None) -> None:
-        super().__init__(message)
-        self.tenant = tenant
-
-
-class QuotaExceeded(TenantError):
-    """The write would take a tenant past one of its quotas.
-
-    Attributes:
         quota: ``"entities"`` or ``"bytes"``.
         limit: the limit that applies (the partition's share of the tenant's quota).
         use: the use before the write.
@@ -382,7 +369,8 @@ class QuotaExceeded(TenantError):
         requested: int = 0,
         partition: int | None = None,
     ) -> None:
-        super().__init__(message, tenant=tenant)
+        super().__init__(message)
+        self.tenant = tenant
         self.quota = quota
         self.limit = limit
         self.use = use
@@ -390,19 +378,29 @@ class QuotaExceeded(TenantError):
         self.partition = partition
 
 
-class RateLimited(TenantError):
-    """The tenant (or one of its principals) writes faster than its rate limit allows.
+class RateLimited(RxStateError):
+    """The tenant (or one of its principals) writes faster than its rate limit allows (nothing written).
 
     Attributes:
+        tenant: the tenant's namespace (``<ns>/<tenant>``).
         scope: ``"tenant"`` or ``"principal"``.
         retry_after: seconds until the write would be admitted.
     """
 
     def __init__(self, message: str, *, tenant: str | None = None, scope: str = "tenant", retry_after: float = 0.0):
-        super().__init__(message, tenant=tenant)
+        super().__init__(message)
+        self.tenant = tenant
         self.scope = scope
         self.retry_after = retry_after
 
 
-class TenantSuspended(TenantError):
-    """The tenant is suspended: its data can be read, every write is refused by the server."""
+class TenantSuspended(RxStateError):
+    """The tenant is suspended: its data can be read, every write is refused by the server.
+
+    Attributes:
+        tenant: the tenant's namespace (``<ns>/<tenant>``).
+    """
+
+    def __init__(self, message: str, *, tenant: str | None = None) -> None:
+        super().__init__(message)
+        self.tenant = tenant
