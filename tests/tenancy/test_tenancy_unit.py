@@ -176,3 +176,15 @@ def test_suspension_refuses_event_appends(rx_fake_store, projected):
     assert dump_all(rx_fake_store.client) == before
     tenants.resume("acme")
     assert orders.append("o1", [Placed(sku="pear", qty=1)]).version == 2
+
+
+def test_one_tenant_never_takes_every_worker():
+    gate = threading.Event()
+    with FairScheduler(2) as scheduler:  # max_share 1: one worker stays free for others
+        held = [scheduler.submit("noisy", gate.wait, 5) for _ in range(3)]
+        assert scheduler.submit("quiet", lambda: "served").result(timeout=5) == "served"
+        assert not any(f.done() for f in held)
+        gate.set()
+        assert all(f.result(timeout=5) for f in held)
+    with pytest.raises(rxstate.ValidationError):
+        FairScheduler(2, max_share=3)
