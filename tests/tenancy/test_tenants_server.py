@@ -107,7 +107,7 @@ def test_usage_matches_a_recount_after_random_writes_and_expiries(admin, tenants
         max_size=25,
     )
 
-    @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+    @settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
     @given(ops)
     def run(script):
         for kind, i, n in script:
@@ -171,7 +171,7 @@ def test_suspend_blocks_writes_from_every_process(admin, tenants, rx_server):
     ready, out = ctx.Queue(), ctx.Queue()
     procs = [
         ctx.Process(target=suspend_worker, args=(rx_server.url, admin.namespace, "acme", f"w{i}", ready, out))
-        for i in range(3)
+        for i in range(2)
     ]
     for p in procs:
         p.start()
@@ -182,7 +182,7 @@ def test_suspend_blocks_writes_from_every_process(admin, tenants, rx_server):
     results = dict(out.get(timeout=60) for _ in procs)
     for p in procs:
         p.join(30)
-    assert results == {"w0": 20, "w1": 20, "w2": 20}
+    assert results == {"w0": 20, "w1": 20}
     assert tenants.usage("acme").operations == ops_at_suspension  # not one write after suspend returned
     items = admin.tenant("acme").collections["items"]
     assert items.get("w0").n >= 0  # reads still work
