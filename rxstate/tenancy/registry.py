@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import builtins
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -42,6 +43,7 @@ from typing import Any
 from rxstate.core.errors import AlreadyExists, NotFound, ValidationError
 from rxstate.core.keys import Keyspace
 from rxstate.core.writes import tenant_keys
+from rxstate.security.keyring import KeyRing
 from rxstate.security.principals import Principals
 from rxstate.tenancy.config import DEFAULT_PARTITIONS, Limits, TenantConfig, validate_tenant_name
 from rxstate.tenancy.stage import TENANT_FLAG, enable
@@ -203,7 +205,9 @@ class Tenants:
     def open(self, name: str) -> Any:
         """A store of tenant ``name`` (the parent store's class and client; the tenant stage enabled).
 
-        ``store.tenant(name)`` keeps one per name and closes it with the parent store.
+        ``store.tenant(name)`` keeps one per name and closes it with the parent store. When the parent
+        encrypts secret fields (``connect(keys=...)``), the tenant's are encrypted under data keys of
+        its own (its key ring, wrapped by the same key-encryption key), which ``delete`` destroys.
         """
         config = self.get(name)
         parent = self.store
@@ -214,6 +218,11 @@ class Tenants:
             codec=type(parent.codec)(parent.codec.compress_threshold, parent.codec.max_entity_bytes),
             change_retention=config.retention,
         )
+        provider = getattr(getattr(parent, "keys", None), "provider", None)
+        ring = KeyRing.of(opened, provider)
+        if ring is not None:  # the tenant's own data keys (rx:{<ns>/<tenant>}:_keys), wrapped by the parent's KEK
+            opened.keys = ring
+            opened.codec = dataclasses.replace(opened.codec, cipher=ring)
         enable(opened)
         return opened
 
@@ -268,7 +277,8 @@ class Tenants:
             yield from self.client.scan_iter(match=pattern, count=1000)  # namespaces hold no glob characters
 
     def delete(self, name: str, *, batch: int = DELETE_BATCH, progress: Callable[[int], None] | None = None) -> int:
-        """Remove tenant ``name``: its principals' ACL users, every key (``batch`` at a time), its entry.
+        """Remove tenant ``name``: its principals' ACL users, every key (``batch`` at a time) — its key ring
+        first, so its encrypted values are unreadable from the start — and its entry.
 
         ``progress(n)`` is called after each batch with the keys removed by it. Returns the keys removed.
 
@@ -284,7 +294,7 @@ class Tenants:
         principals = self.principals(name)
         for info in principals.list():
             principals.delete(info.name)
-        removed = 0
+        removed = int(self.client.delete(Keyspace(self.namespace_of(name), 1).keyring()))  # the data keys
         chunk: builtins.list[bytes] = []
         for key in self.keys(name):
             chunk.append(key)

@@ -229,3 +229,29 @@ def test_export_then_import_restores_the_tenant(admin, tenants, tmp_path):
     assert tenants.get("copy").limits.max_entities == 50
     with pytest.raises(rxstate.AlreadyExists):
         import_tenant(tenants, path, name="copy")
+
+
+def test_a_tenant_has_its_own_data_keys_and_delete_destroys_them(rx_server):
+    from rxstate.security import StaticKeyProvider, generate_key
+
+    class Account(rxstate.Model):
+        api_key: rxstate.Secret[str] | None = None
+
+    parent = rxstate.connect(
+        rx_server.url, namespace=f"ten-{uuid.uuid4().hex[:8]}", keys=StaticKeyProvider(generate_key())
+    )
+    tenants = rxstate.admin.tenants(parent)
+    for name in ("acme", "beta"):
+        tenants.create(name)
+        accounts = parent.tenant(name).collection("accounts", Account)
+        accounts.put("a", Account(api_key=f"secret-{name}"))
+        assert accounts.get("a").api_key.get_secret_value() == f"secret-{name}"
+        stored = parent.client.hget(accounts.key("a"), "api_key")
+        assert stored is not None and b"secret" not in stored
+    ring = f"rx:{{{parent.namespace}/acme}}:_keys"
+    assert parent.client.exists(ring)
+    assert parent.client.hgetall(ring) != parent.client.hgetall(f"rx:{{{parent.namespace}/beta}}:_keys")
+    tenants.delete("acme")
+    assert not parent.client.exists(ring)
+    tenants.delete("beta")
+    parent.close()
