@@ -55,7 +55,8 @@ Stages, in order; nothing is written unless every check passes:
                "audit" section the op's audit entry (audit_entry, also used by audit.lua)
 Tenants (rxstate.tenancy): the tenant hash rx:{ns/t:p}:_tenant holds the partition's share of the
   tenant's limits (qe max entities, qb max bytes, rate/burst writes per second and bucket size, prate/
-  pburst the same per principal; absent = unlimited), "suspended", the usage (ue entities, ub bytes:
+  pburst the same per principal; absent = unlimited; cl the change stream's MAXLEN ~, which replaces
+  the caller's), "suspended", the usage (ue entities, ub bytes:
   the sum over entities of each field's name and encoded value lengths, reserved fields aside) and cost
   counters (cops write ops, cwb bytes written), and token buckets (rt/rts, and pt:<principal>/pts:<principal>).
   The size hash rx:{ns/t:p}:_tsz keeps each counted entity's size ("<collection>\0<id>" -> bytes), so
@@ -404,8 +405,9 @@ local function check_tenant(ops)
   end
   for _, g in ipairs(per) do
     local p = g.principal
-    local h = redis.call("HMGET", g.key, "suspended", "qe", "qb", "ue", "ub", "rate", "burst", "prate", "pburst")
+    local h = redis.call("HMGET", g.key, "suspended", "qe", "qb", "ue", "ub", "rate", "burst", "prate", "pburst", "cl")
     if h[1] == "1" then return redis.error_reply("RXSUSPENDED " .. g.key) end
+    g.maxlen = h[10] or nil
     local limits = {{"entities", h[2], h[4], g.dent}, {"bytes", h[3], h[5], g.dbytes}}
     for _, q in ipairs(limits) do
       local use = tonumber(q[3] or "0")
@@ -428,7 +430,10 @@ local function check_tenant(ops)
     end
   end
   for _, op in ipairs(ops) do
-    if op.tenant then op.tenant.group = per[op.tenant.key] end
+    if op.tenant then
+      op.tenant.group = per[op.tenant.key]
+      op.tenant.maxlen = op.tenant.group.maxlen
+    end
   end
   return nil
 end
@@ -480,7 +485,7 @@ end
 
 -- One change record on op.changes (fields: {name, value} pairs, stored as ".name").
 local function change_record(head, op, kind, version, fields)
-  local rec = {"XADD", op.changes, "MAXLEN", "~", head.maxlen, "*",
+  local rec = {"XADD", op.changes, "MAXLEN", "~", (op.tenant and op.tenant.maxlen) or head.maxlen, "*",
     "c", op.coll, "i", op.id, "o", kind, "v", fmt_int(version), "s", op.sv,
     "a", head.actor, "t", fmt_int(now), "x", head.txid, "n", head.nparts}
   for _, f in ipairs(fields) do

@@ -178,6 +178,7 @@ class Tenants:
             key = tenant_keys(ks, p)[0]
             present, absent = share.hash_fields()
             present["p"] = str(p)  # the hash exists from the start, limits or not
+            present["cl"] = str(config.retention)  # the change stream's length, whoever writes
             if config.status == "suspended":
                 present["suspended"] = "1"
             else:

@@ -188,3 +188,15 @@ def test_one_tenant_never_takes_every_worker():
         assert all(f.result(timeout=5) for f in held)
     with pytest.raises(rxstate.ValidationError):
         FairScheduler(2, max_share=3)
+
+
+def test_the_tenant_retention_caps_the_change_stream_whoever_writes(rx_fake_store):
+    tenants = Tenants(rx_fake_store)
+    tenants.create("acme", retention=5)
+    view = rx_fake_store.tenant("acme")
+    view.change_retention = 10_000  # a writer asking for more: the tenant's cap applies
+    items = view.collection("items", Item)
+    for i in range(300):
+        items.put(f"i{i}", Item(n=i))
+    length = rx_fake_store.client.xlen(f"rx:{{{view.namespace}:0}}:changes")
+    assert 5 <= length < 300
