@@ -232,6 +232,7 @@ def registry() -> list[Spec]:
     from benchmarks import (
         audit,
         bench_aio,
+        bench_tenancy,
         crypto,
         entities,
         events,
@@ -262,6 +263,7 @@ def registry() -> list[Spec]:
         Spec("scaling", scaling.slopes),
         Spec("aio", bench_aio.throughput),
         Spec("backup", operations.backup_namespace),
+        Spec("tenancy", bench_tenancy.tenancy),
     ]
 
 

@@ -4,7 +4,9 @@ Redis drops an expired entity hash by itself; this script removes what Redis can
 id from the ids set, its index entries) and appends an "expire" change record so watchers learn of it.
 Idempotent: two reapers racing do the work once.
 
-KEYS: [1] expiry zset, [2] ids set, [3] ttl-index hash, [4] change stream, [5..] index zsets
+KEYS: [1] expiry zset, [2] ids set, [3] ttl-index hash, [4] change stream, [5..] index zsets,
+      then, for a tenant's partition: its tenant hash and entity-size hash (write_path.lua, "Tenants"),
+      whose usage counters lose what expires
 ARGV: [1] collection, [2] change stream MAXLEN (~), [3] max entities per call,
       [4..] index field names, in the order of KEYS[5..]
 Returns: the number of entities reaped.
@@ -18,6 +20,18 @@ local head = {actor = "", txid = "", maxlen = maxlen, nparts = "1"}
 
 local idxkey = {}
 for j = 4, #ARGV do idxkey[ARGV[j]] = KEYS[j + 1] end
+local tenant, sizes = KEYS[#ARGV + 2], KEYS[#ARGV + 3]
+
+local function uncount(id)
+  if not tenant then return end
+  local member = coll .. SEP .. id
+  local size = redis.call("HGET", sizes, member)
+  if size then
+    redis.call("HDEL", sizes, member)
+    redis.call("HINCRBY", tenant, "ue", -1)
+    redis.call("HINCRBY", tenant, "ub", -tonumber(size))
+  end
+end
 
 local function split(s)
   local out, pos = {}, 1
@@ -45,6 +59,7 @@ for _, id in ipairs(due) do
     redis.call("HDEL", KEYS[3], id)
   end
   if redis.call("SREM", KEYS[2], id) == 1 then
+    uncount(id)
     change_record(head, {changes = KEYS[4], coll = coll, id = id, sv = "0"}, "expire", 0, {})
     reaped = reaped + 1
   end

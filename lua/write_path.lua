@@ -29,6 +29,9 @@ section of the whole call) and one stage function here, plus one section builder
   "audit" principal, n, field name * n     audit the write (KEYS: + the partition's audit stream and its
                                chain head): the n fields whose values the entry may show (the others,
                                classified, appear by name only)
+  "tenant" principal           the write of a tenant store (KEYS: + the partition's tenant hash and its
+                               entity-size hash): suspension, quotas and rate limits are checked, usage
+                               and cost counters kept (see "Tenants" below)
   "cons" n, constraint * n, each: kind, constraint name, field, and by kind:
     "u" nscan                  unique: no other live entity holds the new value
                                (KEYS: + nscan pairs of index zset, expiry zset to search)
@@ -50,6 +53,15 @@ Stages, in order; nothing is written unless every check passes:
   write_all    per op: the hash with _v/_sv/_ts/_by/_o, versions of deleted ids, indexes, TTL
                bookkeeping, the change record (change_record, also used by reap.lua), and with an
                "audit" section the op's audit entry (audit_entry, also used by audit.lua)
+Tenants (rxstate.tenancy): the tenant hash rx:{ns/t:p}:_tenant holds the partition's share of the
+  tenant's limits (qe max entities, qb max bytes, rate/burst writes per second and bucket size, prate/
+  pburst the same per principal; absent = unlimited; cl the change stream's MAXLEN ~, which replaces
+  the caller's), "suspended", the usage (ue entities, ub bytes:
+  the sum over entities of each field's name and encoded value lengths, reserved fields aside) and cost
+  counters (cops write ops, cwb bytes written), and token buckets (rt/rts, and pt:<principal>/pts:<principal>).
+  The size hash rx:{ns/t:p}:_tsz keeps each counted entity's size ("<collection>\0<id>" -> bytes), so
+  an update or delete adjusts usage exactly and reap.lua subtracts what expires.
+  check_tenant (the last check of check_all) refuses; account_tenant (in write_all) counts.
 Audit entries: one stream per partition, entries chained by hash: each entry's field "h" is
   sha1hex of the previous entry's h (the stream's key for the first) and every field name and value
   of the entry, in order, joined by NUL, a value that holds a NUL written as "\1<length>:<bytes>"; "s"
@@ -68,6 +80,9 @@ Errors (prefix, then space-separated details):
   RXFENCED key^lock^token seen|expired  a fenced write's lease is older than one already seen, or expired
   (^ stands for the byte 0x1F: keys and lock names may hold spaces, never a control character)
   RXINTENT key owner                 the entity is locked by another transaction's intent ("txid@primary")
+  RXSUSPENDED tenant-key              the tenant is suspended
+  RXQUOTA tenant-key quota limit use requested   the write would exceed the partition's share of a quota
+  RXRATE tenant-key scope retry-after-ms         the tenant's (or principal's) token bucket is empty
   RXFORMAT detail                    the arguments do not follow this format
 ]]
 
@@ -122,6 +137,10 @@ SECTIONS.cons = function(op, c)
     end
     op.cons[j] = k
   end
+end
+
+SECTIONS.tenant = function(op, c)
+  op.tenant = {principal = c.arg(), key = c.key(), sizes = c.key()}
 end
 
 local function new_op(c)
@@ -315,6 +334,131 @@ local function check_constraints(op, claimed)
   return nil
 end
 
+-- Tenant stage, checks: the size each op leaves its entity with (user fields only), then, per tenant
+-- hash, suspension, quotas on the summed deltas and the token buckets. Deltas are kept on the ops for
+-- account_tenant, which runs in write_all once every check has passed.
+local function field_len(name, value) if value then return #name + #value end return 0 end
+
+local function tenant_delta(op)
+  local t = op.tenant
+  t.member = op.coll .. SEP .. op.id
+  t.old = tonumber(redis.call("HGET", t.sizes, t.member) or "0")
+  t.counted = t.old > 0 or redis.call("HEXISTS", t.sizes, t.member) == 1
+  if op.kind == "check" or (op.kind == "delete" and op.cur == 0) then
+    t.dent, t.dbytes, t.written, t.new = 0, 0, 0, nil
+    return
+  end
+  if op.kind == "delete" then
+    t.dent, t.dbytes, t.written, t.new = t.counted and -1 or 0, -t.old, 0, nil
+    return
+  end
+  local replace = op.kind == "put" or op.kind == "create"
+  local live = op.cur > 0
+  local size = (replace or not live) and 0 or t.old
+  local written = 0
+  local setf = {}
+  local names = {"HMGET", op.ekey}
+  for _, f in ipairs(op.set) do names[#names + 1] = f[1]; setf[f[1]] = true end
+  local olds = (#op.set > 0 and live and not replace) and redis.call(unpack(names)) or {}
+  for j, f in ipairs(op.set) do
+    size = size + field_len(f[1], f[2]) - field_len(f[1], olds[j] or nil)
+    written = written + field_len(f[1], f[2])
+  end
+  for j, inc in ipairs(op.incr) do
+    if not setf[inc[1]] then
+      local old = (live and not replace) and op.incr_old[j] or nil
+      local after = fmt_int(tonumber(old or "0") + inc[2])
+      size = size + field_len(inc[1], after) - field_len(inc[1], old or nil)
+      written = written + field_len(inc[1], after)
+    end
+  end
+  t.new, t.written = size, written
+  t.dent = t.counted and 0 or 1
+  t.dbytes = size - t.old
+end
+
+-- A token bucket (rate per second, size burst) in fields tok/ts of key: the tokens left after taking
+-- n, or nil and the ms until n are there.
+local function bucket(key, tok_f, ts_f, rate, burst, n)
+  local h = redis.call("HMGET", key, tok_f, ts_f)
+  local tokens, last = tonumber(h[1] or burst), tonumber(h[2] or now)
+  tokens = math.min(burst, tokens + math.max(0, now - last) * rate / 1000)
+  if tokens < n then return nil, math.ceil((n - tokens) * 1000 / rate) end
+  return tokens - n, nil
+end
+
+local function check_tenant(ops)
+  local per = {}
+  for _, op in ipairs(ops) do
+    local t = op.tenant
+    if t then
+      tenant_delta(op)
+      local g = per[t.key]
+      if not g then
+        g = {key = t.key, dent = 0, dbytes = 0, n = 0, principal = t.principal}
+        per[t.key] = g
+        per[#per + 1] = g
+      end
+      g.dent, g.dbytes = g.dent + t.dent, g.dbytes + t.dbytes
+      if op.kind ~= "check" then g.n = g.n + 1 end
+    end
+  end
+  for _, g in ipairs(per) do
+    local p = g.principal
+    local h = redis.call("HMGET", g.key, "suspended", "qe", "qb", "ue", "ub", "rate", "burst", "prate", "pburst", "cl")
+    if h[1] == "1" then return redis.error_reply("RXSUSPENDED " .. g.key) end
+    g.maxlen = h[10] or nil
+    local limits = {{"entities", h[2], h[4], g.dent}, {"bytes", h[3], h[5], g.dbytes}}
+    for _, q in ipairs(limits) do
+      local use = tonumber(q[3] or "0")
+      if q[2] and q[4] > 0 and use + q[4] > tonumber(q[2]) then
+        return redis.error_reply("RXQUOTA " .. g.key .. " " .. q[1] .. " " .. q[2] .. " " .. fmt_int(use) .. " " ..
+          fmt_int(q[4]))
+      end
+    end
+    g.buckets = {}
+    if g.n > 0 then
+      local specs = {{"tenant", "rt", "rts", h[6], h[7]}, {"principal", "pt:" .. p, "pts:" .. p, h[8], h[9]}}
+      for _, b in ipairs(specs) do
+        if b[4] then
+          local rate = tonumber(b[4])
+          local left, wait = bucket(g.key, b[2], b[3], rate, tonumber(b[5] or b[4]), g.n)
+          if not left then return redis.error_reply("RXRATE " .. g.key .. " " .. b[1] .. " " .. fmt_int(wait)) end
+          g.buckets[#g.buckets + 1] = {b[2], tostring(left), b[3], fmt_int(now)}
+        end
+      end
+    end
+  end
+  for _, op in ipairs(ops) do
+    if op.tenant then
+      op.tenant.group = per[op.tenant.key]
+      op.tenant.maxlen = op.tenant.group.maxlen
+    end
+  end
+  return nil
+end
+
+-- Tenant stage, accounting (after op's write): entity size, usage and cost counters; the token
+-- buckets of a tenant hash are taken once per call, with its first op.
+local function account_tenant(op)
+  local t = op.tenant
+  if not t or op.kind == "check" then return end
+  if t.new then
+    redis.call("HSET", t.sizes, t.member, t.new)
+  elseif t.counted then
+    redis.call("HDEL", t.sizes, t.member)
+  end
+  if t.dent ~= 0 then redis.call("HINCRBY", t.key, "ue", t.dent) end
+  if t.dbytes ~= 0 then redis.call("HINCRBY", t.key, "ub", t.dbytes) end
+  redis.call("HINCRBY", t.key, "cops", 1)
+  if t.written > 0 then redis.call("HINCRBY", t.key, "cwb", t.written) end
+  local g = t.group
+  if g and g.buckets then
+    for _, b in ipairs(g.buckets) do redis.call("HSET", t.key, b[1], b[2], b[3], b[4]) end
+    g.buckets = nil
+  end
+end
+
 -- Stage check_all: every check of every op, before anything is written.
 local function check_all(ops)
   for _, op in ipairs(ops) do
@@ -326,7 +470,7 @@ local function check_all(ops)
     local err = check_fence(op) or check_constraints(op, claimed)
     if err then return err end
   end
-  return nil
+  return check_tenant(ops)
 end
 
 -- Stage write_fences: remember the highest fencing token seen per lock.
@@ -344,6 +488,9 @@ end
 -- that a replay of the records (rxstate.admin.replay) reproduces expiries too.
 local function change_record(head, op, kind, version, fields, deadline)
   local rec = {"XADD", op.changes, "MAXLEN", "~", head.maxlen, "*",
+-- One change record on op.changes (fields: {name, value} pairs, stored as ".name").
+local function change_record(head, op, kind, version, fields)
+  local rec = {"XADD", op.changes, "MAXLEN", "~", (op.tenant and op.tenant.maxlen) or head.maxlen, "*",
     "c", op.coll, "i", op.id, "o", kind, "v", fmt_int(version), "s", op.sv,
     "a", head.actor, "t", fmt_int(now), "x", head.txid, "n", head.nparts}
   if deadline then
@@ -517,6 +664,7 @@ local function write_all(head, ops)
     else
       results[i] = write_entity(head, op)
     end
+    account_tenant(op)
   end
   return results
 end

@@ -10,7 +10,7 @@ Example:
     1
 """
 
-from rxstate import errors, ops, security
+from rxstate import admin, errors, ops, security
 from rxstate.api import Collection, Store, connect
 from rxstate.cache.lru import CacheStats
 from rxstate.core.codec import Codec
@@ -28,9 +28,12 @@ from rxstate.core.errors import (
     MigrationError,
     NotFound,
     PermissionDenied,
+    QuotaExceeded,
+    RateLimited,
     RxStateError,
     SchemaError,
     ServerError,
+    TenantSuspended,
     TransactionPending,
     UnknownOutcome,
     ValidationError,
@@ -87,7 +90,9 @@ __all__ = [
     "Projection",
     "ProjectionBatch",
     "Query",
+    "QuotaExceeded",
     "Range",
+    "RateLimited",
     "ReadWriteLock",
     "RecordedEvent",
     "Rule",
@@ -97,6 +102,7 @@ __all__ = [
     "ServerError",
     "Store",
     "Subscription",
+    "TenantSuspended",
     "Timeline",
     "Transaction",
     "TransactionPending",
@@ -104,6 +110,7 @@ __all__ = [
     "ValidationError",
     "Versioned",
     "Why",
+    "admin",
     "aiter",
     "any_of",
     "between",

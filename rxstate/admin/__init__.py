@@ -47,3 +47,6 @@ __all__ = [
     "set_retention",
     "verify",
 ]
+"""rxstate.admin."""
+
+from rxstate.admin.tenants import tenants as tenants

@@ -36,6 +36,8 @@ from rxstate.security.providers import KeyProvider
 from rxstate.store import store
 from rxstate.store.connect import ConnectOptions, open_store
 from rxstate.store.constraints import Constraint
+from rxstate.tenancy import attach
+from rxstate.tenancy.registry import TenantViews
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -242,6 +244,24 @@ class Store(store.Store):
         """
         return EventLog(self)
 
+    # -- tenants (rxstate.tenancy) ------------------------------------------------------------------
+    def tenant(self, name: str) -> Store:
+        """The store of tenant ``name`` (namespace ``<ns>/<name>``), with the whole store API; every write
+        is checked against the tenant's quotas, rate limits and suspension in the write script. One per
+        name, closed with this store. Create tenants with ``rxstate.admin.tenants(store).create``.
+
+        Raises:
+            NotFound: no such tenant.
+
+        Example:
+            >>> _ = rxstate.admin.tenants(store).create("acme")
+            >>> store.tenant("acme").namespace
+            'default/acme'
+        """
+        opened = self.service(TenantViews, TenantViews, TenantViews.close).get(self, name)
+        assert isinstance(opened, Store)
+        return opened
+
     # -- security: principals and policy (rxstate.security) ------------------------------------------
     @functools.cached_property
     def principals(self) -> Principals:
@@ -403,6 +423,7 @@ def connect(
     if ring is not None:  # before any collection is open: every codec of the store seals with it
         opened.keys = ring
         opened.codec = replace(opened.codec, cipher=ring)
+    attach(opened)  # a tenant's namespace: its writes carry the tenant stage
     _close_at_exit(opened)
     return opened
 

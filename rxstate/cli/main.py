@@ -45,6 +45,7 @@ from rxstate.cli.progress import Steps, quiet, rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
 from rxstate.cli.serverinfo import stats as namespace_stats
 from rxstate.cli.target import URL_ENV, Target
+from rxstate.cli.tenants import app as tenants_app
 from rxstate.core.errors import RxStateError, ValidationError
 from rxstate.feed.change import Change
 
@@ -483,6 +484,7 @@ def server(
 app.add_typer(principals_app, name="principals")
 for _register in (register_backup, register_migrate, register_health, register_capacity):  # backups, migrations, health
     _register(app)
+app.add_typer(tenants_app, name="tenants")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,6 +20,10 @@ RxStateError
  ├── BackupError                        a backup or change archive that fails its checks, or cannot be restored
  ├── MigrationError                     a stored-data migration or rollback that cannot run as asked
  └── BufferOverflow                     a subscriber fell further behind than its buffer allows
+ ├── BufferOverflow                     a subscriber fell further behind than its buffer allows
+ ├── QuotaExceeded                      the write would take a tenant past a quota
+ ├── RateLimited                        the tenant or principal is over its write rate
+ └── TenantSuspended                    the tenant is suspended: reads only
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -52,8 +56,11 @@ __all__ = [
     "NotFound",
     "PermissionDenied",
     "RxStateError",
+    "QuotaExceeded",
+    "RateLimited",
     "SchemaError",
     "ServerError",
+    "TenantSuspended",
     "TransactionPending",
     "UnknownOutcome",
     "ValidationError",
@@ -380,3 +387,52 @@ class MigrationError(RxStateError):
         self.collection = collection
         self.version = version
         self.reason = reason
+class QuotaExceeded(RxStateError):
+    """The write would take a tenant past one of its quotas (nothing of it was written).
+
+        tenant: the tenant's namespace (``<ns>/<tenant>``).
+        quota: ``"entities"`` or ``"bytes"``.
+        limit: the limit that applies (the partition's share of the tenant's quota).
+        use: the use before the write.
+        requested: what the write would add.
+        partition: the partition whose share is exhausted.
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        tenant: str | None = None,
+        quota: str = "",
+        limit: int = 0,
+        use: int = 0,
+        requested: int = 0,
+        partition: int | None = None,
+    ) -> None:
+        self.tenant = tenant
+        self.quota = quota
+        self.limit = limit
+        self.use = use
+        self.requested = requested
+        self.partition = partition
+
+
+class RateLimited(RxStateError):
+    """The tenant (or one of its principals) writes faster than its rate limit allows (nothing written).
+
+        tenant: the tenant's namespace (``<ns>/<tenant>``).
+        scope: ``"tenant"`` or ``"principal"``.
+        retry_after: seconds until the write would be admitted.
+
+    def __init__(self, message: str, *, tenant: str | None = None, scope: str = "tenant", retry_after: float = 0.0):
+        self.tenant = tenant
+        self.scope = scope
+        self.retry_after = retry_after
+
+
+class TenantSuspended(RxStateError):
+    """The tenant is suspended: its data can be read, every write is refused by the server.
+
+        tenant: the tenant's namespace (``<ns>/<tenant>``).
+
+    def __init__(self, message: str, *, tenant: str | None = None) -> None:
+        self.tenant = tenant

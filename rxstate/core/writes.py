@@ -14,7 +14,16 @@ from typing import Any
 from rxstate.core.errors import ValidationError
 from rxstate.core.keys import Keyspace
 
-__all__ = ["KEEP_TTL", "PERSIST", "SECTIONS", "HeaderSection", "WriteOp", "WriteResult", "pack_ops"]
+__all__ = [
+    "KEEP_TTL",
+    "PERSIST",
+    "SECTIONS",
+    "HeaderSection",
+    "WriteOp",
+    "WriteResult",
+    "pack_ops",
+    "tenant_keys",
+]
 
 KEEP_TTL = "-"
 PERSIST = "0"
@@ -174,6 +183,23 @@ class WriteResult:
         )
 
 
+def tenant_keys(ks: Keyspace, partition: int) -> list[str]:
+    """The tenant hash (limits, usage, costs, buckets) and entity-size hash of a tenant's partition.
+
+    Example:
+        >>> tenant_keys(Keyspace("crew/acme", 1), 0)
+        ['rx:{crew/acme:0}:_tenant', 'rx:{crew/acme:0}:_tsz']
+    """
+    prefix = ks.prefix(partition)
+    return [f"{prefix}_tenant", f"{prefix}_tsz"]
+
+
+def _tenant_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any], principal: str) -> None:
+    """The "tenant" section: the write of a tenant store is checked against the tenant's limits and counted."""
+    args += ("tenant", principal)
+    keys += tenant_keys(ks, op.partition)
+
+
 HeaderSection = tuple[Sequence[str], Sequence[Any]]
 """A tagged section of the whole call (its KEYS, its ARGV starting with its tag), e.g. txn.lua's "txn"."""
 
@@ -187,13 +213,15 @@ def pack_ops(
     maxlen: int,
     nparts: int | None = None,
     header: Sequence[HeaderSection] = (),
+    tenant: str | None = None,
 ) -> tuple[list[str], list[Any]]:
     """KEYS and ARGV of one write-path call (``mutate.lua``, ``txn.lua``) running ``ops``.
 
     The format (``lua/write_path.lua`` documents it in full): the header (actor, transaction id,
     change stream MAXLEN, partitions touched), the header sections, then per op its "op" section and
     the tagged sections it needs (``SECTIONS``). ``nparts`` (default: the partitions of ``ops``) is
-    recorded in change records as the number of partitions the transaction touched.
+    recorded in change records as the number of partitions the transaction touched. ``tenant`` (the
+    principal writing, for a tenant store) adds each op's "tenant" section.
 
     Example:
         >>> keys, args = pack_ops(Keyspace("demo", 4), [WriteOp("update", "agents", "a1", 0, sets=[("load", b"2")])],
@@ -212,6 +240,8 @@ def pack_ops(
         args += section_args
     for op in ops:
         op_keys, op_args = op.pack(ks)
+        if tenant is not None:
+            _tenant_section(op, ks, op_keys, op_args, tenant)
         keys += op_keys
         args += op_args
     return keys, args

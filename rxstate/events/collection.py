@@ -249,6 +249,9 @@ class EventCollection(EventReplay[S]):
         ]
         if self.projection is None:
             args[2] = "" if expected_version is None else expected_version
+            if self._store.writer.tenant is not None:  # a tenant's: its suspension refuses the append in the script
+                mkeys, margs = self._store.writer.pack([WriteOp("check", self.name, aggregate_id, p)])
+                keys, args = keys + mkeys, args + margs
             version, positions, _ = self._run_append(keys, args)
             result: AppendResult[S] = AppendResult(version, positions, event_ids)
         else:

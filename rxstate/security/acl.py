@@ -249,7 +249,8 @@ def acl_rules(namespace: str, partitions: int, principal: Principal, policy: Pol
     if given.write:
         commands += WRITE_COMMANDS
         for tag in tags:
-            keys += [f"~{tag}changes", f"~{tag}_fences"]
+            # _tenant, _tsz: a tenant's limits and usage, read and counted by its writes (rxstate.tenancy)
+            keys += [f"~{tag}changes", f"~{tag}_fences", f"~{tag}_tenant", f"~{tag}_tsz"]
     keys += [f"%R~{tag}_txi" for tag in tags]  # readers settle transactions they meet (read_partitions)
     if given.reads_everything:
         commands += STREAM_COMMANDS

@@ -282,6 +282,7 @@ class Store:
                 ks.ttl_index(name, p),
                 ks.changes(p),
                 *(ks.index(name, f, p) for f in collection.indexes),
+                *self.writer.reap_keys(p),
             ]
             calls.append(("reap", keys, [name, self.change_retention, _REAP_BATCH, *collection.indexes]))
         total = 0

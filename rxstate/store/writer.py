@@ -43,6 +43,7 @@ from rxstate.core.errors import (
 from rxstate.core.scripts import translate_error
 from rxstate.core.waiting import pause
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
+from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops, tenant_keys
 from rxstate.store.twophase import run_past_intents
 
 if TYPE_CHECKING:
@@ -83,6 +84,13 @@ class Writer:
         """How many times a call whose reply was lost is sent again (with the same write id)."""
         self._prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
+        self.tenant: str | None = None
+        """For a tenant's store, the principal its writes are checked and counted as (``rxstate.tenancy``):
+        every write-path call then carries the tenant stage. None: not a tenant store."""
+
+    def reap_keys(self, partition: int) -> list[str]:
+        """The keys ``reap.lua`` takes after the index zsets: a tenant's usage counters lose what expires."""
+        return [] if self.tenant is None else tenant_keys(self._store.keyspace, partition)
 
     # -- the two ways out ---------------------------------------------------------------------------
     def _send(self, script: str, keys: Sequence[Any], args: Sequence[Any]) -> Any:
@@ -225,6 +233,7 @@ class Writer:
             maxlen=store.change_retention,
             nparts=nparts,
             header=header,
+            tenant=self.tenant,
         )
 
     def mutate(

@@ -71,8 +71,9 @@ def test_every_error_class_is_exported():
 
 
 def test_no_error_class_is_a_stub():
-    """Every error class is raised somewhere in the package (the quota error was removed; the permission
-    error is raised by the policy checks of ``rxstate.security`` and by the server's ACL refusals)."""
+    """Every error class is raised somewhere in the package (the quota error by the tenant stage of
+    ``rxstate.tenancy``; the permission error by the policy checks of ``rxstate.security`` and by the
+    server's ACL refusals)."""
     import pathlib
 
     source = "\n".join(
@@ -82,7 +83,8 @@ def test_no_error_class_is_a_stub():
         if name == "RxStateError":
             continue
         assert re.search(rf"\b{name}\(", source), f"nothing raises {name}"
-    assert not hasattr(errors, "QuotaExceeded")
+    stage = pathlib.Path(rxstate.__file__).parent / "tenancy" / "stage.py"
+    assert re.search(r"\bQuotaExceeded\(", stage.read_text())
     policy = pathlib.Path(rxstate.__file__).parent / "security" / "guard.py"
     assert re.search(r"\bPermissionDenied\(", policy.read_text())
 
