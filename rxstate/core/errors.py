@@ -10,7 +10,9 @@ RxStateError
  ├── NotFound (KeyError)                no entity under that id
  ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
  ├── IntegrityError                     a declared constraint would be violated
+ │    └── FinalValueError               a scope would override a value an ancestor scope made final
  ├── PermissionDenied (PermissionError) the principal may not do this (policy or server ACL)
+ │    └── DelegationError               a delegation link is invalid: too deep, revoked, expired, not held
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
  │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
@@ -43,6 +45,8 @@ __all__ = [
     "CorruptDataError",
     "CycleError",
     "DecryptionError",
+    "DelegationError",
+    "FinalValueError",
     "IntegrityError",
     "LockError",
     "NotFound",
@@ -338,3 +342,45 @@ class DecryptionError(CorruptDataError):
         super().__init__(message, key=key, field=field)
         self.key_id = key_id
         self.reason = reason
+
+
+class FinalValueError(IntegrityError):
+    """A scope would override a key that an ancestor scope set with ``final=True``; nothing was written.
+
+    Attributes:
+        key: the setting's key.
+        scope: the scope whose write was refused.
+        final_at: the ancestor scope holding the final value.
+    """
+
+    def __init__(self, message: str, *, key: str, scope: str, final_at: str) -> None:
+        super().__init__(message, constraint="final")
+        self.key = key
+        self.scope = scope
+        self.final_at = final_at
+
+
+class DelegationError(PermissionDenied):
+    """A delegation cannot be made or used: the chain would be too deep, or a link of it is revoked,
+    expired or not held by the principal; nothing was written.
+
+    Attributes:
+        link: the delegation link concerned (None: a new one was refused before it existed).
+        depth: the chain depth the delegation would have.
+        limit: the deepest chain allowed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        principal: str | None = None,
+        link: str | None = None,
+        depth: int | None = None,
+        limit: int | None = None,
+        reason: str = "",
+    ) -> None:
+        super().__init__(message, principal=principal, action="admin", collection="scopes", reason=reason)
+        self.link = link
+        self.depth = depth
+        self.limit = limit
