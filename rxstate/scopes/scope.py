@@ -264,7 +264,7 @@ class Scope:
         adapter = self._adapters.get(key)
         if adapter is None:
             info = self.model.model_fields[key]
-            annotated: Any = Annotated[(info.annotation, *info.metadata)]
+            annotated: Any = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
             adapter = self._adapters[key] = pydantic.TypeAdapter(annotated)
         after = [*chain.entries[:-1], (self.path, {**chain.own, key: entry})]
         try:

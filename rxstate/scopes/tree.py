@@ -135,6 +135,8 @@ class ScopeTree:
     def read_chain(self, path: str) -> ChainRead:
         """Every scope from the root to ``path`` (missing ones empty), read by one script call."""
         path = validate_path(path)
+        if self.store.guard is not None:  # the namespace's policy first: may the principal use scopes at all
+            self.store.guard.require("read", SCOPES, path)
         paths = chain_of(path)
         root = paths[0]
         keys = [self.records.key(p, partition=root) for p in paths]
