@@ -20,6 +20,7 @@ Where it is enforced: rules and links are checked by the client of a store actin
 can, that is, whether the principal may touch the namespace's ``scopes`` collection at all.
 
 Example:
+    >>> from rxstate.security.policy import Principal
     >>> rules = [("org", ({"role": "agent", "effect": "allow", "actions": ["write"], "collections": ["*"],
     ...            "when": ["entity.name == principal.name"]},))]
     >>> decide(Principal("a7", roles=("agent",)), "write", "model", "org/t/a7", rules).allowed

@@ -354,7 +354,8 @@ class Scope:
         """Whether ``principal`` may ``action`` the ``key`` here, by the chain's rules and its delegations.
 
         Example:
-            >>> store.scope("org/acme").decide(rxstate.security.Principal("bob"), "read", "x").allowed
+            >>> from rxstate.security.policy import Principal
+            >>> store.scope("org/acme").decide(Principal("bob"), "read", "x").allowed
             False
         """
         return self._decide(principal, action, key, self._tree.read_chain(self.path))
