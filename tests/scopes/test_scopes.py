@@ -26,8 +26,11 @@ def test_nearest_scope_supplies_the_value_and_unset_exposes_the_inherited_one(rx
     agent.set("model", "large")
     assert (org.get("model"), team.get("model"), agent.get("model")) == ("small", "medium", "large")
     why = agent.explain("model")
-    assert (why.source, why.overrides, why.contributors) == ("org/acme/team-a/agent-7", ("org/acme/team-a", "org"),
-                                                             ("org/acme/team-a/agent-7",))
+    assert (why.source, why.overrides, why.contributors) == (
+        "org/acme/team-a/agent-7",
+        ("org/acme/team-a", "org"),
+        ("org/acme/team-a/agent-7",),
+    )
     assert agent.unset("model") is True and agent.unset("model") is False
     assert agent.get("model") == "medium" and agent.explain("model").source == "org/acme/team-a"
     assert rx_store.scope("org/other").get("model") == "small"
