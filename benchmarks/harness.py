@@ -229,7 +229,19 @@ class Spec:
 
 def registry() -> list[Spec]:
     """Every bench, in table order."""
-    from benchmarks import audit, crypto, entities, events, locks, memory, reactive, scaling, transactions, watch
+    from benchmarks import (
+        audit,
+        crypto,
+        entities,
+        events,
+        locks,
+        memory,
+        reactive,
+        scaling,
+        scopes,
+        transactions,
+        watch,
+    )
 
     return [
         Spec("update", entities.update),
@@ -243,6 +255,7 @@ def registry() -> list[Spec]:
         Spec("replay", events.replay),
         Spec("transaction", transactions.read_write),
         Spec("lock", locks.acquire_release),
+        Spec("scope", scopes.get_set),
         Spec("watch", watch.latency),
         Spec("diamond", reactive.diamond, transport_free=True),
         Spec("memory", memory.per_entity, transport_free=True),
