@@ -99,11 +99,12 @@ class Scope:
         return Scope(self._tree, f"{self.path}/{name}", model=self.model)
 
     # -- reading ------------------------------------------------------------------------------------
-    def _read(self, action: str = "read", key: str = "*") -> ChainRead:
+    def _read(self, action: str | None = "read", key: str = "*") -> ChainRead:
         chain = self._tree.read_chain(self.path)
         for p in chain_of(self.path):
             tracking.track(SCOPES, p)
-        self._require(action, key, chain)
+        if action is not None:
+            self._require(action, key, chain)
         return chain
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -138,7 +139,7 @@ class Scope:
             >>> store.scope("org/acme").resolve()["region"]
             'eu'
         """
-        chain = self._read()
+        chain = self._read(None)  # each key is checked on its own below
         merged = resolve_all(chain.entries)
         who = self._principal()
         if who is not None:
