@@ -12,7 +12,9 @@ principal.name``, lets every agent write its own scope and none other.
 it) to another principal for a while: a link. A link made by a principal who holds that authority
 only through a link is one deeper; chains are at most ``ScopeTree.max_delegation_depth`` deep. A link
 counts only while it and every link it was made through exist (Redis expires a link with its time
-limit) and are not revoked, so revoking one link revokes everything delegated through it at once.
+limit) and are not revoked, so revoking one link revokes everything delegated through it at once. A
+write allowed by links checks their versions in the same script call, so a revocation that lands
+between the check and the write refuses the write.
 Each link, and its revocation, is one audited write (the audit stage of the write path: a real server).
 
 Where it is enforced: rules and links are checked by the client of a store acting as a principal
@@ -53,6 +55,7 @@ class ScopeDecision(Decision):
         path: the scopes whose rules spoke of this principal, action and key, root first.
         decided_at: the scope whose rule decided (None: no rule did, or a delegation link did).
         links: the delegation links that allowed it, the one held first (empty: none).
+        link_versions: the version of each of ``links`` when they were read (a write checks them).
     """
 
     scope: str = ""
@@ -60,6 +63,7 @@ class ScopeDecision(Decision):
     path: tuple[str, ...] = ()
     decided_at: str | None = None
     links: tuple[str, ...] = ()
+    link_versions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -202,9 +202,12 @@ class Scope:
             raise ValidationError("set_many needs a non-empty mapping of keys to values", field="values")
         entries = {k: Entry(_json_value(k, v), merge, final) for k, v in values.items() if self._check_key(k)}
 
+        held: list[tuple[str, int]] = []
+
         def change(chain: ChainRead) -> ScopeRecord:
+            held.clear()
             for key in entries:
-                self._require("write", key, chain)
+                self._require("write", key, chain, held)
                 above = final_above(chain.entries, key)
                 if above is not None:
                     raise FinalValueError(
@@ -216,7 +219,7 @@ class Scope:
             own = {**chain.own, **{k: self._validated(chain, k, e) for k, e in entries.items()}}
             return self._record(chain, own)
 
-        result = self._tree.write(self.path, change)
+        result = self._tree.write(self.path, change, links=held)
         assert result is not None
         return result.version
 
@@ -229,15 +232,17 @@ class Scope:
         """
         self._check_key(key)
         removed = []
+        held: list[tuple[str, int]] = []
 
         def change(chain: ChainRead) -> ScopeRecord | None:
-            self._require("write", key, chain)
+            held.clear()
+            self._require("write", key, chain, held)
             if key not in chain.own:
                 return None
             removed.append(key)
             return self._record(chain, {k: e for k, e in chain.own.items() if k != key})
 
-        self._tree.write(self.path, change)
+        self._tree.write(self.path, change, links=held)
         return bool(removed)
 
     def _record(
@@ -386,6 +391,7 @@ class Scope:
                     key=key,
                     path=decision.path,
                     links=ids,
+                    link_versions=tuple(x.version for x in links),
                 )
         return decision
 
@@ -396,11 +402,15 @@ class Scope:
     def _get_link(self, link_id: str) -> Versioned[LinkRecord]:
         return self._tree.links.get_versioned(link_id, partition=self.root, consistent=True)
 
-    def _require(self, action: str, key: str, chain: ChainRead) -> None:
+    def _require(self, action: str, key: str, chain: ChainRead, held: list[tuple[str, int]] | None = None) -> None:
+        """Raise ``PermissionDenied`` unless the store's principal may; the links that allowed it go to
+        ``held`` (a write checks their versions with the write, so a revocation meanwhile refuses it)."""
         who = self._principal()
         if who is None:
             return
         decision = self._decide(who, action, key, chain)
+        if held is not None:
+            held += zip(decision.links, decision.link_versions, strict=True)
         if not decision.allowed:
             raise PermissionDenied(
                 f"{who.name} may not {action} {key!r} of scope {self.path!r}: {decision.reason}",

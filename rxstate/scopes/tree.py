@@ -156,11 +156,14 @@ class ScopeTree:
         self,
         path: str,
         change: Callable[[ChainRead], ScopeRecord | None],
+        *,
+        links: Sequence[tuple[str, int]] = (),
     ) -> WriteResult | None:
         """Write the record ``change(chain)`` returns for ``path`` (None: nothing to write), atomically with
         checks that no scope of the chain changed since it was read; on such a change, read and try again.
 
-        ``change`` raises (a typed error) to refuse the write; then nothing is written.
+        ``change`` raises (a typed error) to refuse the write; then nothing is written. ``links``: (id,
+        version) of delegation links the write relies on, as ``change`` leaves them: checked with it too.
         """
         delay = 0.0005
         for _attempt in range(_ATTEMPTS):
@@ -175,6 +178,7 @@ class ScopeTree:
                 WriteOp("check", SCOPES, p, part, expected=v)
                 for p, v in zip(paths[:-1], chain.versions[:-1], strict=True)
             ]
+            checks += [WriteOp("check", LINKS, i, part, expected=v) for i, v in dict(links).items()]
             put = self.records.put_op(chain.path, record, expected_version=chain.versions[-1])
             try:
                 return self.store.writer.mutate([*checks, put])[-1]

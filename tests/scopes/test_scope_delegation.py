@@ -72,3 +72,22 @@ def test_a_link_expires_with_its_time_limit(org: Org):
 
     assert wait_for(refused, timeout=5)
     assert org.admin.scope(TEAM).get("budget") in (1, 2)
+
+
+def test_a_revocation_between_the_check_and_the_write_refuses_the_write(org: Org):
+    ann, a7 = org.connect("ann"), org.connect("a7")
+    link = ann.scope(TEAM).delegate("a7", ["budget"], ttl=60)
+    writer = a7.writer
+    send = writer.mutate
+    revoked: list[str] = []
+
+    def revoke_first(ops, **kw):
+        if not revoked:  # the write is judged and built: the grantor revokes before it arrives
+            revoked.append(ann.scope(TEAM).revoke(link).id)
+        return send(ops, **kw)
+
+    writer.mutate = revoke_first  # type: ignore[method-assign]
+    before = org.admin.scope(TEAM).entries()
+    with pytest.raises(rxstate.PermissionDenied):
+        a7.scope(TEAM).set("budget", 1)
+    assert revoked == [link.id] and org.admin.scope(TEAM).entries() == before
