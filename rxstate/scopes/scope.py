@@ -452,6 +452,7 @@ class Scope:
         for _attempt in range(20):
             who = self._principal()
             grantor, parent, depth = (who.name if who else tree.store.actor), None, 1
+            chain_links: list[tuple[str, int]] = []  # the links the grantor holds it through, checked with the write
             if who is not None:
                 chain = tree.read_chain(target)
                 held = {self._decide(who, "write", k, chain, target) for k in keys}
@@ -470,6 +471,8 @@ class Scope:
                         reason="mixed grants",
                     )
                 if through:
+                    via = next(d for d in held if d.links)
+                    chain_links = list(zip(via.links, via.link_versions, strict=True))
                     parent = self._get_link(through.pop())
                     depth = parent.value.depth + 1
             limit = tree.max_delegation_depth
@@ -494,12 +497,12 @@ class Scope:
                 depth=depth,
                 expires_ms=int((time.time() + ttl) * 1000),
             )
-            ops = [WriteOp("check", LINKS, parent.id, part, expected=parent.version)] if parent else []
+            ops = [WriteOp("check", LINKS, i, part, expected=v) for i, v in chain_links]
             ops.append(tree.links.put_op(link_id, record, kind="create", ttl=ttl))
             try:
                 result = tree.write_link(ops, grantor)
             except ConflictError:
-                continue  # the parent link changed (revoked) meanwhile: judge again
+                continue  # a link it is made through changed (revoked) meanwhile: judge again
             return Delegation.of(
                 Versioned(
                     id=link_id,
