@@ -241,6 +241,7 @@ def registry() -> list[Spec]:
         operations,
         reactive,
         scaling,
+        scopes,
         transactions,
         watch,
     )
@@ -257,6 +258,7 @@ def registry() -> list[Spec]:
         Spec("replay", events.replay),
         Spec("transaction", transactions.read_write),
         Spec("lock", locks.acquire_release),
+        Spec("scope", scopes.get_set),
         Spec("watch", watch.latency),
         Spec("diamond", reactive.diamond, transport_free=True),
         Spec("memory", memory.per_entity, transport_free=True),

@@ -23,6 +23,8 @@ from rxstate.core.errors import (
     CorruptDataError,
     CycleError,
     DecryptionError,
+    DelegationError,
+    FinalValueError,
     IntegrityError,
     LockError,
     MigrationError,
@@ -49,6 +51,7 @@ from rxstate.feed.aiter import aiter
 from rxstate.feed.change import Change
 from rxstate.feed.reader import ChangeFeed
 from rxstate.reactive.derived import Derived
+from rxstate.scopes import Scope
 from rxstate.security.policy import Policy, Rule
 from rxstate.store.batch import Batch, BatchItem
 from rxstate.store.conditions import AnyOf, Range, any_of, between, ge, gt, le, lt
@@ -75,9 +78,11 @@ __all__ = [
     "CorruptDataError",
     "CycleError",
     "DecryptionError",
+    "DelegationError",
     "Derived",
     "EventCollection",
     "EventLog",
+    "FinalValueError",
     "IntegrityError",
     "Lease",
     "Lock",
@@ -98,6 +103,7 @@ __all__ = [
     "Rule",
     "RxStateError",
     "SchemaError",
+    "Scope",
     "Secret",
     "ServerError",
     "Store",

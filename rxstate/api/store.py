@@ -29,6 +29,7 @@ from rxstate.feed.subscription import ChangeObservable, ChangesOptions, changes_
 from rxstate.notebook._plots import dependency_graph
 from rxstate.reactive.derived import Derived
 from rxstate.reactive.graph import StoreGraph, store_graph
+from rxstate.scopes import Scope, scope_tree
 from rxstate.security.keyring import KeyRing
 from rxstate.security.policy import Decision, Policy, Principal
 from rxstate.security.principals import Principals
@@ -261,6 +262,15 @@ class Store(store.Store):
         opened = self.service(TenantViews, TenantViews, TenantViews.close).get(self, name)
         assert isinstance(opened, Store)
         return opened
+    # -- hierarchical scopes (rxstate.scopes) -------------------------------------------------------
+    def scope(self, path: str, *, model: type[Model] | None = None) -> Scope:
+        """The scope ``path`` (``"org/acme/team-a/agent-7"``): values inherited from the nearest scope that
+        sets them (see the README, "Hierarchical scopes"); ``model``: the model its values validate against.
+
+            >>> _ = store.scope("org").set("model", "small")
+            >>> store.scope("org/acme/agent-7").get("model")
+            'small'
+        return Scope(scope_tree(self), path, model=model)
 
     # -- security: principals and policy (rxstate.security) ------------------------------------------
     @functools.cached_property
@@ -303,17 +313,24 @@ class Store(store.Store):
         *,
         partition: str | None = None,
         now: datetime | None = None,
+        scope: str | None = None,
     ) -> Decision:
         """Which rule allows or denies ``principal`` doing ``action`` on ``collection`` (entity ``id``), and why.
 
         With an ``id``, the entity's stored fields that the rules look at are read (routed by ``partition``
         for a collection with a partition key). ``now``: the time to judge ``hours`` windows at.
+        With ``scope``, ``collection`` names a key of that scope and the rules attached to the scope's chain
+        (and the principal's delegations) decide: the ``ScopeDecision`` names the path of scopes that spoke.
 
         Example:
             >>> store.explain("ann", "read", "tickets", "t1").reason  # doctest: +SKIP
             'allowed by support-own-region (entity.region == principal.region, within 08:00-18:00 UTC)'
+            >>> store.explain("ann", "write", "model", scope="org/acme/team-a").path  # doctest: +SKIP
+            ('org', 'org/acme/team-a')
         """
         who = principal if isinstance(principal, Principal) else self.principals.get(principal).principal
+        if scope is not None:
+            return self.scope(scope).decide(who, action, collection)
         policy = self.principals.policy
         needed = sorted(policy.entity_fields(who, action, collection))
         entity = self._stored_fields(collection, id, needed, partition) if id is not None and needed else None

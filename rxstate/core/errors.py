@@ -10,7 +10,9 @@ RxStateError
  ├── NotFound (KeyError)                no entity under that id
  ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
  ├── IntegrityError                     a declared constraint would be violated
+ │    └── FinalValueError               a scope would override a value an ancestor scope made final
  ├── PermissionDenied (PermissionError) the principal may not do this (policy or server ACL)
+ │    └── DelegationError               a delegation link is invalid: too deep, revoked, expired, not held
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
  │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
@@ -50,6 +52,8 @@ __all__ = [
     "CorruptDataError",
     "CycleError",
     "DecryptionError",
+    "DelegationError",
+    "FinalValueError",
     "IntegrityError",
     "LockError",
     "MigrationError",
@@ -397,6 +401,28 @@ class QuotaExceeded(RxStateError):
         requested: what the write would add.
         partition: the partition whose share is exhausted.
 
+class FinalValueError(IntegrityError):
+    """A scope would override a key that an ancestor scope set with ``final=True``; nothing was written.
+
+        key: the setting's key.
+        scope: the scope whose write was refused.
+        final_at: the ancestor scope holding the final value.
+
+    def __init__(self, message: str, *, key: str, scope: str, final_at: str) -> None:
+        super().__init__(message, constraint="final")
+        self.key = key
+        self.scope = scope
+        self.final_at = final_at
+
+
+class DelegationError(PermissionDenied):
+    """A delegation cannot be made or used: the chain would be too deep, or a link of it is revoked,
+    expired or not held by the principal; nothing was written.
+
+        link: the delegation link concerned (None: a new one was refused before it existed).
+        depth: the chain depth the delegation would have.
+        limit: the deepest chain allowed.
+
     def __init__(
         self,
         message: str,
@@ -436,3 +462,11 @@ class TenantSuspended(RxStateError):
 
     def __init__(self, message: str, *, tenant: str | None = None) -> None:
         self.tenant = tenant
+        principal: str | None = None,
+        link: str | None = None,
+        depth: int | None = None,
+        limit: int | None = None,
+        reason: str = "",
+        super().__init__(message, principal=principal, action="admin", collection="scopes", reason=reason)
+        self.link = link
+        self.depth = depth
