@@ -29,6 +29,8 @@ from rxstate.core.errors import (
     RxStateError,
     SchemaError,
     ServerError,
+    SessionLagging,
+    SyncError,
     TransactionPending,
     UnknownOutcome,
     ValidationError,
@@ -51,6 +53,7 @@ from rxstate.store.constraints import bounds, one_of, references, unique
 from rxstate.store.lock import Lease, Lock, ReadWriteLock
 from rxstate.store.query import Query
 from rxstate.store.transaction import Transaction
+from rxstate.sync import crdt
 
 __all__ = [
     "AlreadyExists",
@@ -91,8 +94,10 @@ __all__ = [
     "SchemaError",
     "Secret",
     "ServerError",
+    "SessionLagging",
     "Store",
     "Subscription",
+    "SyncError",
     "Timeline",
     "Transaction",
     "TransactionPending",
@@ -106,6 +111,7 @@ __all__ = [
     "bounds",
     "classified",
     "connect",
+    "crdt",
     "errors",
     "ge",
     "gt",

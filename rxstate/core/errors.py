@@ -17,7 +17,9 @@ RxStateError
  ├── CorruptDataError                   stored bytes that cannot be decoded
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
- └── BufferOverflow                     a subscriber fell further behind than its buffer allows
+ ├── BufferOverflow                     a subscriber fell further behind than its buffer allows
+ └── SyncError                          a replica of rxstate.sync is missing or misused
+      └── SessionLagging (TimeoutError) a replica has not caught up with a session's token in time
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -49,7 +51,9 @@ __all__ = [
     "PermissionDenied",
     "RxStateError",
     "SchemaError",
+    "SessionLagging",
     "ServerError",
+    "SyncError",
     "TransactionPending",
     "UnknownOutcome",
     "ValidationError",
@@ -338,3 +342,33 @@ class DecryptionError(CorruptDataError):
         super().__init__(message, key=key, field=field)
         self.key_id = key_id
         self.reason = reason
+
+
+class SyncError(RxStateError):
+    """A replica of ``rxstate.sync`` is missing, misconfigured or misused (e.g. a store that was never opened
+    as a replica, two replicas with one id, an unknown CRDT type).
+
+    Attributes:
+        key: the key or replica concerned, when known.
+    """
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class SessionLagging(SyncError, TimeoutError):
+    """A replica has not yet applied every change a session has seen or written (its session token), and
+    waiting for it timed out: answering would break read-your-writes or monotonic reads.
+
+    Attributes:
+        partition: the partition of the read.
+        missing: origin -> (sequence number the session needs, what the replica has).
+        waited: seconds waited.
+    """
+
+    def __init__(self, message: str, *, partition: int, missing: dict[str, tuple[int, int]], waited: float) -> None:
+        super().__init__(message)
+        self.partition = partition
+        self.missing = missing
+        self.waited = waited
