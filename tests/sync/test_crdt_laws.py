@@ -42,8 +42,8 @@ def _value(dot: str) -> str:
 
 @st.composite
 def kernels(draw: Any, kind: str) -> dict[str, Any]:
-    seen = set(draw(st.lists(st.sampled_from(DOTS), max_size=10)))
-    live = {x for x in seen if draw(st.booleans())}
+    seen = draw(st.frozensets(st.sampled_from(DOTS), max_size=10))
+    live = draw(st.frozensets(st.sampled_from(sorted(seen)))) if seen else frozenset()
     state = _context(seen)
     if kind == "mvreg":
         state["e"] = {x: _value(x) for x in live}
