@@ -8,7 +8,7 @@ consistency each API gives.
 
 from rxstate.sync import crdt
 from rxstate.sync.agent import Gossip, PullResult, SyncAgent
-from rxstate.sync.replica import ReplicatedCollection, Replica, Resolver, WriteToken
+from rxstate.sync.replica import Replica, ReplicatedCollection, Resolver, WriteToken
 from rxstate.sync.session import Session
 
 __all__ = [

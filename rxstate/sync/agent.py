@@ -133,7 +133,15 @@ class SyncAgent:
 
     def _apply(self, p: int, entries: list[Any], old: str, result: PullResult) -> None:
         local = self.local
-        section: list[Any] = ["apply", self.peer.replica_id, "log", local.max_offset_ms, "{}", entries[-1][0], len(entries)]
+        section: list[Any] = [
+            "apply",
+            self.peer.replica_id,
+            "log",
+            local.max_offset_ms,
+            "{}",
+            entries[-1][0],
+            len(entries),
+        ]
         keys = [local.key(p, n) for n in ("meta", "log", "vv", "from", "quarantine")]
         ops = []
         for stream_id, f in entries:
@@ -195,8 +203,13 @@ class SyncAgent:
         for n, chunk in enumerate(chunks):
             final = n == len(chunks) - 1
             section: list[Any] = [
-                "apply", peer.replica_id, "state", local.max_offset_ms,
-                json.dumps(decode_vector(vector)) if final else "{}", last_id if final else "", len(chunk),
+                "apply",
+                peer.replica_id,
+                "state",
+                local.max_offset_ms,
+                json.dumps(decode_vector(vector)) if final else "{}",
+                last_id if final else "",
+                len(chunk),
             ]
             keys = [local.key(p, k) for k in ("meta", "log", "vv", "from", "quarantine")]
             ops = []
@@ -222,7 +235,15 @@ class SyncAgent:
         for entry in entries:
             by_partition.setdefault(ks.partition_of(entry[1][b"i"].decode()), []).append(entry)
         for p, group in by_partition.items():
-            section: list[Any] = ["apply", self.peer.replica_id, "state", self.local.max_offset_ms, "{}", "", len(group)]
+            section: list[Any] = [
+                "apply",
+                self.peer.replica_id,
+                "state",
+                self.local.max_offset_ms,
+                "{}",
+                "",
+                len(group),
+            ]
             keys = [self.local.key(p, k) for k in ("meta", "log", "vv", "from", "quarantine")]
             ops = []
             for _, f in group:
@@ -308,6 +329,18 @@ class Gossip:
             if self.digest_every and self.rounds % self.digest_every == 0:
                 agent.repair()
         return applied
+
+    def sweep(self) -> int:
+        """Every replica pulls from every reachable peer once; returns the write calls that took.
+
+        Sweeping until it returns 0 settles the forwarded copies and acknowledgements after convergence;
+        from then on, until something changes, rounds send nothing.
+        """
+        before = self.calls()
+        for (a, b), agent in self.agents.items():
+            if frozenset((a, b)) not in self.paused:
+                agent.pull()
+        return self.calls() - before
 
     def converged(self) -> bool:
         """Whether every replica has the same version vectors and digests."""

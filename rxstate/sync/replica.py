@@ -47,10 +47,7 @@ Resolver = Callable[[str, list[Any]], Any]
 _REPLICA_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _POLL = 0.005
 
-register_error(
-    "RXSYNC",
-    lambda d: SyncError(" ".join(d[1:]) and f"{d[0]}: {' '.join(d[1:])}" or d[0], key=d[0]),
-)
+register_error("RXSYNC", lambda d: SyncError(f"{d[0]}: {' '.join(d[1:])}" if d[1:] else d[0], key=d[0]))
 
 
 class WriteToken(dict[int, dict[str, int]]):
@@ -91,7 +88,9 @@ class Replica:
 
     def __init__(self, store: Store, replica_id: str, *, max_offset: float = 0.5) -> None:
         if not isinstance(replica_id, str) or not _REPLICA_ID.match(replica_id):
-            raise ValidationError(f"replica id must match {_REPLICA_ID.pattern}, not {replica_id!r}", field="replica_id")
+            raise ValidationError(
+                f"replica id must match {_REPLICA_ID.pattern}, not {replica_id!r}", field="replica_id"
+            )
         if not isinstance(max_offset, (int, float)) or max_offset < 0:
             raise ValidationError(f"max_offset must be a non-negative number, not {max_offset!r}", field="max_offset")
         self.store = store
@@ -256,7 +255,9 @@ class ReplicatedCollection(Generic[M]):
         self.model = model
         self.types = field_types(model)
         self.resolver: Resolver = resolver or _greatest
-        self._codec: ModelCodec[M] = ModelCodec(model, replica.store.codec, uncompressed=model.model_fields, collection=name)
+        self._codec: ModelCodec[M] = ModelCodec(
+            model, replica.store.codec, uncompressed=model.model_fields, collection=name
+        )
 
     # -- writes -------------------------------------------------------------------------------------
     def update(self, entity_id: str, *, session: Session | None = None, **values: Any) -> WriteToken:
@@ -326,7 +327,9 @@ class ReplicatedCollection(Generic[M]):
         ((_, raw),) = self._codec.encode_fields({field: value})
         return raw.decode()
 
-    def _write(self, entity_id: str, changes: Sequence[tuple[str, str, str, str]], session: Session | None) -> WriteToken:
+    def _write(
+        self, entity_id: str, changes: Sequence[tuple[str, str, str, str]], session: Session | None
+    ) -> WriteToken:
         if not changes:
             raise ValidationError(f"{self.name}: a write needs at least one field")
         replica, store = self.replica, self.replica.store
@@ -336,7 +339,12 @@ class ReplicatedCollection(Generic[M]):
         section = ["sync", len(changes)]
         for change in changes:
             section += change
-        keys = [replica.key(p, "meta"), replica.key(p, "log"), replica.key(p, "vv"), replica.state_key(self.name, entity_id, p)]
+        keys = [
+            replica.key(p, "meta"),
+            replica.key(p, "log"),
+            replica.key(p, "vv"),
+            replica.state_key(self.name, entity_id, p),
+        ]
         all_keys, args = store.writer.pack([op], header=[(keys, section)])
         reply = store.writer.call("sync_write", all_keys, args, writes=[op])
         token = WriteToken({p: {reply[3].decode(): int(reply[4])}})
