@@ -250,3 +250,40 @@ def test_unique_decisions_take_the_primary_lock_with_fencing(replicas: list[Repl
         assert decisions.get("task").title == "owned by b"
     finally:
         second_store.close()
+
+
+def test_an_entry_whose_dependencies_are_missing_waits_for_them(replicas: list[Replica]) -> None:
+    ra, rb, rc = replicas
+    docs(ra).add("d1", "tags", "from a")
+    SyncAgent(rb, ra).bootstrap(ra.store.keyspace.partition_of("d1"))  # b has a's change, its log does not
+    docs(rb).add("d1", "tags", "from b")  # depends on a's change
+    result = SyncAgent(rc, rb).pull()
+    # c cannot apply b's entry before a's: it takes b's full state (a join) rather than break causality
+    assert result.bootstrapped and result.applied == 0
+    assert docs(rc).get("d1").tags == ["from a", "from b"]
+    assert rc.version_vector() == rb.version_vector()
+
+
+def test_gossip_says_when_a_paused_link_keeps_replicas_apart(replicas: list[Replica]) -> None:
+    ra, rb, _ = replicas
+    gossip = Gossip([ra, rb], seed=5)
+    gossip.pause("a", "b")
+    docs(ra).incr("d1", "views", 1)
+    with pytest.raises(rxstate.SyncError) as info:
+        gossip.run_until_converged(max_rounds=3)
+    assert info.value.key == "gossip"
+    gossip.resume("a", "b")
+    assert gossip.run_until_converged(max_rounds=5) >= 1
+
+
+def test_replicas_run_on_fakeredis_too() -> None:
+    import fakeredis
+
+    stores = [rxstate.connect(fakeredis.FakeRedis(server=fakeredis.FakeServer()), namespace="fk") for _ in range(2)]
+    ra, rb = Replica(stores[0], "a"), Replica(stores[1], "b")
+    docs(ra).incr("d1", "views", 2)
+    docs(rb).incr("d1", "views", 3)
+    docs(rb).add("d1", "tags", "t")
+    gossip = Gossip([ra, rb], seed=1)
+    gossip.run_until_converged(max_rounds=10)
+    assert docs(ra).get("d1") == docs(rb).get("d1") == Doc(views=5, tags=["t"])
