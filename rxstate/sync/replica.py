@@ -237,11 +237,6 @@ class Replica:
         return ReplicatedCollection(self, name, model, resolver=resolver)
 
 
-def _greatest(field: str, siblings: list[Any]) -> Any:
-    """The default resolver: the sibling whose JSON text sorts last (the value the stored hash shows)."""
-    return max(siblings, key=lambda v: json.dumps(v, sort_keys=True, separators=(",", ":")))
-
-
 class ReplicatedCollection(Generic[M]):
     """A collection whose entities merge between replicas field by field (see ``rxstate.sync.crdt``).
 
@@ -254,7 +249,9 @@ class ReplicatedCollection(Generic[M]):
         self.name = validate_collection_name(name)
         self.model = model
         self.types = field_types(model)
-        self.resolver: Resolver = resolver or _greatest
+        self.resolver = resolver
+        """Chooses among an mvreg field's siblings on ``get``; None: the value the stored hash shows (the
+        sibling whose JSON text sorts last, chosen in the script)."""
         self._codec: ModelCodec[M] = ModelCodec(
             model, replica.store.codec, uncompressed=model.model_fields, collection=name
         )
@@ -370,7 +367,7 @@ class ReplicatedCollection(Generic[M]):
         entity_id = validate_id(entity_id)
         p = store.keyspace.partition_of(entity_id)
         ekey = store.keyspace.entity(self.name, entity_id, p)
-        mv = [f for f, k in self.types.items() if k == "mvreg"]
+        mv = [f for f, k in self.types.items() if k == "mvreg"] if self.resolver is not None else []
         start = time.monotonic()
         while True:
             pipe = store.client.pipeline(transaction=True)
@@ -398,7 +395,7 @@ class ReplicatedCollection(Generic[M]):
         if not replies[1]:
             return None
         value, _ = self._codec.decode(replies[1], ekey)
-        if not mv:
+        if not mv or self.resolver is None:
             return value
         chosen = {}
         for name, raw in zip(mv, replies[2], strict=True):
