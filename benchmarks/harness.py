@@ -233,6 +233,7 @@ def registry() -> list[Spec]:
         audit,
         bench_aio,
         bench_tenancy,
+        bench_sync,
         crypto,
         entities,
         events,
@@ -266,6 +267,7 @@ def registry() -> list[Spec]:
         Spec("aio", bench_aio.throughput),
         Spec("backup", operations.backup_namespace),
         Spec("tenancy", bench_tenancy.tenancy),
+        Spec("sync", bench_sync.rows),
     ]
 
 

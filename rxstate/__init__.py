@@ -36,6 +36,8 @@ from rxstate.core.errors import (
     SchemaError,
     ServerError,
     TenantSuspended,
+    SessionLagging,
+    SyncError,
     TransactionPending,
     UnknownOutcome,
     ValidationError,
@@ -59,6 +61,7 @@ from rxstate.store.constraints import bounds, one_of, references, unique
 from rxstate.store.lock import Lease, Lock, ReadWriteLock
 from rxstate.store.query import Query
 from rxstate.store.transaction import Transaction
+from rxstate.sync import crdt
 
 __all__ = [
     "AlreadyExists",
@@ -106,9 +109,11 @@ __all__ = [
     "Scope",
     "Secret",
     "ServerError",
+    "SessionLagging",
     "Store",
     "Subscription",
     "TenantSuspended",
+    "SyncError",
     "Timeline",
     "Transaction",
     "TransactionPending",
@@ -123,6 +128,7 @@ __all__ = [
     "bounds",
     "classified",
     "connect",
+    "crdt",
     "errors",
     "ge",
     "gt",

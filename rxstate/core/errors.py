@@ -26,6 +26,8 @@ RxStateError
  ├── QuotaExceeded                      the write would take a tenant past a quota
  ├── RateLimited                        the tenant or principal is over its write rate
  └── TenantSuspended                    the tenant is suspended: reads only
+ └── SyncError                          a replica of rxstate.sync is missing or misused
+      └── SessionLagging (TimeoutError) a replica has not caught up with a session's token in time
 ```
 
 Every error carries the context a user needs to act on it as attributes (``ConflictError.key``,
@@ -63,8 +65,10 @@ __all__ = [
     "QuotaExceeded",
     "RateLimited",
     "SchemaError",
+    "SessionLagging",
     "ServerError",
     "TenantSuspended",
+    "SyncError",
     "TransactionPending",
     "UnknownOutcome",
     "ValidationError",
@@ -470,3 +474,23 @@ class TenantSuspended(RxStateError):
         super().__init__(message, principal=principal, action="admin", collection="scopes", reason=reason)
         self.link = link
         self.depth = depth
+class SyncError(RxStateError):
+    """A replica of ``rxstate.sync`` is missing, misconfigured or misused (e.g. a store that was never opened
+    as a replica, two replicas with one id, an unknown CRDT type).
+
+        key: the key or replica concerned, when known.
+
+    def __init__(self, message: str, *, key: str | None = None) -> None:
+
+
+class SessionLagging(SyncError, TimeoutError):
+    """A replica has not yet applied every change a session has seen or written (its session token), and
+    waiting for it timed out: answering would break read-your-writes or monotonic reads.
+
+        partition: the partition of the read.
+        missing: origin -> (sequence number the session needs, what the replica has).
+        waited: seconds waited.
+
+    def __init__(self, message: str, *, partition: int, missing: dict[str, tuple[int, int]], waited: float) -> None:
+        self.missing = missing
+        self.waited = waited
