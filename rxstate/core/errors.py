@@ -6,7 +6,8 @@ RxStateError
  ├── SchemaError                        model/schema mismatch, stored schema newer than the code
  ├── ConflictError                      an expected version did not match
  │    ├── AlreadyExists                 create() of an id that exists
- │    └── TransactionPending            an entity is locked by another transaction still in progress
+ │    ├── TransactionPending            an entity is locked by another transaction still in progress
+ │    └── ThreadForkConflict            a LangGraph thread moved on since this writer read it
  ├── NotFound (KeyError)                no entity under that id
  ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
  ├── IntegrityError                     a declared constraint would be violated
@@ -50,6 +51,7 @@ __all__ = [
     "RxStateError",
     "SchemaError",
     "ServerError",
+    "ThreadForkConflict",
     "TransactionPending",
     "UnknownOutcome",
     "ValidationError",
@@ -338,3 +340,35 @@ class DecryptionError(CorruptDataError):
         super().__init__(message, key=key, field=field)
         self.key_id = key_id
         self.reason = reason
+
+
+class ThreadForkConflict(ConflictError):
+    """A checkpoint would fork a LangGraph thread that another writer advanced since this one read it.
+
+    Two workers resuming the same thread from its latest checkpoint both write a child of it; the
+    second one is refused instead of silently forking the thread.
+
+    Attributes:
+        thread_id: the thread.
+        checkpoint_ns: the checkpoint namespace within the thread ("" for the root graph).
+        parent_id: the checkpoint this writer continued from.
+        head_id: the latest checkpoint another writer stored ("" if unknown).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        key: str | None = None,
+        thread_id: str = "",
+        checkpoint_ns: str = "",
+        parent_id: str = "",
+        head_id: str = "",
+        expected: Any = None,
+        actual: Any = None,
+    ) -> None:
+        super().__init__(message, key=key, expected=expected, actual=actual)
+        self.thread_id = thread_id
+        self.checkpoint_ns = checkpoint_ns
+        self.parent_id = parent_id
+        self.head_id = head_id

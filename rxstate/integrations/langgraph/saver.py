@@ -1,0 +1,703 @@
+"""``RxCheckpointSaver``: LangGraph checkpoints, channel blobs and pending writes kept by rxstate.
+
+Runs on plain Redis 7.0, Valkey 8 and Redis Cluster: it needs no RedisJSON or RediSearch, only
+rxstate's write path. A thread is four collections partitioned by thread id (see ``rows``), so every
+key of a thread sits in one partition and one cluster slot:
+
+* ``put`` writes the checkpoint, the blobs of the channels it changed and the thread head in ONE
+  write-path call (all or nothing, with their version bumps, index entries and change records);
+* ``put_writes`` writes a task's writes in one call per ``mutate_each`` chunk (100 writes): a write of a
+  ``(task_id, idx)`` already stored is left alone (idempotent retries), while the special writes
+  (ERROR, INTERRUPT, ...) replace theirs, as LangGraph expects; none is ever dropped;
+* listings read the ``thread`` index, whose lexicographic order is checkpoint-id order, so ``list``
+  pages newest first without reading what it does not return;
+* ``ttl`` makes every entity of a thread expire that many seconds after it was written (the store's
+  reaper cleans the index entries, as for any collection).
+
+Fencing. A writer that read a thread's *latest* checkpoint (``get_tuple`` without a checkpoint id, as a
+graph does when it resumes) and then writes its child does so with compare-and-set on the thread
+head: if another writer advanced the thread meanwhile, ``put`` raises ``ThreadForkConflict`` instead
+of forking the thread silently. Forks asked for explicitly (time travel: ``get_tuple`` of a given
+checkpoint, then a write from it) are not fenced. ``fencing=False`` turns the check off.
+
+``watch(thread_id)`` is an observable of a thread's checkpoints as they are written (the store's change
+feed, filtered by thread); ``history(thread_id)`` lists them without loading channel values.
+
+The async methods run the same code (``_run``): on an event loop through ``asyncio.to_thread`` (the
+kernel store is thread-safe).
+
+Example:
+    >>> saver = RxCheckpointSaver(rxstate.connect(fakeredis.FakeRedis()))  # doctest: +SKIP
+    >>> graph = builder.compile(checkpointer=saver)  # doctest: +SKIP
+    >>> graph.invoke({"n": 1}, {"configurable": {"thread_id": "t1"}})  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from cachetools import LRUCache
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import (
+    WRITES_IDX_MAP,
+    BaseCheckpointSaver,
+    ChannelVersions,
+    Checkpoint,
+    CheckpointMetadata,
+    CheckpointTuple,
+    SerializerProtocol,
+    get_checkpoint_id,
+    get_checkpoint_metadata,
+    writes_sort_key,
+)
+
+from rxstate.core.errors import AlreadyExists, ConflictError, RxStateError, ThreadForkConflict, ValidationError
+from rxstate.core.model import Model
+from rxstate.core.writes import WriteOp
+from rxstate.integrations.langgraph.rows import (
+    BlobRow,
+    CheckpointRow,
+    HeadRow,
+    WriteRow,
+    decode_bytes,
+    encode_bytes,
+    escape,
+    row_id,
+)
+
+if TYPE_CHECKING:
+    from reactivex import Observable
+
+    from rxstate.api import Collection, Store
+
+__all__ = ["RxCheckpointSaver", "ThreadCheckpoint"]
+
+T = TypeVar("T")
+_PAGE = 64  # checkpoints fetched per round trip while listing
+_DELETE_CHUNK = 1000  # delete ops per write call (one call never holds the server long)
+_TOP = b"\xff"  # above every byte of an escaped id component
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadCheckpoint:
+    """One checkpoint of a thread as ``history`` lists it and ``watch`` emits it (no channel values).
+
+    Attributes:
+        thread_id: the thread.
+        checkpoint_ns: its namespace ("" for the root graph, ``"node:task"`` for a subgraph).
+        checkpoint_id: the checkpoint.
+        parent_id: the checkpoint it continues ("" for the first one).
+        step: the graph step (``metadata["step"]``), when recorded.
+        source: ``"input"``, ``"loop"``, ``"update"`` or ``"fork"`` (``metadata["source"]``).
+        run_id: the run that wrote it ("" if unknown).
+        metadata: the whole checkpoint metadata.
+    """
+
+    thread_id: str
+    checkpoint_ns: str
+    checkpoint_id: str
+    parent_id: str
+    step: int | None
+    source: str
+    run_id: str
+    metadata: dict[str, Any]
+
+    @property
+    def config(self) -> RunnableConfig:
+        """The config that names this checkpoint (pass it to ``graph.invoke`` or ``get_state``)."""
+        return _config(self.thread_id, self.checkpoint_ns, self.checkpoint_id)
+
+
+def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
+    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
+
+
+def _unescape(part: str) -> str:
+    return part.replace("%7C", "|").replace("%25", "%")
+
+
+def _thread_of(config: RunnableConfig) -> str:
+    configurable = config.get("configurable") or {}
+    thread_id = configurable.get("thread_id")
+    if thread_id is None or thread_id == "":
+        raise ValidationError("a checkpoint config needs configurable.thread_id", field="thread_id")
+    return str(thread_id)
+
+
+class RxCheckpointSaver(BaseCheckpointSaver[str]):
+    """A LangGraph checkpointer on an rxstate store (see the module docstring).
+
+    Args:
+        store: the rxstate store (``rxstate.connect(...)``) to keep threads in.
+        serde: LangGraph's serializer (default: its ``JsonPlusSerializer``).
+        ttl: seconds (or a ``timedelta``) after which each stored entity of a thread expires; None: kept.
+        fencing: refuse a write that would fork a thread another writer advanced (``ThreadForkConflict``).
+        prefix: collection name prefix, to keep several savers apart in one namespace.
+
+    Example:
+        >>> saver = RxCheckpointSaver(rxstate.connect(fakeredis.FakeRedis()), ttl=3600)  # doctest: +SKIP
+        >>> saver.get_tuple({"configurable": {"thread_id": "t1"}}) is None  # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        serde: SerializerProtocol | None = None,
+        ttl: float | timedelta | None = None,
+        fencing: bool = True,
+        prefix: str = "lg",
+    ) -> None:
+        super().__init__(serde=serde)
+        if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float | timedelta)):
+            raise ValidationError(f"ttl must be seconds, a timedelta or None, not {ttl!r}", field="ttl")
+        self.store = store
+        self.ttl = ttl
+        self.fencing = fencing
+        self.checkpoints: Collection[CheckpointRow] = store.collection(
+            f"{prefix}_checkpoints", CheckpointRow, indexes=["thread", "run_id"], partition_key="thread"
+        )
+        self.blobs: Collection[BlobRow] = store.collection(
+            f"{prefix}_blobs", BlobRow, indexes=["thread"], partition_key="thread"
+        )
+        self.writes: Collection[WriteRow] = store.collection(
+            f"{prefix}_writes", WriteRow, indexes=["thread"], partition_key="thread"
+        )
+        self.heads: Collection[HeadRow] = store.collection(
+            f"{prefix}_heads", HeadRow, indexes=["thread"], partition_key="thread"
+        )
+        # (thread, ns, checkpoint id or "" for none) -> head version, for checkpoints read as the latest
+        self._seen: LRUCache[tuple[str, str, str], int] = LRUCache(maxsize=10_000)
+        self._seen_lock = threading.Lock()
+
+    # -- reading the thread index -------------------------------------------------------------------
+    def _index_range(
+        self,
+        coll: Collection[Any],
+        thread: str,
+        prefix: str,
+        *,
+        below: str | None = None,
+        desc: bool = False,
+        count: int | None = None,
+        pipe: Any = None,
+    ) -> Callable[[Any], list[str]] | list[str]:
+        """Ids of ``coll`` in ``thread`` starting with ``prefix`` (and, with ``below``, less than
+        ``prefix + below``), in id order. With ``pipe``, queues the read and returns its decoder."""
+        ks = self.store.keyspace
+        key = ks.index(coll.name, "thread", ks.partition_of(thread))
+        head = coll._codec.encode_fields({"thread": thread})[0][1] + b"\0"
+        low = b"[" + head + prefix.encode()
+        high = (b"(" + head + prefix.encode() + below.encode()) if below is not None else (b"(" + head + prefix.encode() + _TOP)
+        args: list[Any] = [high, low] if desc else [low, high]
+        if count is not None:
+            args += ["LIMIT", 0, count]
+        command = "ZREVRANGEBYLEX" if desc else "ZRANGEBYLEX"
+
+        def decode(members: Any) -> list[str]:
+            return [bytes(m)[len(head) :].decode() for m in members]
+
+        if pipe is not None:
+            pipe.execute_command(command, key, *args)
+            return decode
+        return decode(self.store.client.execute_command(command, key, *args))
+
+    def _ids(self, coll: Collection[Any], thread: str, prefix: str) -> list[str]:
+        out = self._index_range(coll, thread, prefix)
+        assert isinstance(out, list)
+        return out
+
+    def _pipeline(self) -> Any:
+        return self.store.client.pipeline(transaction=False)
+
+    # -- building tuples ------------------------------------------------------------------------------
+    def _load(self, thread: str, rows: Sequence[CheckpointRow]) -> list[CheckpointTuple]:
+        """Full tuples of ``rows`` (one thread): their channel values and pending writes, in two reads."""
+        if not rows:
+            return []
+        checkpoints = [self.serde.loads_typed((r.checkpoint_type, decode_bytes(r.checkpoint))) for r in rows]
+        wanted = [
+            row_id(thread, r.ns, ch, str(ver))
+            for r, c in zip(rows, checkpoints, strict=True)
+            for ch, ver in c["channel_versions"].items()
+        ]
+        pipe = self._pipeline()
+        decoders = [self._index_range(self.writes, thread, row_id(thread, r.ns, r.checkpoint_id) + "|", pipe=pipe) for r in rows]
+        write_ids = [decode(reply) for decode, reply in zip(decoders, pipe.execute(), strict=True)]  # type: ignore[operator]
+        blobs = self.blobs.get_many(wanted, partition=thread)
+        writes = self.writes.get_many([i for ids in write_ids for i in ids], partition=thread)
+        out = []
+        for row, checkpoint, ids in zip(rows, checkpoints, write_ids, strict=True):
+            values: dict[str, Any] = {}
+            for ch, ver in checkpoint["channel_versions"].items():
+                blob = blobs.get(row_id(thread, row.ns, ch, str(ver)))
+                if blob is not None and blob.value_type != "empty":
+                    values[ch] = self.serde.loads_typed((blob.value_type, decode_bytes(blob.value)))
+            found = sorted(
+                (w for w in (writes.get(i) for i in ids) if w is not None),
+                key=lambda w: writes_sort_key(w.task_path, w.task_id, w.idx),
+            )
+            out.append(
+                CheckpointTuple(
+                    config=_config(thread, row.ns, row.checkpoint_id),
+                    checkpoint={**checkpoint, "channel_values": values},
+                    metadata=self.serde.loads_typed((row.metadata_type, decode_bytes(row.metadata))),
+                    parent_config=_config(thread, row.ns, row.parent) if row.parent else None,
+                    pending_writes=[
+                        (w.task_id, w.channel, self.serde.loads_typed((w.value_type, decode_bytes(w.value))))
+                        for w in found
+                    ],
+                )
+            )
+        return out
+
+    def _rows(self, thread: str, ids: Sequence[str]) -> list[CheckpointRow]:
+        """The checkpoint rows of ``ids`` that still exist, in the order of ``ids``."""
+        found = self.checkpoints.get_many(ids, partition=thread)
+        return [found[i] for i in ids if i in found]
+
+    # -- the saver's interface ----------------------------------------------------------------------
+    def get_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """The checkpoint ``config`` names, or the thread namespace's latest one without a checkpoint id.
+
+        Example:
+            >>> saver.get_tuple({"configurable": {"thread_id": "t1"}}).checkpoint["id"]  # doctest: +SKIP
+            '1f0c...'
+        """
+        thread = _thread_of(config)
+        ns = str(config["configurable"].get("checkpoint_ns", ""))
+        checkpoint_id = get_checkpoint_id(config)
+        if checkpoint_id:
+            with self._seen_lock:  # a checkpoint asked for by id: writing from it is a deliberate fork
+                self._seen.pop((thread, ns, checkpoint_id), None)
+            rows = self._rows(thread, [row_id(thread, ns, checkpoint_id)])
+        else:
+            pipe = self._pipeline()
+            if self.fencing:
+                pipe.hget(self.heads.key(row_id(thread, ns), partition=thread), "_v")
+            decode = self._index_range(self.checkpoints, thread, row_id(thread, ns) + "|", desc=True, count=1, pipe=pipe)
+            replies = pipe.execute()
+            ids = decode(replies[-1])  # type: ignore[operator]
+            rows = self._rows(thread, ids)
+            if self.fencing:
+                with self._seen_lock:
+                    self._seen[(thread, ns, rows[0].checkpoint_id if rows else "")] = int(replies[0] or 0)
+        tuples = self._load(thread, rows)
+        return tuples[0] if tuples else None
+
+    def list(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> Iterator[CheckpointTuple]:
+        """Checkpoints newest first: of one thread (and namespace, if ``config`` names one), or of all
+        threads (``config=None``); filtered by metadata values, before a checkpoint, at most ``limit``.
+
+        Example:
+            >>> [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t1"}}, limit=2)]  # doctest: +SKIP
+            ['1f0c...', '1f0b...']
+        """
+        if limit is not None and limit <= 0:
+            return
+        before_id = get_checkpoint_id(before) if before else None
+        wanted_id = get_checkpoint_id(config) if config else None
+        left = limit
+        for thread, ids in self._candidates(config, before_id):
+            for start in range(0, len(ids), _PAGE):
+                page = ids[start : start + _PAGE]
+                if wanted_id is not None:
+                    page = [i for i in page if _unescape(i.rsplit("|", 1)[1]) == wanted_id]
+                for tup in self._load(thread, self._rows(thread, page)):
+                    if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):  # type: ignore[misc]
+                        continue
+                    yield tup
+                    if left is not None:
+                        left -= 1
+                        if left <= 0:
+                            return
+
+    def _candidates(self, config: RunnableConfig | None, before_id: str | None) -> Iterator[tuple[str, list[str]]]:
+        """(thread, checkpoint row ids newest first) groups for ``list``."""
+        if config is None:
+            groups: dict[str, list[str]] = {}
+            for thread, ids in self._all_checkpoint_ids():
+                groups.setdefault(thread, []).extend(ids)
+            every = [(i.rsplit("|", 1)[1], t, i) for t, ids in groups.items() for i in ids]
+        else:
+            thread = _thread_of(config)
+            ns = config["configurable"].get("checkpoint_ns")
+            if ns is not None:
+                prefix = row_id(thread, str(ns)) + "|"
+                ids = self._ids_below(thread, prefix, escape(before_id) if before_id else None)
+                yield thread, ids
+                return
+            every = [(i.rsplit("|", 1)[1], thread, i) for i in self._ids(self.checkpoints, thread, escape(thread) + "|")]
+        every.sort(reverse=True)
+        for cid, thread, i in every:
+            if before_id is None or cid < before_id:
+                yield thread, [i]
+
+    def _ids_below(self, thread: str, prefix: str, before_id: str | None) -> list[str]:
+        out = self._index_range(self.checkpoints, thread, prefix, below=before_id, desc=True)
+        assert isinstance(out, list)
+        return out
+
+    def _all_checkpoint_ids(self) -> Iterator[tuple[str, list[str]]]:
+        """(thread, ids) of every checkpoint in the namespace, read from each partition's thread index."""
+        ks = self.store.keyspace
+        pipe = self._pipeline()
+        for p in range(ks.partitions):
+            pipe.zrange(ks.index(self.checkpoints.name, "thread", p), 0, -1)
+        for members in pipe.execute():
+            for member in members:
+                _, _, entity = bytes(member).partition(b"\0")
+                text = entity.decode()
+                yield _unescape(text.split("|", 1)[0]), [text]
+
+    def put(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Store a checkpoint with the blobs of its changed channels and the thread head, in one call.
+
+        Raises:
+            ThreadForkConflict: the parent was read as the latest checkpoint, and another writer has
+                advanced the thread since (fencing).
+
+        Example:
+            >>> saver.put(config, checkpoint, {"step": 1}, {"messages": "2"})["configurable"]["checkpoint_id"]  # doctest: +SKIP
+            '1f0c...'
+        """
+        thread = _thread_of(config)
+        ns = str(config["configurable"].get("checkpoint_ns", ""))
+        parent = str(config["configurable"].get("checkpoint_id") or "")
+        stored = checkpoint.copy()
+        values: dict[str, Any] = stored.pop("channel_values")  # type: ignore[misc]
+        ttl = self.ttl
+        ops: list[WriteOp] = []
+        for channel, version in new_versions.items():
+            value_type, data = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", b"")
+            blob = BlobRow(
+                thread=thread, ns=ns, channel=channel, version=str(version), value_type=value_type, value=encode_bytes(data)
+            )
+            ops.append(self.blobs.put_op(row_id(thread, ns, channel, str(version)), blob, ttl=ttl))
+        full_metadata = get_checkpoint_metadata(config, metadata)
+        checkpoint_type, checkpoint_data = self.serde.dumps_typed(stored)
+        metadata_type, metadata_data = self.serde.dumps_typed(full_metadata)
+        step = full_metadata.get("step")
+        row = CheckpointRow(
+            thread=thread,
+            ns=ns,
+            checkpoint_id=checkpoint["id"],
+            parent=parent,
+            checkpoint_type=checkpoint_type,
+            checkpoint=encode_bytes(checkpoint_data),
+            metadata_type=metadata_type,
+            metadata=encode_bytes(metadata_data),
+            run_id=str(full_metadata.get("run_id") or ""),
+            step=step if isinstance(step, int) else None,
+            source=str(full_metadata.get("source") or ""),
+        )
+        ops.append(self.checkpoints.put_op(row_id(thread, ns, checkpoint["id"]), row, ttl=ttl))
+        expected: int | None = None
+        if self.fencing:
+            with self._seen_lock:
+                expected = self._seen.get((thread, ns, parent))
+        head_id = row_id(thread, ns)
+        head = HeadRow(thread=thread, ns=ns, checkpoint_id=checkpoint["id"])
+        ops.append(self.heads.put_op(head_id, head, expected_version=expected, ttl=ttl))
+        try:
+            results = self.store.writer.mutate(ops)
+        except ConflictError as exc:
+            if expected is None or isinstance(exc, AlreadyExists):
+                raise
+            current = self.heads.get_many([head_id], partition=thread, consistent=True).get(head_id)
+            raise ThreadForkConflict(
+                f"thread {thread!r} (namespace {ns!r}) moved on to checkpoint "
+                f"{current.checkpoint_id if current else '?'} since checkpoint {parent or '(none)'} was read as "
+                "its latest: another writer resumed it; read the thread again before writing",
+                key=exc.key,
+                thread_id=thread,
+                checkpoint_ns=ns,
+                parent_id=parent,
+                head_id=current.checkpoint_id if current else "",
+                expected=exc.expected,
+                actual=exc.actual,
+            ) from exc
+        if self.fencing:
+            with self._seen_lock:
+                self._seen[(thread, ns, checkpoint["id"])] = results[-1].version
+        return _config(thread, ns, checkpoint["id"])
+
+    def put_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Store a task's writes against a checkpoint; a regular write already stored for the same
+        ``(task_id, idx)`` is kept (retries are idempotent), special writes (ERROR, INTERRUPT) replace.
+
+        Example:
+            >>> saver.put_writes(stored_config, [("messages", "hi")], task_id="t-1")  # doctest: +SKIP
+        """
+        thread = _thread_of(config)
+        ns = str(config["configurable"].get("checkpoint_ns", ""))
+        checkpoint_id = config["configurable"].get("checkpoint_id")
+        if not checkpoint_id:
+            raise ValidationError("put_writes needs configurable.checkpoint_id", field="checkpoint_id")
+        ops = []
+        for idx, (channel, value) in enumerate(writes):
+            n = WRITES_IDX_MAP.get(channel, idx)
+            value_type, data = self.serde.dumps_typed(value)
+            row = WriteRow(
+                thread=thread,
+                ns=ns,
+                checkpoint_id=str(checkpoint_id),
+                task_id=task_id,
+                task_path=task_path,
+                idx=n,
+                channel=channel,
+                value_type=value_type,
+                value=encode_bytes(data),
+            )
+            entity = row_id(thread, ns, str(checkpoint_id), task_id, str(n))
+            ops.append(self.writes.put_op(entity, row, kind="create" if n >= 0 else "put", ttl=self.ttl))
+        for result in self.store.writer.mutate_each(ops):
+            if isinstance(result, RxStateError) and not isinstance(result, AlreadyExists):
+                raise result
+
+    def _delete(self, coll: Collection[Any], thread: str, ids: Sequence[str]) -> None:
+        for start in range(0, len(ids), _DELETE_CHUNK):
+            chunk = ids[start : start + _DELETE_CHUNK]
+            self.store.writer.mutate([coll.delete_op(i, partition=thread) for i in chunk])
+
+    def delete_thread(self, thread_id: str) -> None:
+        """Delete every checkpoint, blob, write and head of a thread.
+
+        Example:
+            >>> saver.delete_thread("t1")  # doctest: +SKIP
+        """
+        thread = str(thread_id)
+        prefix = escape(thread) + "|"
+        ops: list[WriteOp] = []
+        for coll in (self.checkpoints, self.blobs, self.writes, self.heads):
+            ops += [coll.delete_op(i, partition=thread) for i in self._ids(coll, thread, prefix)]
+        with self._seen_lock:
+            for key in [k for k in self._seen if k[0] == thread]:
+                self._seen.pop(key, None)
+        for start in range(0, len(ops), _DELETE_CHUNK):
+            self.store.writer.mutate(ops[start : start + _DELETE_CHUNK])
+
+    def delete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints written by these runs, with their pending writes (in every thread).
+
+        Example:
+            >>> saver.delete_for_runs(["run-1"])  # doctest: +SKIP
+        """
+        wanted = [str(r) for r in run_ids if r]
+        if not wanted:
+            return
+        ks = self.store.keyspace
+        pipe = self._pipeline()
+        heads = [self.checkpoints._codec.encode_fields({"run_id": r})[0][1] + b"\0" for r in wanted]
+        for p in range(ks.partitions):
+            for head in heads:
+                pipe.zrangebylex(ks.index(self.checkpoints.name, "run_id", p), b"[" + head, b"(" + head + _TOP)
+        by_thread: dict[str, list[str]] = {}
+        for reply, head in zip(pipe.execute(), heads * ks.partitions, strict=True):
+            for member in reply:
+                entity = bytes(member)[len(head) :].decode()
+                by_thread.setdefault(_unescape(entity.split("|", 1)[0]), []).append(entity)
+        for thread, ids in by_thread.items():
+            ops = [self.checkpoints.delete_op(i, partition=thread) for i in ids]
+            for i in ids:
+                ops += [self.writes.delete_op(w, partition=thread) for w in self._ids(self.writes, thread, i + "|")]
+            for start in range(0, len(ops), _DELETE_CHUNK):
+                self.store.writer.mutate(ops[start : start + _DELETE_CHUNK])
+
+    def copy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, blob and write of a thread to another thread (in one call per
+        ``_DELETE_CHUNK`` entities: the target's keys share one slot, the source's may not).
+
+        Example:
+            >>> saver.copy_thread("t1", "t1-copy")  # doctest: +SKIP
+        """
+        source, target = str(source_thread_id), str(target_thread_id)
+        prefix = escape(source) + "|"
+        ops: list[WriteOp] = []
+        colls: tuple[Collection[Any], ...] = (self.checkpoints, self.blobs, self.writes, self.heads)
+        for coll in colls:
+            ids = self._ids(coll, source, prefix)
+            found: dict[str, Model] = coll.get_many(ids, partition=source)
+            for i, row in found.items():
+                copied = row.model_copy(update={"thread": target})
+                ops.append(coll.put_op(escape(target) + i[len(prefix) - 1 :], copied, ttl=self.ttl))
+        for start in range(0, len(ops), _DELETE_CHUNK):
+            self.store.writer.mutate(ops[start : start + _DELETE_CHUNK])
+
+    def prune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Prune threads: ``"keep_latest"`` keeps each namespace's latest checkpoint (with its writes and
+        the blobs it refers to), ``"delete"`` removes everything.
+
+        Raises:
+            ValidationError: an unknown strategy.
+
+        Example:
+            >>> saver.prune(["t1"], strategy="keep_latest")  # doctest: +SKIP
+        """
+        if strategy not in ("keep_latest", "delete"):
+            raise ValidationError(f"unknown prune strategy {strategy!r}: 'keep_latest' or 'delete'", field="strategy")
+        for thread_id in thread_ids:
+            thread = str(thread_id)
+            if strategy == "delete":
+                self.delete_thread(thread)
+                continue
+            prefix = escape(thread) + "|"
+            latest: dict[str, str] = {}
+            for i in self._ids(self.checkpoints, thread, prefix):
+                latest[i.rsplit("|", 1)[0]] = i  # ids ascend: the last one per namespace is its latest
+            kept = set(latest.values())
+            rows = self._rows(thread, sorted(kept))
+            keep_blobs = set()
+            for row in rows:
+                checkpoint = self.serde.loads_typed((row.checkpoint_type, decode_bytes(row.checkpoint)))
+                keep_blobs |= {row_id(thread, row.ns, ch, str(v)) for ch, v in checkpoint["channel_versions"].items()}
+            ops = [self.checkpoints.delete_op(i, partition=thread) for i in self._ids(self.checkpoints, thread, prefix) if i not in kept]
+            ops += [
+                self.writes.delete_op(i, partition=thread)
+                for i in self._ids(self.writes, thread, prefix)
+                if i.rsplit("|", 2)[0] not in kept
+            ]
+            ops += [self.blobs.delete_op(i, partition=thread) for i in self._ids(self.blobs, thread, prefix) if i not in keep_blobs]
+            for start in range(0, len(ops), _DELETE_CHUNK):
+                self.store.writer.mutate(ops[start : start + _DELETE_CHUNK])
+
+    def get_next_version(self, current: str | None, channel: None) -> str:
+        """The next channel version: a zero-padded counter (versions sort as text) and a random part, so
+        two forks of one checkpoint never write the same blob id with different values."""
+        if current is None:
+            n = 0
+        elif isinstance(current, int):
+            n = current
+        else:
+            n = int(str(current).split(".")[0])
+        return f"{n + 1:032}.{random.random():016}"
+
+    # -- beyond the interface -------------------------------------------------------------------------
+    def _thread_checkpoint(self, row: CheckpointRow) -> ThreadCheckpoint:
+        metadata = self.serde.loads_typed((row.metadata_type, decode_bytes(row.metadata)))
+        return ThreadCheckpoint(
+            thread_id=row.thread,
+            checkpoint_ns=row.ns,
+            checkpoint_id=row.checkpoint_id,
+            parent_id=row.parent,
+            step=row.step,
+            source=row.source,
+            run_id=row.run_id,
+            metadata=dict(metadata),
+        )
+
+    def history(self, thread_id: str, *, checkpoint_ns: str | None = None, limit: int | None = None) -> list[ThreadCheckpoint]:
+        """A thread's checkpoints newest first (all namespaces unless one is named), without their values.
+
+        Example:
+            >>> [(c.step, c.source) for c in saver.history("t1")]  # doctest: +SKIP
+            [(1, 'loop'), (0, 'loop'), (-1, 'input')]
+        """
+        thread = str(thread_id)
+        if checkpoint_ns is None:
+            ids = sorted(self._ids(self.checkpoints, thread, escape(thread) + "|"), key=lambda i: i.rsplit("|", 1)[1], reverse=True)
+        else:
+            ids = self._ids_below(thread, row_id(thread, checkpoint_ns) + "|", None)
+        if limit is not None:
+            ids = ids[:limit]
+        return [self._thread_checkpoint(r) for r in self._rows(thread, ids)]
+
+    def watch(self, thread_id: str, *, since: str | None = None) -> Observable[ThreadCheckpoint]:
+        """An ``Observable`` of a thread's checkpoints as they are written (all its namespaces), from the
+        store's change feed; ``since="0"`` replays those still in the feed first.
+
+        Example:
+            >>> saver.watch("t1").subscribe(lambda c: print(c.step, c.checkpoint_id))  # doctest: +SKIP
+        """
+        from reactivex import operators as ops
+
+        thread = str(thread_id)
+        feed = self.store.changes(collection=self.checkpoints.name, where={"thread": thread}, since=since, values=True)
+        return feed.pipe(
+            ops.filter(lambda change: isinstance(change.value, CheckpointRow)),
+            ops.map(lambda change: self._thread_checkpoint(change.value)),
+        )
+
+    # -- async: one code path -----------------------------------------------------------------------
+    async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a sync method off the event loop (the kernel store is thread-safe)."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        """Async ``get_tuple``."""
+        return await self._run(self.get_tuple, config)
+
+    async def alist(
+        self,
+        config: RunnableConfig | None,
+        *,
+        filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None,
+        limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        """Async ``list`` (the listing is read off the loop, then yielded)."""
+        found = await self._run(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for tup in found:
+            yield tup
+
+    async def aput(
+        self,
+        config: RunnableConfig,
+        checkpoint: Checkpoint,
+        metadata: CheckpointMetadata,
+        new_versions: ChannelVersions,
+    ) -> RunnableConfig:
+        """Async ``put``."""
+        return await self._run(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self,
+        config: RunnableConfig,
+        writes: Sequence[tuple[str, Any]],
+        task_id: str,
+        task_path: str = "",
+    ) -> None:
+        """Async ``put_writes``."""
+        await self._run(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        """Async ``delete_thread``."""
+        await self._run(self.delete_thread, thread_id)
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Async ``delete_for_runs``."""
+        await self._run(self.delete_for_runs, run_ids)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Async ``copy_thread``."""
+        await self._run(self.copy_thread, source_thread_id, target_thread_id)
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """Async ``prune``."""
+        await self._run(self.prune, thread_ids, strategy=strategy)
