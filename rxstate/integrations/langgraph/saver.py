@@ -35,12 +35,13 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import builtins
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from cachetools import LRUCache
 from langchain_core.runnables import RunnableConfig
@@ -51,11 +52,11 @@ from langgraph.checkpoint.base import (
     Checkpoint,
     CheckpointMetadata,
     CheckpointTuple,
-    SerializerProtocol,
     get_checkpoint_id,
     get_checkpoint_metadata,
     writes_sort_key,
 )
+from langgraph.checkpoint.serde.base import SerializerProtocol
 
 from rxstate.core.errors import AlreadyExists, ConflictError, RxStateError, ThreadForkConflict, ValidationError
 from rxstate.core.model import Model
@@ -75,6 +76,7 @@ if TYPE_CHECKING:
     from reactivex import Observable
 
     from rxstate.api import Collection, Store
+    from rxstate.feed.change import Change
 
 __all__ = ["RxCheckpointSaver", "ThreadCheckpoint"]
 
@@ -195,7 +197,11 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         key = ks.index(coll.name, "thread", ks.partition_of(thread))
         head = coll._codec.encode_fields({"thread": thread})[0][1] + b"\0"
         low = b"[" + head + prefix.encode()
-        high = (b"(" + head + prefix.encode() + below.encode()) if below is not None else (b"(" + head + prefix.encode() + _TOP)
+        high = (
+            (b"(" + head + prefix.encode() + below.encode())
+            if below is not None
+            else (b"(" + head + prefix.encode() + _TOP)
+        )
         args: list[Any] = [high, low] if desc else [low, high]
         if count is not None:
             args += ["LIMIT", 0, count]
@@ -229,7 +235,9 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             for ch, ver in c["channel_versions"].items()
         ]
         pipe = self._pipeline()
-        decoders = [self._index_range(self.writes, thread, row_id(thread, r.ns, r.checkpoint_id) + "|", pipe=pipe) for r in rows]
+        decoders = [
+            self._index_range(self.writes, thread, row_id(thread, r.ns, r.checkpoint_id) + "|", pipe=pipe) for r in rows
+        ]
         write_ids = [decode(reply) for decode, reply in zip(decoders, pipe.execute(), strict=True)]  # type: ignore[operator]
         blobs = self.blobs.get_many(wanted, partition=thread)
         writes = self.writes.get_many([i for ids in write_ids for i in ids], partition=thread)
@@ -247,7 +255,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             out.append(
                 CheckpointTuple(
                     config=_config(thread, row.ns, row.checkpoint_id),
-                    checkpoint={**checkpoint, "channel_values": values},
+                    checkpoint=cast(Checkpoint, {**checkpoint, "channel_values": values}),
                     metadata=self.serde.loads_typed((row.metadata_type, decode_bytes(row.metadata))),
                     parent_config=_config(thread, row.ns, row.parent) if row.parent else None,
                     pending_writes=[
@@ -282,7 +290,9 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             pipe = self._pipeline()
             if self.fencing:
                 pipe.hget(self.heads.key(row_id(thread, ns), partition=thread), "_v")
-            decode = self._index_range(self.checkpoints, thread, row_id(thread, ns) + "|", desc=True, count=1, pipe=pipe)
+            decode = self._index_range(
+                self.checkpoints, thread, row_id(thread, ns) + "|", desc=True, count=1, pipe=pipe
+            )
             replies = pipe.execute()
             ids = decode(replies[-1])  # type: ignore[operator]
             rows = self._rows(thread, ids)
@@ -304,7 +314,8 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         threads (``config=None``); filtered by metadata values, before a checkpoint, at most ``limit``.
 
         Example:
-            >>> [t.checkpoint["id"] for t in saver.list({"configurable": {"thread_id": "t1"}}, limit=2)]  # doctest: +SKIP
+            >>> thread = {"configurable": {"thread_id": "t1"}}
+            >>> [t.checkpoint["id"] for t in saver.list(thread, limit=2)]  # doctest: +SKIP
             ['1f0c...', '1f0b...']
         """
         if limit is not None and limit <= 0:
@@ -318,7 +329,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 if wanted_id is not None:
                     page = [i for i in page if _unescape(i.rsplit("|", 1)[1]) == wanted_id]
                 for tup in self._load(thread, self._rows(thread, page)):
-                    if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):  # type: ignore[misc]
+                    if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):
                         continue
                     yield tup
                     if left is not None:
@@ -326,10 +337,12 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                         if left <= 0:
                             return
 
-    def _candidates(self, config: RunnableConfig | None, before_id: str | None) -> Iterator[tuple[str, list[str]]]:
+    def _candidates(
+        self, config: RunnableConfig | None, before_id: str | None
+    ) -> Iterator[tuple[str, builtins.list[str]]]:
         """(thread, checkpoint row ids newest first) groups for ``list``."""
         if config is None:
-            groups: dict[str, list[str]] = {}
+            groups: dict[str, builtins.list[str]] = {}
             for thread, ids in self._all_checkpoint_ids():
                 groups.setdefault(thread, []).extend(ids)
             every = [(i.rsplit("|", 1)[1], t, i) for t, ids in groups.items() for i in ids]
@@ -341,18 +354,20 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 ids = self._ids_below(thread, prefix, escape(before_id) if before_id else None)
                 yield thread, ids
                 return
-            every = [(i.rsplit("|", 1)[1], thread, i) for i in self._ids(self.checkpoints, thread, escape(thread) + "|")]
+            every = [
+                (i.rsplit("|", 1)[1], thread, i) for i in self._ids(self.checkpoints, thread, escape(thread) + "|")
+            ]
         every.sort(reverse=True)
         for cid, thread, i in every:
             if before_id is None or cid < before_id:
                 yield thread, [i]
 
-    def _ids_below(self, thread: str, prefix: str, before_id: str | None) -> list[str]:
+    def _ids_below(self, thread: str, prefix: str, before_id: str | None) -> builtins.list[str]:
         out = self._index_range(self.checkpoints, thread, prefix, below=before_id, desc=True)
         assert isinstance(out, list)
         return out
 
-    def _all_checkpoint_ids(self) -> Iterator[tuple[str, list[str]]]:
+    def _all_checkpoint_ids(self) -> Iterator[tuple[str, builtins.list[str]]]:
         """(thread, ids) of every checkpoint in the namespace, read from each partition's thread index."""
         ks = self.store.keyspace
         pipe = self._pipeline()
@@ -378,20 +393,26 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 advanced the thread since (fencing).
 
         Example:
-            >>> saver.put(config, checkpoint, {"step": 1}, {"messages": "2"})["configurable"]["checkpoint_id"]  # doctest: +SKIP
+            >>> stored = saver.put(config, checkpoint, {"step": 1}, {"messages": "2"})  # doctest: +SKIP
+            >>> stored["configurable"]["checkpoint_id"]  # doctest: +SKIP
             '1f0c...'
         """
         thread = _thread_of(config)
         ns = str(config["configurable"].get("checkpoint_ns", ""))
         parent = str(config["configurable"].get("checkpoint_id") or "")
-        stored = checkpoint.copy()
-        values: dict[str, Any] = stored.pop("channel_values")  # type: ignore[misc]
+        stored: dict[str, Any] = dict(checkpoint)
+        values: dict[str, Any] = stored.pop("channel_values")
         ttl = self.ttl
         ops: list[WriteOp] = []
         for channel, version in new_versions.items():
             value_type, data = self.serde.dumps_typed(values[channel]) if channel in values else ("empty", b"")
             blob = BlobRow(
-                thread=thread, ns=ns, channel=channel, version=str(version), value_type=value_type, value=encode_bytes(data)
+                thread=thread,
+                ns=ns,
+                channel=channel,
+                version=str(version),
+                value_type=value_type,
+                value=encode_bytes(data),
             )
             ops.append(self.blobs.put_op(row_id(thread, ns, channel, str(version)), blob, ttl=ttl))
         full_metadata = get_checkpoint_metadata(config, metadata)
@@ -577,13 +598,21 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             for row in rows:
                 checkpoint = self.serde.loads_typed((row.checkpoint_type, decode_bytes(row.checkpoint)))
                 keep_blobs |= {row_id(thread, row.ns, ch, str(v)) for ch, v in checkpoint["channel_versions"].items()}
-            ops = [self.checkpoints.delete_op(i, partition=thread) for i in self._ids(self.checkpoints, thread, prefix) if i not in kept]
+            ops = [
+                self.checkpoints.delete_op(i, partition=thread)
+                for i in self._ids(self.checkpoints, thread, prefix)
+                if i not in kept
+            ]
             ops += [
                 self.writes.delete_op(i, partition=thread)
                 for i in self._ids(self.writes, thread, prefix)
                 if i.rsplit("|", 2)[0] not in kept
             ]
-            ops += [self.blobs.delete_op(i, partition=thread) for i in self._ids(self.blobs, thread, prefix) if i not in keep_blobs]
+            ops += [
+                self.blobs.delete_op(i, partition=thread)
+                for i in self._ids(self.blobs, thread, prefix)
+                if i not in keep_blobs
+            ]
             for start in range(0, len(ops), _DELETE_CHUNK):
                 self.store.writer.mutate(ops[start : start + _DELETE_CHUNK])
 
@@ -612,7 +641,9 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             metadata=dict(metadata),
         )
 
-    def history(self, thread_id: str, *, checkpoint_ns: str | None = None, limit: int | None = None) -> list[ThreadCheckpoint]:
+    def history(
+        self, thread_id: str, *, checkpoint_ns: str | None = None, limit: int | None = None
+    ) -> builtins.list[ThreadCheckpoint]:
         """A thread's checkpoints newest first (all namespaces unless one is named), without their values.
 
         Example:
@@ -621,7 +652,11 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         """
         thread = str(thread_id)
         if checkpoint_ns is None:
-            ids = sorted(self._ids(self.checkpoints, thread, escape(thread) + "|"), key=lambda i: i.rsplit("|", 1)[1], reverse=True)
+            ids = sorted(
+                self._ids(self.checkpoints, thread, escape(thread) + "|"),
+                key=lambda i: i.rsplit("|", 1)[1],
+                reverse=True,
+            )
         else:
             ids = self._ids_below(thread, row_id(thread, checkpoint_ns) + "|", None)
         if limit is not None:
@@ -639,10 +674,14 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
 
         thread = str(thread_id)
         feed = self.store.changes(collection=self.checkpoints.name, where={"thread": thread}, since=since, values=True)
-        return feed.pipe(
-            ops.filter(lambda change: isinstance(change.value, CheckpointRow)),
-            ops.map(lambda change: self._thread_checkpoint(change.value)),
-        )
+
+        def written(change: Change) -> bool:
+            return isinstance(change.value, CheckpointRow)
+
+        def checkpoint(change: Change) -> ThreadCheckpoint:
+            return self._thread_checkpoint(change.value)
+
+        return feed.pipe(ops.filter(written), ops.map(checkpoint))
 
     # -- async: one code path -----------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
