@@ -14,11 +14,13 @@ key of a thread sits in one partition and one cluster slot:
 * ``ttl`` makes every entity of a thread expire that many seconds after it was written (the store's
   reaper cleans the index entries, as for any collection).
 
-Fencing. A writer that read a thread's *latest* checkpoint (``get_tuple`` without a checkpoint id, as a
-graph does when it resumes) and then writes its child does so with compare-and-set on the thread
-head: if another writer advanced the thread meanwhile, ``put`` raises ``ThreadForkConflict`` instead
-of forking the thread silently. Forks asked for explicitly (time travel: ``get_tuple`` of a given
-checkpoint, then a write from it) are not fenced. ``fencing=False`` turns the check off.
+Fencing. Each saver remembers, per thread namespace, the checkpoint it last read as the latest
+(``get_tuple`` without a checkpoint id, as a graph does when it resumes) or wrote itself, with the
+thread head's version at that moment. A write continuing that checkpoint (its pending writes, its
+child) carries a compare-and-set on the head in the same call: if another saver advanced the thread
+meanwhile, it raises ``ThreadForkConflict`` and writes nothing, instead of forking the thread silently.
+Writes from any other checkpoint (time travel, ``update_state`` on an old checkpoint) are forks asked
+for and are not fenced; runs sharing one saver count as one writer. ``fencing=False`` turns it off.
 
 ``watch(thread_id)`` is an observable of a thread's checkpoints as they are written (the store's change
 feed, filtered by thread); ``history(thread_id)`` lists them without loading channel values.
@@ -58,7 +60,7 @@ from langgraph.checkpoint.base import (
 )
 from langgraph.checkpoint.serde.base import SerializerProtocol
 
-from rxstate.core.errors import AlreadyExists, ConflictError, RxStateError, ThreadForkConflict, ValidationError
+from rxstate.core.errors import AlreadyExists, ConflictError, ThreadForkConflict, ValidationError
 from rxstate.core.model import Model
 from rxstate.core.writes import WriteOp
 from rxstate.integrations.langgraph.rows import (
@@ -175,8 +177,9 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         self.heads: Collection[HeadRow] = store.collection(
             f"{prefix}_heads", HeadRow, indexes=["thread"], partition_key="thread"
         )
-        # (thread, ns, checkpoint id or "" for none) -> head version, for checkpoints read as the latest
-        self._seen: LRUCache[tuple[str, str, str], int] = LRUCache(maxsize=10_000)
+        # (thread, ns) -> (the checkpoint this writer last read as the latest or wrote, "" for none; the
+        # head version then): a write continuing that checkpoint is fenced with that version
+        self._seen: LRUCache[tuple[str, str], tuple[str, int]] = LRUCache(maxsize=10_000)
         self._seen_lock = threading.Lock()
 
     # -- reading the thread index -------------------------------------------------------------------
@@ -283,8 +286,6 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         ns = str(config["configurable"].get("checkpoint_ns", ""))
         checkpoint_id = get_checkpoint_id(config)
         if checkpoint_id:
-            with self._seen_lock:  # a checkpoint asked for by id: writing from it is a deliberate fork
-                self._seen.pop((thread, ns, checkpoint_id), None)
             rows = self._rows(thread, [row_id(thread, ns, checkpoint_id)])
         else:
             pipe = self._pipeline()
@@ -298,7 +299,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             rows = self._rows(thread, ids)
             if self.fencing:
                 with self._seen_lock:
-                    self._seen[(thread, ns, rows[0].checkpoint_id if rows else "")] = int(replies[0] or 0)
+                    self._seen[(thread, ns)] = (rows[0].checkpoint_id if rows else "", int(replies[0] or 0))
         tuples = self._load(thread, rows)
         return tuples[0] if tuples else None
 
@@ -433,34 +434,18 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             source=str(full_metadata.get("source") or ""),
         )
         ops.append(self.checkpoints.put_op(row_id(thread, ns, checkpoint["id"]), row, ttl=ttl))
-        expected: int | None = None
-        if self.fencing:
-            with self._seen_lock:
-                expected = self._seen.get((thread, ns, parent))
-        head_id = row_id(thread, ns)
+        expected = self._expected_head(thread, ns, parent)
         head = HeadRow(thread=thread, ns=ns, checkpoint_id=checkpoint["id"])
-        ops.append(self.heads.put_op(head_id, head, expected_version=expected, ttl=ttl))
+        ops.append(self.heads.put_op(row_id(thread, ns), head, expected_version=expected, ttl=ttl))
         try:
             results = self.store.writer.mutate(ops)
         except ConflictError as exc:
             if expected is None or isinstance(exc, AlreadyExists):
                 raise
-            current = self.heads.get_many([head_id], partition=thread, consistent=True).get(head_id)
-            raise ThreadForkConflict(
-                f"thread {thread!r} (namespace {ns!r}) moved on to checkpoint "
-                f"{current.checkpoint_id if current else '?'} since checkpoint {parent or '(none)'} was read as "
-                "its latest: another writer resumed it; read the thread again before writing",
-                key=exc.key,
-                thread_id=thread,
-                checkpoint_ns=ns,
-                parent_id=parent,
-                head_id=current.checkpoint_id if current else "",
-                expected=exc.expected,
-                actual=exc.actual,
-            ) from exc
+            raise self._fork_conflict(exc, thread, ns, parent) from exc
         if self.fencing:
             with self._seen_lock:
-                self._seen[(thread, ns, checkpoint["id"])] = results[-1].version
+                self._seen[(thread, ns)] = (checkpoint["id"], results[-1].version)
         return _config(thread, ns, checkpoint["id"])
 
     def put_writes(
@@ -470,25 +455,30 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         task_id: str,
         task_path: str = "",
     ) -> None:
-        """Store a task's writes against a checkpoint; a regular write already stored for the same
-        ``(task_id, idx)`` is kept (retries are idempotent), special writes (ERROR, INTERRUPT) replace.
+        """Store a task's writes against a checkpoint, all in one call: a regular write already stored for
+        the same ``(task_id, idx)`` is kept (retries are idempotent), special writes (ERROR, INTERRUPT)
+        replace theirs.
+
+        Raises:
+            ThreadForkConflict: the checkpoint was read as the latest and another writer has advanced the
+                thread since (fencing): its writes would rewrite history another run has continued.
 
         Example:
             >>> saver.put_writes(stored_config, [("messages", "hi")], task_id="t-1")  # doctest: +SKIP
         """
         thread = _thread_of(config)
         ns = str(config["configurable"].get("checkpoint_ns", ""))
-        checkpoint_id = config["configurable"].get("checkpoint_id")
+        checkpoint_id = str(config["configurable"].get("checkpoint_id") or "")
         if not checkpoint_id:
             raise ValidationError("put_writes needs configurable.checkpoint_id", field="checkpoint_id")
-        ops = []
+        rows: dict[str, tuple[WriteRow, bool]] = {}
         for idx, (channel, value) in enumerate(writes):
             n = WRITES_IDX_MAP.get(channel, idx)
             value_type, data = self.serde.dumps_typed(value)
             row = WriteRow(
                 thread=thread,
                 ns=ns,
-                checkpoint_id=str(checkpoint_id),
+                checkpoint_id=checkpoint_id,
                 task_id=task_id,
                 task_path=task_path,
                 idx=n,
@@ -496,11 +486,70 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 value_type=value_type,
                 value=encode_bytes(data),
             )
-            entity = row_id(thread, ns, str(checkpoint_id), task_id, str(n))
-            ops.append(self.writes.put_op(entity, row, kind="create" if n >= 0 else "put", ttl=self.ttl))
-        for result in self.store.writer.mutate_each(ops):
-            if isinstance(result, RxStateError) and not isinstance(result, AlreadyExists):
-                raise result
+            rows[row_id(thread, ns, checkpoint_id, task_id, str(n))] = (row, n < 0)
+        expected = self._expected_head(thread, ns, checkpoint_id)
+        fence = self._head_check(thread, ns, expected)
+        for _attempt in range(3):
+            pipe = self._pipeline()
+            for entity in rows:
+                pipe.exists(self.writes.key(entity, partition=thread))
+            present = {e for e, found in zip(rows, pipe.execute(), strict=True) if found}
+            ops = [*fence]
+            for entity, (row, special) in rows.items():
+                if special:
+                    ops.append(self.writes.put_op(entity, row, ttl=self.ttl))
+                elif entity not in present:
+                    ops.append(self.writes.put_op(entity, row, kind="create", ttl=self.ttl))
+            if len(ops) == len(fence):
+                return
+            try:
+                self.store.writer.mutate(ops)
+                return
+            except AlreadyExists:
+                continue  # another writer stored one of them meanwhile: read again, keep theirs
+            except ConflictError as exc:
+                if not fence:
+                    raise
+                raise self._fork_conflict(exc, thread, ns, checkpoint_id) from exc
+        raise ConflictError(
+            f"writes of task {task_id!r} to checkpoint {checkpoint_id} kept racing with another writer's",
+            key=self.writes.key(next(iter(rows)), partition=thread),
+        )
+
+    def _expected_head(self, thread: str, ns: str, checkpoint_id: str) -> int | None:
+        """The head version to fence a write continuing ``checkpoint_id`` with (None: not fenced)."""
+        if not self.fencing:
+            return None
+        with self._seen_lock:
+            seen = self._seen.get((thread, ns))
+        return seen[1] if seen is not None and seen[0] == checkpoint_id else None
+
+    def _head_check(self, thread: str, ns: str, expected: int | None) -> list[WriteOp]:
+        if expected is None:
+            return []
+        partition = self.store.keyspace.partition_of(thread)
+        return [
+            WriteOp(
+                kind="check", collection=self.heads.name, id=row_id(thread, ns), partition=partition, expected=expected
+            )
+        ]
+
+    def _fork_conflict(self, exc: ConflictError, thread: str, ns: str, parent: str) -> ThreadForkConflict:
+        head_id = row_id(thread, ns)
+        current = self.heads.get_many([head_id], partition=thread, consistent=True).get(head_id)
+        latest = current.checkpoint_id if current else ""
+        return ThreadForkConflict(
+            f"thread {thread!r} (namespace {ns!r}) moved on to checkpoint {latest or '(deleted)'} since "
+            f"checkpoint {parent or '(none)'} was read as its latest: another writer resumed it; read the "
+            "thread again before writing",
+            key=exc.key,
+            thread_id=thread,
+            checkpoint_ns=ns,
+            parent_id=parent,
+            head_id=latest,
+            expected=exc.expected,
+            actual=exc.actual,
+        )
 
     def _delete(self, coll: Collection[Any], thread: str, ids: Sequence[str]) -> None:
         for start in range(0, len(ids), _DELETE_CHUNK):
