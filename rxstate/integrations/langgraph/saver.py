@@ -181,6 +181,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         # head version then): a write continuing that checkpoint is fenced with that version
         self._seen: LRUCache[tuple[str, str], tuple[str, int]] = LRUCache(maxsize=10_000)
         self._seen_lock = threading.Lock()
+        self._write_locks = [threading.Lock() for _ in range(32)]
 
     # -- reading the thread index -------------------------------------------------------------------
     def _index_range(
@@ -434,18 +435,19 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             source=str(full_metadata.get("source") or ""),
         )
         ops.append(self.checkpoints.put_op(row_id(thread, ns, checkpoint["id"]), row, ttl=ttl))
-        expected = self._expected_head(thread, ns, parent)
         head = HeadRow(thread=thread, ns=ns, checkpoint_id=checkpoint["id"])
-        ops.append(self.heads.put_op(row_id(thread, ns), head, expected_version=expected, ttl=ttl))
-        try:
-            results = self.store.writer.mutate(ops)
-        except ConflictError as exc:
-            if expected is None or isinstance(exc, AlreadyExists):
-                raise
-            raise self._fork_conflict(exc, thread, ns, parent) from exc
-        if self.fencing:
-            with self._seen_lock:
-                self._seen[(thread, ns)] = (checkpoint["id"], results[-1].version)
+        with self._writing(thread, ns):
+            expected = self._expected_head(thread, ns, parent)
+            ops.append(self.heads.put_op(row_id(thread, ns), head, expected_version=expected, ttl=ttl))
+            try:
+                results = self.store.writer.mutate(ops)
+            except ConflictError as exc:
+                if expected is None or isinstance(exc, AlreadyExists):
+                    raise
+                raise self._fork_conflict(exc, thread, ns, parent) from exc
+            if self.fencing:
+                with self._seen_lock:
+                    self._seen[(thread, ns)] = (checkpoint["id"], results[-1].version)
         return _config(thread, ns, checkpoint["id"])
 
     def put_writes(
@@ -487,6 +489,12 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 value=encode_bytes(data),
             )
             rows[row_id(thread, ns, checkpoint_id, task_id, str(n))] = (row, n < 0)
+        with self._writing(thread, ns):
+            self._put_rows(thread, ns, checkpoint_id, task_id, rows)
+
+    def _put_rows(
+        self, thread: str, ns: str, checkpoint_id: str, task_id: str, rows: dict[str, tuple[WriteRow, bool]]
+    ) -> None:
         expected = self._expected_head(thread, ns, checkpoint_id)
         fence = self._head_check(thread, ns, expected)
         for _attempt in range(3):
@@ -516,6 +524,11 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             key=self.writes.key(next(iter(rows)), partition=thread),
         )
 
+    def _writing(self, thread: str, ns: str) -> threading.Lock:
+        """The lock this saver holds while it writes to a thread namespace: its own concurrent writes
+        (a background checkpoint write and the next step's pending writes) read and move the head in turn."""
+        return self._write_locks[hash((thread, ns)) % len(self._write_locks)]
+
     def _expected_head(self, thread: str, ns: str, checkpoint_id: str) -> int | None:
         """The head version to fence a write continuing ``checkpoint_id`` with (None: not fenced)."""
         if not self.fencing:
@@ -524,7 +537,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             seen = self._seen.get((thread, ns))
         return seen[1] if seen is not None and seen[0] == checkpoint_id else None
 
-    def _head_check(self, thread: str, ns: str, expected: int | None) -> list[WriteOp]:
+    def _head_check(self, thread: str, ns: str, expected: int | None) -> builtins.list[WriteOp]:
         if expected is None:
             return []
         partition = self.store.keyspace.partition_of(thread)
