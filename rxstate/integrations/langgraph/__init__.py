@@ -10,5 +10,6 @@ Example:
 """
 
 from rxstate.integrations.langgraph.saver import RxCheckpointSaver, ThreadCheckpoint
+from rxstate.integrations.langgraph.store import RxStore
 
-__all__ = ["RxCheckpointSaver", "ThreadCheckpoint"]
+__all__ = ["RxCheckpointSaver", "RxStore", "ThreadCheckpoint"]
