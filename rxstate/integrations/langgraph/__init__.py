@@ -9,7 +9,8 @@ Example:
     >>> graph = builder.compile(checkpointer=RxCheckpointSaver(rxstate.connect()))  # doctest: +SKIP
 """
 
-from rxstate.integrations.langgraph.saver import RxCheckpointSaver, ThreadCheckpoint
+from rxstate.integrations.langgraph.history import ThreadCheckpoint, thread_history
+from rxstate.integrations.langgraph.saver import RxCheckpointSaver
 from rxstate.integrations.langgraph.store import RxStore
 
-__all__ = ["RxCheckpointSaver", "RxStore", "ThreadCheckpoint"]
+__all__ = ["RxCheckpointSaver", "RxStore", "ThreadCheckpoint", "thread_history"]

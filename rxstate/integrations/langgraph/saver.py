@@ -41,7 +41,6 @@ import builtins
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -63,6 +62,15 @@ from langgraph.checkpoint.serde.base import SerializerProtocol
 from rxstate.core.errors import AlreadyExists, ConflictError, ThreadForkConflict, ValidationError
 from rxstate.core.model import Model
 from rxstate.core.writes import WriteOp
+from rxstate.integrations.langgraph.history import (
+    TOP,
+    ThreadCheckpoint,
+    checkpoint_ids,
+    config_of,
+    index_term,
+    thread_history,
+    unescape,
+)
 from rxstate.integrations.langgraph.rows import (
     BlobRow,
     CheckpointRow,
@@ -85,45 +93,6 @@ __all__ = ["RxCheckpointSaver", "ThreadCheckpoint"]
 T = TypeVar("T")
 _PAGE = 64  # checkpoints fetched per round trip while listing
 _DELETE_CHUNK = 1000  # delete ops per write call (one call never holds the server long)
-_TOP = b"\xff"  # above every byte of an escaped id component
-
-
-@dataclass(frozen=True, slots=True)
-class ThreadCheckpoint:
-    """One checkpoint of a thread as ``history`` lists it and ``watch`` emits it (no channel values).
-
-    Attributes:
-        thread_id: the thread.
-        checkpoint_ns: its namespace ("" for the root graph, ``"node:task"`` for a subgraph).
-        checkpoint_id: the checkpoint.
-        parent_id: the checkpoint it continues ("" for the first one).
-        step: the graph step (``metadata["step"]``), when recorded.
-        source: ``"input"``, ``"loop"``, ``"update"`` or ``"fork"`` (``metadata["source"]``).
-        run_id: the run that wrote it ("" if unknown).
-        metadata: the whole checkpoint metadata.
-    """
-
-    thread_id: str
-    checkpoint_ns: str
-    checkpoint_id: str
-    parent_id: str
-    step: int | None
-    source: str
-    run_id: str
-    metadata: dict[str, Any]
-
-    @property
-    def config(self) -> RunnableConfig:
-        """The config that names this checkpoint (pass it to ``graph.invoke`` or ``get_state``)."""
-        return _config(self.thread_id, self.checkpoint_ns, self.checkpoint_id)
-
-
-def _config(thread_id: str, ns: str, checkpoint_id: str) -> RunnableConfig:
-    return {"configurable": {"thread_id": thread_id, "checkpoint_ns": ns, "checkpoint_id": checkpoint_id}}
-
-
-def _unescape(part: str) -> str:
-    return part.replace("%7C", "|").replace("%25", "%")
 
 
 def _thread_of(config: RunnableConfig) -> str:
@@ -163,6 +132,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float | timedelta)):
             raise ValidationError(f"ttl must be seconds, a timedelta or None, not {ttl!r}", field="ttl")
         self.store = store
+        self.prefix = prefix
         self.ttl = ttl
         self.fencing = fencing
         self.checkpoints: Collection[CheckpointRow] = store.collection(
@@ -184,45 +154,13 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         self._write_locks = [threading.Lock() for _ in range(32)]
 
     # -- reading the thread index -------------------------------------------------------------------
-    def _index_range(
-        self,
-        coll: Collection[Any],
-        thread: str,
-        prefix: str,
-        *,
-        below: str | None = None,
-        desc: bool = False,
-        count: int | None = None,
-        pipe: Any = None,
-    ) -> Callable[[Any], list[str]] | list[str]:
-        """Ids of ``coll`` in ``thread`` starting with ``prefix`` (and, with ``below``, less than
-        ``prefix + below``), in id order. With ``pipe``, queues the read and returns its decoder."""
-        ks = self.store.keyspace
-        key = ks.index(coll.name, "thread", ks.partition_of(thread))
-        head = coll._codec.encode_fields({"thread": thread})[0][1] + b"\0"
-        low = b"[" + head + prefix.encode()
-        high = (
-            (b"(" + head + prefix.encode() + below.encode())
-            if below is not None
-            else (b"(" + head + prefix.encode() + _TOP)
-        )
-        args: list[Any] = [high, low] if desc else [low, high]
-        if count is not None:
-            args += ["LIMIT", 0, count]
-        command = "ZREVRANGEBYLEX" if desc else "ZRANGEBYLEX"
-
-        def decode(members: Any) -> list[str]:
-            return [bytes(m)[len(head) :].decode() for m in members]
-
-        if pipe is not None:
-            pipe.execute_command(command, key, *args)
-            return decode
-        return decode(self.store.client.execute_command(command, key, *args))
+    def _index_range(self, coll: Collection[Any], thread: str, prefix: str, **options: Any) -> Any:
+        """Ids of ``coll`` in ``thread`` starting with ``prefix`` (see ``history.checkpoint_ids``)."""
+        return checkpoint_ids(self.store, coll.name, thread, prefix, **options)
 
     def _ids(self, coll: Collection[Any], thread: str, prefix: str) -> list[str]:
-        out = self._index_range(coll, thread, prefix)
-        assert isinstance(out, list)
-        return out
+        ids: list[str] = self._index_range(coll, thread, prefix)
+        return ids
 
     def _pipeline(self) -> Any:
         return self.store.client.pipeline(transaction=False)
@@ -242,7 +180,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         decoders = [
             self._index_range(self.writes, thread, row_id(thread, r.ns, r.checkpoint_id) + "|", pipe=pipe) for r in rows
         ]
-        write_ids = [decode(reply) for decode, reply in zip(decoders, pipe.execute(), strict=True)]  # type: ignore[operator]
+        write_ids = [decode(reply) for decode, reply in zip(decoders, pipe.execute(), strict=True)]
         blobs = self.blobs.get_many(wanted, partition=thread)
         writes = self.writes.get_many([i for ids in write_ids for i in ids], partition=thread)
         out = []
@@ -258,10 +196,10 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             )
             out.append(
                 CheckpointTuple(
-                    config=_config(thread, row.ns, row.checkpoint_id),
+                    config=config_of(thread, row.ns, row.checkpoint_id),
                     checkpoint=cast(Checkpoint, {**checkpoint, "channel_values": values}),
                     metadata=self.serde.loads_typed((row.metadata_type, decode_bytes(row.metadata))),
-                    parent_config=_config(thread, row.ns, row.parent) if row.parent else None,
+                    parent_config=config_of(thread, row.ns, row.parent) if row.parent else None,
                     pending_writes=[
                         (w.task_id, w.channel, self.serde.loads_typed((w.value_type, decode_bytes(w.value))))
                         for w in found
@@ -296,7 +234,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 self.checkpoints, thread, row_id(thread, ns) + "|", desc=True, count=1, pipe=pipe
             )
             replies = pipe.execute()
-            ids = decode(replies[-1])  # type: ignore[operator]
+            ids = decode(replies[-1])
             rows = self._rows(thread, ids)
             if self.fencing:
                 with self._seen_lock:
@@ -329,7 +267,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             for start in range(0, len(ids), _PAGE):
                 page = ids[start : start + _PAGE]
                 if wanted_id is not None:
-                    page = [i for i in page if _unescape(i.rsplit("|", 1)[1]) == wanted_id]
+                    page = [i for i in page if unescape(i.rsplit("|", 1)[1]) == wanted_id]
                 for tup in self._load(thread, self._rows(thread, page)):
                     if filter and not all(tup.metadata.get(k) == v for k, v in filter.items()):
                         continue
@@ -365,9 +303,8 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
                 yield thread, [i]
 
     def _ids_below(self, thread: str, prefix: str, before_id: str | None) -> builtins.list[str]:
-        out = self._index_range(self.checkpoints, thread, prefix, below=before_id, desc=True)
-        assert isinstance(out, list)
-        return out
+        ids: builtins.list[str] = self._index_range(self.checkpoints, thread, prefix, below=before_id, desc=True)
+        return ids
 
     def _all_checkpoint_ids(self) -> Iterator[tuple[str, builtins.list[str]]]:
         """(thread, ids) of every checkpoint in the namespace, read from each partition's thread index."""
@@ -379,7 +316,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             for member in members:
                 _, _, entity = bytes(member).partition(b"\0")
                 text = entity.decode()
-                yield _unescape(text.split("|", 1)[0]), [text]
+                yield unescape(text.split("|", 1)[0]), [text]
 
     def put(
         self,
@@ -448,7 +385,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             if self.fencing:
                 with self._seen_lock:
                     self._seen[(thread, ns)] = (checkpoint["id"], results[-1].version)
-        return _config(thread, ns, checkpoint["id"])
+        return config_of(thread, ns, checkpoint["id"])
 
     def put_writes(
         self,
@@ -597,15 +534,15 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             return
         ks = self.store.keyspace
         pipe = self._pipeline()
-        heads = [self.checkpoints._codec.encode_fields({"run_id": r})[0][1] + b"\0" for r in wanted]
+        heads = [index_term(self.store.codec, r) + b"\0" for r in wanted]
         for p in range(ks.partitions):
             for head in heads:
-                pipe.zrangebylex(ks.index(self.checkpoints.name, "run_id", p), b"[" + head, b"(" + head + _TOP)
+                pipe.zrangebylex(ks.index(self.checkpoints.name, "run_id", p), b"[" + head, b"(" + head + TOP)
         by_thread: dict[str, list[str]] = {}
         for reply, head in zip(pipe.execute(), heads * ks.partitions, strict=True):
             for member in reply:
                 entity = bytes(member)[len(head) :].decode()
-                by_thread.setdefault(_unescape(entity.split("|", 1)[0]), []).append(entity)
+                by_thread.setdefault(unescape(entity.split("|", 1)[0]), []).append(entity)
         for thread, ids in by_thread.items():
             ops = [self.checkpoints.delete_op(i, partition=thread) for i in ids]
             for i in ids:
@@ -690,19 +627,6 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         return f"{n + 1:032}.{random.random():016}"
 
     # -- beyond the interface -------------------------------------------------------------------------
-    def _thread_checkpoint(self, row: CheckpointRow) -> ThreadCheckpoint:
-        metadata = self.serde.loads_typed((row.metadata_type, decode_bytes(row.metadata)))
-        return ThreadCheckpoint(
-            thread_id=row.thread,
-            checkpoint_ns=row.ns,
-            checkpoint_id=row.checkpoint_id,
-            parent_id=row.parent,
-            step=row.step,
-            source=row.source,
-            run_id=row.run_id,
-            metadata=dict(metadata),
-        )
-
     def history(
         self, thread_id: str, *, checkpoint_ns: str | None = None, limit: int | None = None
     ) -> builtins.list[ThreadCheckpoint]:
@@ -712,18 +636,9 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             >>> [(c.step, c.source) for c in saver.history("t1")]  # doctest: +SKIP
             [(1, 'loop'), (0, 'loop'), (-1, 'input')]
         """
-        thread = str(thread_id)
-        if checkpoint_ns is None:
-            ids = sorted(
-                self._ids(self.checkpoints, thread, escape(thread) + "|"),
-                key=lambda i: i.rsplit("|", 1)[1],
-                reverse=True,
-            )
-        else:
-            ids = self._ids_below(thread, row_id(thread, checkpoint_ns) + "|", None)
-        if limit is not None:
-            ids = ids[:limit]
-        return [self._thread_checkpoint(r) for r in self._rows(thread, ids)]
+        return thread_history(
+            self.store, thread_id, checkpoint_ns=checkpoint_ns, limit=limit, prefix=self.prefix, serde=self.serde
+        )
 
     def watch(self, thread_id: str, *, since: str | None = None) -> Observable[ThreadCheckpoint]:
         """An ``Observable`` of a thread's checkpoints as they are written (all its namespaces), from the
@@ -741,7 +656,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
             return isinstance(change.value, CheckpointRow)
 
         def checkpoint(change: Change) -> ThreadCheckpoint:
-            return self._thread_checkpoint(change.value)
+            return ThreadCheckpoint.from_row(change.value, self.serde)
 
         return feed.pipe(ops.filter(written), ops.map(checkpoint))
 
