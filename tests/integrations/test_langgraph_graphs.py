@@ -237,3 +237,29 @@ def test_a_saver_works_with_a_fresh_connect(rx_server) -> None:
         assert len(saver.history(config["configurable"]["thread_id"])) == 3
     finally:
         store.close()
+
+
+def test_cli_shows_a_threads_history_without_writing(worker, rx_server) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from rxstate.cli.main import app
+
+    saver = worker()
+    config = _thread()
+    graph = _graph(saver)
+    graph.invoke({"log": []}, config)
+    graph.invoke(Command(resume="yes"), config)
+    thread = config["configurable"]["thread_id"]
+    target = ["--url", rx_server.url, "--namespace", saver.store.namespace]
+    before = dump_all(rx_server.client())
+    listed = CliRunner().invoke(app, ["langgraph", "history", thread, *target, "--json"])
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.output)
+    assert [r["step"] for r in rows] == [3, 2, 1, 0, -1]
+    assert [r["checkpoint_id"] for r in rows] == [c.checkpoint_id for c in saver.history(thread)]
+    assert rows[0]["parent_id"] == rows[1]["checkpoint_id"] and rows[-1]["source"] == "input"
+    text = CliRunner().invoke(app, ["langgraph", "history", thread, *target, "--limit", "2"])
+    assert text.exit_code == 0 and "2 checkpoint(s)" in text.output and rows[0]["checkpoint_id"] in text.output
+    assert dump_all(rx_server.client()) == before
