@@ -268,7 +268,17 @@ def registry() -> list[Spec]:
         Spec("backup", operations.backup_namespace),
         Spec("tenancy", bench_tenancy.tenancy),
         Spec("sync", bench_sync.rows),
+        *_langgraph(),
     ]
+
+
+def _langgraph() -> list[Spec]:
+    """The LangGraph checkpointer bench, when LangGraph (and its SQLite saver) is installed."""
+    if importlib.util.find_spec("langgraph") is None or importlib.util.find_spec("langgraph.checkpoint.sqlite") is None:
+        return []
+    from benchmarks import bench_langgraph
+
+    return [Spec("langgraph", bench_langgraph.checkpointers)]
 
 
 def bench_names() -> list[str]:

@@ -486,6 +486,39 @@ for _register in (register_backup, register_migrate, register_health, register_c
     _register(app)
 app.add_typer(tenants_app, name="tenants")
 
+langgraph_app = typer.Typer(help="LangGraph threads kept by rxstate.integrations.langgraph.", no_args_is_help=True)
+app.add_typer(langgraph_app, name="langgraph")
+
+
+def _show_checkpoints(console: Console, checkpoints: Sequence[Any]) -> None:
+    for c in checkpoints:
+        ns = f" [{c.checkpoint_ns}]" if c.checkpoint_ns else ""
+        parent = f" <- {c.parent_id}" if c.parent_id else ""
+        console.print(Text(f"step {c.step} {c.source:<6} {c.checkpoint_id}{ns}{parent}"))
+    console.print(Text(f"{len(checkpoints)} checkpoint(s)", style="dim"))
+
+
+@langgraph_app.command("history")
+@_handled
+def langgraph_history(
+    thread_id: Annotated[str, typer.Argument(metavar="THREAD_ID", help="the LangGraph thread")],
+    checkpoint_ns: Annotated[str | None, typer.Option("--checkpoint-ns", help="only this namespace")] = None,
+    limit: Annotated[int, typer.Option(help="at most this many of the newest checkpoints")] = 50,
+    prefix: Annotated[str, typer.Option(help="the saver's collection prefix")] = "lg",
+    url: Url = None,
+    path: DataPath = None,
+    namespace: Namespace = "default",
+    json: Json = False,
+) -> None:
+    """Show a LangGraph thread's checkpoints, newest first: step, source, id and parent."""
+
+    def fetch(inspector: Inspector) -> list[Any]:
+        from rxstate.integrations.langgraph.history import thread_history  # needs the langgraph extra
+
+        return thread_history(inspector.store, thread_id, checkpoint_ns=checkpoint_ns, limit=limit, prefix=prefix)
+
+    _read((url, path, namespace), json, fetch, lambda found: [c.as_json() for c in found], _show_checkpoints)
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``rxstate`` command with ``argv`` (default: the process's arguments); returns the exit code.

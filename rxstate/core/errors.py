@@ -6,7 +6,8 @@ RxStateError
  ├── SchemaError                        model/schema mismatch, stored schema newer than the code
  ├── ConflictError                      an expected version did not match
  │    ├── AlreadyExists                 create() of an id that exists
- │    └── TransactionPending            an entity is locked by another transaction still in progress
+ │    ├── TransactionPending            an entity is locked by another transaction still in progress
+ │    └── ThreadForkConflict            a LangGraph thread moved on since this writer read it
  ├── NotFound (KeyError)                no entity under that id
  ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
  ├── IntegrityError                     a declared constraint would be violated
@@ -69,6 +70,7 @@ __all__ = [
     "ServerError",
     "TenantSuspended",
     "SyncError",
+    "ThreadForkConflict",
     "TransactionPending",
     "UnknownOutcome",
     "ValidationError",
@@ -427,6 +429,17 @@ class DelegationError(PermissionDenied):
         depth: the chain depth the delegation would have.
         limit: the deepest chain allowed.
 
+class ThreadForkConflict(ConflictError):
+    """A checkpoint would fork a LangGraph thread that another writer advanced since this one read it.
+
+    Two workers resuming the same thread from its latest checkpoint both write a child of it; the
+    second one is refused instead of silently forking the thread.
+
+        thread_id: the thread.
+        checkpoint_ns: the checkpoint namespace within the thread ("" for the root graph).
+        parent_id: the checkpoint this writer continued from.
+        head_id: the latest checkpoint another writer stored ("" if unknown).
+
     def __init__(
         self,
         message: str,
@@ -494,3 +507,15 @@ class SessionLagging(SyncError, TimeoutError):
     def __init__(self, message: str, *, partition: int, missing: dict[str, tuple[int, int]], waited: float) -> None:
         self.missing = missing
         self.waited = waited
+        key: str | None = None,
+        thread_id: str = "",
+        checkpoint_ns: str = "",
+        parent_id: str = "",
+        head_id: str = "",
+        expected: Any = None,
+        actual: Any = None,
+        super().__init__(message, key=key, expected=expected, actual=actual)
+        self.thread_id = thread_id
+        self.checkpoint_ns = checkpoint_ns
+        self.parent_id = parent_id
+        self.head_id = head_id

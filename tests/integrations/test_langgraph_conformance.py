@@ -1,0 +1,31 @@
+"""LangGraph's own conformance suite (langgraph-checkpoint-conformance) against RxCheckpointSaver on real
+servers: every base capability and every extended one (copy_thread, prune, delete_for_runs)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from langgraph.checkpoint.conformance import checkpointer_test, validate
+
+from rxstate.integrations.langgraph import RxCheckpointSaver
+from rxstate.testing import Backend
+
+
+def test_conformance_passes_all(lg_backend: Backend, capsys) -> None:
+    stores = []
+
+    @checkpointer_test(name=f"RxCheckpointSaver[{lg_backend.kind}]")
+    async def saver() -> AsyncIterator[RxCheckpointSaver]:
+        store = lg_backend.store(namespace=f"{lg_backend.namespace}-{len(stores)}")
+        stores.append(store)
+        yield RxCheckpointSaver(store)
+
+    report = asyncio.run(validate(saver))
+    report.print_report()
+    printed = capsys.readouterr().out
+    with capsys.disabled():
+        print(printed)
+    assert report.passed_all(), printed
+    assert report.conformance_level() == "FULL", printed
+    assert len(stores) == 8  # one fresh saver per capability: all eight were run
