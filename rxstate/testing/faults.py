@@ -76,11 +76,13 @@ class Proxy:
         ...     p.cut()
         ...     p.open_connections
         True
+        1
         0
     """
 
     def __init__(self, target_port: int, *, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
+        self.target_port = target_port
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port: int = self._listener.getsockname()[1]
         self._lock = threading.Lock()

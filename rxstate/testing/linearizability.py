@@ -308,8 +308,9 @@ class History:
         Example:
             >>> import tempfile, pathlib
             >>> path = pathlib.Path(tempfile.mkdtemp()) / "history.edn"
-            >>> _ = path.write_text('{:type :invoke, :f :write, :value 3, :process 0, :time 5}\n'
-            ...                     '{:type :info, :f :write, :value 3, :process 0, :time 9}\n')
+            >>> edn = ['{:type :invoke, :f :write, :value 3, :process 0, :time 5}',
+            ...        '{:type :info, :f :write, :value 3, :process 0, :time 9}']
+            >>> _ = path.write_text(chr(10).join(edn))
             >>> History.load_edn(path).ops[0].status
             'info'
         """

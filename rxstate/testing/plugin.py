@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Iterator
 from typing import Any
@@ -119,11 +120,10 @@ class _WorkloadFixture:
         self.spec = spec
         self.last: WorkloadRun | None = None
 
-    def _target(self) -> dict[str, Any]:
-        backend = getattr(self._request, "param", None)
-        if backend == "cluster":
+    def _target(self, spec: WorkloadSpec, cluster: bool) -> dict[str, Any]:
+        if cluster:
             return {"cluster": self._request.getfixturevalue("rx_cluster")}
-        if set(self.spec.faults) & SERVER_FAULTS:
+        if set(spec.faults) & SERVER_FAULTS:
             # A private server, its log synced on every write: killing it loses nothing acknowledged.
             path = self._request.getfixturevalue("tmp_path") / "server"
             server = EmbeddedServer(path=path, appendfsync="always").start()
@@ -131,8 +131,12 @@ class _WorkloadFixture:
             return {"server": server}
         return {"server": self._request.getfixturevalue("rx_server")}
 
-    def run(self, step: Any, *, setup: Any = None, final: Any = None) -> WorkloadRun:
-        run = Workload(self.spec, **self._target()).run(step, setup=setup, final=final)
+    def run(self, step: Any, *, setup: Any = None, final: Any = None, cluster: bool = False,
+            **overrides: Any) -> WorkloadRun:  # fmt: skip
+        """Run the workload (``overrides``: ``WorkloadSpec`` fields to change for this run, e.g. ``faults``;
+        ``cluster``: on the session's local cluster instead of a server); fail the test unless valid."""
+        spec = dataclasses.replace(self.spec, **overrides) if overrides else self.spec
+        run = Workload(spec, **self._target(spec, cluster)).run(step, setup=setup, final=final)
         self.last = run
         if run.verdict.valid is not True:
             out = self._request.getfixturevalue("tmp_path") / "timeline.html"

@@ -12,8 +12,8 @@ Example:
     >>> ops = [Op("p1", "x", "write", 1, None, "ok", 0, 10), Op("p2", "x", "read", None, 2, "ok", 5, 20)]
     >>> print(text(["a summary"], ops, bad=[ops[1]], width=40))  # doctest: +NORMALIZE_WHITESPACE
     a summary
-    p1 |[#################.................... |
-    p2 |.........[!!!!!!!!!!!!!!!!!!!!!!!!!!!!]|
+    p1 |[==================]....................|
+    p2 |.........[!!!!!!!!!!!!!!!!!!!!!!!!!!!!!]|
     bad (!): p2: read(x) -> 2 [ok]
 """
 
@@ -104,7 +104,7 @@ def html(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] 
 
     Example:
         >>> page = html(["ok"], [Op("p1", "x", "write", 1, None, "ok", 0, 10)])
-        >>> page.startswith("<!DOCTYPE html>") and 'class="rx-op' in page
+        >>> page.startswith("<!DOCTYPE html>") and "class='rx-op ok'" in page
         True
     """
     esc = _html.escape

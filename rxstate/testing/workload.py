@@ -75,6 +75,7 @@ class WorkloadSpec:
     check_timeout: float | None = 20.0
     connect: Mapping[str, Any] = field(default_factory=dict)
     socket_timeout: float = 0.5
+    wrap: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.faults) - set(FAULTS)
@@ -105,7 +106,8 @@ def workload(
         seed: the schedule's seed (default random, printed on failure for a replay).
         partition: how the checker partitions operations (default by key).
         connect: options for each agent's ``rxstate.connect``.
-        options: more ``WorkloadSpec`` fields (``hold``, ``calm``, ``check_timeout``, ``socket_timeout``).
+        options: more ``WorkloadSpec`` fields (``hold``, ``calm``, ``check_timeout``, ``socket_timeout``,
+            ``wrap``: a function applied to each agent's store before it is recorded).
 
     Raises:
         ValidationError: an unknown fault, or a non-positive duration.
@@ -198,8 +200,8 @@ class Workload:
         import rxstate
 
         options = {"cache": False, "reap_interval": None, **self.spec.connect}
-        return record(rxstate.connect(self._client(), namespace=self.namespace, **options),
-                      history=history, process=process)  # fmt: skip
+        store = rxstate.connect(self._client(), namespace=self.namespace, **options)
+        return record(store if self.spec.wrap is None else self.spec.wrap(store), history=history, process=process)
 
     def _faults(self) -> list[faults.Fault]:
         built: list[faults.Fault] = []
