@@ -30,12 +30,15 @@ MAX_OPS = 300
 """At most this many operations are drawn: those around the highlighted ones."""
 
 
-def _window(ops: Sequence[Op], marked: set[int]) -> list[Op]:
+def _window(ops: Sequence[Op], bad: set[int], linearized: set[int]) -> list[Op]:
+    """The operations to draw: all of them, or ``MAX_OPS`` around the first bad one (else the last
+    linearized one)."""
     ordered = sorted(ops, key=lambda o: o.invoke_ns)
     if len(ordered) <= MAX_OPS:
         return ordered
-    where = [i for i, op in enumerate(ordered) if id(op) in marked] or [len(ordered) - 1]
-    centre = where[-1]
+    where = [i for i, op in enumerate(ordered) if id(op) in bad][:1]
+    where = where or [i for i, op in enumerate(ordered) if id(op) in linearized][-1:] or [len(ordered) - 1]
+    centre = where[0]
     start = max(0, min(centre - MAX_OPS // 2, len(ordered) - MAX_OPS))
     return ordered[start : start + MAX_OPS]
 
@@ -58,7 +61,7 @@ def text(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] 
     if not ops:
         return "\n".join(lines)
     bad_ids, lin_ids = {id(o) for o in bad}, {id(o) for o in linearized}
-    shown = _window(ops, bad_ids | lin_ids)
+    shown = _window(ops, bad_ids, lin_ids)
     start, end = _span(shown)
     scale = (width - 1) / (end - start)
     lanes: dict[str, list[str]] = {}
@@ -110,7 +113,7 @@ def html(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] 
     esc = _html.escape
     order = {id(op): n for n, op in enumerate(linearized, start=1)}
     bad_ids = {id(op) for op in bad}
-    shown = _window(ops, bad_ids | set(order))
+    shown = _window(ops, bad_ids, set(order))
     parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
              f"</head><body><div class='rx-history'><pre class='rx-sum'>{esc(chr(10).join(summary))}</pre>"]
     parts.append("<div class='rx-key'><span style='background:#3c9d5d'></span>linearized (numbered)"

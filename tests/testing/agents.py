@@ -269,3 +269,33 @@ class _RetryingCollection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+class LaggingReads:
+    """A store that answers every other read from a copy taken at the first read (a replica that stopped
+    replicating): versions go backwards, and a process misses its own writes."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store
+
+    def collection(self, name: str, model: Any, **kwargs: Any) -> Any:
+        return _LaggingCollection(self.store.collection(name, model, **kwargs))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+class _LaggingCollection:
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._replica: dict[str, Any] = {}
+        self._flip = itertools.count()
+
+    def get_versioned(self, entity_id: str, **kwargs: Any) -> Any:
+        fresh = self.inner.get_versioned(entity_id, **kwargs)
+        old = self._replica.setdefault(entity_id, fresh)
+        return old if next(self._flip) % 2 else fresh
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)

@@ -1,0 +1,96 @@
+"""Each checker catches a deliberately broken store, on a real server, and says why on the timeline."""
+
+from __future__ import annotations
+
+import pytest
+
+from rxstate.testing import Workload, checkers, workload
+from tests.testing import agents
+
+
+def _run(rx_server, step, checker, *, setup=None, final=None, **spec):
+    spec.setdefault("seconds", 0.6)
+    spec.setdefault("processes", 3)
+    return Workload(workload(checker=checker, **spec)(lambda: None).__rxstate_workload__, server=rx_server).run(
+        step, setup=setup, final=final
+    )
+
+
+def test_a_cache_without_invalidation_is_not_linearizable(rx_server):
+    run = _run(rx_server, agents.register_step, checkers.entities(), setup=agents.seed_cells,
+               final=agents.read_cells, wrap=agents.StaleCache)  # fmt: skip
+    verdict = run.verdict
+    assert verdict.valid is False
+    assert verdict.counterexample is not None and verdict.counterexample.stuck
+    assert [a.kind for a in verdict.anomalies] == ["non-linearizable"] * len(verdict.anomalies)
+    report = verdict.text()
+    assert "is not linearizable" in report and "!" in report  # the operation that cannot fit is marked
+    page = verdict.html()
+    assert " bad'" in page and " lin'" in page  # bars of the stuck operations and of the linearization
+
+
+def test_blindly_retried_increments_are_caught(rx_server):
+    def step(agent):
+        agent.store.collection("cells", agents.Cell).incr(agent.rng.choice(agents.KEYS), "n", 1)
+
+    run = _run(rx_server, step, checkers.entities(), setup=agents.seed_cells, final=agents.read_cells,
+               wrap=agents.BlindRetries)  # fmt: skip
+    assert run.verdict.valid is False
+    stuck = run.verdict.counterexample.stuck
+    assert any(op.f in ("incr", "read") for op in stuck)
+
+
+def test_a_transfer_in_two_writes_breaks_the_bank(rx_server):
+    def step(agent):
+        agents.bank_step(agent, move=agents.broken_transfer)
+
+    run = _run(rx_server, step, checkers.bank(agents.TOTAL), setup=agents.seed_bank, final=agents.read_bank)
+    kinds = {a.kind for a in run.verdict.anomalies}
+    assert run.verdict.valid is False and "total" in kinds
+
+
+def test_adds_acknowledged_but_not_stored_are_lost(rx_server):
+    forgetful = agents.ForgetfulAdds()
+
+    def step(agent):
+        agents.set_step(agent, add=forgetful)
+
+    run = _run(rx_server, step, checkers.set_full(), final=agents.read_set)
+    kinds = {a.kind for a in run.verdict.anomalies}
+    assert run.verdict.valid is False and kinds == {"lost"}
+    assert all(a.ops[0].f == "add" and a.ops[-1].f == "read" for a in run.verdict.anomalies)
+
+
+def test_a_consumer_that_redelivers_out_of_order_is_caught(rx_server):
+    state = {}
+
+    def setup(store):
+        state["consumer"] = agents.FeedConsumer(store, broken=True)
+
+    def final(store):
+        state["consumer"].drain(agents.acknowledged(store.history), timeout=3)
+
+    run = _run(rx_server, agents.produce_step, checkers.queue(), setup=setup, final=final, processes=2)
+    kinds = {a.kind for a in run.verdict.anomalies}
+    assert run.verdict.valid is False
+    assert {"duplicated", "order"} <= kinds
+
+
+def test_lagging_reads_break_the_session_guarantees(rx_server):
+    run = _run(rx_server, agents.register_step, checkers.sessions(), setup=agents.seed_cells,
+               wrap=agents.LaggingReads)  # fmt: skip
+    kinds = {a.kind for a in run.verdict.anomalies}
+    assert run.verdict.valid is False
+    assert {"read-your-writes", "monotonic-reads"} <= kinds
+    # the same store without the lag keeps both guarantees
+    assert _run(rx_server, agents.register_step, checkers.sessions(), setup=agents.seed_cells).verdict.valid
+
+
+@workload(checker=checkers.entities(), seconds=0.5, processes=2, wrap=agents.StaleCache)
+def test_the_fixture_fails_the_test_with_the_rendered_counterexample(rx_workload, tmp_path):
+    with pytest.raises(pytest.fail.Exception) as failed:
+        rx_workload.run(agents.register_step, setup=agents.seed_cells, final=agents.read_cells)
+    message = str(failed.value)
+    assert "INVALID" in message and "is not linearizable" in message and "HTML timeline:" in message
+    assert (tmp_path / "timeline.html").read_text().startswith("<!DOCTYPE html>")
+    assert rx_workload.last.verdict.valid is False
