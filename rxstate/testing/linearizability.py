@@ -584,8 +584,8 @@ def _plain(value: Any) -> Any:
         return name
     if isinstance(value, Mapping):
         return {_plain(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return tuple(_plain(v) for v in value)
+    if isinstance(value, Sequence | frozenset | set) and not isinstance(value, str | bytes):
+        return tuple(_plain(v) for v in value)  # EDN vectors, lists and sets come as their own types
     return value
 
 
