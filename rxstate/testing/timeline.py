@@ -70,11 +70,12 @@ def text(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] 
         a = int((op.invoke_ns - start) * scale)
         b = width - 1 if op.complete_ns is None else max(a + 1, int((op.complete_ns - start) * scale))
         fill = "!" if id(op) in bad_ids else "#" if id(op) in lin_ids else "?" if op.status == "info" else "="
-        for x in range(a, min(b, width)):
+        for x in range(a, min(b + 1, width)):
             lane[x] = fill
-        lane[a] = "["
-        if op.complete_ns is not None and b < width:
-            lane[b] = "]"
+        if b - a >= 2:  # room for the ends too
+            lane[a] = "["
+            if op.complete_ns is not None and b < width:
+                lane[b] = "]"
     pad = max(len(p) for p in lanes)
     lines += [f"{p.ljust(pad)} |{''.join(cells)}|" for p, cells in sorted(lanes.items())]
     if linearized:
