@@ -227,8 +227,9 @@ class Checker:
             elif found:
                 anomalies += found
         valid = False if anomalies else (None if unknown else True)
-        return Verdict(self.name, valid, len(ops), len(keys), time.monotonic() - started, anomalies,
-                       counterexample, unknown, ops)  # fmt: skip
+        return Verdict(
+            self.name, valid, len(ops), len(keys), time.monotonic() - started, anomalies, counterexample, unknown, ops
+        )
 
     def _parallel(
         self, keys: list[str], groups: dict[str, list[Op]], processes: int, deadline: float | None
@@ -504,11 +505,23 @@ class _Sessions(Checker):
                 version = self.version_of(op)
                 if op.f == "read":
                     if self.read_your_writes and wrote is not None and (version or 0) < (self.version_of(wrote) or 0):
-                        out.append(Anomaly("read-your-writes", key, f"{process} read version {version} after "
-                                           f"writing version {self.version_of(wrote)}", [wrote, op]))  # fmt: skip
+                        out.append(
+                            Anomaly(
+                                "read-your-writes",
+                                key,
+                                f"{process} read version {version} after writing version {self.version_of(wrote)}",
+                                [wrote, op],
+                            )
+                        )
                     if self.monotonic_reads and read is not None and (version or 0) < (self.version_of(read) or 0):
-                        out.append(Anomaly("monotonic-reads", key, f"{process} read version {version} after "
-                                           f"reading version {self.version_of(read)}", [read, op]))  # fmt: skip
+                        out.append(
+                            Anomaly(
+                                "monotonic-reads",
+                                key,
+                                f"{process} read version {version} after reading version {self.version_of(read)}",
+                                [read, op],
+                            )
+                        )
                     if version is not None:
                         read = op
                 elif version is not None:

@@ -114,8 +114,9 @@ class Op:
         return f"{self.process}: {self.f}({self.key}){arg}{out} [{self.status}]"
 
     def to_json(self) -> str:
-        return json.dumps([self.process, self.key, self.f, self.value, self.output, self.status,
-                           self.invoke_ns, self.complete_ns])  # fmt: skip
+        return json.dumps(
+            [self.process, self.key, self.f, self.value, self.output, self.status, self.invoke_ns, self.complete_ns]
+        )
 
     @property
     def duration_ns(self) -> int | None:
@@ -293,8 +294,18 @@ class History:
                 if f0 == "cas" and kind == "ok":
                     output = True
                 complete = None if kind == "info" else int(t * scale)
-                ops.append(Op(process, key0, f0, None if f0 in ("read", "dequeue") else value0, output, kind,
-                              invoked, complete))  # fmt: skip
+                ops.append(
+                    Op(
+                        process,
+                        key0,
+                        f0,
+                        None if f0 in ("read", "dequeue") else value0,
+                        output,
+                        kind,
+                        invoked,
+                        complete,
+                    )
+                )
             else:
                 raise ValidationError(f"event {n}: type must be invoke, ok, fail or info, not {kind!r}", field="type")
         for process, (f, key, value, invoked) in open_calls.items():

@@ -131,8 +131,9 @@ class _WorkloadFixture:
             return {"server": server}
         return {"server": self._request.getfixturevalue("rx_server")}
 
-    def run(self, step: Any, *, setup: Any = None, final: Any = None, cluster: bool = False,
-            **overrides: Any) -> WorkloadRun:  # fmt: skip
+    def run(
+        self, step: Any, *, setup: Any = None, final: Any = None, cluster: bool = False, **overrides: Any
+    ) -> WorkloadRun:
         """Run the workload (``overrides``: ``WorkloadSpec`` fields to change for this run, e.g. ``faults``;
         ``cluster``: on the session's local cluster instead of a server); fail the test unless valid."""
         spec = dataclasses.replace(self.spec, **overrides) if overrides else self.spec

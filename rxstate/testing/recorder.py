@@ -187,8 +187,9 @@ class RecordedCollection(Generic[M]):
 
     def get_versioned(self, entity_id: str, **kwargs: Any) -> Any:
         """``Collection.get_versioned``, recorded as a ``read`` of the value and its version."""
-        return self._rec.run("read", self._key(entity_id), None,
-                             lambda: self.inner.get_versioned(entity_id, **kwargs), _versioned)  # fmt: skip
+        return self._rec.run(
+            "read", self._key(entity_id), None, lambda: self.inner.get_versioned(entity_id, **kwargs), _versioned
+        )
 
     def get(self, entity_id: str, **kwargs: Any) -> M:
         """``Collection.get`` (through ``get_versioned``, so the read records its version)."""
@@ -198,39 +199,62 @@ class RecordedCollection(Generic[M]):
     def put(self, entity_id: str, value: M, *, expected_version: int | None = None, **kwargs: Any) -> Any:
         """``Collection.put``, recorded as a ``write``."""
         written = {"value": value.model_dump(mode="json"), "expected": expected_version}
-        return self._rec.run("write", self._key(entity_id), written,
-                             lambda: self.inner.put(entity_id, value, expected_version=expected_version, **kwargs),
-                             lambda v: {"version": v.version})  # fmt: skip
+        return self._rec.run(
+            "write",
+            self._key(entity_id),
+            written,
+            lambda: self.inner.put(entity_id, value, expected_version=expected_version, **kwargs),
+            lambda v: {"version": v.version},
+        )
 
     def update(
-        self, entity_id: str, fn: Callable[[M], M] | None = None, /, *, expected_version: int | None = None,
+        self,
+        entity_id: str,
+        fn: Callable[[M], M] | None = None,
+        /,
+        *,
+        expected_version: int | None = None,
         **fields: Any,
-    ) -> Any:  # fmt: skip
+    ) -> Any:
         """``Collection.update``: with fields an ``update``, with a function an ``rmw`` (its result recorded)."""
         if fn is not None:
-            return self._rec.run("rmw", self._key(entity_id), {"expected": expected_version},
-                                 lambda: self.inner.update(entity_id, fn, expected_version=expected_version),
-                                 _versioned)  # fmt: skip
+            return self._rec.run(
+                "rmw",
+                self._key(entity_id),
+                {"expected": expected_version},
+                lambda: self.inner.update(entity_id, fn, expected_version=expected_version),
+                _versioned,
+            )
         plain = {k: v.model_dump(mode="json") if isinstance(v, Model) else v for k, v in fields.items()}
-        return self._rec.run("update", self._key(entity_id), {"fields": plain, "expected": expected_version},
-                             lambda: self.inner.update(entity_id, expected_version=expected_version, **fields),
-                             lambda v: {"version": v.version})  # fmt: skip
+        return self._rec.run(
+            "update",
+            self._key(entity_id),
+            {"fields": plain, "expected": expected_version},
+            lambda: self.inner.update(entity_id, expected_version=expected_version, **fields),
+            lambda v: {"version": v.version},
+        )
 
-    def incr(self, entity_id: str, field: str, amount: int = 1, *, expected_version: int | None = None,
-             **kwargs: Any) -> int:  # fmt: skip
+    def incr(
+        self, entity_id: str, field: str, amount: int = 1, *, expected_version: int | None = None, **kwargs: Any
+    ) -> int:
         """``Collection.incr``, recorded as an ``incr`` whose output is the field's new value."""
         value = {"field": field, "amount": amount, "expected": expected_version}
         result: int = self._rec.run(
-            "incr", self._key(entity_id), value,
+            "incr",
+            self._key(entity_id),
+            value,
             lambda: self.inner.incr(entity_id, field, amount, expected_version=expected_version, **kwargs),
-        )  # fmt: skip
+        )
         return result
 
     def delete(self, entity_id: str, *, expected_version: int | None = None, **kwargs: Any) -> bool:
         """``Collection.delete``, recorded as a ``delete`` whose output says whether it existed."""
-        existed: bool = self._rec.run("delete", self._key(entity_id), {"expected": expected_version},
-                                      lambda: self.inner.delete(entity_id, expected_version=expected_version,
-                                                                **kwargs))  # fmt: skip
+        existed: bool = self._rec.run(
+            "delete",
+            self._key(entity_id),
+            {"expected": expected_version},
+            lambda: self.inner.delete(entity_id, expected_version=expected_version, **kwargs),
+        )
         return existed
 
     def __getattr__(self, name: str) -> Any:

@@ -49,8 +49,14 @@ def _span(ops: Sequence[Op]) -> tuple[int, int]:
     return start, end
 
 
-def text(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] = (), bad: Sequence[Op] = (),
-         width: int = 100) -> str:  # fmt: skip
+def text(
+    summary: Sequence[str],
+    ops: Sequence[Op],
+    *,
+    linearized: Sequence[Op] = (),
+    bad: Sequence[Op] = (),
+    width: int = 100,
+) -> str:
     """The history as lines of characters: ``#`` linearized, ``!`` cannot fit, ``=`` others, ``?`` unknown.
 
     Example:
@@ -102,8 +108,14 @@ pre.rx-sum{background:#f6f6f6;padding:6px;white-space:pre-wrap}
 """
 
 
-def html(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] = (), bad: Sequence[Op] = (),
-         title: str = "rxstate history") -> str:  # fmt: skip
+def html(
+    summary: Sequence[str],
+    ops: Sequence[Op],
+    *,
+    linearized: Sequence[Op] = (),
+    bad: Sequence[Op] = (),
+    title: str = "rxstate history",
+) -> str:
     """A standalone HTML page of the history (see the module docstring).
 
     Example:
@@ -115,12 +127,16 @@ def html(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] 
     order = {id(op): n for n, op in enumerate(linearized, start=1)}
     bad_ids = {id(op) for op in bad}
     shown = _window(ops, bad_ids, set(order))
-    parts = [f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
-             f"</head><body><div class='rx-history'><pre class='rx-sum'>{esc(chr(10).join(summary))}</pre>"]
-    parts.append("<div class='rx-key'><span style='background:#3c9d5d'></span>linearized (numbered)"
-                 "<span style='background:#d33'></span>cannot fit / anomaly"
-                 "<span style='background:#e8a33d'></span>outcome unknown"
-                 "<span style='background:#9db4d3'></span>ok<span style='background:#ccc'></span>failed</div>")
+    parts = [
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{esc(title)}</title><style>{_CSS}</style>"
+        f"</head><body><div class='rx-history'><pre class='rx-sum'>{esc(chr(10).join(summary))}</pre>"
+    ]
+    parts.append(
+        "<div class='rx-key'><span style='background:#3c9d5d'></span>linearized (numbered)"
+        "<span style='background:#d33'></span>cannot fit / anomaly"
+        "<span style='background:#e8a33d'></span>outcome unknown"
+        "<span style='background:#9db4d3'></span>ok<span style='background:#ccc'></span>failed</div>"
+    )
     if shown:
         start, end = _span(shown)
         width = end - start
@@ -135,8 +151,10 @@ def html(summary: Sequence[str], ops: Sequence[Op], *, linearized: Sequence[Op] 
             elif id(op) in order:
                 classes.append("lin")
                 label = f"{order[id(op)]}. {op.f}"
-            bar = (f"<div class='{' '.join(classes)}' style='left:{left:.3f}%;width:{max(right - left, 0.4):.3f}%'"
-                   f" title='{esc(str(op), quote=True)}'>{esc(label)}</div>")  # fmt: skip
+            bar = (
+                f"<div class='{' '.join(classes)}' style='left:{left:.3f}%;width:{max(right - left, 0.4):.3f}%'"
+                f" title='{esc(str(op), quote=True)}'>{esc(label)}</div>"
+            )
             lanes.setdefault(op.process, []).append(bar)
         parts.append("<div class='rx-tl'>")
         for process, bars in sorted(lanes.items()):

@@ -118,8 +118,9 @@ def workload(
         ...
         rxstate.core.errors.ValidationError: unknown faults ['nope']: ...
     """
-    spec = WorkloadSpec(checker, seconds, processes, tuple(faults), seed, partition=partition,
-                        connect=dict(connect or {}), **options)  # fmt: skip
+    spec = WorkloadSpec(
+        checker, seconds, processes, tuple(faults), seed, partition=partition, connect=dict(connect or {}), **options
+    )
 
     def mark(fn: F) -> F:
         fn.__rxstate_workload__ = spec  # type: ignore[attr-defined]
@@ -177,8 +178,9 @@ class Workload:
         ...     assert run.verdict.valid, run.report()
     """
 
-    def __init__(self, spec: WorkloadSpec, *, server: Any = None, cluster: Any = None,
-                 namespace: str | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, spec: WorkloadSpec, *, server: Any = None, cluster: Any = None, namespace: str | None = None
+    ) -> None:
         if (server is None) == (cluster is None):
             raise ValidationError("a workload runs against a server or a cluster: pass exactly one")
         if cluster is not None and set(spec.faults) - CLUSTER_FAULTS:
@@ -192,8 +194,9 @@ class Workload:
         if self.cluster is not None:
             return self.cluster.client(socket_timeout=timeout)
         assert self._proxy is not None
-        return redis.Redis(port=self._proxy.port, socket_timeout=timeout, socket_connect_timeout=timeout,
-                           retry=Retry(NoBackoff(), 1))  # fmt: skip
+        return redis.Redis(
+            port=self._proxy.port, socket_timeout=timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 1)
+        )
 
     def store(self, history: History, process: str) -> RecordedStore:
         """A new recorded store of this workload's namespace, talking through the proxy (or to the cluster)."""
@@ -250,8 +253,9 @@ class Workload:
                 setup_store = self.store(history, "setup")
                 stores.append(setup_store)
                 setup(setup_store)
-            schedule = faults.Schedule(self._faults(), seed=spec.seed, hold=spec.hold, calm=spec.calm) \
-                if spec.faults else None  # fmt: skip
+            schedule = (
+                faults.Schedule(self._faults(), seed=spec.seed, hold=spec.hold, calm=spec.calm) if spec.faults else None
+            )
             base_seed = schedule.seed if schedule is not None else (spec.seed or random.randrange(2**32))
             agents = []
             for i in range(spec.processes):

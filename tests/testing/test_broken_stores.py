@@ -17,8 +17,14 @@ def _run(rx_server, step, checker, *, setup=None, final=None, **spec):
 
 
 def test_a_cache_without_invalidation_is_not_linearizable(rx_server):
-    run = _run(rx_server, agents.register_step, checkers.entities(), setup=agents.seed_cells,
-               final=agents.read_cells, wrap=agents.StaleCache)  # fmt: skip
+    run = _run(
+        rx_server,
+        agents.register_step,
+        checkers.entities(),
+        setup=agents.seed_cells,
+        final=agents.read_cells,
+        wrap=agents.StaleCache,
+    )
     verdict = run.verdict
     assert verdict.valid is False
     assert verdict.counterexample is not None and verdict.counterexample.stuck
@@ -33,8 +39,9 @@ def test_blindly_retried_increments_are_caught(rx_server):
     def step(agent):
         agent.store.collection("cells", agents.Cell).incr(agent.rng.choice(agents.KEYS), "n", 1)
 
-    run = _run(rx_server, step, checkers.entities(), setup=agents.seed_cells, final=agents.read_cells,
-               wrap=agents.BlindRetries)  # fmt: skip
+    run = _run(
+        rx_server, step, checkers.entities(), setup=agents.seed_cells, final=agents.read_cells, wrap=agents.BlindRetries
+    )
     assert run.verdict.valid is False
     stuck = run.verdict.counterexample.stuck
     assert any(op.f in ("incr", "read") for op in stuck)
@@ -77,8 +84,7 @@ def test_a_consumer_that_redelivers_out_of_order_is_caught(rx_server):
 
 
 def test_lagging_reads_break_the_session_guarantees(rx_server):
-    run = _run(rx_server, agents.register_step, checkers.sessions(), setup=agents.seed_cells,
-               wrap=agents.LaggingReads)  # fmt: skip
+    run = _run(rx_server, agents.register_step, checkers.sessions(), setup=agents.seed_cells, wrap=agents.LaggingReads)
     kinds = {a.kind for a in run.verdict.anomalies}
     assert run.verdict.valid is False
     assert {"read-your-writes", "monotonic-reads"} <= kinds

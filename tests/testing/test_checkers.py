@@ -14,8 +14,12 @@ def op(process, f, *, value=None, output=None, start, end, key="s", status="ok")
 
 
 def test_set_full_accepts_a_correct_history():
-    h = [op("a", "add", value=1, start=0, end=10), op("b", "read", output=[], start=1, end=5),
-         op("b", "read", output=[1], start=20, end=30), op("a", "add", value=2, start=25, end=40, status="info")]  # fmt: skip
+    h = [
+        op("a", "add", value=1, start=0, end=10),
+        op("b", "read", output=[], start=1, end=5),
+        op("b", "read", output=[1], start=20, end=30),
+        op("a", "add", value=2, start=25, end=40, status="info"),
+    ]
     verdict = checkers.set_full().check(h)
     assert verdict.valid is True and verdict.anomalies == []
 
@@ -24,13 +28,27 @@ def test_set_full_accepts_a_correct_history():
     ("history", "kind"),
     [
         ([op("a", "add", value=1, start=0, end=10), op("b", "read", output=[], start=20, end=30)], "lost"),
-        ([op("a", "add", value=1, start=0, end=10), op("b", "read", output=[], start=20, end=30),
-          op("b", "read", output=[1], start=40, end=50)], "stale"),  # fmt: skip
+        (
+            [
+                op("a", "add", value=1, start=0, end=10),
+                op("b", "read", output=[], start=20, end=30),
+                op("b", "read", output=[1], start=40, end=50),
+            ],
+            "stale",
+        ),
         ([op("b", "read", output=[7], start=0, end=5)], "unexpected"),
-        ([op("a", "add", value=1, start=0, end=10, status="fail"), op("b", "read", output=[1], start=20, end=30)],
-         "unexpected"),  # fmt: skip
-        ([op("a", "add", value=1, start=0, end=10), op("a", "remove", value=1, start=11, end=15),
-          op("b", "read", output=[1], start=20, end=30)], "resurrected"),  # fmt: skip
+        (
+            [op("a", "add", value=1, start=0, end=10, status="fail"), op("b", "read", output=[1], start=20, end=30)],
+            "unexpected",
+        ),
+        (
+            [
+                op("a", "add", value=1, start=0, end=10),
+                op("a", "remove", value=1, start=11, end=15),
+                op("b", "read", output=[1], start=20, end=30),
+            ],
+            "resurrected",
+        ),
     ],
 )
 def test_set_full_names_each_anomaly(history, kind):
@@ -41,26 +59,39 @@ def test_set_full_names_each_anomaly(history, kind):
 
 
 def test_a_removal_in_flight_excuses_a_missing_element():
-    h = [op("a", "add", value=1, start=0, end=10), op("a", "remove", value=1, start=15, end=None, status="info"),
-         op("b", "read", output=[], start=20, end=30)]  # fmt: skip
+    h = [
+        op("a", "add", value=1, start=0, end=10),
+        op("a", "remove", value=1, start=15, end=None, status="info"),
+        op("b", "read", output=[], start=20, end=30),
+    ]
     assert checkers.set_full().check(h).valid is True
 
 
 def test_queue_finds_loss_duplicates_strangers_and_reordering():
-    h = [op("p", "enqueue", value=("k", 1), start=0, end=1), op("p", "enqueue", value=("k", 2), start=2, end=3),
-         op("p", "enqueue", value=("k", 3), start=4, end=5), op("p", "enqueue", value=("j", 9), start=6, end=7),
-         op("c", "dequeue", output=("k", 2), start=10, end=10), op("c", "dequeue", output=("k", 1), start=11, end=11),
-         op("c", "dequeue", output=("k", 1), start=12, end=12), op("c", "dequeue", output=("z", 0), start=13, end=13),
-         op("c", "dequeue", output=("k", 3), start=14, end=14)]  # fmt: skip
+    h = [
+        op("p", "enqueue", value=("k", 1), start=0, end=1),
+        op("p", "enqueue", value=("k", 2), start=2, end=3),
+        op("p", "enqueue", value=("k", 3), start=4, end=5),
+        op("p", "enqueue", value=("j", 9), start=6, end=7),
+        op("c", "dequeue", output=("k", 2), start=10, end=10),
+        op("c", "dequeue", output=("k", 1), start=11, end=11),
+        op("c", "dequeue", output=("k", 1), start=12, end=12),
+        op("c", "dequeue", output=("z", 0), start=13, end=13),
+        op("c", "dequeue", output=("k", 3), start=14, end=14),
+    ]
     kinds = sorted(a.kind for a in checkers.queue().check(h).anomalies)
     assert kinds == ["duplicated", "lost", "order", "order", "unexpected"]
     assert checkers.queue(drained=False, order_key=None).check(h).valid is False  # still duplicates
 
 
 def test_queue_accepts_order_across_keys_and_consumers():
-    h = [op("p", "enqueue", value=("k", 1), start=0, end=1), op("p", "enqueue", value=("j", 1), start=2, end=3),
-         op("c1", "dequeue", output=("j", 1), start=10, end=10), op("c2", "dequeue", output=("k", 1), start=9, end=9),
-         op("p", "enqueue", value=("k", 2), start=20, end=None, status="info")]  # fmt: skip
+    h = [
+        op("p", "enqueue", value=("k", 1), start=0, end=1),
+        op("p", "enqueue", value=("j", 1), start=2, end=3),
+        op("c1", "dequeue", output=("j", 1), start=10, end=10),
+        op("c2", "dequeue", output=("k", 1), start=9, end=9),
+        op("p", "enqueue", value=("k", 2), start=20, end=None, status="info"),
+    ]
     assert checkers.queue().check(h).valid is True  # an unknown enqueue never delivered is no loss
 
 
@@ -81,9 +112,12 @@ def _v(version):
 
 
 def test_sessions_read_your_writes_and_monotonic_reads():
-    good = [op("p", "write", output={"version": 3}, start=0, end=1, key="k"),
-            op("p", "read", output=_v(3), start=2, end=3, key="k"), op("q", "read", output=_v(2), start=4, end=5, key="k"),
-            op("p", "read", output=_v(4), start=6, end=7, key="k")]  # fmt: skip
+    good = [
+        op("p", "write", output={"version": 3}, start=0, end=1, key="k"),
+        op("p", "read", output=_v(3), start=2, end=3, key="k"),
+        op("q", "read", output=_v(2), start=4, end=5, key="k"),
+        op("p", "read", output=_v(4), start=6, end=7, key="k"),
+    ]
     assert checkers.sessions().check(good).valid is True
     bad = [*good, op("p", "read", output=_v(2), start=8, end=9, key="k")]
     kinds = sorted(a.kind for a in checkers.sessions().check(bad).anomalies)

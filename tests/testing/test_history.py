@@ -27,8 +27,12 @@ def test_events_pair_up_per_process_with_their_times():
     h = History.from_events(EVENTS, time_unit="ms")
     ops = h.ops
     assert [(o.process, o.f, o.status) for o in ops] == [
-        ("0", "write", "ok"), ("1", "read", "ok"), ("2", "cas", "fail"), ("0", "write", "info"), ("1", "write", "info"),
-    ]  # fmt: skip
+        ("0", "write", "ok"),
+        ("1", "read", "ok"),
+        ("2", "cas", "fail"),
+        ("0", "write", "info"),
+        ("1", "write", "info"),
+    ]
     assert ops[0].invoke_ns == 1_000_000 and ops[0].complete_ns == 3_000_000
     assert ops[1].output == 1 and ops[2].value == (1, 2)
     assert ops[3].complete_ns is None and ops[4].complete_ns is None
@@ -41,12 +45,17 @@ def test_a_json_lines_log_of_events_loads_like_a_saved_history(tmp_path):
     loaded = History.load(path)
     assert len(loaded) == 5
     stale = tmp_path / "stale.jsonl"
-    stale.write_text("".join(json.dumps(e) + "\n" for e in [
-        {"process": "a", "type": "invoke", "f": "write", "value": 1, "time": 0, "key": "x"},
-        {"process": "a", "type": "ok", "f": "write", "value": 1, "time": 1, "key": "x"},
-        {"process": "b", "type": "invoke", "f": "read", "time": 2, "key": "x"},
-        {"process": "b", "type": "ok", "f": "read", "value": 0, "time": 3, "key": "x"},
-    ]))  # fmt: skip
+    stale.write_text(
+        "".join(
+            json.dumps(e) + "\n"
+            for e in [
+                {"process": "a", "type": "invoke", "f": "write", "value": 1, "time": 0, "key": "x"},
+                {"process": "a", "type": "ok", "f": "write", "value": 1, "time": 1, "key": "x"},
+                {"process": "b", "type": "invoke", "f": "read", "time": 2, "key": "x"},
+                {"process": "b", "type": "ok", "f": "read", "value": 0, "time": 3, "key": "x"},
+            ]
+        )
+    )
     verdict = checkers.registers(0).check(History.load(stale))
     assert verdict.valid is False and verdict.counterexample.key == "x"
 
@@ -69,8 +78,13 @@ def test_a_jepsen_edn_history_with_independent_keys(tmp_path):
     [
         ([{"process": 0, "type": "invoke", "f": "write", "value": 1}], "no 'time'"),
         ([{"process": 0, "type": "ok", "f": "write", "value": 1, "time": 1}], "completes no invocation"),
-        ([{"process": 0, "type": "invoke", "f": "write", "time": 1}, {"process": 0, "type": "invoke", "f": "read",
-          "time": 2}], "before completing"),  # fmt: skip
+        (
+            [
+                {"process": 0, "type": "invoke", "f": "write", "time": 1},
+                {"process": 0, "type": "invoke", "f": "read", "time": 2},
+            ],
+            "before completing",
+        ),
         ([{"process": 0, "type": "invoke", "f": "append", "time": 1}], "unknown operation"),
         ([{"process": 0, "type": "done", "f": "read", "time": 1}], "type must be"),
     ],

@@ -32,8 +32,15 @@ def test_every_call_is_recorded_with_its_shape(store):
     with pytest.raises(NotFound):
         cells.get("c")
     ops = store.history.ops
-    assert [(o.f, o.status) for o in ops] == [("write", "ok"), ("update", "ok"), ("rmw", "ok"), ("incr", "ok"),
-                                              ("read", "ok"), ("delete", "ok"), ("read", "ok")]  # fmt: skip
+    assert [(o.f, o.status) for o in ops] == [
+        ("write", "ok"),
+        ("update", "ok"),
+        ("rmw", "ok"),
+        ("incr", "ok"),
+        ("read", "ok"),
+        ("delete", "ok"),
+        ("read", "ok"),
+    ]
     assert {o.key for o in ops} == {"cells/c"} and {o.process for o in ops} == {"p1"}
     assert ops[0].output == {"version": 1} and ops[1].value == {"fields": {"value": 2}, "expected": None}
     assert ops[2].output == {"version": 3, "value": {"value": 2, "n": 5}}
@@ -80,8 +87,10 @@ def test_outcomes_of_errors():
     assert outcome("write", redis.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused.")) == "fail"
     assert outcome("write", redis.ConnectionError("Connection reset by peer")) == "info"
     assert outcome("write", redis.TimeoutError("Timeout reading from socket")) == "info"
-    assert outcome("write", UnknownOutcome("no reply", write_id="w", record="r", keys=[], script="s",
-                                           remembered_ms=1)) == "info"  # fmt: skip
+    assert (
+        outcome("write", UnknownOutcome("no reply", write_id="w", record="r", keys=[], script="s", remembered_ms=1))
+        == "info"
+    )
 
 
 def test_a_write_whose_reply_is_lost_is_recorded_as_unknown(rx_server):

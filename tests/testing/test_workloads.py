@@ -29,8 +29,7 @@ def _assert_worked(run, f: str, minimum: int) -> None:
 @pytest.mark.parametrize("fault", FAULTS)
 @workload(checker=checkers.entities(), seconds=0.8, processes=3)
 def test_registers_are_linearizable_under_each_fault(rx_workload, fault):
-    run = rx_workload.run(agents.register_step, setup=agents.seed_cells, final=agents.read_cells,
-                          faults=_faults(fault))  # fmt: skip
+    run = rx_workload.run(agents.register_step, setup=agents.seed_cells, final=agents.read_cells, faults=_faults(fault))
     _assert_worked(run, "read", 20)
     assert sum(op.f == "incr" and op.status == "ok" for op in run.history.ops) >= 5
 
@@ -70,8 +69,9 @@ def test_the_change_feed_delivers_each_change_once_in_order_under_faults(rx_work
 @pytest.mark.parametrize("fault", ["none", "client-kill"])
 @workload(checker=checkers.entities(), seconds=0.8, processes=3)
 def test_registers_on_a_cluster(rx_workload, fault):
-    run = rx_workload.run(agents.register_step, setup=agents.seed_cells, final=agents.read_cells, cluster=True,
-                          faults=_faults(fault))  # fmt: skip
+    run = rx_workload.run(
+        agents.register_step, setup=agents.seed_cells, final=agents.read_cells, cluster=True, faults=_faults(fault)
+    )
     _assert_worked(run, "read", 20)
 
 
