@@ -114,6 +114,7 @@ def broken_transfer(store: Any, accounts: Any, source: str, target: str, amount:
     if accounts.get(source).balance < amount:
         return
     accounts.incr(source, "balance", -amount)
+    accounts.get(target)  # the application looks at the target between the two writes
     accounts.incr(target, "balance", amount)
 
 

@@ -16,6 +16,8 @@ from rxstate.testing import faults
 from tests.helpers import wait_for
 from tests.testing.agents import Cell
 
+pytestmark = pytest.mark.slow  # servers paused, killed and restarted
+
 
 def _client(port, timeout=0.3):
     return redis.Redis(port=port, socket_timeout=timeout, retry=Retry(NoBackoff(), 0))
