@@ -210,20 +210,26 @@ def acknowledged(history: Any) -> Any:
     return elements
 
 
-# -- broken stores for the entity checkers -----------------------------------------------------------------
+class _BrokenStore:
+    """A store whose collections are wrapped in ``collection_type`` (the bug); everything else is the store's."""
 
-
-class StaleCache:
-    """A store whose collections cache every value they read or write and never invalidate the cache."""
+    collection_type: Any = None
 
     def __init__(self, store: Any) -> None:
         self.store = store
 
     def collection(self, name: str, model: Any, **kwargs: Any) -> Any:
-        return _StaleCollection(self.store.collection(name, model, **kwargs))
+        return self.collection_type(self.store.collection(name, model, **kwargs))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.store, name)
+
+
+# -- broken stores for the entity checkers -----------------------------------------------------------------
+
+
+class StaleCache(_BrokenStore):
+    """A store whose collections cache every value they read or write and never invalidate the cache."""
 
 
 class _StaleCollection:
@@ -245,17 +251,8 @@ class _StaleCollection:
         return getattr(self.inner, name)
 
 
-class BlindRetries:
+class BlindRetries(_BrokenStore):
     """A store that resends every increment once, as a client without write ids does after a lost reply."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def collection(self, name: str, model: Any, **kwargs: Any) -> Any:
-        return _RetryingCollection(self.store.collection(name, model, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
 
 
 class _RetryingCollection:
@@ -272,18 +269,9 @@ class _RetryingCollection:
         return getattr(self.inner, name)
 
 
-class LaggingReads:
+class LaggingReads(_BrokenStore):
     """A store that answers every other read from a copy taken at the first read (a replica that stopped
     replicating): versions go backwards, and a process misses its own writes."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-
-    def collection(self, name: str, model: Any, **kwargs: Any) -> Any:
-        return _LaggingCollection(self.store.collection(name, model, **kwargs))
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.store, name)
 
 
 class _LaggingCollection:
@@ -300,3 +288,12 @@ class _LaggingCollection:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+StaleCache.collection_type = _StaleCollection
+
+
+BlindRetries.collection_type = _RetryingCollection
+
+
+LaggingReads.collection_type = _LaggingCollection

@@ -1,8 +1,8 @@
 """The workloads against rxstate itself, on a real server and on the local cluster, under each nemesis.
 
-Each run is short (under a second of agents, on a shared two-core machine: the counts asked for are low); the verdict must be valid (the fixture fails the test with
-the rendered counterexample otherwise), and the run must have done real work: enough acknowledged
-operations, and faults actually applied.
+Each run is short (under a second of agents, on a shared two-core machine: the counts asked for are low);
+the verdict must be valid (the fixture fails the test with the rendered counterexample otherwise), and the
+run must have done real work: acknowledged operations, and faults actually applied.
 """
 
 from __future__ import annotations
