@@ -107,11 +107,11 @@ class Verdict:
     def __bool__(self) -> bool:
         return self.valid is True
 
-    def _highlights(self) -> tuple[list[Op], list[Op], list[Op]]:
+    def _highlights(self) -> tuple[list[Op], list[Op]]:
+        """The linearization to number, and the operations to mark as bad."""
         if self.counterexample is not None:
-            return self.counterexample.linearized, self.counterexample.stuck, []
-        flagged = [op for a in self.anomalies for op in a.ops]
-        return [], flagged, []
+            return self.counterexample.linearized, self.counterexample.stuck
+        return [], [op for a in self.anomalies for op in a.ops]
 
     def _summary(self) -> list[str]:
         verdict = {True: "valid", False: "INVALID", None: "unknown (time limit reached)"}[self.valid]
@@ -127,13 +127,13 @@ class Verdict:
 
     def text(self, *, width: int = 100) -> str:
         """A plain-text report with an ASCII timeline of the operations involved, for CI logs."""
-        order, bad, _ = self._highlights()
+        order, bad = self._highlights()
         return timeline.text(self._summary(), self._focus(), linearized=order, bad=bad, width=width)
 
     def html(self) -> str:
         """A standalone HTML page: one lane per process, operations as bars, the linearization and the
         operations that cannot fit highlighted."""
-        order, bad, _ = self._highlights()
+        order, bad = self._highlights()
         return timeline.html(self._summary(), self._focus(), linearized=order, bad=bad)
 
     def save_html(self, path: str | Path) -> Path:

@@ -168,7 +168,7 @@ class Proxy:
             pair = (client, server)
             with self._lock:
                 self._pairs.add(pair)
-            lose = threading.Event()
+            lose = _Loss()
             threading.Thread(target=self._upstream, args=(pair, lose), daemon=True).start()
             threading.Thread(target=self._downstream, args=(pair, lose), daemon=True).start()
 
@@ -189,7 +189,7 @@ class Proxy:
             self._pairs.discard(pair)
         _close(*pair)
 
-    def _upstream(self, pair: tuple[socket.socket, socket.socket], lose: threading.Event) -> None:
+    def _upstream(self, pair: tuple[socket.socket, socket.socket], lose: _Loss) -> None:
         client, server = pair
         with suppress(OSError):  # either side closed: the pair is torn down below
             while chunk := client.recv(65536):
@@ -197,21 +197,20 @@ class Proxy:
                 if mode == "swallow":
                     break
                 if mode:
-                    lose.mode = mode  # type: ignore[attr-defined]
-                    lose.set()
+                    lose.mode = mode
+                    lose.armed.set()
                 server.sendall(chunk)
         self._forget(pair)
 
-    def _downstream(self, pair: tuple[socket.socket, socket.socket], lose: threading.Event) -> None:
+    def _downstream(self, pair: tuple[socket.socket, socket.socket], lose: _Loss) -> None:
         server, client = pair[1], pair[0]
         with suppress(OSError):
             while chunk := server.recv(65536):
                 if self._reply_delay:
                     time.sleep(self._reply_delay)
-                if lose.is_set():
-                    mode = getattr(lose, "mode", "drop")
-                    if mode == "duplicate":
-                        lose.clear()
+                if lose.armed.is_set():
+                    if lose.mode == "duplicate":
+                        lose.armed.clear()
                         client.sendall(chunk + chunk)
                         continue
                     if self._delay:
@@ -220,6 +219,16 @@ class Proxy:
                     break
                 client.sendall(chunk)
         self._forget(pair)
+
+
+class _Loss:
+    """What the request side of one connection tells its reply side: lose (or repeat) the next reply."""
+
+    __slots__ = ("armed", "mode")
+
+    def __init__(self) -> None:
+        self.armed = threading.Event()
+        self.mode = "drop"
 
 
 LossyProxy = Proxy

@@ -37,7 +37,6 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import redis
@@ -157,6 +156,7 @@ class WorkloadRun:
 
     @property
     def seed(self) -> int | None:
+        """The fault schedule's seed (None without faults): pass it as ``seed=`` to replay the run."""
         return None if self.schedule is None else self.schedule.seed
 
     def report(self) -> str:
@@ -318,8 +318,3 @@ def _settle(final: Callable[[RecordedStore], Any], store: RecordedStore, attempt
             if attempt == attempts - 1:
                 raise RxStateError(f"the server did not come back for the final reads: {exc}") from exc
             time.sleep(0.05)
-
-
-def save_report(run: WorkloadRun, directory: str | Path, name: str) -> Path:
-    """Save the HTML timeline of a run's verdict in ``directory``; returns its path."""
-    return run.verdict.save_html(Path(directory) / f"{name}.html")

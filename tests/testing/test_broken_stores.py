@@ -105,3 +105,32 @@ def test_the_fixture_fails_the_test_with_the_rendered_counterexample(rx_workload
     assert "INVALID" in message and "is not linearizable" in message and "HTML timeline:" in message
     assert (tmp_path / "timeline.html").read_text().startswith("<!DOCTYPE html>")
     assert rx_workload.last.verdict.valid is False
+
+
+def _seed_counter(store):
+    store.store.collection("cells", agents.Cell).put("a", agents.Cell())  # unrecorded: the counter starts at 0
+
+
+def _count_step(agent):
+    cells = agent.store.collection("cells", agents.Cell)
+    with agent.store.recording("incr", "counter", 1) as call:
+        call.ok(cells.inner.incr("a", "n", 1))
+
+
+def _read_count(store):
+    with store.recording("read", "counter") as call:
+        call.ok(store.collection("cells", agents.Cell).inner.get("a").n)
+
+
+def test_the_counter_checker_catches_blind_retries(rx_server):
+    run = _run(
+        rx_server,
+        _count_step,
+        checkers.counters(),
+        setup=_seed_counter,
+        final=_read_count,
+        wrap=agents.BlindRetries,
+    )
+    assert run.verdict.valid is False and run.verdict.counterexample.key == "counter"
+    fine = _run(rx_server, _count_step, checkers.counters(), setup=_seed_counter, final=_read_count, attempts=1)
+    assert fine.verdict.valid is True

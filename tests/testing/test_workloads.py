@@ -85,3 +85,26 @@ def test_registers_on_a_cluster(rx_workload, fault):
 def test_bank_on_a_cluster(rx_workload):
     run = rx_workload.run(agents.bank_step, setup=agents.seed_bank, final=agents.read_bank, cluster=True)
     _assert_worked(run, "transfer", 2)
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("fault", _params("none", "client-kill"))
+@workload(checker=checkers.set_full(), seconds=0.6, processes=3)
+def test_set_full_on_a_cluster(rx_workload, fault):
+    run = rx_workload.run(agents.set_step, final=agents.read_set, cluster=True, faults=_faults(fault))
+    _assert_worked(run, "add", 5)
+
+
+@pytest.mark.cluster
+@workload(checker=checkers.queue(), seconds=0.6, processes=2)
+def test_the_change_feed_on_a_cluster(rx_workload):
+    state = {}
+
+    def setup(store):
+        state["consumer"] = agents.FeedConsumer(store)
+
+    def final(store):
+        state["consumer"].drain(agents.acknowledged(store.history))
+
+    run = rx_workload.run(agents.produce_step, setup=setup, final=final, cluster=True)
+    _assert_worked(run, "enqueue", 5)
