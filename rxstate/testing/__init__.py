@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from . import checkers, faults, timeline
 from .linearizability import History, Op
 from .recorder import RecordedCollection, RecordedStore, record
-from .workload import Workload, workload
+from .workload import Workload, WorkloadSpec, workload
 
 if TYPE_CHECKING:
     from rxstate.server.embedded import EmbeddedServer
@@ -47,6 +47,7 @@ __all__ = [
     "RecordedCollection",
     "RecordedStore",
     "Workload",
+    "WorkloadSpec",
     "checkers",
     "faults",
     "record",

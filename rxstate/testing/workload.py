@@ -61,7 +61,12 @@ _TRANSIENT = (redis.RedisError, RxStateError, OSError)
 
 @dataclass(frozen=True)
 class WorkloadSpec:
-    """What to run: see ``workload``."""
+    """What to run (the fields are the arguments of ``workload``), for ``Workload`` without pytest.
+
+    Example:
+        >>> WorkloadSpec(checkers.bank(100), seconds=1, faults=("pause",)).processes
+        3
+    """
 
     checker: checkers.Checker
     seconds: float = 2.0

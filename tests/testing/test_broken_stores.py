@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rxstate.testing import Workload, checkers, workload
+from rxstate.testing import Workload, WorkloadSpec, checkers, workload
 from tests.testing import agents
 
 
@@ -12,9 +12,8 @@ def _run(rx_server, step, checker, *, setup=None, final=None, attempts=3, **spec
     """Run the workload until the checker finds the bug, at most ``attempts`` times (a race needs luck)."""
     spec.setdefault("seconds", 0.6)
     spec.setdefault("processes", 3)
-    marked = workload(checker=checker, **spec)(lambda: None)
     for _ in range(attempts):
-        run = Workload(marked.__rxstate_workload__, server=rx_server).run(step, setup=setup, final=final)
+        run = Workload(WorkloadSpec(checker, **spec), server=rx_server).run(step, setup=setup, final=final)
         if run.verdict.valid is False:
             break
     return run
