@@ -12,6 +12,9 @@ depth-first search over which pending operation to linearize next, skipping any 
 operations, model state) pair seen before. Keys are independent objects, so each key is checked on
 its own (linearizability is compositional).
 
+Histories recorded elsewhere (a Jepsen EDN log, JSON lines of invoke/complete events) come in through
+``History.from_events`` and ``History.load``/``History.load_edn``.
+
 Times come from ``time.monotonic_ns()``, which on Linux is one clock for every process of the machine:
 histories of several processes on one machine merge correctly; histories from several machines do not.
 
@@ -35,8 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from rxstate.core.errors import ValidationError
+
 __all__ = [
     "INVALID",
+    "OPERATIONS",
     "Counterexample",
     "History",
     "Model",
@@ -45,12 +51,37 @@ __all__ = [
     "Result",
     "check",
     "counter",
+    "entity",
+    "freeze",
     "register",
 ]
 
 INVALID: Hashable = object()
 _INVALID = INVALID
 _INF = float("inf")
+
+OPERATIONS = frozenset(
+    {"read", "write", "cas", "incr", "add", "remove", "enqueue", "dequeue", "transfer", "update", "rmw", "delete"}
+)
+"""Operation names a history may hold: the models and checkers here give each one its meaning."""
+_COMPLETIONS = {"ok", "fail", "info"}
+
+
+def freeze(value: Any) -> Hashable:
+    """A hashable, comparable form of a JSON-like value (dicts and lists become sorted pairs and tuples).
+
+    Example:
+        >>> freeze({"b": [1, 2], "a": None}) == freeze({"a": None, "b": (1, 2)})
+        True
+    """
+    if isinstance(value, Mapping):
+        return tuple(sorted((str(k), freeze(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(freeze(v) for v in value)
+    if isinstance(value, set | frozenset):
+        return frozenset(freeze(v) for v in value)
+    hashable: Hashable = value
+    return hashable
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,8 +114,14 @@ class Op:
         return f"{self.process}: {self.f}({self.key}){arg}{out} [{self.status}]"
 
     def to_json(self) -> str:
-        return json.dumps([self.process, self.key, self.f, self.value, self.output, self.status,
-                           self.invoke_ns, self.complete_ns])  # fmt: skip
+        return json.dumps(
+            [self.process, self.key, self.f, self.value, self.output, self.status, self.invoke_ns, self.complete_ns]
+        )
+
+    @property
+    def duration_ns(self) -> int | None:
+        """How long it took (None while its outcome is unknown)."""
+        return None if self.complete_ns is None else self.complete_ns - self.invoke_ns
 
     @classmethod
     def from_json(cls, line: str) -> Op:
@@ -114,6 +151,11 @@ class Pending:
         self._done = True
         op = Op(self.process, self.key, self.f, self.value, output, status, self.invoke_ns, complete)
         self._history._append(op)
+
+    @property
+    def done(self) -> bool:
+        """Whether its outcome was recorded."""
+        return self._done
 
     def ok(self, output: Any = None) -> None:
         """It happened, and returned ``output``."""
@@ -157,8 +199,8 @@ class History:
 
     def invoke(self, f: str, key: str, value: Any = None, *, process: str | None = None) -> Pending:
         """Record the invocation of an operation; complete the returned ``Pending`` with its outcome."""
-        if f not in ("read", "write", "cas", "incr"):
-            raise ValueError(f"unknown operation {f!r}: use read, write, cas or incr")
+        if f not in OPERATIONS:
+            raise ValidationError(f"unknown operation {f!r}: use one of {sorted(OPERATIONS)}", field="f")
         return Pending(self, process or self.process, f, key, value)
 
     def _append(self, op: Op) -> None:
@@ -185,14 +227,125 @@ class History:
             merged._ops.extend(h.ops if isinstance(h, History) else h)
         return merged
 
+    def extend(self, ops: Iterable[Op]) -> None:
+        """Add operations recorded elsewhere (another thread's or process's)."""
+        with self._lock:
+            self._ops.extend(ops)
+
+    @classmethod
+    def from_events(
+        cls,
+        events: Iterable[Mapping[str, Any]],
+        *,
+        time_unit: str = "ns",
+        independent: bool = False,
+    ) -> History:
+        """A history from invocation and completion events with explicit times (recorded elsewhere).
+
+        Each event is a mapping with ``process``, ``type`` (``invoke``, then ``ok``, ``fail`` or ``info``),
+        ``f``, ``value``, ``time`` and optionally ``key`` — the shape of a Jepsen history. A completion
+        belongs to the open invocation of the same process; an invocation never completed is ``info``.
+        The invocation's value is the operation's input; an ``ok`` completion's value is its output
+        (Jepsen puts a read's result there). With ``independent``, values are ``[key, value]`` pairs
+        (Jepsen's ``independent`` checker).
+
+        Raises:
+            ValidationError: an event lacks a field, names an unknown type or operation, completes
+                nothing, or its process invokes twice without completing.
+
+        Example:
+            >>> h = History.from_events([
+            ...     {"process": 0, "type": "invoke", "f": "write", "value": 1, "time": 10},
+            ...     {"process": 0, "type": "ok", "f": "write", "value": 1, "time": 20},
+            ...     {"process": 1, "type": "invoke", "f": "read", "value": None, "time": 30},
+            ...     {"process": 1, "type": "ok", "f": "read", "value": 1, "time": 40},
+            ... ])
+            >>> [str(op) for op in h]
+            ['0: write() 1 [ok]', '1: read() -> 1 [ok]']
+        """
+        scale = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": 1_000_000_000}.get(time_unit)
+        if scale is None:
+            raise ValidationError(f"time_unit must be ns, us, ms or s, not {time_unit!r}", field="time_unit")
+        open_calls: dict[str, tuple[str, str, Any, int]] = {}
+        ops: list[Op] = []
+        for n, event in enumerate(events):
+            try:
+                process, kind, f, t = str(event["process"]), str(event["type"]), str(event["f"]), event["time"]
+            except KeyError as exc:
+                missing = str(exc.args[0])
+                raise ValidationError(f"event {n} has no {missing!r}: {dict(event)!r}", field=missing) from exc
+            value = _plain(event.get("value"))
+            key = str(event.get("key", ""))
+            if independent and kind in ("invoke", "ok"):
+                if not (isinstance(value, tuple) and len(value) == 2):
+                    raise ValidationError(f"event {n}: an independent value is a [key, value] pair, got {value!r}")
+                key, value = str(value[0]), value[1]
+            if f not in OPERATIONS:
+                raise ValidationError(f"event {n}: unknown operation {f!r}", field="f")
+            if kind == "invoke":
+                if process in open_calls:
+                    raise ValidationError(f"event {n}: process {process} invokes {f} before completing its last call")
+                open_calls[process] = (f, key, value, int(t * scale))
+            elif kind in _COMPLETIONS:
+                if process not in open_calls:
+                    raise ValidationError(f"event {n}: {kind} of process {process} completes no invocation")
+                f0, key0, value0, invoked = open_calls.pop(process)
+                output = value if kind == "ok" and f0 not in ("write", "cas", "add", "remove", "enqueue") else None
+                if f0 == "cas" and kind == "ok":
+                    output = True
+                complete = None if kind == "info" else int(t * scale)
+                ops.append(
+                    Op(
+                        process,
+                        key0,
+                        f0,
+                        None if f0 in ("read", "dequeue") else value0,
+                        output,
+                        kind,
+                        invoked,
+                        complete,
+                    )
+                )
+            else:
+                raise ValidationError(f"event {n}: type must be invoke, ok, fail or info, not {kind!r}", field="type")
+        for process, (f, key, value, invoked) in open_calls.items():
+            ops.append(Op(process, key, f, None if f in ("read", "dequeue") else value, None, "info", invoked, None))
+        return cls(ops, process="imported")
+
+    @classmethod
+    def load_edn(cls, path: str | os.PathLike[str], *, time_unit: str = "ns", independent: bool = False) -> History:
+        """Read a Jepsen ``history.edn`` (one map per line, keywords become strings); needs ``edn_format``.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> path = pathlib.Path(tempfile.mkdtemp()) / "history.edn"
+            >>> edn = ['{:type :invoke, :f :write, :value 3, :process 0, :time 5}',
+            ...        '{:type :info, :f :write, :value 3, :process 0, :time 9}']
+            >>> _ = path.write_text(chr(10).join(edn))
+            >>> History.load_edn(path).ops[0].status
+            'info'
+        """
+        try:
+            import edn_format  # type: ignore[import-untyped]
+        except ModuleNotFoundError as exc:  # an optional extra: say which one
+            raise ModuleNotFoundError("reading EDN needs edn_format: pip install 'rxstate[testing]'") from exc
+        events = [_plain(e) for e in edn_format.loads_all(Path(path).read_text())]
+        return cls.from_events(events, time_unit=time_unit, independent=independent)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the operations to a JSON-lines file (values must be JSON-serialisable)."""
         Path(path).write_text("".join(op.to_json() + "\n" for op in self.ops))
 
     @classmethod
     def load(cls, *paths: str | os.PathLike[str]) -> History:
-        """Read (and merge) histories written by ``save``."""
-        ops = [Op.from_json(line) for p in paths for line in Path(p).read_text().splitlines() if line]
+        """Read (and merge) histories written by ``save``, or JSON lines of events (see ``from_events``)."""
+        ops: list[Op] = []
+        for p in paths:
+            lines = [line for line in Path(p).read_text().splitlines() if line.strip()]
+            if lines and lines[0].lstrip().startswith("{"):
+                ops += History.from_events(json.loads(line) for line in lines).ops
+            else:
+                ops += [Op.from_json(line) for line in lines]
         return cls(ops, process="merged")
 
 
@@ -213,18 +366,17 @@ class _Register:
     initial: Hashable = None
 
     def init(self) -> Hashable:
-        return self.initial
+        return freeze(self.initial)
 
     def step(self, state: Hashable, op: Op) -> Hashable:
         if op.f == "read":
-            return state if op.status != "ok" or op.output == state else _INVALID
+            return state if op.status != "ok" or freeze(op.output) == state else _INVALID
         if op.f == "write":
-            written: Hashable = op.value
-            return written
+            return freeze(op.value)
         if op.f == "cas":
             expected, new = op.value
-            new_value: Hashable = new
-            applies = state == expected
+            new_value = freeze(new)
+            applies = state == freeze(expected)
             if op.status == "ok" and bool(op.output) != applies:
                 return _INVALID
             return new_value if applies else state
@@ -248,6 +400,78 @@ class _Counter:
                 return _INVALID
             return after
         return _INVALID
+
+
+_UNKNOWN: Hashable = ("<unknown>",)
+_ABSENT: Hashable = None
+
+
+@dataclass(frozen=True)
+class _Entity:
+    """A stored entity as ``record`` sees it: state ``(version, fields)``; fields None while it is absent.
+
+    Before the first operation nothing is known (version None, fields unknown): the first read or write says.
+    """
+
+    def init(self) -> Hashable:
+        return (None, _UNKNOWN)
+
+    def step(self, state: Hashable, op: Op) -> Hashable:
+        assert isinstance(state, tuple)
+        version, fields = state
+        ok = op.status == "ok"
+        if op.f == "read":
+            if not ok:
+                return state
+            if op.output is None:
+                return state if fields in (_ABSENT, _UNKNOWN) else _INVALID
+            seen_version, seen = op.output["version"], freeze(op.output["value"])
+            if (version is not None and seen_version != version) or fields not in (_UNKNOWN, seen):
+                return _INVALID
+            return (seen_version, seen)
+        after = None if version is None else version + 1
+        if ok and op.f in ("write", "update", "rmw") and after is not None and op.output["version"] != after:
+            return _INVALID
+        if ok and op.f in ("write", "update", "rmw"):
+            after = op.output["version"]
+        if op.f == "write":
+            return (after, freeze(op.value["value"]))
+        if op.f == "delete":
+            existed = fields is not _ABSENT
+            if ok and fields is not _UNKNOWN and bool(op.output) != existed:
+                return _INVALID
+            return (after if existed else version, _ABSENT)
+        if fields is _ABSENT:
+            return _INVALID  # updates and increments of an absent entity are refused (NotFound: a fail)
+        expected = op.value.get("expected")
+        if expected is not None and version is not None and expected != version:
+            return _INVALID  # a refused version check is a fail, dropped before the search
+        if op.f == "rmw":
+            return (after, freeze(op.output["value"]) if ok else _UNKNOWN)
+        if fields is _UNKNOWN:
+            return (after, _UNKNOWN)
+        current = dict(fields)
+        if op.f == "update":
+            current.update((str(k), freeze(v)) for k, v in op.value["fields"].items())
+        elif op.f == "incr":
+            total = current.get(op.value["field"], 0) + op.value["amount"]
+            if ok and op.output is not None and op.output != total:
+                return _INVALID
+            current[op.value["field"]] = total
+        else:
+            return _INVALID
+        return (after, tuple(sorted(current.items())))
+
+
+def entity() -> Model:
+    """The model of an entity recorded by ``rxstate.testing.record``: reads, puts, updates (with or without
+    ``expected_version``), read-modify-write updates, increments and deletes, versions included.
+
+    Example:
+        >>> entity().init()
+        (None, ('<unknown>',))
+    """
+    return _Entity()
 
 
 def register(initial: Hashable = None) -> Model:
@@ -362,6 +586,18 @@ def check(
         elif isinstance(verdict, Counterexample):
             return Result(False, checked, len(by_key), time.monotonic() - started, verdict, unknown)
     return Result(None if unknown else True, checked, len(by_key), time.monotonic() - started, None, unknown)
+
+
+def _plain(value: Any) -> Any:
+    """EDN/JSON values as plain Python: keywords become their names, vectors tuples, maps dicts."""
+    name = getattr(value, "name", None)
+    if isinstance(name, str) and type(value).__name__ in ("Keyword", "Symbol"):
+        return name
+    if isinstance(value, Mapping):
+        return {_plain(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence | frozenset | set) and not isinstance(value, str | bytes):
+        return tuple(_plain(v) for v in value)  # EDN vectors, lists and sets come as their own types
+    return value
 
 
 def _model_for(model: Any, key: str) -> Model:

@@ -18,8 +18,8 @@ import redis
 import rxstate
 from rxstate.errors import ConflictError, UnknownOutcome
 from rxstate.server.embedded import EmbeddedServer
+from rxstate.testing.faults import LossyProxy, lossy_proxy
 from tests.event_models import ORDER_EVENTS, Order, Placed, apply_order
-from tests.lossy_proxy import LossyProxy, lossy_proxy
 from tests.models import Agent
 
 
