@@ -13,7 +13,8 @@ RxStateError
  ├── PermissionDenied (PermissionError) the principal may not do this (policy or server ACL)
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
- │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
+ │    ├── UnknownOutcome                the server went away after a write was sent: applied or not?
+ │    └── NotReplicated                 a durable write was made on the primary, but too few replicas confirmed it
  ├── CorruptDataError                   stored bytes that cannot be decoded
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
@@ -45,6 +46,7 @@ __all__ = [
     "DecryptionError",
     "IntegrityError",
     "LockError",
+    "NotReplicated",
     "NotFound",
     "PermissionDenied",
     "RxStateError",
@@ -338,3 +340,30 @@ class DecryptionError(CorruptDataError):
         super().__init__(message, key=key, field=field)
         self.key_id = key_id
         self.reason = reason
+
+
+class NotReplicated(ServerError):
+    """A durable write (``connect(durability="replicated")`` or ``durable=True``) took effect on the primary,
+    but fewer replicas than asked confirmed it within the timeout (``WAIT``).
+
+    The write is not undone: it is on the primary and may reach the replicas later, or be lost if the
+    primary fails before it does. Treat it as not acknowledged: read it back (``consistent=True``) or write
+    it again (writes carry expected versions or are idempotent puts) once the replicas are back.
+
+    Attributes:
+        keys: the keys of the write (the first call's, when several were sent together).
+        acked: how many replicas confirmed it.
+        wanted: how many were asked for.
+        timeout_ms: how long the primary waited for them.
+        node: ``host:port`` of the primary that took the write, when known.
+    """
+
+    def __init__(
+        self, message: str, *, keys: list[str], acked: int, wanted: int, timeout_ms: int, node: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.keys = keys
+        self.acked = acked
+        self.wanted = wanted
+        self.timeout_ms = timeout_ms
+        self.node = node
