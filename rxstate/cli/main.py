@@ -40,6 +40,7 @@ from rxstate.cli.progress import Steps, quiet, rich_steps
 from rxstate.cli.serverinfo import locks as held_locks
 from rxstate.cli.serverinfo import stats as namespace_stats
 from rxstate.cli.target import URL_ENV, Target
+from rxstate.cli.top import top
 from rxstate.core.errors import RxStateError, ValidationError
 from rxstate.feed.change import Change
 
@@ -475,6 +476,7 @@ def server(
 
 
 app.add_typer(principals_app, name="principals")
+app.command("top")(_handled(top))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

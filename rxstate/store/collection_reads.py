@@ -11,6 +11,7 @@ from rxstate.core.model import Model
 from rxstate.core.tracking import track, track_members
 from rxstate.core.versioned import Versioned
 from rxstate.store.collection_ops import CollectionOps
+from rxstate.store.observe import observed
 from rxstate.store.query import Query, read_partitions
 from rxstate.store.readthrough import fetch_many, read_one
 
@@ -25,6 +26,7 @@ _KEY_MEMO = 65_536
 class CollectionReads(CollectionOps[M]):
     """The reads of a collection (see ``Collection``)."""
 
+    @observed("get")
     def get_versioned(self, entity_id: str, *, partition: str | None = None, consistent: bool = False) -> Versioned[M]:
         """The current value with its version and metadata.
 
@@ -88,6 +90,7 @@ class CollectionReads(CollectionOps[M]):
                 raise
             return default
 
+    @observed("exists")
     def exists(self, entity_id: str, *, partition: str | None = None) -> bool:
         """Whether an entity exists.
 
@@ -128,6 +131,7 @@ class CollectionReads(CollectionOps[M]):
         pairs = [(i, self.key(i, partition=partition)) for i in entity_ids]
         return self._fetch_keyed(pairs, cached=not consistent)
 
+    @observed("get_many")
     def _fetch_keyed(self, pairs: Sequence[tuple[str, str]], *, cached: bool) -> list[Versioned[M]]:
         """Values of ``(id, key)`` pairs in order, absent ones left out, in pipelined chunks."""
         self._authorize("read")
@@ -150,6 +154,7 @@ class CollectionReads(CollectionOps[M]):
             self._store.audit.reads([key_of[v.id] for v in out])
         return out
 
+    @observed("scan")
     def _per_partition(self, command: str, key_of: Callable[[int], str], *args: Any) -> list[Any]:
         return [replies[0] for replies in read_partitions(self, [(command, key_of, args)])]
 
