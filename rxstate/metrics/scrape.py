@@ -79,6 +79,8 @@ class Snapshot:
         ops: dict[tuple[str, str, str, str], Operation] = {}
         for family in text_string_to_metric_families(exposition):
             for sample in family.samples:
+                if sample.name.endswith("_created"):  # creation times of counters: no figure to show
+                    continue
                 labels = sample.labels
                 if family.name == "rxstate_operation_seconds":
                     key = (labels["namespace"], labels["kind"], labels["op"], labels["collection"])

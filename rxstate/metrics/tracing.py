@@ -40,9 +40,7 @@ class Spans:
             return None
         return cls()
 
-    def emit(
-        self, name: str, start_ns: int, seconds: float, error: Any, namespace: str, collection: str
-    ) -> None:
+    def emit(self, name: str, start_ns: int, seconds: float, error: Any, namespace: str, collection: str) -> None:
         """Record one finished operation as a span (status ERROR when it raised)."""
         attributes = {"rxstate.namespace": namespace, "db.system": "redis"}
         if collection:

@@ -31,8 +31,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 class ReadListener(Protocol):
     """Called after each observed read: its op, collection, start (epoch ns), duration (s), and error."""
 
-    def __call__(self, op: str, collection: str, start_ns: int, seconds: float, error: BaseException | None) -> None:
-        ...
+    def __call__(
+        self, op: str, collection: str, start_ns: int, seconds: float, error: BaseException | None
+    ) -> None: ...
 
 
 class Observers:
@@ -52,7 +53,7 @@ class Observers:
 
     def remove(self, listener: ReadListener) -> None:
         """Stop calling ``listener``."""
-        self.listeners = tuple(x for x in self.listeners if x is not listener)
+        self.listeners = tuple(x for x in self.listeners if x != listener)  # == : bound methods are made anew
 
 
 def observed(op: str) -> Callable[[F], F]:
