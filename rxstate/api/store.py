@@ -420,6 +420,12 @@ def connect(
             authenticates as its server ACL user, and every operation is checked against the policy
             first (``PermissionDenied``). Needs ``password``, and a URL or the embedded server.
         password: the principal's password (``store.principals.create`` returned it).
+        durability: ``"replicated"``: a write returns only once ``durability_replicas`` replicas hold it
+            (``WAIT`` on the write's connection), else it raises ``NotReplicated``; ``"none"`` (default):
+            once the primary does. ``store.writer.durable()`` makes the writes of one block durable (see
+            the README, "Scaling out").
+        durability_replicas: how many replicas confirm each durable write (default 1).
+        durability_timeout: seconds a durable write waits for them (default 1.0).
 
     Example:
         >>> store = rxstate.connect(fakeredis.FakeRedis(), namespace="crew")  # an existing client

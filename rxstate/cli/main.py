@@ -46,6 +46,7 @@ from rxstate.cli.serverinfo import locks as held_locks
 from rxstate.cli.serverinfo import stats as namespace_stats
 from rxstate.cli.target import URL_ENV, Target
 from rxstate.cli.tenants import app as tenants_app
+from rxstate.cli.top import top
 from rxstate.core.errors import RxStateError, ValidationError
 from rxstate.feed.change import Change
 
@@ -518,6 +519,7 @@ def langgraph_history(
         return thread_history(inspector.store, thread_id, checkpoint_ns=checkpoint_ns, limit=limit, prefix=prefix)
 
     _read((url, path, namespace), json, fetch, lambda found: [c.as_json() for c in found], _show_checkpoints)
+app.command("top")(_handled(top))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

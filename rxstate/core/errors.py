@@ -16,7 +16,8 @@ RxStateError
  │    └── DelegationError               a delegation link is invalid: too deep, revoked, expired, not held
  ├── ClusterError                       keys of one operation span cluster slots
  ├── ServerError                        no server could be found, started or reached
- │    └── UnknownOutcome                the server went away after a write was sent: applied or not?
+ │    ├── UnknownOutcome                the server went away after a write was sent: applied or not?
+ │    └── NotReplicated                 a durable write was made on the primary, but too few replicas confirmed it
  ├── CorruptDataError                   stored bytes that cannot be decoded
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
@@ -60,6 +61,7 @@ __all__ = [
     "IntegrityError",
     "LockError",
     "MigrationError",
+    "NotReplicated",
     "NotFound",
     "PermissionDenied",
     "RxStateError",
@@ -519,3 +521,23 @@ class SessionLagging(SyncError, TimeoutError):
         self.checkpoint_ns = checkpoint_ns
         self.parent_id = parent_id
         self.head_id = head_id
+class NotReplicated(ServerError):
+    """A durable write (``connect(durability="replicated")`` or ``durable=True``) took effect on the primary,
+    but fewer replicas than asked confirmed it within the timeout (``WAIT``).
+
+    The write is not undone: it is on the primary and may reach the replicas later, or be lost if the
+    primary fails before it does. Treat it as not acknowledged: read it back (``consistent=True``) or write
+    it again (writes carry expected versions or are idempotent puts) once the replicas are back.
+
+        keys: the keys of the write (the first call's, when several were sent together).
+        acked: how many replicas confirmed it.
+        wanted: how many were asked for.
+        timeout_ms: how long the primary waited for them.
+        node: ``host:port`` of the primary that took the write, when known.
+
+        self, message: str, *, keys: list[str], acked: int, wanted: int, timeout_ms: int, node: str | None = None
+        self.keys = keys
+        self.acked = acked
+        self.wanted = wanted
+        self.timeout_ms = timeout_ms
+        self.node = node

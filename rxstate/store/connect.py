@@ -17,6 +17,7 @@ from redis.retry import Retry
 
 from rxstate.core.codec import Codec
 from rxstate.core.errors import ServerError, ValidationError
+from rxstate.store.durability import Durability
 from rxstate.store.store import Store
 
 __all__ = ["ConnectOptions", "client_from_url", "open_store"]
@@ -48,6 +49,9 @@ class ConnectOptions(TypedDict, total=False):
     audit: bool
     principal: str | None
     password: str | None
+    durability: str
+    durability_replicas: int
+    durability_timeout: float
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -85,7 +89,11 @@ def _open(
     audit: bool = False,
     principal: str | None = None,
     password: str | None = None,
+    durability: str = "none",
+    durability_replicas: int = 1,
+    durability_timeout: float = 1.0,
 ) -> ST:
+    durable = Durability(durability, replicas=durability_replicas, timeout=durability_timeout)
     auth: dict[str, Any] = {}
     if principal is not None or password is not None:
         from rxstate.security.principals import auth_options
@@ -112,6 +120,7 @@ def _open(
         _own_retry_policy(client)
     codec = Codec(compress_threshold=compress_threshold, max_entity_bytes=max_entity_bytes)
     try:
+        durable.check(client)
         guard = None
         if principal is not None:
             from rxstate.security.principals import guard_for
@@ -119,7 +128,7 @@ def _open(
             guard = guard_for(client, namespace, principal)
             if actor is None:  # what a principal's store writes (change records, audit entries) names it
                 actor = principal
-        return store_type(
+        opened = store_type(
             client,
             namespace=namespace,
             partitions=partitions,
@@ -138,6 +147,8 @@ def _open(
             audit=audit,
             guard=guard,
         )
+        opened.writer.durability = durable
+        return opened
     except BaseException:
         if server is not None:
             server.release()

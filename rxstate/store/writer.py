@@ -11,7 +11,10 @@ values unless the caller updates the cache from the reply itself (single-entity 
 
 So a new stage of the write path (an audit entry, a quota check) is added once, here and in the script,
 and every kind of write gets it. Everything the Writer sends passes through ``_send`` (one call) or
-``_send_many`` (one pipelined round trip): wrap those two to observe every write of a store.
+``_send_many`` (one pipelined round trip): wrap those two to observe every write of a store. A durable
+write (``connect(durability="replicated")``, or inside ``writer.durable()``) goes out with a ``WAIT`` on
+the same connection and raises ``NotReplicated`` when too few replicas confirm it
+(``rxstate.store.durability``).
 
 **Exactly once.** Every call carries a fresh write id: the script runs inside ``lua/once.lua``, which
 records the call's reply under ``rxw:{ns:p}:<write id>`` (in the slot of the call's keys, kept
@@ -24,9 +27,13 @@ effect and, if it did not, makes sure it never will.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -44,6 +51,7 @@ from rxstate.core.scripts import translate_error
 from rxstate.core.waiting import pause
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops, tenant_keys
+from rxstate.store.durability import Durability
 from rxstate.store.twophase import run_past_intents
 
 if TYPE_CHECKING:
@@ -59,6 +67,7 @@ _LOST = (redis.ConnectionError, redis.TimeoutError, ConnectionError, TimeoutErro
 """What a lost or late reply raises: the call may have run or not."""
 _UNRECORDED = frozenset({"reap"})  # idempotent by design and run in the background: nothing to record
 _BACKOFF = 0.05
+_DURABLE: ContextVar[bool | None] = ContextVar("rxstate_durable", default=None)
 _EACH: HeaderSection = ((), ("each",))
 EACH_CHUNK = 100
 """The most independent ops one ``mutate_each`` call carries (so one call never holds the server long)."""
@@ -82,6 +91,8 @@ class Writer:
         """How long the server remembers each write's id and reply (ms)."""
         self.retries = retries
         """How many times a call whose reply was lost is sent again (with the same write id)."""
+        self.durability = Durability()
+        """How many replicas confirm each write (``connect(durability=...)``; see ``durable()``)."""
         self._prefix = os.urandom(6).hex()
         self._counter = itertools.count(1)
         self.tenant: str | None = None
@@ -101,6 +112,8 @@ class Writer:
         wrapped = store.scripts.once(script)
         record = self._record(keys)
         full_keys, full_args = [record, *keys], [self.record_ms, *args]
+        if self.is_durable():
+            return self._retrying([(script, record, keys)], lambda: self._durably([(wrapped, full_keys, full_args)])[0])
         return self._retrying([(script, record, keys)], lambda: wrapped(store.client, full_keys, full_args))
 
     def _send_many(self, calls: Sequence[WriteCall]) -> list[Any]:
@@ -118,10 +131,38 @@ class Writer:
             record = self._record(keys)
             batch.append((library.once(name), [record, *keys], [self.record_ms, *args]))
             sent.append((name, record, keys))
-        replies: list[Any] = self._retrying(sent, lambda: library.run_batch(store.client, batch))
+        durable = self.is_durable() and not any(name in _UNRECORDED for name, _r, _k in sent)  # not upkeep
+        run = (lambda: self._durably(batch, in_place=True)) if durable else None
+        replies: list[Any] = self._retrying(sent, run or (lambda: library.run_batch(store.client, batch)))
         for i, reply in enumerate(replies):
             if isinstance(reply, _LOST):  # a cluster pipeline reports a lost node in place
                 replies[i] = self._unknown(*sent[i], reply)
+        return replies
+
+    # -- durability (rxstate.store.durability) --------------------------------------------------------
+    def is_durable(self) -> bool:
+        """Whether a write sent now waits for replicas (the store's durability, or a ``durable()`` block)."""
+        scoped = _DURABLE.get()
+        return self.durability.replicated if scoped is None else scoped
+
+    @contextlib.contextmanager
+    def durable(self, on: bool = True) -> Iterator[None]:
+        """Make the writes of this block (this thread or task) wait for replicas, or not (``on=False``).
+
+        Example:
+            >>> with store.writer.durable():  # doctest: +SKIP
+            ...     agents.put("a1", Agent(name="planner"))  # returns once a replica holds it
+        """
+        token = _DURABLE.set(on)
+        try:
+            yield
+        finally:
+            _DURABLE.reset(token)
+
+    def _durably(self, calls: Sequence[Any], *, in_place: bool = False) -> list[Any]:
+        replies = self.durability.run(self._store.client, calls, cluster=self._store.is_cluster)
+        if not in_place and isinstance(replies[0], BaseException):
+            raise replies[0]
         return replies
 
     # -- exactly once -------------------------------------------------------------------------------
