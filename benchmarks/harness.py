@@ -233,7 +233,6 @@ def registry() -> list[Spec]:
         audit,
         bench_aio,
         bench_tenancy,
-        bench_sync,
         crypto,
         entities,
         events,
@@ -246,6 +245,8 @@ def registry() -> list[Spec]:
         transactions,
         watch,
     )
+    from benchmarks.bench_scale import rows as scale_out
+    from benchmarks.bench_sync import rows as sync_rows
 
     return [
         Spec("update", entities.update),
@@ -259,7 +260,6 @@ def registry() -> list[Spec]:
         Spec("replay", events.replay),
         Spec("transaction", transactions.read_write),
         Spec("lock", locks.acquire_release),
-        Spec("scope", scopes.get_set),
         Spec("watch", watch.latency),
         Spec("diamond", reactive.diamond, transport_free=True),
         Spec("memory", memory.per_entity, transport_free=True),
@@ -267,8 +267,10 @@ def registry() -> list[Spec]:
         Spec("aio", bench_aio.throughput),
         Spec("backup", operations.backup_namespace),
         Spec("tenancy", bench_tenancy.tenancy),
-        Spec("sync", bench_sync.rows),
+        Spec("scope", scopes.get_set),
+        Spec("sync", sync_rows),
         *_langgraph(),
+        Spec("scale", scale_out, transport_free=True),  # builds its own clusters
     ]
 
 

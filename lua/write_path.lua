@@ -487,9 +487,6 @@ end
 -- given, is recorded as "d": the entity's new expiry (server ms), or "0" when the write removed it, so
 -- that a replay of the records (rxstate.admin.replay) reproduces expiries too.
 local function change_record(head, op, kind, version, fields, deadline)
-  local rec = {"XADD", op.changes, "MAXLEN", "~", head.maxlen, "*",
--- One change record on op.changes (fields: {name, value} pairs, stored as ".name").
-local function change_record(head, op, kind, version, fields)
   local rec = {"XADD", op.changes, "MAXLEN", "~", (op.tenant and op.tenant.maxlen) or head.maxlen, "*",
     "c", op.coll, "i", op.id, "o", kind, "v", fmt_int(version), "s", op.sv,
     "a", head.actor, "t", fmt_int(now), "x", head.txid, "n", head.nparts}

@@ -1,5 +1,5 @@
 """rxstate.admin: operating a namespace — backup and point-in-time recovery, online migrations,
-governance (schema registry, retention, policy checks), capacity and health.
+governance (schema registry, retention, policy checks), capacity, health and the tenant registry.
 
 Example:
     >>> from rxstate.admin import backup, check_health, migrate, recover
@@ -14,6 +14,7 @@ from rxstate.admin.migrate import IndexReport, MigrationReport, build_index, dow
 from rxstate.admin.registry import SchemaRegistry
 from rxstate.admin.replay import RecoveryReport, recover, replay
 from rxstate.admin.restore import RestoreReport, restore, verify
+from rxstate.admin.tenants import tenants
 
 __all__ = [
     "BackupManifest",
@@ -45,8 +46,6 @@ __all__ = [
     "restore",
     "rollback",
     "set_retention",
+    "tenants",
     "verify",
 ]
-"""rxstate.admin."""
-
-from rxstate.admin.tenants import tenants as tenants

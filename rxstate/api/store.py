@@ -262,14 +262,17 @@ class Store(store.Store):
         opened = self.service(TenantViews, TenantViews, TenantViews.close).get(self, name)
         assert isinstance(opened, Store)
         return opened
+
     # -- hierarchical scopes (rxstate.scopes) -------------------------------------------------------
     def scope(self, path: str, *, model: type[Model] | None = None) -> Scope:
         """The scope ``path`` (``"org/acme/team-a/agent-7"``): values inherited from the nearest scope that
         sets them (see the README, "Hierarchical scopes"); ``model``: the model its values validate against.
 
+        Example:
             >>> _ = store.scope("org").set("model", "small")
             >>> store.scope("org/acme/agent-7").get("model")
             'small'
+        """
         return Scope(scope_tree(self), path, model=model)
 
     # -- security: principals and policy (rxstate.security) ------------------------------------------

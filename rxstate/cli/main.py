@@ -486,6 +486,7 @@ app.add_typer(principals_app, name="principals")
 for _register in (register_backup, register_migrate, register_health, register_capacity):  # backups, migrations, health
     _register(app)
 app.add_typer(tenants_app, name="tenants")
+app.command("top")(_handled(top))
 
 langgraph_app = typer.Typer(help="LangGraph threads kept by rxstate.integrations.langgraph.", no_args_is_help=True)
 app.add_typer(langgraph_app, name="langgraph")
@@ -519,7 +520,6 @@ def langgraph_history(
         return thread_history(inspector.store, thread_id, checkpoint_ns=checkpoint_ns, limit=limit, prefix=prefix)
 
     _read((url, path, namespace), json, fetch, lambda found: [c.as_json() for c in found], _show_checkpoints)
-app.command("top")(_handled(top))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

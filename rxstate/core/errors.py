@@ -21,13 +21,12 @@ RxStateError
  ├── CorruptDataError                   stored bytes that cannot be decoded
  │    └── DecryptionError               an encrypted value that cannot be decrypted (key, binding)
  ├── CycleError                         derived values that depend on each other in a loop
+ ├── BufferOverflow                     a subscriber fell further behind than its buffer allows
  ├── BackupError                        a backup or change archive that fails its checks, or cannot be restored
  ├── MigrationError                     a stored-data migration or rollback that cannot run as asked
- └── BufferOverflow                     a subscriber fell further behind than its buffer allows
- ├── BufferOverflow                     a subscriber fell further behind than its buffer allows
  ├── QuotaExceeded                      the write would take a tenant past a quota
  ├── RateLimited                        the tenant or principal is over its write rate
- └── TenantSuspended                    the tenant is suspended: reads only
+ ├── TenantSuspended                    the tenant is suspended: reads only
  └── SyncError                          a replica of rxstate.sync is missing or misused
       └── SessionLagging (TimeoutError) a replica has not caught up with a session's token in time
 ```
@@ -61,17 +60,17 @@ __all__ = [
     "IntegrityError",
     "LockError",
     "MigrationError",
-    "NotReplicated",
     "NotFound",
+    "NotReplicated",
     "PermissionDenied",
-    "RxStateError",
     "QuotaExceeded",
     "RateLimited",
+    "RxStateError",
     "SchemaError",
-    "SessionLagging",
     "ServerError",
-    "TenantSuspended",
+    "SessionLagging",
     "SyncError",
+    "TenantSuspended",
     "ThreadForkConflict",
     "TransactionPending",
     "UnknownOutcome",
@@ -399,48 +398,19 @@ class MigrationError(RxStateError):
         self.collection = collection
         self.version = version
         self.reason = reason
+
+
 class QuotaExceeded(RxStateError):
     """The write would take a tenant past one of its quotas (nothing of it was written).
 
+    Attributes:
         tenant: the tenant's namespace (``<ns>/<tenant>``).
         quota: ``"entities"`` or ``"bytes"``.
         limit: the limit that applies (the partition's share of the tenant's quota).
         use: the use before the write.
         requested: what the write would add.
         partition: the partition whose share is exhausted.
-
-class FinalValueError(IntegrityError):
-    """A scope would override a key that an ancestor scope set with ``final=True``; nothing was written.
-
-        key: the setting's key.
-        scope: the scope whose write was refused.
-        final_at: the ancestor scope holding the final value.
-
-    def __init__(self, message: str, *, key: str, scope: str, final_at: str) -> None:
-        super().__init__(message, constraint="final")
-        self.key = key
-        self.scope = scope
-        self.final_at = final_at
-
-
-class DelegationError(PermissionDenied):
-    """A delegation cannot be made or used: the chain would be too deep, or a link of it is revoked,
-    expired or not held by the principal; nothing was written.
-
-        link: the delegation link concerned (None: a new one was refused before it existed).
-        depth: the chain depth the delegation would have.
-        limit: the deepest chain allowed.
-
-class ThreadForkConflict(ConflictError):
-    """A checkpoint would fork a LangGraph thread that another writer advanced since this one read it.
-
-    Two workers resuming the same thread from its latest checkpoint both write a child of it; the
-    second one is refused instead of silently forking the thread.
-
-        thread_id: the thread.
-        checkpoint_ns: the checkpoint namespace within the thread ("" for the root graph).
-        parent_id: the checkpoint this writer continued from.
-        head_id: the latest checkpoint another writer stored ("" if unknown).
+    """
 
     def __init__(
         self,
@@ -453,6 +423,7 @@ class ThreadForkConflict(ConflictError):
         requested: int = 0,
         partition: int | None = None,
     ) -> None:
+        super().__init__(message)
         self.tenant = tenant
         self.quota = quota
         self.limit = limit
@@ -464,11 +435,14 @@ class ThreadForkConflict(ConflictError):
 class RateLimited(RxStateError):
     """The tenant (or one of its principals) writes faster than its rate limit allows (nothing written).
 
+    Attributes:
         tenant: the tenant's namespace (``<ns>/<tenant>``).
         scope: ``"tenant"`` or ``"principal"``.
         retry_after: seconds until the write would be admitted.
+    """
 
     def __init__(self, message: str, *, tenant: str | None = None, scope: str = "tenant", retry_after: float = 0.0):
+        super().__init__(message)
         self.tenant = tenant
         self.scope = scope
         self.retry_after = retry_after
@@ -477,38 +451,104 @@ class RateLimited(RxStateError):
 class TenantSuspended(RxStateError):
     """The tenant is suspended: its data can be read, every write is refused by the server.
 
+    Attributes:
         tenant: the tenant's namespace (``<ns>/<tenant>``).
+    """
 
     def __init__(self, message: str, *, tenant: str | None = None) -> None:
+        super().__init__(message)
         self.tenant = tenant
+
+
+class FinalValueError(IntegrityError):
+    """A scope would override a key that an ancestor scope set with ``final=True``; nothing was written.
+
+    Attributes:
+        key: the setting's key.
+        scope: the scope whose write was refused.
+        final_at: the ancestor scope holding the final value.
+    """
+
+    def __init__(self, message: str, *, key: str, scope: str, final_at: str) -> None:
+        super().__init__(message, constraint="final")
+        self.key = key
+        self.scope = scope
+        self.final_at = final_at
+
+
+class DelegationError(PermissionDenied):
+    """A delegation cannot be made or used: the chain would be too deep, or a link of it is revoked,
+    expired or not held by the principal; nothing was written.
+
+    Attributes:
+        link: the delegation link concerned (None: a new one was refused before it existed).
+        depth: the chain depth the delegation would have.
+        limit: the deepest chain allowed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
         principal: str | None = None,
         link: str | None = None,
         depth: int | None = None,
         limit: int | None = None,
         reason: str = "",
+    ) -> None:
         super().__init__(message, principal=principal, action="admin", collection="scopes", reason=reason)
         self.link = link
         self.depth = depth
+        self.limit = limit
+
+
 class SyncError(RxStateError):
     """A replica of ``rxstate.sync`` is missing, misconfigured or misused (e.g. a store that was never opened
     as a replica, two replicas with one id, an unknown CRDT type).
 
+    Attributes:
         key: the key or replica concerned, when known.
+    """
 
     def __init__(self, message: str, *, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class SessionLagging(SyncError, TimeoutError):
     """A replica has not yet applied every change a session has seen or written (its session token), and
     waiting for it timed out: answering would break read-your-writes or monotonic reads.
 
+    Attributes:
         partition: the partition of the read.
         missing: origin -> (sequence number the session needs, what the replica has).
         waited: seconds waited.
+    """
 
     def __init__(self, message: str, *, partition: int, missing: dict[str, tuple[int, int]], waited: float) -> None:
+        super().__init__(message)
+        self.partition = partition
         self.missing = missing
         self.waited = waited
+
+
+class ThreadForkConflict(ConflictError):
+    """A checkpoint would fork a LangGraph thread that another writer advanced since this one read it.
+
+    Two workers resuming the same thread from its latest checkpoint both write a child of it; the
+    second one is refused instead of silently forking the thread.
+
+    Attributes:
+        thread_id: the thread.
+        checkpoint_ns: the checkpoint namespace within the thread ("" for the root graph).
+        parent_id: the checkpoint this writer continued from.
+        head_id: the latest checkpoint another writer stored ("" if unknown).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
         key: str | None = None,
         thread_id: str = "",
         checkpoint_ns: str = "",
@@ -516,11 +556,14 @@ class SessionLagging(SyncError, TimeoutError):
         head_id: str = "",
         expected: Any = None,
         actual: Any = None,
+    ) -> None:
         super().__init__(message, key=key, expected=expected, actual=actual)
         self.thread_id = thread_id
         self.checkpoint_ns = checkpoint_ns
         self.parent_id = parent_id
         self.head_id = head_id
+
+
 class NotReplicated(ServerError):
     """A durable write (``connect(durability="replicated")`` or ``durable=True``) took effect on the primary,
     but fewer replicas than asked confirmed it within the timeout (``WAIT``).
@@ -529,13 +572,18 @@ class NotReplicated(ServerError):
     primary fails before it does. Treat it as not acknowledged: read it back (``consistent=True``) or write
     it again (writes carry expected versions or are idempotent puts) once the replicas are back.
 
+    Attributes:
         keys: the keys of the write (the first call's, when several were sent together).
         acked: how many replicas confirmed it.
         wanted: how many were asked for.
         timeout_ms: how long the primary waited for them.
         node: ``host:port`` of the primary that took the write, when known.
+    """
 
+    def __init__(
         self, message: str, *, keys: list[str], acked: int, wanted: int, timeout_ms: int, node: str | None = None
+    ) -> None:
+        super().__init__(message)
         self.keys = keys
         self.acked = acked
         self.wanted = wanted

@@ -30,8 +30,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-from collections.abc import Callable, Sequence
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
@@ -49,7 +47,6 @@ from rxstate.core.errors import (
 )
 from rxstate.core.scripts import translate_error
 from rxstate.core.waiting import pause
-from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops
 from rxstate.core.writes import HeaderSection, WriteOp, WriteResult, pack_ops, tenant_keys
 from rxstate.store.durability import Durability
 from rxstate.store.twophase import run_past_intents
