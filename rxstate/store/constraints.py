@@ -18,9 +18,9 @@ Where the data lives decides what a single script can check:
 - ``unique(f)`` keeps an index on ``f`` and searches it for the new value. On a standalone server the
   script searches every partition: one sorted-set range read per partition, so a unique check grows
   with the partition count (``python -m benchmarks --only scaling`` prints the slope, a few µs per
-  partition). Declaring ``f`` the ``partition_key`` makes it one read. On a cluster a script reaches one slot only, so a unique field must
-  be the collection's ``partition_key`` (equal values then share a partition); otherwise declaring it
-  raises ``ClusterError``.
+  partition). Declaring ``f`` the ``partition_key`` makes it one read. On a cluster a script reaches
+  one slot only, so a unique field must be the collection's ``partition_key`` (equal values then share
+  a partition); otherwise declaring it raises ``ClusterError``.
 - ``references(f, target)`` checks that ``target``'s entity named by ``f`` exists. The target
   collection must be routed by id (no partition key). On a cluster, ``f`` must be the collection's
   ``partition_key`` so that the referencing entity sits in its target's partition; otherwise
