@@ -72,7 +72,7 @@ def rx_backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "rx_backend" in metafunc.fixturenames:
-        from rxstate.testing import _backend_params
+        from rxstate.testing.plugin import _backend_params
 
         metafunc.parametrize("rx_backend", _backend_params(), indirect=True)
 
