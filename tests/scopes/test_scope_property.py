@@ -82,7 +82,7 @@ def _run(store: rxstate.Store, ops: list[tuple[str, str, str, int, bool, str]]) 
             assert resolved.get(key) == model.resolve(path, key)
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops_strategy)
 def test_resolution_matches_the_model_on_fakeredis(ops):
     import fakeredis
