@@ -229,19 +229,8 @@ class Spec:
 
 def registry() -> list[Spec]:
     """Every bench, in table order."""
-    from benchmarks import (
-        audit,
-        bench_sync,
-        crypto,
-        entities,
-        events,
-        locks,
-        memory,
-        reactive,
-        scaling,
-        transactions,
-        watch,
-    )
+    from benchmarks import audit, crypto, entities, events, locks, memory, reactive, scaling, transactions, watch
+    from benchmarks.bench_sync import rows as sync_rows
 
     return [
         Spec("update", entities.update),
@@ -259,7 +248,7 @@ def registry() -> list[Spec]:
         Spec("diamond", reactive.diamond, transport_free=True),
         Spec("memory", memory.per_entity, transport_free=True),
         Spec("scaling", scaling.slopes),
-        Spec("sync", bench_sync.rows),
+        Spec("sync", sync_rows),
     ]
 
 
