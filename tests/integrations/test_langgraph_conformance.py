@@ -4,6 +4,7 @@ servers: every base capability and every extended one (copy_thread, prune, delet
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator
 
 from langgraph.checkpoint.conformance import checkpointer_test, validate
@@ -14,8 +15,9 @@ from rxstate.testing import Backend
 
 def test_conformance_passes_all(lg_backend: Backend, capsys) -> None:
     stores = []
+    server = "cluster" if lg_backend.kind == "cluster" else os.path.basename(lg_backend.server.binary)
 
-    @checkpointer_test(name=f"RxCheckpointSaver[{lg_backend.kind}]")
+    @checkpointer_test(name=f"RxCheckpointSaver on {server}")
     async def saver() -> AsyncIterator[RxCheckpointSaver]:
         store = lg_backend.store(namespace=f"{lg_backend.namespace}-{len(stores)}")
         stores.append(store)

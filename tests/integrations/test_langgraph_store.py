@@ -43,8 +43,9 @@ def _keys(items):
 
 
 @pytest.fixture
-def stores(rx_redis_backend: Backend):
-    ours, theirs = RxStore(rx_redis_backend.store()), InMemoryStore()
+def stores(lg_backend: Backend):
+    """Ours on each server kind (Redis 7.0, Valkey, a cluster), and LangGraph's InMemoryStore."""
+    ours, theirs = RxStore(lg_backend.store()), InMemoryStore()
     for namespace, key, value in ITEMS:
         ours.put(namespace, key, value)
         theirs.put(namespace, key, value)
