@@ -230,6 +230,7 @@ class Spec:
 def registry() -> list[Spec]:
     """Every bench, in table order."""
     from benchmarks import audit, crypto, entities, events, locks, memory, reactive, scaling, transactions, watch
+    from benchmarks.bench_scale import rows as scale_out
 
     return [
         Spec("update", entities.update),
@@ -247,6 +248,7 @@ def registry() -> list[Spec]:
         Spec("diamond", reactive.diamond, transport_free=True),
         Spec("memory", memory.per_entity, transport_free=True),
         Spec("scaling", scaling.slopes),
+        Spec("scale", scale_out, transport_free=True),  # builds its own clusters
     ]
 
 
