@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import os
 import threading
 import time
 from typing import Any
@@ -210,7 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds each cell runs")
     parser.add_argument("--quick", action="store_true", help="0.8 s per cell")
     args = parser.parse_args(argv)
+    load = os.getloadavg()[0]
     results = _rows(0.8 if args.quick else args.seconds)
+    load = max(load, os.getloadavg()[0])
     print(f"{'':40} " + " ".join(f"{c:>2} client{'s' if c > 1 else ' '}" for c in CLIENTS) + "   (ops/s; ratio to 1x1)")
     for m in MASTERS:
         cells = [r for r in results if r.name.startswith(f"{m} master")]
@@ -219,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     for r in results[-2:]:
         print(f"{r.name}: {r.median:.0f} {r.unit} ({r.note})")
+    print(f"load average up to {load:.1f} on {os.cpu_count()} cores (clients and servers share them)")
     return 0
 
 
