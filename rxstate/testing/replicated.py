@@ -64,9 +64,7 @@ class PrimaryReplicas:
         try:
             self.primary.start()
             for replica in self.replicas:
-                replica.start()
-                with replica.client() as conn:
-                    conn.replicaof("127.0.0.1", self.primary.port or 0)
+                self._follow(replica.start())
             self.wait_synced(timeout)
         except BaseException:
             self.stop()
@@ -87,10 +85,12 @@ class PrimaryReplicas:
         Example:
             >>> servers.restart_replica(0)  # doctest: +SKIP
         """
-        replica = self.replicas[i].restart()
+        self._follow(self.replicas[i].restart())
+        self.wait_synced(timeout)
+
+    def _follow(self, replica: EmbeddedServer) -> None:
         with replica.client() as conn:
             conn.replicaof("127.0.0.1", self.primary.port or 0)
-        self.wait_synced(timeout)
 
     def _synced(self, replica: EmbeddedServer) -> bool:
         with replica.client(decode_responses=True, socket_timeout=2.0) as conn:

@@ -75,6 +75,17 @@ def test_no_acknowledged_write_is_lost_when_a_master_dies(replicated: LocalClust
         versions = {int(fields[b"v"]) for _id, fields in records if fields.get(b"i") == entity_id.encode()}
         assert version in versions, (entity_id, version, sorted(versions)[-3:])
 
+    # the promoted replica has no replica of its own: a durable write to its slots is refused until the
+    # old master is back, as its replica
+    promoted = replicated.nodes[replica].port
+    victim_id = next(i for i in (f"v{k}" for k in range(500)) if raw.get_node_from_key(tasks.key(i)).port == promoted)
+    with pytest.raises(rxstate.NotReplicated) as info:
+        tasks.put(victim_id, Task(title="alone"))
+    assert info.value.acked == 0 and info.value.node == f"127.0.0.1:{replicated.nodes[replica].port}"
+    replicated.restart_node(0)
+    assert _role(replicated, 0) == "slave"
+    assert tasks.put(victim_id, Task(title="replicated again")).version == 2  # the refused one is on the primary
+
     # the writer's cache follows the new topology: a write by another store after the failover is seen
     entity_id = next(iter(acked))
     assert tasks.get(entity_id) is not None
