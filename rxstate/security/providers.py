@@ -161,9 +161,10 @@ class FileKeyProvider(StaticKeyProvider):
     """The KEK from a file: 32 raw bytes, or 64 hex digits or base64 text (read once).
 
     Example:
-        >>> path = Path("kek.txt")
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "kek.txt"
         >>> _ = path.write_text(generate_key())
-        >>> FileKeyProvider("kek.txt").kek_id.startswith("local:")
+        >>> FileKeyProvider(path).kek_id.startswith("local:")
         True
     """
 

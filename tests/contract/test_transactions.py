@@ -312,16 +312,17 @@ def test_conflicting_transactions_from_threads_exactly_one_wins(rx_backend, spre
     n = 6
     barrier = threading.Barrier(n)
     outcomes = []
+    stores = [rx_backend.store() for _ in range(n)]  # opened first: the barrier waits for transactions only
 
     def worker(i):
-        s = rx_backend.store()
+        s = stores[i]
         coll = s.collection("agents", Agent)
         try:
             with s.transaction(two_phase=two_phase) as tx:
                 load = tx.get(coll, counter).load
                 for o in others:
                     tx.put(coll, f"{o}-{i}", Agent(name=str(i)))
-                barrier.wait(timeout=10)
+                barrier.wait(timeout=60)
                 tx.update(coll, counter, load=load + 1, notes=str(i))
             outcomes.append(("won", i))
         except ConflictError:
@@ -331,7 +332,7 @@ def test_conflicting_transactions_from_threads_exactly_one_wins(rx_backend, spre
     for t in threads:
         t.start()
     for t in threads:
-        t.join(timeout=30)
+        t.join(timeout=90)
     winners = [i for what, i in outcomes if what == "won"]
     assert len(outcomes) == n and len(winners) == 1
     final = agents.get(counter)
