@@ -312,10 +312,9 @@ def test_conflicting_transactions_from_threads_exactly_one_wins(rx_backend, spre
     n = 6
     barrier = threading.Barrier(n)
     outcomes = []
-    stores = [rx_backend.store() for _ in range(n)]  # opened first: the barrier waits for transactions only
 
     def worker(i):
-        s = stores[i]
+        s = rx_backend.store()
         coll = s.collection("agents", Agent)
         try:
             with s.transaction(two_phase=two_phase) as tx:
