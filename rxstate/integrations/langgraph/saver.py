@@ -25,8 +25,10 @@ for and are not fenced; runs sharing one saver count as one writer. ``fencing=Fa
 ``watch(thread_id)`` is an observable of a thread's checkpoints as they are written (the store's change
 feed, filtered by thread); ``history(thread_id)`` lists them without loading channel values.
 
-The async methods run the same code (``_run``): on an event loop through ``asyncio.to_thread`` (the
-kernel store is thread-safe).
+The async methods run the same code (``_run``). A saver made with ``await RxCheckpointSaver.on(astore)``
+from an asyncio store (``rxstate.aio``) runs it on the event loop, its server calls awaited on
+``redis.asyncio``; a saver of a synchronous store runs it through ``asyncio.to_thread`` (the kernel store
+is thread-safe).
 
 Example:
     >>> saver = RxCheckpointSaver(rxstate.connect(fakeredis.FakeRedis()))  # doctest: +SKIP
@@ -85,6 +87,7 @@ from rxstate.integrations.langgraph.rows import (
 if TYPE_CHECKING:
     from reactivex import Observable
 
+    from rxstate.aio import AsyncStore
     from rxstate.api import Collection, Store
     from rxstate.feed.change import Change
 
@@ -129,6 +132,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         prefix: str = "lg",
     ) -> None:
         super().__init__(serde=serde)
+        self._bridge: AsyncStore | None = None
         if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int | float | timedelta)):
             raise ValidationError(f"ttl must be seconds, a timedelta or None, not {ttl!r}", field="ttl")
         self.store = store
@@ -661,8 +665,23 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
         return feed.pipe(ops.filter(written), ops.map(checkpoint))
 
     # -- async: one code path -----------------------------------------------------------------------
+    @classmethod
+    async def on(cls, astore: AsyncStore, **options: Any) -> RxCheckpointSaver:
+        """A saver of an asyncio store: its async methods await the store's ``redis.asyncio`` client.
+
+        ``options`` are the constructor's (``serde``, ``ttl``, ``fencing``, ``prefix``).
+
+        Example:
+            >>> saver = await RxCheckpointSaver.on(await rxstate.aio.connect())  # doctest: +SKIP
+        """
+        saver = await astore.run(cls, astore.sync, **options)
+        saver._bridge = astore
+        return saver
+
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run a sync method off the event loop (the kernel store is thread-safe)."""
+        """Run a sync method: in the asyncio store's bridge when the saver has one, else off the loop."""
+        if self._bridge is not None:
+            return await self._bridge.run(fn, *args, **kwargs)
         return await asyncio.to_thread(fn, *args, **kwargs)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
