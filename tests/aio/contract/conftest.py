@@ -85,5 +85,8 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
         loop.run_until_complete(bridged(runtestprotocol, item, nextitem=nextitem, log=True))
     finally:
         loop.close()
+        # A loop whose run ended in a greenlet other than the one that started it can stay registered as
+        # this thread's running loop; the next test's own asyncio runner must start from none.
+        asyncio.events._set_running_loop(None)
     item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
     return True
