@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 
 import redis
 
@@ -47,6 +47,9 @@ from rxstate.core.errors import (
 from rxstate.core.model import Model
 
 from .linearizability import History, Pending
+
+if TYPE_CHECKING:
+    from rxstate.aio import AsyncStore
 
 __all__ = ["Call", "RecordedCollection", "RecordedStore", "Recorder", "outcome", "record"]
 
@@ -295,11 +298,76 @@ class RecordedStore:
         return getattr(self.store, name)
 
 
-def record(store: Any, *, history: History | None = None, process: str | None = None) -> RecordedStore:
+_RECORDED = frozenset({"get", "get_versioned", "put", "update", "incr", "delete"})
+
+
+class AsyncRecordedCollection:
+    """The asyncio form of ``RecordedCollection``: the same recorded methods, awaited.
+
+    Each call runs the synchronous recorded method in the asyncio store's bridge (``AsyncStore.run``), so
+    the times it records span the awaited server round trips; unrecorded attributes are the
+    ``RecordedCollection``'s (and through it the kernel collection's).
+    """
+
+    def __init__(self, recorded: RecordedCollection[Any], astore: Any) -> None:
+        self.recorded = recorded
+        self._astore = astore
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.recorded, name)
+        if name not in _RECORDED:
+            return method
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            return await self._astore.run(method, *args, **kwargs)
+
+        call.__doc__ = method.__doc__
+        return call
+
+
+class AsyncRecordedStore:
+    """An asyncio store (``rxstate.aio``) whose collections record into ``history``.
+
+    Example:
+        >>> import asyncio, fakeredis, rxstate, rxstate.aio
+        >>> class Cell(rxstate.Model):
+        ...     value: int = 0
+        >>> async def main():
+        ...     async with rxstate.aio.connect(fakeredis.FakeAsyncRedis()) as astore:
+        ...         store = record(astore, process="task-1")
+        ...         cells = await store.collection("cells", Cell)
+        ...         await cells.put("c", Cell(value=1))
+        ...         return [(op.f, op.status) for op in store.history.ops]
+        >>> asyncio.run(main())
+        [('write', 'ok')]
+    """
+
+    def __init__(self, astore: Any, history: History, process: str) -> None:
+        self.astore = astore
+        self.synchronous = RecordedStore(astore.sync, history, process)
+        self.history = history
+
+    async def collection(self, name: str, model: type[M], **kwargs: Any) -> AsyncRecordedCollection:
+        """``await store.collection(...)``, recorded."""
+        recorded = await self.astore.run(self.synchronous.collection, name, model, **kwargs)
+        return AsyncRecordedCollection(recorded, self.astore)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.astore, name)
+
+
+@overload
+def record(store: AsyncStore, *, history: History | None = None, process: str | None = None) -> AsyncRecordedStore: ...
+@overload
+def record(store: Any, *, history: History | None = None, process: str | None = None) -> RecordedStore: ...
+def record(
+    store: Any, *, history: History | None = None, process: str | None = None
+) -> RecordedStore | AsyncRecordedStore:
     """Wrap ``store`` so that every read and write of its collections is recorded.
 
     Args:
-        store: an ``rxstate`` store.
+        store: an ``rxstate`` store, or an asyncio store of ``rxstate.aio`` (then the wrapper's
+            ``collection`` and the recorded methods are awaited; see ``AsyncRecordedStore``).
         history: record into this one (several stores, one history: they merge); default a new one.
         process: the name its operations carry (default the history's).
 
@@ -311,5 +379,9 @@ def record(store: Any, *, history: History | None = None, process: str | None = 
         >>> a.history is b.history
         True
     """
+    from rxstate.aio import AsyncStore
+
     history = history if history is not None else History(process=process)
+    if isinstance(store, AsyncStore):
+        return AsyncRecordedStore(store, history, process or history.process)
     return RecordedStore(store, history, process or history.process)

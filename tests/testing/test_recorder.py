@@ -107,3 +107,35 @@ def test_a_write_whose_reply_is_lost_is_recorded_as_unknown(rx_server):
         assert store.history.ops[1].complete_ns is None
         assert checkers.entities().check(store.history).valid is True
         store.store.close()
+
+
+def test_an_asyncio_store_records_concurrent_tasks_into_one_history():
+    import asyncio
+
+    import rxstate.aio
+
+    async def main():
+        async with rxstate.aio.connect(fakeredis.FakeAsyncRedis(), cache=False) as astore:
+            shared = History()
+            recorded = [record(astore, history=shared, process=f"task-{i}") for i in range(3)]
+            cells = [await r.collection("cells", Cell) for r in recorded]
+            await cells[0].put("c", Cell(value=0))
+
+            async def bump(i):
+                for _ in range(5):
+                    await cells[i].incr("c", "n", 1)
+                    await cells[i].get("c")
+
+            await asyncio.gather(*(bump(i) for i in range(3)))
+            with pytest.raises(NotFound):
+                await cells[1].get("missing")
+            return shared
+
+    shared = asyncio.run(main())
+    ops = shared.ops
+    assert {o.process for o in ops} == {"task-0", "task-1", "task-2"}
+    assert sum(o.f == "incr" and o.status == "ok" for o in ops) == 15
+    assert max(o.output for o in ops if o.f == "incr") == 15
+    assert (ops[-1].f, ops[-1].status, ops[-1].output) == ("read", "ok", None)  # a read of nothing
+    assert all(o.invoke_ns <= o.complete_ns for o in ops)
+    assert checkers.entities().check(shared).valid is True
