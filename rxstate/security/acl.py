@@ -118,6 +118,7 @@ WRITE_COMMANDS = (  # the write scripts' own commands: a script's commands are c
     "+zremrangebyscore",
     "+xadd",
     "+pexpire",
+    "+pexpireat",
     "+persist",
 )
 AUDIT_COMMANDS = (  # what recording a read of classified data or a denial needs (lua/audit.lua, exactly once)
