@@ -1,5 +1,6 @@
 """rxstate.admin: operating a namespace — backup and point-in-time recovery, online migrations,
-governance (schema registry, retention, policy checks), capacity, health and the tenant registry.
+governance (schema registry, retention, policy checks), erasure of data subjects, capacity, health and
+the tenant registry.
 
 Example:
     >>> from rxstate.admin import backup, check_health, migrate, recover
@@ -8,6 +9,7 @@ Example:
 from rxstate.admin.archive import ChangeArchive, read_archive
 from rxstate.admin.backup import BackupManifest, backup, read_manifest
 from rxstate.admin.capacity import CapacitySample, Forecast, forecast, hot_keys, measure
+from rxstate.admin.erasure import ErasureReport, erase
 from rxstate.admin.governance import PolicyReport, RetentionPolicy, apply_retention, check_policies, set_retention
 from rxstate.admin.health import HealthReport, check_health
 from rxstate.admin.migrate import IndexReport, MigrationReport, build_index, downcaster, migrate, rollback
@@ -20,6 +22,7 @@ __all__ = [
     "BackupManifest",
     "CapacitySample",
     "ChangeArchive",
+    "ErasureReport",
     "Forecast",
     "HealthReport",
     "IndexReport",
@@ -35,6 +38,7 @@ __all__ = [
     "check_health",
     "check_policies",
     "downcaster",
+    "erase",
     "forecast",
     "hot_keys",
     "measure",

@@ -176,6 +176,7 @@ def backup(
     hold_ms: int = 600_000,
     chunk: int = _CHUNK,
     progress: Any = None,
+    subject_keys: bool = False,
 ) -> BackupManifest:
     """Write a consistent backup of ``namespace`` to ``path``: each group read atomically.
 
@@ -186,6 +187,10 @@ def backup(
         hold_ms: how long the frozen copies may live if the backup dies before deleting them.
         chunk: the most elements read per command (hash fields, stream entries, ...).
         progress: called with ``(groups done, groups in all)`` after each group, if given.
+        subject_keys: include the data subjects' keys (``rxstate.security.subjects``). Left out by
+            default so that erasing a subject (destroying its key) also makes the copies of its secret
+            fields in earlier backups unreadable; a backup with them defeats that until it is deleted,
+            so keep such backups for less time than you have to honour an erasure.
 
     Raises:
         NotFound: the namespace does not exist.
@@ -215,6 +220,8 @@ def backup(
             reply = freeze(client, [anchor], [prefix + "*", twin, hold_ms])
             frozen_ms, offset = int(reply[0]), _str(reply[1])
             ttls = {_str(reply[i]): int(reply[i + 1]) for i in range(2, len(reply), 2)}
+            if not subject_keys:
+                ttls.pop(ks.subject_keys(), None)
             member = "namespace.jsonl" if group == NAMESPACE_GROUP else f"p{group:05d}.jsonl"
             digest = hashlib.sha256()
             size = count = 0

@@ -23,13 +23,13 @@ from __future__ import annotations
 import hashlib
 import os
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from rxstate.admin.backup import BackupManifest, group_prefix, iter_member, raw, read_manifest, server_ms
 from rxstate.core.errors import BackupError
-from rxstate.core.keys import validate_namespace
+from rxstate.core.keys import Keyspace, validate_namespace
 
 __all__ = ["RestoreReport", "deferred_key", "namespace_keys", "restore", "verify"]
 
@@ -90,11 +90,15 @@ def verify(path: str | os.PathLike[str]) -> BackupManifest:
     return manifest
 
 
-def namespace_keys(client: Any, namespace: str, *, limit: int | None = None) -> list[bytes]:
-    """Keys of ``namespace`` (its partitions' and its own), up to ``limit``: a restore wants none."""
+def namespace_keys(
+    client: Any, namespace: str, *, limit: int | None = None, besides: Sequence[bytes] = ()
+) -> list[bytes]:
+    """Keys of ``namespace`` (its partitions' and its own) but ``besides``, up to ``limit``: a restore wants none."""
     found: list[bytes] = []
     for pattern in (f"rx:{{{namespace}:*", f"rx:{{{namespace}}}:*"):
         for key in _scan(client, pattern):
+            if key in besides:
+                continue
             found.append(key)
             if limit is not None and len(found) >= limit:
                 return found
@@ -121,7 +125,9 @@ def restore(
     Args:
         client: a redis-py client of the target server.
         path: the backup file.
-        namespace: the target namespace; it must hold no key.
+        namespace: the target namespace; it must hold no key but its data subjects' keys. Those, when
+            the target has them, are kept, and the backup's (if it holds any) are not restored: a
+            subject erased since the backup stays erased.
         keep_expiry: give keys their deadlines back now. A point-in-time recovery passes False and lets
             ``rxstate.admin.replay`` set them after the replay, so that a key whose deadline passed
             since the backup is still there for the changes made before its deadline.
@@ -132,7 +138,9 @@ def restore(
     where = os.fspath(path)
     manifest = verify(where)
     target = validate_namespace(namespace if namespace is not None else manifest.namespace)
-    present = namespace_keys(client, target, limit=1)
+    subjects = Keyspace(target, 1).subject_keys().encode()
+    present = namespace_keys(client, target, limit=1, besides=[subjects])
+    live_subjects = bool(client.exists(subjects))
     if present:
         raise BackupError(
             f"namespace {target!r} is not empty (it holds {present[0].decode(errors='replace')}, ...): "
@@ -154,6 +162,8 @@ def restore(
                     expired += 1
                     continue
                 key = prefix.encode() + raw(record["k"])
+                if live_subjects and key == subjects:
+                    continue
                 _write(pipe, key, record["t"], record["d"])
                 if deadline is not None:
                     if keep_expiry:

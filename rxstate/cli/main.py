@@ -35,6 +35,7 @@ from rxstate.api import Store, connect
 from rxstate.cli import render
 from rxstate.cli.backup import register as register_backup
 from rxstate.cli.capacity import register as register_capacity
+from rxstate.cli.erasure import register as register_erasure
 from rxstate.cli.governance import register as register_governance
 from rxstate.cli.health import register as register_health
 from rxstate.cli.history import History
@@ -483,7 +484,7 @@ def server(
 
 
 app.add_typer(principals_app, name="principals")
-for _register in (register_backup, register_migrate, register_health, register_capacity):  # backups, migrations, health
+for _register in (register_backup, register_migrate, register_erasure, register_health, register_capacity):
     _register(app)
 app.add_typer(tenants_app, name="tenants")
 app.command("top")(_handled(top))

@@ -75,9 +75,11 @@ class EntityMeta:
 class FieldCipher(Protocol):
     """Encrypts secret field values at rest; ``rxstate.security.KeyRing`` is the implementation."""
 
-    def seal(self, key: str, collection: str, field: str, fragment: bytes, searchable: bool) -> bytes:
+    def seal(
+        self, key: str, collection: str, field: str, fragment: bytes, searchable: bool, subject: str | None = None
+    ) -> bytes:
         """The stored form of a field's JSON ``fragment`` (or of a value sealed before), starting with
-        ``SEALED_MARKER``."""
+        ``SEALED_MARKER``; sealed under the data ``subject``'s own key when there is one."""
         ...
 
     def open(self, key: str, collection: str, field: str, value: bytes) -> bytes:
@@ -196,11 +198,14 @@ class ModelCodec(Generic[M]):
         )
 
     # -- encryption at rest ---------------------------------------------------------------------
-    def seal(self, key: str, sets: Sequence[tuple[str, bytes]]) -> Sequence[tuple[str, bytes]]:
+    def seal(
+        self, key: str, sets: Sequence[tuple[str, bytes]], subject: str | None = None
+    ) -> Sequence[tuple[str, bytes]]:
         """Encoded fields of the entity ``key`` with its secret ones encrypted (when the store has keys).
 
         A value sealed before (a transaction's buffered write) is passed to the cipher too: it keeps it,
-        or re-seals it if the active data key changed meanwhile.
+        or re-seals it if the active data key changed meanwhile. ``subject``: the data subject the entity
+        belongs to (``Model.__subject__``), whose own data key seals its secrets.
 
         Raises:
             ValidationError: the namespace encrypts its secrets but this store has no key-encryption key
@@ -212,8 +217,14 @@ class ModelCodec(Generic[M]):
         secrets, searchable = self._secrets, self.model.__rxstate_searchable__
         cipher.writable(next(iter(secrets)))
         return [
-            (n, cipher.seal(key, self.collection, n, v, n in searchable)) if n in secrets else (n, v) for n, v in sets
+            (n, cipher.seal(key, self.collection, n, v, n in searchable, subject)) if n in secrets else (n, v)
+            for n, v in sets
         ]
+
+    @property
+    def seals(self) -> bool:
+        """Whether writes of this model encrypt something (the store has keys and the model secrets)."""
+        return self.settings.cipher is not None and bool(self._secrets)
 
     def index_terms(self, name: str, fragment: bytes) -> list[bytes]:
         """What an index holds for a field's encoded value: the value, or its ciphertexts if it is sealed."""

@@ -22,6 +22,7 @@ all keys a script touches sit in one cluster slot)::
     rx:{ns:p}:_txi                     transactions holding intents in this partition (hash)
     rx:{ns}:meta, rx:{ns}:schemas      namespace metadata and schema registry
     rx:{ns}:_keys                      wrapped data keys of encrypted fields, the active key, re-encryption progress
+    rx:{ns}:_subjects                  data keys of data subjects (erasing a subject destroys its key)
     rx:{ns}:_lock:<name>               a lock's current holder (hash, expires with the lease)
     rx:{ns}:_lockr:<name>              a read/write lock's readers and their deadlines (zset)
     rx:{ns}:_lockseq:<name>            a lock's fencing-token counter (never reset, never expires)
@@ -239,6 +240,10 @@ class Keyspace:
     def keyring(self) -> str:
         """The namespace's key ring: data keys wrapped by the key-encryption key (``rxstate.security``)."""
         return f"rx:{{{self.namespace}}}:_keys"
+
+    def subject_keys(self) -> str:
+        """The namespace's data keys of data subjects, wrapped by the KEK (``rxstate.security.subjects``)."""
+        return f"rx:{{{self.namespace}}}:_subjects"
 
     def parse_entity(self, key: str) -> tuple[int, str, str] | None:
         """Split an entity key into (partition, collection, id); None if it is not one."""

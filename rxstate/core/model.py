@@ -110,6 +110,25 @@ def _secret_inner_type(annotation: Any) -> Any | None:
     return None
 
 
+def _check_subject(cls: type[Model]) -> None:
+    """Refuse a ``__subject__`` that names no field, or that comes with searchable secret fields."""
+    subject = cls.__dict__.get("__subject__", getattr(cls, "__subject__", None))
+    if subject is None:
+        return
+    if not isinstance(subject, str) or (subject != "id" and subject not in cls.model_fields):
+        raise SchemaError(
+            f"{cls.__name__}.__subject__ must be 'id' or one of its fields {sorted(cls.model_fields)}, not {subject!r}",
+            name=cls.__name__,
+        )
+    if cls.__rxstate_searchable__:
+        raise SchemaError(
+            f"{cls.__name__}: searchable fields {sorted(cls.__rxstate_searchable__)} cannot belong to a data "
+            "subject: their index must find equal values under one key, and a subject's values are "
+            "sealed under the subject's own key (so that erasing the subject makes them unreadable)",
+            name=cls.__name__,
+        )
+
+
 class _FieldsSet(set[str]):
     """A model's set of explicitly set fields, marked with the id of the field dict validation produced."""
 
@@ -146,6 +165,10 @@ class Model(BaseModel):
     """Secret fields (``Secret[T]`` or classified confidential/secret) -> the type of their clear value."""
     __rxstate_searchable__: ClassVar[frozenset[str]] = frozenset()
     """Secret fields declared ``searchable``: encrypted deterministically, so they can be indexed."""
+    __subject__: ClassVar[str | None] = None
+    """Whose personal data an entity holds: the name of the field naming the data subject, or ``"id"``
+    (the entity id is the subject). Secret fields of such entities are encrypted under the subject's own
+    data key, and ``rxstate.admin.erase`` erases a subject (see ``rxstate.admin.erasure``)."""
 
     @model_validator(mode="after")
     def _mark_validated(self) -> Self:
@@ -204,6 +227,7 @@ class Model(BaseModel):
                 searchable.add(name)
         cls.__rxstate_secrets__ = secrets
         cls.__rxstate_searchable__ = frozenset(searchable)
+        _check_subject(cls)
         classify(cls.__rxstate_secrets__)
 
     # -- display (short, redacted reprs; HTML in notebooks) ----------------------------------------

@@ -58,6 +58,14 @@ class EventReplay(EventReads[S]):
             with self._recent_lock:
                 self._recent.pop(aggregate_id, None)
 
+    def forget(self, aggregate_id: str) -> None:
+        """Drop the state of ``aggregate_id`` this process remembers (its next load reads the store).
+
+        Erasure (``rxstate.admin.erase``) calls it in the erasing process; other processes that loaded
+        the aggregate keep their folded state in memory until they call it or restart.
+        """
+        self._forget(aggregate_id)
+
     # -- replay --------------------------------------------------------------------------------------
     def _fold(self, key: str, start: Folded[S], **bounds: Any) -> Folded[S]:
         return fold_stream(self._store, key, self.types, self.reducer, start, **bounds)

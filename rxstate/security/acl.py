@@ -238,6 +238,7 @@ def acl_rules(namespace: str, partitions: int, principal: Principal, policy: Pol
         f"%R~rx:{{{namespace}}}:_policy",
         f"%R~rx:{{{namespace}}}:_principal:{principal.name}",
         f"%R~rx:{{{namespace}}}:_keys",  # the key ring: data keys wrapped by the KEK, which only key holders have
+        f"%R~rx:{{{namespace}}}:_subjects",  # data subjects' keys, wrapped by the KEK too
         f"~{probe_key(namespace, principal.name)}",
         f"~{probe_key(namespace, principal.name)}:ping",  # the cache's subscription check
     ]
@@ -252,6 +253,7 @@ def acl_rules(namespace: str, partitions: int, principal: Principal, policy: Pol
         for tag in tags:
             # _tenant, _tsz: a tenant's limits and usage, read and counted by its writes (rxstate.tenancy)
             keys += [f"~{tag}changes", f"~{tag}_fences", f"~{tag}_tenant", f"~{tag}_tsz"]
+        keys.append(f"~rx:{{{namespace}}}:_subjects")  # a write may make a data subject's key
     keys += [f"%R~{tag}_txi" for tag in tags]  # readers settle transactions they meet (read_partitions)
     if given.reads_everything:
         commands += STREAM_COMMANDS

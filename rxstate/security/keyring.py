@@ -33,6 +33,7 @@ from rxstate.core.codec import SEALED_MARKER
 from rxstate.core.errors import ConflictError, DecryptionError, ValidationError
 from rxstate.security.cipher import HEADER_BYTES, DataKey, entity_binding, key_id_of, search_binding
 from rxstate.security.providers import KEY_BYTES, KeyProvider
+from rxstate.security.subjects import SUBJECT_KEY_BASE, SubjectKeys
 
 if TYPE_CHECKING:
     from rxstate.security.reencrypt import Progress
@@ -109,6 +110,8 @@ class KeyRing:
         self._lock = threading.RLock()
         self._sealing: tuple[DataKey, float] | None = None  # the active key, and until when it is fresh
         self._state = self._load(strict=True)
+        self.subjects = SubjectKeys(self)
+        """The data keys of data subjects (``rxstate.security.subjects``)."""
 
     @classmethod
     def of(cls, store: Any, provider: KeyProvider | None) -> KeyRing | None:
@@ -186,12 +189,13 @@ class KeyRing:
         """The id of the data key new values are sealed with (None before the first one)."""
         return self._state.active
 
-    def _change(self, body: Callable[[RingState, Any], T]) -> T:
-        """Run ``body(state, pipe)`` under WATCH of the ring; it queues commands after ``pipe.multi()``."""
+    def _change(self, body: Callable[[RingState, Any], T], *also: str) -> T:
+        """Run ``body(state, pipe)`` under WATCH of the ring (and of ``also``); it queues commands after
+        ``pipe.multi()``."""
         for _attempt in range(_ATTEMPTS):
             with self._client.pipeline(transaction=True) as pipe:
                 try:
-                    pipe.watch(self.key)
+                    pipe.watch(self.key, *also)
                     state = RingState.parse(pipe.hgetall(self.key))
                     result = body(state, pipe)
                     pipe.execute()
@@ -280,10 +284,18 @@ class KeyRing:
         return found
 
     # -- FieldCipher ------------------------------------------------------------------------------
-    def seal(self, key: str, collection: str, field: str, fragment: bytes, searchable: bool) -> bytes:
-        """The stored form of a secret field's JSON fragment (see ``rxstate.core.codec.FieldCipher``)."""
+    def seal(
+        self, key: str, collection: str, field: str, fragment: bytes, searchable: bool, subject: str | None = None
+    ) -> bytes:
+        """The stored form of a secret field's JSON fragment (see ``rxstate.core.codec.FieldCipher``).
+
+        With a ``subject``, the value is sealed under that data subject's own key (``rxstate.security.subjects``).
+        """
         sealing = self._sealing
-        if sealing is not None and time.monotonic() < sealing[1]:
+        if subject is not None:
+            self._require_provider(field)
+            dk = self.subjects.for_subject(subject)
+        elif sealing is not None and time.monotonic() < sealing[1]:
             dk = sealing[0]
         else:
             dk = self._active(field)
@@ -311,7 +323,12 @@ class KeyRing:
             self._load()  # keys shredded or retired elsewhere stop working here within ``refresh`` seconds
         dk = self._keys.get(int.from_bytes(value[3:HEADER_BYTES], "big"))
         if dk is None:
-            dk = self._key(key_id_of(value, key, field), key, field)
+            key_id = key_id_of(value, key, field)
+            if key_id > SUBJECT_KEY_BASE:
+                self._require_provider(field)
+                dk = self.subjects.by_id(key_id, key, field)
+            else:
+                dk = self._key(key_id, key, field)
         searchable = value[2:3] == b"d"
         binding = search_binding(self.namespace, collection, field) if searchable else entity_binding(key, field)
         try:
@@ -359,16 +376,20 @@ class KeyRing:
                 except DecryptionError as exc:
                     raise self._wrong_kek(state, key_id, str(exc)) from exc
                 fields[f"dk:{key_id}"] = provider.wrap(secret, self._context(key_id))
+            subjects = self.subjects.rewrapped(pipe, old, provider)
             pipe.multi()
             pipe.hset(self.key, mapping=fields)
-            return len(state.wrapped)
+            if subjects:
+                pipe.hset(self.subjects.key, mapping=subjects)
+            return len(state.wrapped) + len(subjects)
 
-        count = self._change(rewrap)
+        count = self._change(rewrap, self.subjects.key)
         self.provider = provider
         return count
 
     def shred(self, key_id: int | None = None) -> list[int]:
-        """Destroy a data key (None: every one of the namespace); values encrypted with it become unreadable.
+        """Destroy a data key (None: every one of the namespace, the data subjects' keys too); values
+        encrypted with it become unreadable. (A single subject's key goes with ``subjects.destroy``.)
 
         Reads of such values raise ``DecryptionError`` (``reason="shredded"``); the next write of a secret
         field makes a new data key. This store's local cache is cleared; other processes drop the key
@@ -388,18 +409,26 @@ class KeyRing:
             unknown = [i for i in ids if i not in state.wrapped]
             if unknown:
                 raise ValidationError(f"namespace {self.namespace!r} has no data key {unknown[0]} to shred")
+            held = pipe.hgetall(self.subjects.key) if key_id is None else {}
+            subject_fields = [n for n in held if n.startswith((b"k:", b"s:"))]
+            subject_ids = sorted(int(n[2:]) for n in subject_fields if n.startswith(b"k:"))
             pipe.multi()
+            if subject_fields:
+                pipe.hdel(self.subjects.key, *subject_fields)
+                pipe.hset(self.subjects.key, mapping={f"gone:{i}": now for i in subject_ids})
             if ids:
                 pipe.hdel(self.key, *(f"dk:{i}" for i in ids))
                 pipe.hset(self.key, mapping={f"gone:{i}": now for i in ids})
             if state.active in ids:
                 pipe.hdel(self.key, "active")
-            return ids
+            return ids + subject_ids
 
-        ids = self._change(destroy)
+        ids = self._change(destroy, self.subjects.key)
         with self._lock:
             for i in ids:
                 self._keys.pop(i, None)
+        if key_id is None:
+            self.subjects.forget()
         cache = getattr(self._store, "cache", None)
         if cache is not None:
             cache.clear()

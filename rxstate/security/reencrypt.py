@@ -7,7 +7,8 @@
    secret value not sealed under the new key (or still in clear, written before encryption was on) is
    written again with ``put(..., expected_version=<the version read>)``, keeping its TTL: a normal write,
    so versions, change records and indexes stay right, and a concurrent change simply wins (the entity
-   is read again). The scan cursor is stored in the key ring after every page, so a re-encryption that
+   is read again). Values under a data subject's own key (``rxstate.security.subjects``) stay under it.
+   The scan cursor is stored in the key ring after every page, so a re-encryption that
    was interrupted continues where it stopped.
 3. When every partition is done, the old data keys are retired: destroyed, like ``shred``. Change
    records written under them can no longer be decrypted (readers see them as redacted values).
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from rxstate.core.codec import SEALED_MARKER
 from rxstate.core.errors import ConflictError, NotFound, SchemaError
 from rxstate.security.cipher import key_id_of
+from rxstate.security.subjects import SUBJECT_KEY_BASE
 
 if TYPE_CHECKING:
     from rxstate.security.keyring import KeyRing
@@ -75,7 +77,10 @@ def _stale(raw: dict[bytes, bytes], fields: frozenset[bytes], target: int) -> bo
         value = raw.get(name)
         if value is None:
             continue
-        if value[:2] != SEALED_MARKER or key_id_of(value) != target:
+        if value[:2] != SEALED_MARKER:
+            return True
+        key_id = key_id_of(value)
+        if key_id != target and key_id <= SUBJECT_KEY_BASE:  # a data subject's key is its own, not rotated
             return True
     return False
 

@@ -216,10 +216,31 @@ class CollectionOps(Generic[M]):
         elif not stored:
             self._authorize(action, entity_id, {})
 
+    def _subject_of(self, entity_id: str, key: str, sets: Sequence[tuple[str, bytes]]) -> str | None:
+        """The data subject whose key seals this write's secrets (``Model.__subject__``), if any.
+
+        A subject field the write does not set is read from the stored entity (one ``HGET``, only for
+        models that have a subject field and secrets to seal).
+        """
+        field = self.model.__subject__
+        if field is None or not self._codec.seals:
+            return None
+        if field == "id":
+            return entity_id
+        raw = next((v for n, v in sets if n == field), None)
+        if raw is None:
+            raw = self._store.client.hget(key, field)
+            if raw is None:
+                return None
+        value = self._codec.decode_value(field, raw, key)
+        return None if value is None else str(value)
+
     def _op(self, kind: str, entity_id: str, partition: int, *, fence: Lease | None = None, **kw: Any) -> WriteOp:
         self._authorize_write(kind, entity_id, partition, kw)
         if kind != "delete":  # secret fields leave the process encrypted, bound to this entity's key
-            kw["sets"] = self._codec.seal(self._ks.entity(self.name, entity_id, partition), kw.get("sets", ()))
+            key = self._ks.entity(self.name, entity_id, partition)
+            sets = kw.get("sets", ())
+            kw["sets"] = self._codec.seal(key, sets, self._subject_of(entity_id, key, sets))
         op = WriteOp(
             kind=kind,
             collection=self.name,
