@@ -29,9 +29,51 @@ def dump_all(client: Any) -> dict[bytes, bytes | None]:
 
     Nor are the cache's heartbeat keys (``..._probe:ping``), which stores' invalidation threads write on
     their own.
+    Keys of other tests that expire between two dumps do not count as a difference (``Dump``).
     """
     keys = sorted(k for k in client.keys("*") if not k.startswith(b"rxw:") and not k.endswith(b"}:_probe:ping"))
-    return {key: client.dump(key) for key in keys}
+    taken = time.time()
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.dump(key)
+        pipe.pttl(key)
+    replies = pipe.execute()
+    data = {key: replies[2 * i] for i, key in enumerate(keys)}
+    deadlines = {key: taken + replies[2 * i + 1] / 1000 for i, key in enumerate(keys) if replies[2 * i + 1] > 0}
+    return Dump(data, deadlines, taken)
+
+
+class Dump(dict[bytes, bytes | None]):
+    """DUMPs by key, with when each key that had a TTL was due to expire.
+
+    Two dumps are equal when every key in both has the same DUMP, no key appeared, and each key that
+    vanished had a deadline no later than the second dump (it expired: on a shared server, another
+    test's keys do).
+    """
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, data: dict[bytes, bytes | None], deadlines: dict[bytes, float], taken: float) -> None:
+        super().__init__(data)
+        self.deadlines = deadlines
+        self.taken = taken
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Dump):
+            return dict.__eq__(self, other)
+        first, second = (self, other) if self.taken <= other.taken else (other, self)
+        if any(key not in first for key in second):
+            return False
+        for key, value in first.items():
+            if key in second:
+                if second[key] != value:
+                    return False
+            elif first.deadlines.get(key, float("inf")) > second.taken + 0.05:
+                return False
+        return True
+
+    def __ne__(self, other: object) -> bool:
+        return not self == other
 
 
 def process_gone(pid: int) -> bool:
