@@ -371,7 +371,8 @@ def connect(
     URL or ``REDIS_URL``, the embedded server is started (or joined) off the loop.
 
     Raises:
-        ValidationError: a synchronous client, or ``principal=`` (authenticate the client you pass instead).
+        ValidationError: a synchronous client; ``principal=`` with ``password=`` and a client (a client of
+            your own, authenticated as the principal's ACL user, goes with ``principal=`` alone).
 
     Example:
         >>> import asyncio
@@ -385,17 +386,17 @@ def connect(
 
 
 async def _open(url: str | Any | None, keys: KeyProvider | None, options: dict[str, Any]) -> AsyncStore:
-    if options.get("principal") is not None or options.get("password") is not None:
-        raise ValidationError(
-            "rxstate.aio.connect does not take principal=: pass an asyncio client authenticated as the "
-            "principal's ACL user (username rx:<namespace>:<principal>)",
-            field="principal",
-        )
     client = options.pop("client", None)
     if url is not None and not isinstance(url, str):
         if client is not None:
             raise ValidationError("pass a client either positionally or as client=, not both")
         client, url = url, None
+    auth: dict[str, Any] = {}
+    if options.get("principal") is not None or options.get("password") is not None:
+        from rxstate.security.principals import auth_options
+
+        namespace = options.get("namespace", "default")
+        auth = auth_options(namespace, options.get("principal"), options.pop("password", None), client or url)
     path, isolated, fsync = options.pop("path", None), options.pop("isolated", False), options.pop("fsync", None)
     server = None
     owns = client is None
@@ -411,12 +412,12 @@ async def _open(url: str | Any | None, keys: KeyProvider | None, options: dict[s
         if url is not None:
             if path is not None or isolated or fsync is not None:
                 raise ValidationError("path=, isolated= and fsync= are for an embedded server, not with a URL")
-            sclient, aclient = client_from_url(url), _async_from_url(url)
+            sclient, aclient = client_from_url(url, **auth), _async_from_url(url, **auth)
         else:
             from rxstate.server.lease import attach
 
             server = await asyncio.to_thread(attach, path, isolated=isolated, fsync=fsync)
-            sclient = server.client()
+            sclient = server.client(**auth)
             aclient = async_twin(sclient, max_connections=POOL_SIZE)
         _retry_quickly(sclient, aclient)
     try:
@@ -431,13 +432,13 @@ async def _open(url: str | Any | None, keys: KeyProvider | None, options: dict[s
     return AsyncStore(kernel, aclient, owns_client=owns)
 
 
-def _async_from_url(url: str) -> Any:
+def _async_from_url(url: str, **options: Any) -> Any:
     try:
         if url.startswith("redis+cluster://"):
-            return redis.asyncio.cluster.RedisCluster.from_url("redis://" + url[len("redis+cluster://") :])
+            return redis.asyncio.cluster.RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)
         # Many tasks share one loop: past POOL_SIZE connections a command waits for a free one (the
         # default pool would refuse it with MaxConnectionsError).
-        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE)
+        pool = redis.asyncio.BlockingConnectionPool.from_url(url, max_connections=POOL_SIZE, **options)
         return redis.asyncio.Redis(connection_pool=pool)
     except (ValueError, redis.RedisError) as exc:
         raise ServerError(f"cannot connect to {url!r}: {exc}") from exc

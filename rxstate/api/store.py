@@ -421,7 +421,9 @@ def connect(
         principal: act as this principal of the namespace (see the README, "Security: principals and
             policy"): every connection of the store (commands, cache invalidation, change feed)
             authenticates as its server ACL user, and every operation is checked against the policy
-            first (``PermissionDenied``). Needs ``password``, and a URL or the embedded server.
+            first (``PermissionDenied``). Needs ``password``, and a URL or the embedded server; or
+            alone, with a client already authenticated as the principal's ACL user
+            (``rx:<namespace>:<principal>``; checked with ``ACL WHOAMI``).
         password: the principal's password (``store.principals.create`` returned it).
         durability: ``"replicated"``: a write returns only once ``durability_replicas`` replicas hold it
             (``WAIT`` on the write's connection), else it raises ``NotReplicated``; ``"none"`` (default):

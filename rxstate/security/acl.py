@@ -72,6 +72,7 @@ CONNECTION_COMMANDS = (
     "+client|id",
     "+client|info",
     "+client|setinfo",
+    "+acl|whoami",  # a store opened on a client of the user's own checks whose it is
 )
 READ_COMMANDS = (
     "+hgetall",

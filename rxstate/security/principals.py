@@ -97,18 +97,59 @@ def load_principal(client: Any, namespace: str, name: str) -> tuple[Principal, P
 def auth_options(namespace: str, principal: str | None, password: str | None, target: Any) -> dict[str, Any]:
     """The ``username``/``password`` client options of every connection a principal's store makes.
 
+    With a client of your own (``target``), ``principal=`` comes alone: the client must already be
+    authenticated as the principal's ACL user (``check_client_user`` verifies it), and no option is added.
+
     Raises:
-        ValidationError: only one of principal and password, or a client passed in (it carries its own).
+        ValidationError: a password without a principal, a URL (or the embedded server) without the
+            password, or a password with a client (it carries its own).
     """
-    if principal is None or password is None:
-        raise ValidationError("principal= and password= go together", field="principal")
+    if principal is None:
+        raise ValidationError("password= needs principal=", field="principal")
+    name = validate_name(principal, "principal")
     if target is not None and not isinstance(target, str):
-        raise ValidationError(
-            "principal= authenticates the connections rxstate makes: pass a URL (or none, for the embedded "
-            "server), not a client; a client of your own carries its own username and password",
-            field="principal",
+        if password is not None:
+            raise ValidationError(
+                "principal= with password= authenticates the connections rxstate makes: pass a URL (or none, "
+                "for the embedded server), not a client; with a client authenticated as the principal's ACL "
+                f"user ({username(namespace, name)}), pass principal= alone",
+                field="principal",
+            )
+        return {}
+    if password is None:
+        raise ValidationError("principal= and password= go together (or pass a client authenticated as it)")
+    return {"username": username(namespace, name), "password": password}
+
+
+def check_client_user(client: Any, namespace: str, principal: str) -> None:
+    """Refuse a client that is not authenticated as ``principal``'s ACL user (``ACL WHOAMI``).
+
+    Raises:
+        PermissionDenied: it is another user (or the server will not say).
+    """
+    expected = username(namespace, principal)
+    try:
+        who = client.acl_whoami()
+    except AuthenticationError as exc:
+        raise PermissionDenied(
+            f"principal {principal!r} of namespace {namespace!r} could not authenticate: {exc}",
+            principal=principal,
+            reason="authentication failed (wrong password, disabled, or no such principal)",
+        ) from exc
+    except ResponseError as exc:
+        raise PermissionDenied(
+            f"cannot tell which user the client is authenticated as ({exc}): for principal {principal!r} it "
+            f"must be {expected!r}",
+            principal=principal,
+            reason="unknown user",
+        ) from exc
+    who = who.decode() if isinstance(who, bytes) else str(who)
+    if who != expected:
+        raise PermissionDenied(
+            f"the client is authenticated as {who!r}, not as principal {principal!r}'s ACL user {expected!r}",
+            principal=principal,
+            reason="another user",
         )
-    return {"username": username(namespace, validate_name(principal, "principal")), "password": password}
 
 
 def guard_for(client: Any, namespace: str, principal: str) -> Guard:

@@ -123,8 +123,10 @@ def _open(
         durable.check(client)
         guard = None
         if principal is not None:
-            from rxstate.security.principals import guard_for
+            from rxstate.security.principals import check_client_user, guard_for
 
+            if not auth:  # a client of the caller's own: it must be the principal's user
+                check_client_user(client, namespace, principal)
             guard = guard_for(client, namespace, principal)
             if actor is None:  # what a principal's store writes (change records, audit entries) names it
                 actor = principal

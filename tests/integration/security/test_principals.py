@@ -206,3 +206,41 @@ def test_a_principal_cannot_administer_principals(world: World):
         with pytest.raises(rxstate.PermissionDenied):
             bob.set_policy(Policy([Rule("*", "allow", ["*"], ["*"])]))
         assert dump_all(world.raw) == before
+
+
+def test_a_store_on_a_client_of_ones_own_checks_whose_it_is(world: World):
+    own = world.principal_client("val")
+    with rxstate.connect(own, namespace=world.namespace, principal="val", cache=False) as val:
+        assert val.collection("agents", Agent).get("a1").name == "planner"
+        with pytest.raises(rxstate.PermissionDenied):
+            val.collection("agents", Agent).update("a1", status="busy")  # the policy still holds
+    with pytest.raises(rxstate.PermissionDenied, match=r"authenticated as 'rx:.*:bob', not as principal 'val'"):
+        rxstate.connect(world.principal_client("bob"), namespace=world.namespace, principal="val")
+    with pytest.raises(rxstate.ValidationError, match="pass principal= alone"):
+        rxstate.connect(own, namespace=world.namespace, principal="val", password=world.passwords["val"])
+
+
+def test_an_asyncio_store_acts_as_a_principal(world: World):
+    import asyncio
+
+    async def main() -> tuple[str, str]:
+        async with rxstate.aio.connect(
+            world.server.url, namespace=world.namespace, principal="bob", password=world.passwords["bob"], cache=False
+        ) as bob:
+            agents = await bob.collection("agents", Agent)
+            await agents.update("a1", status="busy")  # fleet may write agents
+            with pytest.raises(rxstate.PermissionDenied):
+                await (await bob.collection("tickets", Ticket)).get("t1")
+            users = {c["user"] for c in world.raw.client_list()}  # its connections are the ACL user's
+            assert username(world.namespace, "bob") in users
+            return (await agents.get("a1")).status, bob.actor
+
+    status, actor = asyncio.run(main())
+    assert status == "busy" and actor == "bob"
+    with pytest.raises(rxstate.PermissionDenied):
+        asyncio.run(_open_with(world.server.url, world.namespace, "bob", "wrong-password-123"))
+
+
+async def _open_with(url: str, namespace: str, principal: str, password: str) -> None:
+    async with rxstate.aio.connect(url, namespace=namespace, principal=principal, password=password):
+        pass
