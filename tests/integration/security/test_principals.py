@@ -8,6 +8,7 @@ import pytest
 import redis
 
 import rxstate
+import rxstate.aio
 from rxstate import Policy, Rule
 from rxstate.security.acl import username
 from tests.helpers import dump_all, wait_for
