@@ -111,6 +111,31 @@ def test_async_methods_run_the_same_operations(stores) -> None:
     assert _keys(found) == [(("users", "u2", "prefs"), "diet"), (("users", "u3"), "k")]
 
 
+def test_a_store_of_an_asyncio_store_awaits_its_client_on_the_loop(rx_server) -> None:
+    import threading
+
+    import rxstate.aio
+
+    async def main():
+        async with rxstate.aio.connect(rx_server.url, namespace=f"lg-aio-{time.time_ns()}") as astore:
+            memories = await RxStore.on(astore)
+            threads: set[int] = set()
+            original = memories.batch
+
+            def batch(ops):  # where the synchronous body runs: the loop's own thread, not a worker
+                threads.add(threading.get_ident())
+                return original(ops)
+
+            memories.batch = batch  # type: ignore[method-assign]
+            await memories.aput(("users", "u1"), "diet", {"food": "vegan"})
+            item = await memories.aget(("users", "u1"), "diet")
+            found = await memories.asearch(("users",), filter={"food": "vegan"})
+            return item.value, _keys(found), threads == {threading.get_ident()}
+
+    value, keys, on_loop = asyncio.run(main())
+    assert value == {"food": "vegan"} and keys == [(("users", "u1"), "diet")] and on_loop
+
+
 def test_ttl_is_set_in_minutes_and_refreshed_on_read(rx_redis_backend: Backend, rx_server) -> None:
     store = RxStore(rx_redis_backend.store(), ttl_config={"default_ttl": 2, "refresh_on_read": True})
     store.put(("users", "u1"), "short", {"v": 1})

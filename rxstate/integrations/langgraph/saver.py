@@ -38,7 +38,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import builtins
 import random
 import threading
@@ -73,6 +72,7 @@ from rxstate.integrations.langgraph.history import (
     thread_history,
     unescape,
 )
+from rxstate.integrations.langgraph.offloop import run_sync
 from rxstate.integrations.langgraph.rows import (
     BlobRow,
     CheckpointRow,
@@ -680,9 +680,7 @@ class RxCheckpointSaver(BaseCheckpointSaver[str]):
 
     async def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a sync method: in the asyncio store's bridge when the saver has one, else off the loop."""
-        if self._bridge is not None:
-            return await self._bridge.run(fn, *args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        return await run_sync(self._bridge, fn, *args, **kwargs)
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         """Async ``get_tuple``."""

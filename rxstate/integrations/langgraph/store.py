@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -45,8 +44,10 @@ from langgraph.store.memory import _compare_values, _does_match
 from rxstate.core.errors import ConflictError, ValidationError
 from rxstate.core.model import Model
 from rxstate.core.writes import WriteOp
+from rxstate.integrations.langgraph.offloop import run_sync
 
 if TYPE_CHECKING:
+    from rxstate.aio import AsyncStore
     from rxstate.api import Collection, Store
 
 __all__ = ["ItemRow", "RxStore"]
@@ -107,6 +108,7 @@ class RxStore(BaseStore):
     def __init__(self, store: Store, *, ttl_config: TTLConfig | None = None, collection: str = "lg_items") -> None:
         self.store = store
         self.ttl_config = ttl_config
+        self._bridge: AsyncStore | None = None
         self.items: Collection[ItemRow] = store.collection(
             collection, ItemRow, indexes=["path"], partition_key="bucket"
         )
@@ -176,8 +178,22 @@ class RxStore(BaseStore):
         return results
 
     async def abatch(self, ops: Iterable[Op]) -> list[Result]:
-        """Async ``batch`` (run off the event loop; the kernel store is thread-safe)."""
-        return await asyncio.to_thread(self.batch, list(ops))
+        """Async ``batch``: on the loop through the asyncio store of ``on``, else in a worker thread."""
+        return await run_sync(self._bridge, self.batch, list(ops))
+
+    @classmethod
+    async def on(cls, astore: AsyncStore, **options: Any) -> RxStore:
+        """A store of an asyncio store: ``abatch`` (and so every async method) awaits its ``redis.asyncio``
+        client instead of taking a worker thread.
+
+        ``options`` are the constructor's (``ttl_config``, ``collection``).
+
+        Example:
+            >>> memories = await RxStore.on(await rxstate.aio.connect())  # doctest: +SKIP
+        """
+        made = await astore.run(cls, astore.sync, **options)
+        made._bridge = astore
+        return made
 
     @staticmethod
     def _check_namespace(namespace: Sequence[str]) -> None:
