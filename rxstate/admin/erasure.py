@@ -16,9 +16,12 @@ id is the subject). ``erase(store, subject, collections)`` then, in each given c
    — backups, archives, change records already read by consumers, replicas' logs — is unreadable from then
    on. (Without ``keys=``, secret fields are stored in clear and nothing is shredded: the report says so.)
 
-What is kept, and said in the report: audit entries (a hash chain: removing entries would break it; they
-name the entity id and field names, never values — give subjects' entities ids that identify nobody), and
-the public (unencrypted) fields inside backups and archives written before the erasure. Another process
+What is kept, and said in the report: audit entries (a hash chain: removing entries would break it) and
+the public (unencrypted) fields inside backups and archives written before the erasure. So that nothing
+personal stays there, classify every personal field ``confidential`` or ``secret`` (an audit entry never
+shows their values, and in backups they are sealed under the subject's key) and give the subject's
+entities ids that identify no one (the audit names them by id): what is left is pseudonymous, and after
+the erasure nothing links it to the person. Another process
 that loaded one of the subject's aggregates keeps the state it folded in memory until it calls
 ``events.forget(id)`` or restarts (entity caches need nothing: the delete invalidates them everywhere).
 
@@ -229,9 +232,14 @@ def erase(
             "backups and archives written before now keep the subject's public fields; their secret fields "
             "were sealed under the subject's key and can no longer be read"
         )
+    if event_colls:
+        report.retained.append(
+            "backups and archives written before now hold the subject's events as they were: event payloads "
+            "are not encrypted, so delete or rewrite those files to finish the erasure"
+        )
     if report.audit_entries:
         report.retained.append(
-            f"{report.audit_entries} audit entries name the subject's entities (ids and field names, no values): "
-            "kept, because the audit is a hash chain that removing entries would break"
+            f"{report.audit_entries} audit entries name the subject's entities by id, with field names and the "
+            "values of public fields only: kept, because the audit is a hash chain that removing entries would break"
         )
     return report
