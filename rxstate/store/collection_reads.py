@@ -60,10 +60,10 @@ class CollectionReads(CollectionOps[M]):
                     self._keys[entity_id] = key
             return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
-        raw = self._settled(key, self._store.client.hgetall(key))
-        if not raw:
+        value, _raw = self._read_reply(entity_id, key, self._read_now(key))
+        if value is None:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
-        return self._decode(entity_id, raw, key)
+        return value
 
     @overload
     def get(
@@ -209,11 +209,11 @@ class CollectionReads(CollectionOps[M]):
                 continue
             pipe = self._store.client.pipeline(transaction=False)
             for _id, key in chunk:
-                pipe.hgetall(key)
-            for (entity_id, key), raw in zip(chunk, pipe.execute(), strict=True):
-                raw = self._settled(key, raw)
-                if raw:
-                    out.append(self._decode(entity_id, raw, key))
+                self._queue_read(pipe, key)
+            for (entity_id, key), reply in zip(chunk, pipe.execute(), strict=True):
+                value, _raw = self._read_reply(entity_id, key, reply)
+                if value is not None:
+                    out.append(value)
         if out and self._audit_reads:
             key_of = dict(pairs)
             self._store.audit.reads([key_of[v.id] for v in out])
