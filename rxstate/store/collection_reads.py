@@ -7,7 +7,7 @@ from typing import Any, TypeVar, overload
 
 from rxstate.core.errors import NotFound, ValidationError
 from rxstate.core.keys import validate_id
-from rxstate.core.model import Model
+from rxstate.core.model import Model, unloaded_lazy
 from rxstate.core.tracking import track, track_members
 from rxstate.core.versioned import Versioned
 from rxstate.store.collection_ops import CollectionOps
@@ -132,6 +132,8 @@ class CollectionReads(CollectionOps[M]):
         key = self.key(entity_id, partition=partition)
         cache = None if consistent else self._store._cache
         cached = cache.get(key) if cache is not None else None
+        if cached is not None and self._codec.lazy and set(unloaded_lazy(cached.value)[1]).intersection(fields):
+            cached = None  # a lazy field the cached value has not loaded: it comes with the others
         if cached is None and self._store.guard is None:
             track(self.name, entity_id)
             self._authorize("read", entity_id)
