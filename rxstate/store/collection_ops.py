@@ -114,7 +114,7 @@ class CollectionOps(Generic[M]):
             )
         # a whole-entity read of a model with lazy fields: HMGET of the reserved fields and the others
         self._eager: tuple[str, ...] | None = (
-            ("_v", "_sv", "_ts", "_by", "_o", "_x", "_t", *(f for f in fields if f not in model.__rxstate_lazy__))
+            ("_v", "_sv", "_ts", "_by", "_o", "_t", *(f for f in fields if f not in model.__rxstate_lazy__))
             if model.__rxstate_lazy__
             else None
         )
