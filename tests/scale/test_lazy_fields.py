@@ -11,7 +11,7 @@ import rxstate
 from rxstate.core.codec import LZ4_MARKER, SEALED_MARKER
 from rxstate.security import StaticKeyProvider, generate_key
 from rxstate.testing import Backend
-from tests.helpers import dump_all
+from tests.helpers import dump_all, wait_for
 
 BODY = "the quick brown fox jumps over the lazy dog. " * 2300  # ~100 KB
 
@@ -236,3 +236,23 @@ def test_an_entity_of_an_older_schema_is_read_whole_and_upcast() -> None:
         notes = backend.store().collection("notes", Note)
         note = notes.get("n1", consistent=True)
         assert note.title == "old" and "body" in note.__dict__ and note.body == BODY
+
+
+def test_the_cache_of_a_real_server_drops_a_lazily_read_entity_another_store_changes(
+    rx_redis_backend: Backend,
+) -> None:
+    reader, writer = rx_redis_backend.store(), rx_redis_backend.store(cache=False)
+    docs, other = reader.collection("docs", Doc), writer.collection("docs", Doc)
+    other.put("d1", Doc(title="one", body=BODY))
+    first = docs.get("d1")
+    assert docs.get("d1") is first and _unloaded(first)
+    other.update("d1", lambda d: d.model_copy(update={"body": "rewritten", "words": 1}))
+    assert wait_for(lambda: docs.get("d1").words == 1)
+    assert docs.get("d1").body == "rewritten"
+    with pytest.raises(rxstate.LazyFieldStale):
+        _ = first.body  # the snapshot's own version is gone: never the new body under the old title
+
+
+def test_html_display_does_not_load_either(docs) -> None:
+    doc = docs.get("d1")
+    assert "not loaded" in doc._repr_html_() and _unloaded(doc)
