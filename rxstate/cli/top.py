@@ -38,15 +38,8 @@ def tables(snap: Snapshot, previous: Snapshot | None = None, elapsed: float = 0.
         key = (o.namespace, o.kind, o.op, o.collection)
         rate = (o.count - before.get(key, 0.0)) / elapsed if previous is not None and elapsed > 0 else 0.0
         ops.add_row(
-            o.namespace,
-            o.kind,
-            o.op,
-            o.collection or "-",
-            f"{o.count:.0f}",
-            f"{rate:.0f}",
-            _ms(o.mean),
-            _ms(o.quantile(0.5)),
-            _ms(o.quantile(0.99)),
+            o.namespace, o.kind, o.op, o.collection or "-", f"{o.count:.0f}", f"{rate:.0f}",
+            _ms(o.mean), _ms(o.quantile(0.5)), _ms(o.quantile(0.99)),
         )
     health = Table(title="stores", title_justify="left")
     columns = ("namespace", "cache hit %", "entries", "inval p99 ms", "feed lag ms", "script errors", "pool use/idle")

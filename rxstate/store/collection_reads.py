@@ -98,7 +98,8 @@ class CollectionReads(CollectionOps[M]):
         """The current value; ``default`` (if given) when absent, else ``NotFound``.
 
         ``fields=[...]``: only those fields, as a dict, read with one ``HMGET`` of just them (from the
-        cache when it holds the entity): the way to skip a large field.
+        cache when it holds the entity): the way to skip a large field. A model with lazy fields
+        (``rxstate.lazy``) is read without them, and loads each on first access (see ``rxstate.lazy``).
 
         Raises:
             ValidationError: ``fields`` names a field the model does not have.

@@ -101,11 +101,8 @@ class PrimaryReplicas:
         """How many replicas the primary counts as online (the ones a ``WAIT`` hears from)."""
         with self.primary.client(decode_responses=True, socket_timeout=2.0) as conn:
             info: dict[str, Any] = conn.info("replication")
-        return sum(
-            1
-            for key, value in info.items()
-            if key.startswith("slave") and isinstance(value, dict) and value.get("state") == "online"
-        )
+        return sum(1 for key, value in info.items() if key.startswith("slave") and isinstance(value, dict)
+                   and value.get("state") == "online")
 
     def wait_synced(self, timeout: float = 20.0) -> None:
         """Wait until every running replica's link to the primary is up and the primary counts it online.
