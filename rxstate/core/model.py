@@ -217,11 +217,12 @@ def unloaded_lazy(model: BaseModel) -> tuple[FieldLoader | None, list[str]]:
         >>> unloaded_lazy(Agent(name="x"))
         (None, [])
     """
-    loader = _loader_of(model)
+    lazy_fields: frozenset[str] = getattr(type(model), "__rxstate_lazy__", frozenset())
+    loader = _loader_of(model) if lazy_fields else None
     if loader is None:
         return None, []
     present = model.__dict__
-    return loader, [n for n in getattr(type(model), "__rxstate_lazy__", ()) if n not in present]
+    return loader, [n for n in lazy_fields if n not in present]
 
 
 def load_lazy(model: BaseModel, names: Collection[str] | None = None) -> None:

@@ -10,6 +10,7 @@ import pytest
 import rxstate
 from rxstate.core.codec import LZ4_MARKER, SEALED_MARKER
 from rxstate.security import StaticKeyProvider, generate_key
+from rxstate.store.lazy import EntityFields
 from rxstate.testing import Backend
 from tests.helpers import dump_all, wait_for
 
@@ -256,3 +257,17 @@ def test_the_cache_of_a_real_server_drops_a_lazily_read_entity_another_store_cha
 def test_html_display_does_not_load_either(docs) -> None:
     doc = docs.get("d1")
     assert "not loaded" in doc._repr_html_() and _unloaded(doc)
+
+
+def test_the_cache_confirms_a_lazily_read_entry_without_loading_it(docs, monkeypatch) -> None:
+    cache = docs._store.cache
+    held = docs.get("d1")
+    assert _unloaded(held)
+
+    def refuse(self, names):
+        raise AssertionError(f"loaded {names} to compare cached values")
+
+    monkeypatch.setattr(EntityFields, "load", refuse)
+    again = docs.get_versioned("d1", consistent=True)  # another instance of the same snapshot
+    assert cache.fill(docs.key("d1"), again, token=cache.token())
+    assert _unloaded(docs.get("d1"))
