@@ -113,6 +113,8 @@ def lazy(**field: Any) -> Any:
     ``LazyFieldStale`` (a ``ConflictError``) rather than mix two versions: read the entity again. A
     ``put`` of such a model loads its lazy fields first (so nothing stored is lost); an ``update`` by
     function writes only what changed and leaves them unread; ``repr`` shows them as not loaded.
+    The local cache keeps the model as read (its size counted without the lazy fields); a field loaded
+    on a cached model stays loaded in it, and a write by this store on top of it keeps it loadable.
 
     A lazy field needs a default (``default=`` or ``default_factory=``); it cannot be indexed or be
     the partition key. Arguments go to ``pydantic.Field``; this is

@@ -271,3 +271,16 @@ def test_the_cache_confirms_a_lazily_read_entry_without_loading_it(docs, monkeyp
     again = docs.get_versioned("d1", consistent=True)  # another instance of the same snapshot
     assert cache.fill(docs.key("d1"), again, token=cache.token())
     assert _unloaded(docs.get("d1"))
+
+
+def test_an_entity_locked_by_a_pending_transaction_is_read_settled(docs) -> None:
+    store = docs._store
+    key = docs.key("d1")
+    partition = store.keyspace.partition_of("d1")
+    before = docs.get("d1", consistent=True)  # without its body, before the transaction
+    far = 4_102_444_800_000  # a deadline in 2100: the transaction stays pending
+    store.client.hset(store.keyspace.tx_record(partition, "tx-lazy"), mapping={"s": "pending", "d": far, "p": ""})
+    store.client.hset(key, "_t", f"tx-lazy@{partition}")
+    assert before.body == BODY  # the lazy load settles the intent: the committed value at that version
+    during = docs.get("d1", consistent=True)  # read whole (settled), so complete
+    assert "body" in during.__dict__ and during.body == BODY and during.title == "one"
