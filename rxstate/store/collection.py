@@ -12,7 +12,7 @@ from functools import partial
 from typing import Any, TypeVar
 
 from rxstate.core import display
-from rxstate.core.errors import ConflictError, RxStateError, ValidationError
+from rxstate.core.errors import ConflictError, LazyFieldStale, RxStateError, ValidationError
 from rxstate.core.keys import validate_id
 from rxstate.core.model import Model, rebind_lazy
 from rxstate.core.versioned import Versioned
@@ -247,8 +247,9 @@ class Collection(CollectionReads[M]):
         fence: Lease | None = None,
     ) -> Versioned[M]:
         p = self._partition(entity_id, partition)
+        consistent = False
         for _attempt in range(max(1, retries)):
-            current = self.get_versioned(entity_id, partition=partition)
+            current = self.get_versioned(entity_id, partition=partition, consistent=consistent)
             if expected is not None and current.version != expected:
                 raise ConflictError(
                     f"{self.key(entity_id, partition=partition)}: expected version {expected}, found {current.version}",
@@ -256,14 +257,19 @@ class Collection(CollectionReads[M]):
                     expected=expected,
                     actual=current.version,
                 )
-            new = fn(current.value)
-            new = self._check_model(new)
-            if self.partition_key and getattr(new, self.partition_key) != getattr(current.value, self.partition_key):
-                raise ValidationError(f"{self.partition_key!r} is the partition key: it cannot change")
             # lazy fields read neither before nor after are left out: the write, on top of this very
             # version, keeps their stored values
             base = (self.key(entity_id, partition=partition), current.version)
-            encoded = self._codec.encode(new, keep=base)
+            try:
+                new = self._check_model(fn(current.value))
+                encoded = self._codec.encode(new, keep=base)
+            except LazyFieldStale:
+                if expected is not None:
+                    raise
+                consistent = True  # the value read (from the cache) was already stale: ask the server
+                continue
+            if self.partition_key and getattr(new, self.partition_key) != getattr(current.value, self.partition_key):
+                raise ValidationError(f"{self.partition_key!r} is the partition key: it cannot change")
             old = dict(self._codec.encode(current.value, keep=base))
             changed = [(n, v) for n, v in encoded if old.get(n) != v]
             if not changed and ttl == KEEP_TTL:

@@ -284,3 +284,23 @@ def test_an_entity_locked_by_a_pending_transaction_is_read_settled(docs) -> None
     assert before.body == BODY  # the lazy load settles the intent: the committed value at that version
     during = docs.get("d1", consistent=True)  # read whole (settled), so complete
     assert "body" in during.__dict__ and during.body == BODY and during.title == "one"
+
+
+def test_an_update_by_function_on_a_stale_lazy_read_reads_again(docs, monkeypatch) -> None:
+    stale = docs.get_versioned("d1", consistent=True)
+    docs.update("d1", words=1)  # version 2: the snapshot above can no longer load its body
+    real = docs.get_versioned
+    handed: list[int] = []
+
+    def first_stale(entity_id, **kw):
+        value = stale if not handed else real(entity_id, **kw)
+        handed.append(value.version)
+        return value
+
+    monkeypatch.setattr(docs, "get_versioned", first_stale)
+    result = docs.update("d1", lambda d: d.model_copy(update={"body": d.body + "!"}))
+    assert handed == [1, 2] and result.version == 3
+    assert docs.get("d1", consistent=True).body == BODY + "!" and docs.get("d1", consistent=True).words == 1
+    with pytest.raises(rxstate.LazyFieldStale):  # with an expected version, the conflict is the caller's
+        monkeypatch.setattr(docs, "get_versioned", lambda entity_id, **kw: stale)
+        docs.update("d1", lambda d: d.model_copy(update={"body": d.body}), expected_version=1)
