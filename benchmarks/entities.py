@@ -7,6 +7,8 @@ raw redis-py writes the hash rxstate would write (the same JSON-text fields), Re
 
 from __future__ import annotations
 
+import random
+import string
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Literal
@@ -15,7 +17,7 @@ import rxstate
 from benchmarks.harness import Contender, Context, Result, at_least, at_most, latency_group, rate_result, ratio_at_most
 from benchmarks.timing import median_p99, per_batch_us, seconds_each
 
-__all__ = ["FLOOR_SCRIPT", "Agent", "get", "incr", "put", "put_many", "update"]
+__all__ = ["FLOOR_SCRIPT", "Agent", "get", "get_lazy", "incr", "put", "put_many", "update"]
 
 POOL = 1000  # entities each contender cycles through
 
@@ -207,6 +209,55 @@ def get(ctx: Context) -> list[Result]:
         )
     )
     return rows
+
+
+class Report(rxstate.Model):
+    """An entity of 9 small fields and one large one (``body``), stored whole."""
+
+    name: str = "planner"
+    status: Literal["idle", "busy", "failed"] = "idle"
+    load: int = 0
+    team: str = "core"
+    region: str = "eu"
+    model_name: str = "small"
+    budget: int = 100
+    priority: int = 0
+    body: str = ""
+
+
+class LazyReport(rxstate.Model):
+    """``Report`` with its large field lazy: reads leave it on the server until it is accessed."""
+
+    name: str = "planner"
+    status: Literal["idle", "busy", "failed"] = "idle"
+    load: int = 0
+    team: str = "core"
+    region: str = "eu"
+    model_name: str = "small"
+    budget: int = 100
+    priority: int = 0
+    body: str = rxstate.lazy(default="")
+
+
+def get_lazy(ctx: Context) -> list[Result]:
+    """Reading an entity with one 100 KB field, uncached: that field lazy against the same model without."""
+    body = "".join(random.Random(7).choices(string.ascii_letters + " ", k=100_000))  # compresses little
+    store = ctx.store("entities-lazy", cache=False)
+    eager = store.collection("reports", Report)
+    lazy = store.collection("lazy_reports", LazyReport)
+    pool = ctx.options.scaled(100, 20)
+    eager.put_many({f"r{i}": Report(body=body) for i in range(pool)})
+    lazy.put_many({f"r{i}": LazyReport(body=body) for i in range(pool)})
+    contenders = [
+        Contender("rxstate get, 100 KB field not lazy", lambda i: eager.get(f"r{i % pool}")),
+        Contender("rxstate get, 100 KB field lazy", lambda i: lazy.get(f"r{i % pool}")),
+        Contender(
+            "rxstate get, lazy field then read",
+            lambda i: lazy.get(f"r{i % pool}").body,
+            note="the field loaded on access: one more HMGET",
+        ),
+    ]
+    return latency_group("get with a 100 KB field", contenders, ctx.options.scaled(min(ctx.n, 2000), ctx.n))
 
 
 def incr(ctx: Context) -> list[Result]:

@@ -252,6 +252,7 @@ def registry() -> list[Spec]:
         Spec("update", entities.update),
         Spec("put", entities.put),
         Spec("get", entities.get),
+        Spec("get_lazy", entities.get_lazy),
         Spec("incr", entities.incr),
         Spec("put_many", entities.put_many),
         Spec("crypto", crypto.put_get),

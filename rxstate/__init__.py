@@ -26,6 +26,7 @@ from rxstate.core.errors import (
     DelegationError,
     FinalValueError,
     IntegrityError,
+    LazyFieldStale,
     LockError,
     MigrationError,
     NotFound,
@@ -44,7 +45,7 @@ from rxstate.core.errors import (
     UnknownOutcome,
     ValidationError,
 )
-from rxstate.core.model import Model, Secret, classified, upcaster
+from rxstate.core.model import Model, Secret, classified, lazy, upcaster
 from rxstate.core.versioned import Versioned
 from rxstate.events.collection import AppendResult, EventCollection
 from rxstate.events.projection import Projection, ProjectionBatch
@@ -89,6 +90,7 @@ __all__ = [
     "EventLog",
     "FinalValueError",
     "IntegrityError",
+    "LazyFieldStale",
     "Lease",
     "Lock",
     "LockError",
@@ -136,6 +138,7 @@ __all__ = [
     "errors",
     "ge",
     "gt",
+    "lazy",
     "le",
     "lt",
     "one_of",

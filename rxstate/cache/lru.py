@@ -40,6 +40,7 @@ from typing import Any
 from rxstate.cache.entries import LRU, Entry, OwnWrite, remember
 from rxstate.cache.stats import CacheStats, DelaySamples, parse_offset
 from rxstate.core.errors import ValidationError
+from rxstate.core.model import unloaded_lazy
 from rxstate.core.versioned import Versioned
 
 __all__ = ["VERIFY_INTERVAL", "CacheStats", "EntityCache", "OwnWrite", "parse_offset"]
@@ -49,6 +50,16 @@ _PENDING_WRITES = 4096
 _FLOORS = 16384
 ECHO_TIMEOUT = 1.0  # seconds after its reply: a later invalidation is not taken for a write's echo
 VERIFY_INTERVAL = 0.05  # seconds: the most often a merged echo re-reads its key
+
+
+def _equal(held: Any, read: Any) -> bool:
+    """Whether a value read equals the one held, decided without I/O: a model with lazy fields not
+    loaded (``rxstate.lazy``) would read them to compare, under the cache's lock; it is replaced instead."""
+    if held is read:
+        return True
+    if unloaded_lazy(held)[1] or unloaded_lazy(read)[1]:
+        return False
+    return bool(held == read)
 
 
 class EntityCache:
@@ -208,7 +219,7 @@ class EntityCache:
             if held.offset > offset:
                 return False
             old = held.versioned
-            if held.offset == offset and old.version == value.version and old.value == value.value:
+            if held.offset == offset and old.version == value.version and _equal(old.value, value.value):
                 return True  # confirmed as it is
         try:
             self._lru[key] = Entry(value, nbytes, deadline, offset, until)

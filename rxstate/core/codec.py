@@ -22,7 +22,7 @@ import pydantic
 from pydantic import TypeAdapter
 
 from rxstate.core.errors import CorruptDataError, DecryptionError, SchemaError, ValidationError
-from rxstate.core.model import Model, _secret_inner_type
+from rxstate.core.model import Model, _secret_inner_type, defer_lazy, load_lazy, unloaded_lazy
 from rxstate.core.redaction import error_reason
 
 __all__ = ["RESERVED_FIELDS", "SEALED_MARKER", "Codec", "EntityMeta", "FieldCipher", "ModelCodec"]
@@ -170,6 +170,10 @@ class ModelCodec(Generic[M]):
         # Sealed values are not compressed: the length of a compressed plaintext tells about its content.
         self._uncompressed = frozenset(uncompressed) | frozenset(self._secrets if settings.cipher else ())
         self._adapters: dict[str, TypeAdapter[Any]] = {}
+        self.lazy: frozenset[str] = model.__rxstate_lazy__
+        validators = set(model.__pydantic_decorators__.model_validators) - {"_mark_validated"}
+        # without model validators, a lazy field left unloaded needs no checking when the others change
+        self._lazy_unchecked = self.lazy if not validators else frozenset()
 
     @cached_property
     def _classified_plain(self) -> frozenset[str]:
@@ -253,16 +257,29 @@ class ModelCodec(Generic[M]):
             return self._adapter_for(name, secret_inner=True).dump_python(value.get_secret_value(), mode="json")
         return self._adapter_for(name).dump_python(value, mode="json")
 
-    def encode(self, model: M) -> list[tuple[str, bytes]]:
+    def encode(self, model: M, *, keep: tuple[str, int] | None = None) -> list[tuple[str, bytes]]:
         """All fields of a model as (field, stored bytes) pairs.
+
+        A lazy field not loaded yet is loaded first, unless ``keep`` is ``(entity key, version)`` of
+        where and when the model was read: then it is left out (a write on top of that version keeps
+        the stored value).
 
         Raises:
             ValidationError: ``model`` is not an instance of this codec's model, or is too large.
+            LazyFieldStale: a lazy field to load changed since the model was read.
         """
         if type(model) is not self.model:
             raise ValidationError(f"expected a {self.model.__name__}, got {type(model).__name__}")
-        data = model.__pydantic_serializer__.to_python(model, mode="json")
+        skipped: list[str] = []
+        if self.lazy:
+            loader, skipped = unloaded_lazy(model)
+            if loader is not None and skipped and keep != (loader.key, loader.version):
+                load_lazy(model)
+                skipped = []
+        data = model.__pydantic_serializer__.to_python(model, mode="json")  # leaves out unloaded fields
         for name in self._secrets:
+            if name in skipped:
+                continue
             value = getattr(model, name)
             if isinstance(value, pydantic.Secret):
                 data[name] = self._reveal(name, value)
@@ -274,8 +291,16 @@ class ModelCodec(Generic[M]):
         Raises:
             ValidationError: a field value breaks the model's types, constraints or validators.
         """
+        loader, unloaded = unloaded_lazy(model) if self.lazy else (None, [])
+        if loader is not None and unloaded and not set(unloaded) <= self._lazy_unchecked:
+            load_lazy(model)  # a model validator may look at them
+            loader, unloaded = None, []
         try:
-            return self.model.model_validate(dict(model))
+            if loader is None or not unloaded:
+                return self.model.model_validate(dict(model))
+            # the unloaded fields take their defaults for validation, then are unloaded again
+            data = {k: v for k, v in model.__dict__.items() if k not in unloaded}
+            return defer_lazy(self.model.model_validate(data), unloaded, loader)
         except pydantic.ValidationError as exc:
             reason = error_reason(exc, self._secrets)
         # Raised outside the handler so that pydantic's error, which quotes the input, is not its context.

@@ -7,6 +7,7 @@ RxStateError
  ├── ConflictError                      an expected version did not match
  │    ├── AlreadyExists                 create() of an id that exists
  │    ├── TransactionPending            an entity is locked by another transaction still in progress
+ │    ├── LazyFieldStale                a lazy field was read after its entity changed since the model was read
  │    └── ThreadForkConflict            a LangGraph thread moved on since this writer read it
  ├── NotFound (KeyError)                no entity under that id
  ├── LockError                          a lock could not be acquired, was lost, or a fenced write was refused
@@ -58,6 +59,7 @@ __all__ = [
     "DelegationError",
     "FinalValueError",
     "IntegrityError",
+    "LazyFieldStale",
     "LockError",
     "MigrationError",
     "NotFound",
@@ -137,6 +139,24 @@ class TransactionPending(ConflictError):
     def __init__(self, message: str, *, key: str | None = None, owner: str = "") -> None:
         super().__init__(message, key=key)
         self.owner = owner
+
+
+class LazyFieldStale(ConflictError):
+    """A lazy field was accessed after its entity changed (or was deleted) since the model was read.
+
+    The field is read at the version the model was read at, so that one model never mixes two
+    versions; read the entity again for its current value.
+
+    Attributes:
+        key: the entity key.
+        field: the lazy field.
+        expected: the version the model was read at.
+        actual: the version stored now (0 when the entity no longer exists).
+    """
+
+    def __init__(self, message: str, *, key: str, field: str, expected: int, actual: int) -> None:
+        super().__init__(message, key=key, expected=expected, actual=actual)
+        self.field = field
 
 
 class NotFound(RxStateError, KeyError):

@@ -20,6 +20,7 @@ from typing import Any
 import pydantic
 
 __all__ = [
+    "NOT_LOADED",
     "REDACTED",
     "change_line",
     "clip",
@@ -97,11 +98,17 @@ class _Shown:
         return self.text
 
 
+NOT_LOADED = _Shown("<not loaded>")
+"""What a display shows for a lazy field not loaded yet (showing it does not load it)."""
+
+
 def model_repr_args(model: pydantic.BaseModel) -> Iterator[tuple[str | None, Any]]:
     """``__repr_args__`` of a model with secret fields redacted and long values clipped."""
     secrets = getattr(type(model), "__rxstate_secrets__", {})
     for name, value in model_fields(model):
-        if name in secrets and value is not None and not isinstance(value, pydantic.Secret):
+        if value is NOT_LOADED:
+            yield name, value
+        elif name in secrets and value is not None and not isinstance(value, pydantic.Secret):
             yield name, _Shown(REDACTED)
         elif isinstance(value, pydantic.Secret):
             yield name, value  # its own repr is redacted
@@ -110,10 +117,13 @@ def model_repr_args(model: pydantic.BaseModel) -> Iterator[tuple[str | None, Any
 
 
 def model_fields(model: pydantic.BaseModel) -> Iterator[tuple[str, Any]]:
-    """(name, value) of the fields a model shows in its repr (``Field(repr=False)`` ones left out)."""
+    """(name, value) of the fields a model shows in its repr (``Field(repr=False)`` ones left out); a lazy
+    field not loaded yet is ``NOT_LOADED``."""
+    lazy = getattr(type(model), "__rxstate_lazy__", ())
+    present = model.__dict__
     for name, info in type(model).model_fields.items():
         if info.repr:
-            yield name, getattr(model, name, None)
+            yield name, NOT_LOADED if name in lazy and name not in present else getattr(model, name, None)
 
 
 def known_secret_names() -> frozenset[str]:

@@ -12,9 +12,9 @@ from functools import partial
 from typing import Any, TypeVar
 
 from rxstate.core import display
-from rxstate.core.errors import ConflictError, RxStateError, ValidationError
+from rxstate.core.errors import ConflictError, LazyFieldStale, RxStateError, ValidationError
 from rxstate.core.keys import validate_id
-from rxstate.core.model import Model
+from rxstate.core.model import Model, rebind_lazy
 from rxstate.core.versioned import Versioned
 from rxstate.core.writes import KEEP_TTL, WriteOp, WriteResult
 from rxstate.store.batch import run_many
@@ -230,7 +230,9 @@ class Collection(CollectionReads[M]):
         def build(result: WriteResult) -> Versioned[M]:
             if result.full:
                 return self._decode(entity_id, result.full, key)
-            return self._versioned(entity_id, before.value.model_copy(update=changed), result)
+            # no full reply: the write came right on top of ``before``; lazy fields it left unread stay so
+            after = rebind_lazy(before.value.model_copy(update=changed), result.version)
+            return self._versioned(entity_id, after, result)
 
         return write_value(self, op, build)
 
@@ -245,8 +247,9 @@ class Collection(CollectionReads[M]):
         fence: Lease | None = None,
     ) -> Versioned[M]:
         p = self._partition(entity_id, partition)
+        consistent = False
         for _attempt in range(max(1, retries)):
-            current = self.get_versioned(entity_id, partition=partition)
+            current = self.get_versioned(entity_id, partition=partition, consistent=consistent)
             if expected is not None and current.version != expected:
                 raise ConflictError(
                     f"{self.key(entity_id, partition=partition)}: expected version {expected}, found {current.version}",
@@ -254,18 +257,26 @@ class Collection(CollectionReads[M]):
                     expected=expected,
                     actual=current.version,
                 )
-            new = fn(current.value)
-            new = self._check_model(new)
+            # lazy fields read neither before nor after are left out: the write, on top of this very
+            # version, keeps their stored values
+            base = (self.key(entity_id, partition=partition), current.version)
+            try:
+                new = self._check_model(fn(current.value))
+                encoded = self._codec.encode(new, keep=base)
+            except LazyFieldStale:
+                if expected is not None:
+                    raise
+                consistent = True  # the value read (from the cache) was already stale: ask the server
+                continue
             if self.partition_key and getattr(new, self.partition_key) != getattr(current.value, self.partition_key):
                 raise ValidationError(f"{self.partition_key!r} is the partition key: it cannot change")
-            encoded = self._codec.encode(new)
-            old = dict(self._codec.encode(current.value))
+            old = dict(self._codec.encode(current.value, keep=base))
             changed = [(n, v) for n, v in encoded if old.get(n) != v]
             if not changed and ttl == KEEP_TTL:
                 return current
             op = self._op("update", entity_id, p, expected=current.version, ttl=ttl, sets=changed, fence=fence)
             try:
-                return write_value(self, op, partial(self._versioned, entity_id, new))
+                return write_value(self, op, partial(self._rebound, entity_id, new))
             except ConflictError:
                 if expected is not None:
                     raise
@@ -274,6 +285,11 @@ class Collection(CollectionReads[M]):
             f"{self.key(entity_id, partition=partition)}: still changing after {retries} attempts",
             key=self.key(entity_id, partition=partition),
         )
+
+    def _rebound(self, entity_id: str, value: M, result: WriteResult) -> Versioned[M]:
+        """The ``Versioned`` a write on top of the version ``value`` was read at leaves (its unloaded lazy
+        fields are as they were)."""
+        return self._versioned(entity_id, rebind_lazy(value, result.version), result)
 
     def incr(
         self,

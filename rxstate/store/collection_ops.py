@@ -18,11 +18,12 @@ import annotated_types
 from rxstate.core.codec import ModelCodec
 from rxstate.core.errors import PermissionDenied, SchemaError, ValidationError
 from rxstate.core.keys import validate_collection_name, validate_id
-from rxstate.core.model import Model
+from rxstate.core.model import Model, defer_lazy
 from rxstate.core.versioned import Versioned
 from rxstate.core.writes import KEEP_TTL, PERSIST, WriteOp, WriteResult
 from rxstate.store.audit import shown_fields
 from rxstate.store.constraints import Constraint, Constraints, index_fields
+from rxstate.store.lazy import EntityFields
 from rxstate.store.lock import Lease, fence_args
 from rxstate.store.twophase import INTENT_FIELD, settle
 
@@ -103,6 +104,21 @@ class CollectionOps(Generic[M]):
                 name=name,
                 field=sealed[0],
             )
+        lazy = [f for f in (*self.indexes, *([partition_key] if partition_key else [])) if f in model.__rxstate_lazy__]
+        if lazy:
+            raise SchemaError(
+                f"collection {name!r}: {model.__name__}.{lazy[0]} is lazy (left out of reads) and cannot be "
+                "indexed or route entities",
+                name=name,
+                field=lazy[0],
+            )
+        # a whole-entity read of a model with lazy fields: HMGET of the reserved fields and the others
+        self._eager: tuple[str, ...] | None = (
+            ("_v", "_sv", "_ts", "_by", "_o", "_t", *(f for f in fields if f not in model.__rxstate_lazy__))
+            if model.__rxstate_lazy__
+            else None
+        )
+        self._eager_bytes = tuple(f.encode() for f in self._eager or ())
         self.partition_key = partition_key
         self._store = store
         self._ks = store.keyspace
@@ -273,9 +289,43 @@ class CollectionOps(Generic[M]):
         """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
         return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
 
-    def _decode(self, entity_id: str, raw: Mapping[bytes, bytes], key: str, *, checked: bool = True) -> Versioned[M]:
-        """A stored hash as a ``Versioned``; ``checked``: a read, so the principal's read rules apply."""
+    def _queue_read(self, pipe: Any, key: str) -> None:
+        """Queue the read of a whole entity: ``HGETALL``, or ``HMGET`` of all but its lazy fields."""
+        if self._eager is None:
+            pipe.hgetall(key)
+        else:
+            pipe.hmget(key, self._eager)
+
+    def _read_now(self, key: str) -> Any:
+        """The reply of a whole-entity read of ``key`` (see ``_queue_read``)."""
+        client = self._store.client
+        return client.hgetall(key) if self._eager is None else client.hmget(key, self._eager)
+
+    def _read_reply(self, entity_id: str, key: str, reply: Any) -> tuple[Versioned[M] | None, dict[bytes, bytes]]:
+        """The entity of a ``_queue_read`` reply (None if absent), and the stored fields it was made of.
+
+        A model with lazy fields comes without them (they load on access), unless the entity carries a
+        pending transaction or an older schema: then it is read whole, to be settled or upcast.
+        """
+        if self._eager is None:
+            raw = self._settled(key, reply)
+            return (self._decode(entity_id, raw, key) if raw else None), raw
+        raw = {n: v for n, v in zip(self._eager_bytes, reply, strict=True) if v is not None}
+        if INTENT_FIELD not in raw and b"_v" not in raw:
+            return None, {}
+        if INTENT_FIELD in raw or int(raw.get(b"_sv", b"1")) != self.model.__version__:
+            raw = self._settled(key, self._store.client.hgetall(key))
+            return (self._decode(entity_id, raw, key) if raw else None), raw
+        return self._decode(entity_id, raw, key, lazy=True), raw
+
+    def _decode(
+        self, entity_id: str, raw: Mapping[bytes, bytes], key: str, *, checked: bool = True, lazy: bool = False
+    ) -> Versioned[M]:
+        """A stored hash as a ``Versioned``; ``checked``: a read, so the principal's read rules apply;
+        ``lazy``: ``raw`` was read without the lazy fields, which the value loads on access."""
         value, meta = self._codec.decode(raw, key)
+        if lazy:
+            value = defer_lazy(value, self.model.__rxstate_lazy__, EntityFields(self, entity_id, key, meta.version))
         if checked:
             self._authorize_value(entity_id, value)
         return Versioned(

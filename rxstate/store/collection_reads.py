@@ -7,7 +7,7 @@ from typing import Any, TypeVar, overload
 
 from rxstate.core.errors import NotFound, ValidationError
 from rxstate.core.keys import validate_id
-from rxstate.core.model import Model
+from rxstate.core.model import Model, unloaded_lazy
 from rxstate.core.tracking import track, track_members
 from rxstate.core.versioned import Versioned
 from rxstate.store.collection_ops import CollectionOps
@@ -60,10 +60,10 @@ class CollectionReads(CollectionOps[M]):
                     self._keys[entity_id] = key
             return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
-        raw = self._settled(key, self._store.client.hgetall(key))
-        if not raw:
+        value, _raw = self._read_reply(entity_id, key, self._read_now(key))
+        if value is None:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
-        return self._decode(entity_id, raw, key)
+        return value
 
     @overload
     def get(
@@ -98,7 +98,8 @@ class CollectionReads(CollectionOps[M]):
         """The current value; ``default`` (if given) when absent, else ``NotFound``.
 
         ``fields=[...]``: only those fields, as a dict, read with one ``HMGET`` of just them (from the
-        cache when it holds the entity): the way to skip a large field.
+        cache when it holds the entity): the way to skip a large field. A model with lazy fields
+        (``rxstate.lazy``) is read without them, and loads each on first access (see ``rxstate.lazy``).
 
         Raises:
             ValidationError: ``fields`` names a field the model does not have.
@@ -132,6 +133,8 @@ class CollectionReads(CollectionOps[M]):
         key = self.key(entity_id, partition=partition)
         cache = None if consistent else self._store._cache
         cached = cache.get(key) if cache is not None else None
+        if cached is not None and self._codec.lazy and set(unloaded_lazy(cached.value)[1]).intersection(fields):
+            cached = None  # a lazy field the cached value has not loaded: it comes with the others
         if cached is None and self._store.guard is None:
             track(self.name, entity_id)
             self._authorize("read", entity_id)
@@ -209,11 +212,11 @@ class CollectionReads(CollectionOps[M]):
                 continue
             pipe = self._store.client.pipeline(transaction=False)
             for _id, key in chunk:
-                pipe.hgetall(key)
-            for (entity_id, key), raw in zip(chunk, pipe.execute(), strict=True):
-                raw = self._settled(key, raw)
-                if raw:
-                    out.append(self._decode(entity_id, raw, key))
+                self._queue_read(pipe, key)
+            for (entity_id, key), reply in zip(chunk, pipe.execute(), strict=True):
+                value, _raw = self._read_reply(entity_id, key, reply)
+                if value is not None:
+                    out.append(value)
         if out and self._audit_reads:
             key_of = dict(pairs)
             self._store.audit.reads([key_of[v.id] for v in out])

@@ -59,15 +59,14 @@ def read_one(coll: Collection[Any], cache: EntityCache, entity_id: str, key: str
     started = time.monotonic()
     if token:
         pipe = client.pipeline(transaction=False)
-        pipe.hgetall(key)
+        coll._queue_read(pipe, key)
         pipe.pttl(key)
-        raw, pttl = pipe.execute()
+        reply, pttl = pipe.execute()
     else:
-        raw, pttl = client.hgetall(key), -2
-    raw = coll._settled(key, raw)
-    if not raw:
+        reply, pttl = coll._read_now(key), -2
+    value, raw = coll._read_reply(entity_id, key, reply)
+    if value is None:
         raise NotFound(f"{coll.name} {entity_id!r} does not exist ({key})", key=key)
-    value = coll._decode(entity_id, raw, key)
     deadline = _deadline(int(pttl), started) if token else None
     if deadline is not None:
         cache.fill(key, value, token=token, nbytes=_hash_bytes(raw), deadline=deadline)
@@ -99,18 +98,17 @@ def fetch_many(
         started = time.monotonic()
         pipe = coll._store.client.pipeline(transaction=False)
         for _, key in missing:
-            pipe.hgetall(key)
+            coll._queue_read(pipe, key)
             if token:
                 pipe.pttl(key)
         replies = pipe.execute()
         step = 2 if token else 1
         for n, (entity_id, key) in enumerate(missing):
-            raw = coll._settled(key, replies[n * step])
-            if not raw:
+            value, raw = coll._read_reply(entity_id, key, replies[n * step])
+            if value is None:
                 if refresh is not None:
                     cache.invalidate(key)  # gone: drop what was held for it
                 continue
-            value = coll._decode(entity_id, raw, key)
             found[key] = value
             deadline = _deadline(int(replies[n * step + 1]), started) if token else None
             if deadline is not None:

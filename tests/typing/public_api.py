@@ -26,6 +26,12 @@ class Placed(rxstate.Model):
     qty: int = 1
 
 
+class Report(rxstate.Model):
+    title: str
+    body: str = rxstate.lazy(default="")
+    token: rxstate.Secret[str] | None = rxstate.classified("secret", lazy=True, default=None)
+
+
 def apply(state: Order | None, event: Any) -> Order:
     return (state or Order()).model_copy(update={"items": (state or Order()).items + event.qty})
 
@@ -48,6 +54,10 @@ def entry_points(store: rxstate.Store) -> None:
     assert_type(orders, rxstate.EventCollection[Order])
     assert_type(orders.get("o1"), Order)
     assert_type(store.event_log(), rxstate.EventLog)
+    reports = store.collection("reports", Report)
+    reports.put("r1", Report(title="q3"))  # a lazy field has its default
+    assert_type(reports.get("r1").body, str)
+    assert_type(reports.get("r1").token, rxstate.Secret[str] | None)
 
 
 async def iteration(store: rxstate.Store) -> None:
