@@ -34,6 +34,7 @@ Namespace = Annotated[str, typer.Option("--namespace", "-n", help="the parent na
 Name = Annotated[str, typer.Argument(help="the tenant's name")]
 MaxEntities = Annotated[int | None, typer.Option("--max-entities", help="quota: entities")]
 MaxBytes = Annotated[int | None, typer.Option("--max-bytes", help="quota: stored bytes")]
+MaxEvents = Annotated[int | None, typer.Option("--max-events", help="quota: events in its event collections")]
 Rate = Annotated[float | None, typer.Option("--rate", help="writes per second of the tenant")]
 Burst = Annotated[int | None, typer.Option("--burst", help="the tenant's bucket size")]
 PRate = Annotated[float | None, typer.Option("--principal-rate", help="writes per second of each principal")]
@@ -63,7 +64,7 @@ def _row(tenants: Tenants, name: str) -> dict[str, Any]:
         "partitions": config.partitions,
         "limits": config.limits.to_dict(),
         "effective": tenants.effective(name).to_dict(),
-        "usage": {"entities": usage.entities, "bytes": usage.bytes},
+        "usage": {"entities": usage.entities, "bytes": usage.bytes, "events": usage.events},
         "costs": {"operations": usage.operations, "bytes_written": usage.bytes_written},
     }
 
@@ -87,11 +88,12 @@ def create(
     rate: Rate = None,
     burst: Burst = None,
     principal_rate: PRate = None,
+    max_events: MaxEvents = None,
     json_: Json = False,
 ) -> None:
     """Create a tenant with its limits (unset ones fall back to the namespace defaults)."""
     with _tenants(url, path, namespace) as tenants:
-        limits = Limits(max_entities, max_bytes, rate, burst, principal_rate)
+        limits = Limits(max_entities, max_bytes, rate, burst, principal_rate, max_events=max_events)
         tenants.create(name, limits=limits, partitions=partitions)
         _print(_row(tenants, name), json_)
 
@@ -190,13 +192,28 @@ def report(url: Url = None, path: DataPath = None, namespace: Namespace = "defau
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
     table = Table(
-        "tenant", "status", "entities", "bytes", "operations", "bytes written", title=f"tenants of {namespace}"
+        "tenant",
+        "status",
+        "entities",
+        "bytes",
+        "events",
+        "operations",
+        "bytes written",
+        title=f"tenants of {namespace}",
     )
     for r in rows:
-        limit = r["effective"]
-        ents = f"{r['usage']['entities']}" + (f" / {limit['max_entities']}" if "max_entities" in limit else "")
-        size = f"{r['usage']['bytes']}" + (f" / {limit['max_bytes']}" if "max_bytes" in limit else "")
+        limit, use = r["effective"], r["usage"]
+
+        def of(used: str, quota: str) -> str:
+            return f"{use[used]}" + (f" / {limit[quota]}" if quota in limit else "")  # noqa: B023 - used at once
+
         table.add_row(
-            r["name"], r["status"], ents, size, str(r["costs"]["operations"]), str(r["costs"]["bytes_written"])
+            r["name"],
+            r["status"],
+            of("entities", "max_entities"),
+            of("bytes", "max_bytes"),
+            of("events", "max_events"),
+            str(r["costs"]["operations"]),
+            str(r["costs"]["bytes_written"]),
         )
     Console().print(table)

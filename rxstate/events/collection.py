@@ -249,8 +249,11 @@ class EventCollection(EventReplay[S]):
         ]
         if self.projection is None:
             args[2] = "" if expected_version is None else expected_version
-            if self._store.writer.tenant is not None:  # a tenant's: its suspension refuses the append in the script
-                mkeys, margs = self._store.writer.pack([WriteOp("check", self.name, aggregate_id, p)])
+            if (
+                self._store.writer.tenant is not None
+            ):  # a tenant's: its suspension and quotas refuse the append in the script
+                check = WriteOp("check", self.name, aggregate_id, p, events=len(encoded))  # and its events quota
+                mkeys, margs = self._store.writer.pack([check])
                 keys, args = keys + mkeys, args + margs
             version, positions, _ = self._run_append(keys, args)
             result: AppendResult[S] = AppendResult(version, positions, event_ids)
@@ -298,6 +301,7 @@ class EventCollection(EventReplay[S]):
                 )
             new = self._fold_models(state, models)
             op = self.projection.put_op(aggregate_id, new)
+            op.events = len(models)  # a tenant's events quota is checked with the projection write
             mkeys, margs = self._store.writer.pack([op])
             args[2] = version
             try:

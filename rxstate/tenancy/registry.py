@@ -51,6 +51,7 @@ from rxstate.tenancy.stage import TENANT_FLAG, enable
 __all__ = ["TenantViews", "Tenants", "Usage"]
 
 DELETE_BATCH = 500
+_USAGE_FIELDS = ("ue", "ub", "cops", "cwb", "uev")  # write_path.lua's names, in the order of Usage's fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +61,16 @@ class Usage:
     Attributes:
         entities: entities held.
         bytes: stored bytes (field names and encoded values).
-        operations: write operations applied.
+        operations: write operations applied (event appends included).
         bytes_written: bytes of the values written.
+        events: events held in the tenant's event collections (every aggregate's stream).
     """
 
     entities: int = 0
     bytes: int = 0
     operations: int = 0
     bytes_written: int = 0
+    events: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -240,7 +243,7 @@ class Tenants:
         ks = Keyspace(self.namespace_of(name), config.partitions)
         pipe = self.client.pipeline(transaction=False)
         for p in range(config.partitions):
-            pipe.hmget(tenant_keys(ks, p)[0], "ue", "ub", "cops", "cwb")
+            pipe.hmget(tenant_keys(ks, p)[0], *_USAGE_FIELDS)
         total = Usage()
         for row in pipe.execute():
             total += Usage(*(int(v or 0) for v in row))
@@ -251,10 +254,11 @@ class Tenants:
         return [(config, self.usage(config.name)) for config in self.list()]
 
     def recount(self, name: str) -> Usage:
-        """Count the tenant's entities and bytes from what is stored (slow: reads every entity).
+        """Count the tenant's entities, bytes and events from what is stored (slow: reads every entity,
+        and scans the tenant's keys for its aggregates' event streams).
 
-        What the write scripts count must equal this (``usage`` and ``recount`` agree on entities and
-        bytes); it exists to check that, and to audit a tenant.
+        What the write scripts count must equal this (``usage`` and ``recount`` agree on entities,
+        bytes and events); it exists to check that, and to audit a tenant.
         """
         config = self.get(name)
         ks = Keyspace(self.namespace_of(name), config.partitions)
@@ -268,7 +272,12 @@ class Tenants:
                         continue  # expired, not reaped yet
                     entities += 1
                     size += sum(len(k) + len(v) for k, v in stored.items() if not k.startswith(b"_"))
-        return Usage(entities=entities, bytes=size)
+        streams = [k for k in self.keys(name) if b"}:_es:" in k]
+        pipe = self.client.pipeline(transaction=False)
+        for key in streams:
+            pipe.xlen(key)
+        events = sum(int(n) for n in pipe.execute()) if streams else 0
+        return Usage(entities=entities, bytes=size, events=events)
 
     # -- delete ------------------------------------------------------------------------------------
     def keys(self, name: str) -> Iterator[bytes]:
