@@ -62,6 +62,7 @@ def _row(tenants: Tenants, name: str) -> dict[str, Any]:
         "namespace": tenants.namespace_of(name),
         "status": config.status,
         "partitions": config.partitions,
+        "retention": config.retention,
         "limits": config.limits.to_dict(),
         "effective": tenants.effective(name).to_dict(),
         "usage": {"entities": usage.entities, "bytes": usage.bytes, "events": usage.events},
@@ -83,6 +84,9 @@ def create(
     path: DataPath = None,
     namespace: Namespace = "default",
     partitions: Annotated[int, typer.Option("--partitions", help="partition count (fixed)")] = 1,
+    retention: Annotated[
+        int, typer.Option("--retention", help="change records kept per partition (a cap that trims)")
+    ] = 10_000,
     max_entities: MaxEntities = None,
     max_bytes: MaxBytes = None,
     rate: Rate = None,
@@ -94,7 +98,7 @@ def create(
     """Create a tenant with its limits (unset ones fall back to the namespace defaults)."""
     with _tenants(url, path, namespace) as tenants:
         limits = Limits(max_entities, max_bytes, rate, burst, principal_rate, max_events=max_events)
-        tenants.create(name, limits=limits, partitions=partitions)
+        tenants.create(name, limits=limits, partitions=partitions, retention=retention)
         _print(_row(tenants, name), json_)
 
 

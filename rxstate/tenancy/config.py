@@ -160,7 +160,8 @@ class TenantConfig:
         name: the tenant's name (its namespace is ``<ns>/<name>``).
         limits: its own limits (the effective ones fall back to the namespace defaults).
         partitions: its partition count (fixed at creation).
-        retention: approximate change records kept per partition by its stores.
+        retention: change records kept per partition: the cap (``MAXLEN ~``) every write script trims
+            the tenant's change streams to, whatever the writing store asks for (see the registry).
         status: ``"active"`` or ``"suspended"``.
         created_ms: when it was created (server time, ms).
     """

@@ -15,6 +15,17 @@ tenant hash, where the write script reads them in-slot; see ``rxstate.tenancy.co
 are split over partitions. Suspension is a flag in the same hashes, so it takes effect for every
 process at once: the script refuses the next write, whoever sends it.
 
+**The change stream's length is a cap that trims, not a quota that refuses.** A tenant's
+``retention`` (``create(retention=...)``, ``update(name, retention=...)``; 10,000 by default) is the
+``MAXLEN ~`` of each of its partitions' change streams: every script that appends a change record
+there (writes, transactions, event appends with a projection, expiries) trims to it in the same call,
+whatever the writing store's own ``change_retention``. Refusing writes because the feed is long would
+block a tenant forever (its old records never go away by themselves), so old records are dropped
+instead; readers that fall further behind than the cap are told so (``rxstate.feed``). The trim is
+Redis's approximate one (whole stream nodes at a time): a stream holds at least ``retention`` records
+once it has had them, and at most ``retention`` plus one node (``stream-node-max-entries``, 100 by
+default). Unlike the limits, it is per partition, not split, and has no namespace default.
+
 Quotas bind rxstate's write path. A tenant principal may write its own partitions' keys (its
 writes need that), so like the audit chain its own counters are not proof against a principal that
 sends raw commands to its own keys; the isolation *between* tenants is the server's ACL and holds
@@ -160,14 +171,17 @@ class Tenants:
         """Tenant ``name``'s limits with the defaults filled in."""
         return self.get(name).limits.over(self.defaults())
 
-    def update(self, name: str, **limits: Any) -> TenantConfig:
-        """Change some of a tenant's limits (``None`` unsets one: the default applies).
+    def update(self, name: str, *, retention: int | None = None, **limits: Any) -> TenantConfig:
+        """Change some of a tenant's limits (``None`` unsets one: the default applies), and its change
+        stream cap per partition (``retention``; ``None`` leaves it as it is).
 
         Example:
             >>> Tenants(store).update("acme", rate=50.0).limits.rate  # doctest: +SKIP
             50.0
         """
         config = self.get(name).with_limits(**limits)
+        if retention is not None:
+            config = dataclasses.replace(config, retention=retention)  # validated as at creation
         self.client.hset(self.registry_key, name, config.to_json())
         self.apply(config)
         return config

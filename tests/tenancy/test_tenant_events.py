@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+import rxstate
 from rxstate.core.errors import QuotaExceeded, RateLimited, TenantSuspended
 from rxstate.tenancy import Limits
 from tests.event_models import ORDER_EVENTS, Order, Placed, apply_order
-from tests.helpers import dump_all
+from tests.helpers import dump_all, wait_for
+from tests.tenancy.workers import Item
 
 
 def _orders(view, **options):
@@ -90,3 +92,47 @@ def test_event_usage_is_split_over_partitions_and_survives_export_and_import(adm
     import_tenant(tenants, path, name="copy")
     assert tenants.usage("copy").events == 12 == tenants.recount("copy").events
     assert tenants.get("copy").limits.max_events == 20
+
+
+def test_the_change_stream_stays_within_the_tenant_cap_whoever_writes(admin, tenants, rx_server):
+    cap = 40
+    tenants.create("acme", retention=cap)
+    node = int(admin.client.config_get("stream-node-max-entries")["stream-node-max-entries"])
+    changes = f"rx:{{{admin.namespace}/acme:0}}:changes"
+    # A store of the tenant's namespace that asks for a long feed: the tenant's cap wins, in writes,
+    # projected appends and expiries alike.
+    ns = f"{admin.namespace}/acme"
+    greedy = rxstate.connect(rx_server.url, namespace=ns, change_retention=10**6, cache=False, reap_interval=None)
+    try:
+        assert greedy.writer.tenant is not None
+        items = greedy.collection("items", Item)
+        carts = _orders(greedy, project_to="cart_view")
+        lengths = []
+        for i in range(4 * (cap + node)):
+            if i % 3 == 0:
+                carts.append(f"c{i % 7}", [Placed(sku="a", qty=1)])
+            else:
+                items.put(f"i{i % 11}", Item(n=i))
+            lengths.append(admin.client.xlen(changes))
+        assert max(lengths) <= cap + node and lengths[-1] >= cap
+        for i in range(cap + node):  # expiry records, appended by the reaper
+            items.put(f"t{i}", Item(n=i), ttl=0.001)
+        assert admin.client.xlen(changes) <= cap + node
+        expiring = greedy.keyspace.expiry("items", 0)
+
+        def all_reaped() -> bool:
+            greedy._reap(items)
+            return admin.client.zcard(expiring) == 0
+
+        assert wait_for(all_reaped, timeout=5, interval=0.005)
+        assert admin.client.xlen(changes) <= cap + node
+        last = admin.client.xrevrange(changes, count=1)[0][1]
+        assert last[b"o"] == b"expire"
+        tenants.update("acme", retention=cap + 2 * node)  # a longer cap takes effect with the next write
+        assert admin.client.hget(f"rx:{{{admin.namespace}/acme:0}}:_tenant", "cl") == str(cap + 2 * node).encode()
+        for i in range(2 * node):
+            items.put(f"i{i % 11}", Item(n=i))
+        assert cap + node < admin.client.xlen(changes) <= cap + 3 * node
+        assert tenants.get("acme").retention == cap + 2 * node
+    finally:
+        greedy.close()
