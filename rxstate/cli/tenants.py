@@ -66,7 +66,12 @@ def _row(tenants: Tenants, name: str) -> dict[str, Any]:
         "limits": config.limits.to_dict(),
         "effective": tenants.effective(name).to_dict(),
         "usage": {"entities": usage.entities, "bytes": usage.bytes, "events": usage.events},
-        "costs": {"operations": usage.operations, "bytes_written": usage.bytes_written},
+        "costs": {
+            "operations": usage.operations,
+            "bytes_written": usage.bytes_written,
+            "reads": usage.reads,
+            "bytes_read": usage.bytes_read,
+        },
     }
 
 
@@ -203,6 +208,8 @@ def report(url: Url = None, path: DataPath = None, namespace: Namespace = "defau
         "events",
         "operations",
         "bytes written",
+        "reads",
+        "bytes read",
         title=f"tenants of {namespace}",
     )
     for r in rows:
@@ -219,5 +226,7 @@ def report(url: Url = None, path: DataPath = None, namespace: Namespace = "defau
             of("events", "max_events"),
             str(r["costs"]["operations"]),
             str(r["costs"]["bytes_written"]),
+            str(r["costs"]["reads"]),
+            str(r["costs"]["bytes_read"]),
         )
     Console().print(table)

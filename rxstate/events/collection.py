@@ -333,8 +333,12 @@ class EventCollection(EventReplay[S]):
         assert self.projection is not None
         pipe = self._store.client.pipeline(transaction=True)
         pipe.hget(self._ks.stream_versions(self.name, p), aggregate_id)
-        pipe.hgetall(self._ks.entity(self.projection.name, aggregate_id, p))
+        key = self._ks.entity(self.projection.name, aggregate_id, p)
+        pipe.hgetall(key)
         raw_version, raw = pipe.execute()
+        meter = self._store.read_meter
+        if meter is not None and raw:  # a tenant's read costs: the projected entity
+            meter.count(key, sum(len(k) + len(v) for k, v in raw.items()))
         version = int(raw_version or 0)
         if version == 0:
             return self.initial, 0

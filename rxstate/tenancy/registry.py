@@ -9,6 +9,7 @@ itself lives in the parent namespace's slot, out of every tenant's reach:
     rx:{crew}:_tenant_defaults   the limits tenants fall back to (JSON, ``Limits``)
     rx:{crew/acme:p}:_tenant     partition p's share of the limits, the suspension flag, usage, costs
     rx:{crew/acme:p}:_tsz        the size of each counted entity (``lua/write_path.lua``, "Tenants")
+    rx:{crew/acme:p}:_treads     read costs: reads and bytes read, flushed by the tenant's stores
 
 Changing a tenant's limits (or the defaults) copies the effective limits into every partition's
 tenant hash, where the write script reads them in-slot; see ``rxstate.tenancy.config`` for why they
@@ -57,6 +58,7 @@ from rxstate.core.writes import tenant_keys
 from rxstate.security.keyring import KeyRing
 from rxstate.security.principals import Principals
 from rxstate.tenancy.config import DEFAULT_PARTITIONS, Limits, TenantConfig, validate_tenant_name
+from rxstate.tenancy.reads import READ_BYTES, READ_OPS, read_cost_key
 from rxstate.tenancy.stage import TENANT_FLAG, enable
 
 __all__ = ["TenantViews", "Tenants", "Usage"]
@@ -75,6 +77,8 @@ class Usage:
         operations: write operations applied (event appends included).
         bytes_written: bytes of the values written.
         events: events held in the tenant's event collections (every aggregate's stream).
+        reads: entities and events read from the server (cache hits aside), as flushed so far.
+        bytes_read: their bytes (field names and values), as flushed so far (``rxstate.tenancy.reads``).
     """
 
     entities: int = 0
@@ -82,6 +86,8 @@ class Usage:
     operations: int = 0
     bytes_written: int = 0
     events: int = 0
+    reads: int = 0
+    bytes_read: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -252,15 +258,18 @@ class Tenants:
 
     # -- measures ----------------------------------------------------------------------------------
     def usage(self, name: str) -> Usage:
-        """Tenant ``name``'s use and costs, as the write scripts counted them."""
+        """Tenant ``name``'s use and costs, as the write scripts counted them (and its stores flushed
+        their read costs: ``rxstate.tenancy.reads``)."""
         config = self.get(name)
         ks = Keyspace(self.namespace_of(name), config.partitions)
         pipe = self.client.pipeline(transaction=False)
         for p in range(config.partitions):
             pipe.hmget(tenant_keys(ks, p)[0], *_USAGE_FIELDS)
+            pipe.hmget(read_cost_key(ks, p), READ_OPS, READ_BYTES)
         total = Usage()
-        for row in pipe.execute():
-            total += Usage(*(int(v or 0) for v in row))
+        replies = pipe.execute()
+        for row, reads in zip(replies[::2], replies[1::2], strict=True):
+            total += Usage(*(int(v or 0) for v in (*row, *reads)))
         return total
 
     def report(self) -> builtins.list[tuple[TenantConfig, Usage]]:

@@ -200,3 +200,28 @@ def test_the_tenant_retention_caps_the_change_stream_whoever_writes(rx_fake_stor
         items.put(f"i{i}", Item(n=i))
     length = rx_fake_store.client.xlen(f"rx:{{{view.namespace}:0}}:changes")
     assert 5 <= length < 300
+
+
+def test_read_costs_survive_a_failed_flush_and_are_added_once():
+    import fakeredis
+    import redis
+
+    from rxstate.core.keys import Keyspace
+    from rxstate.tenancy.reads import ReadCosts, read_cost_key
+
+    server = fakeredis.FakeServer()
+    costs = ReadCosts(fakeredis.FakeRedis(server=server), Keyspace("crew/acme", 2), interval=None)
+    costs.count("rx:{crew/acme:0}:items:a", 10)
+    costs.count("rx:{crew/acme:1}:_es:orders:o1", 300, 3)
+    server.connected = False
+    with pytest.raises(redis.exceptions.ConnectionError):
+        costs.flush()
+    costs.count("rx:{crew/acme:0}:items:b", 5)  # counted meanwhile
+    assert costs.pending() == {0: (2, 15), 1: (3, 300)}
+    server.connected = True
+    assert costs.flush() == 2
+    costs.close()  # nothing left: adds nothing
+    client = costs.client
+    ks = costs.keyspace
+    assert client.hgetall(read_cost_key(ks, 0)) == {b"rops": b"2", b"rb": b"15"}
+    assert client.hgetall(read_cost_key(ks, 1)) == {b"rops": b"3", b"rb": b"300"}

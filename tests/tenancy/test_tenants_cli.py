@@ -40,6 +40,7 @@ def test_cli_lifecycle(admin, tenants, rx_server, tmp_path):
     admin.tenant("evt").events("log", state=Item, events=[Item], reducer=lambda s, e: e).append("a", [Item(n=1)] * 3)
     shown = json.loads(run("show", "evt", "--json"))
     assert shown["usage"]["events"] == 3 and shown["costs"]["operations"] == 1
+    assert shown["costs"]["reads"] == shown["costs"]["bytes_read"] == 0  # this process has read nothing yet
     assert "3 / 4" in run("report")
     run("delete", "evt", "--yes")
     missing = runner.invoke(app, ["tenants", "show", "nobody", *base])
