@@ -114,6 +114,9 @@ class Store:
         self._closed = threading.Event()
         self._reap_interval = reap_interval
         self._reaper: threading.Thread | None = None
+        self.borrowed_client = False
+        """Whether the client belongs to another store (a tenant's store opened by the registry shares
+        its parent's): then ``close`` leaves it open (a closed cluster client cannot be used again)."""
         self.read_meter: ReadMeter | None = None
         """Counts the entity hashes and event entries this store reads from the server (cache hits
         aside), when set: a tenant's store counts its read costs (``rxstate.tenancy.reads``)."""
@@ -356,10 +359,11 @@ class Store:
         self._stop_cache()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
-        try:
-            self.client.close()
-        except Exception as exc:  # closing is best effort
-            log.debug("close: %s", exc)
+        if not self.borrowed_client:  # a borrowed one is closed by its owner
+            try:
+                self.client.close()
+            except Exception as exc:  # closing is best effort
+                log.debug("close: %s", exc)
         if self.server is not None:
             self.server.release()
 

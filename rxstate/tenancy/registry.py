@@ -242,6 +242,7 @@ class Tenants:
             codec=type(parent.codec)(parent.codec.compress_threshold, parent.codec.max_entity_bytes),
             change_retention=config.retention,
         )
+        opened.borrowed_client = True  # closing the tenant's store (delete does) leaves the parent's client open
         provider = getattr(getattr(parent, "keys", None), "provider", None)
         ring = KeyRing.of(opened, provider)
         if ring is not None:  # the tenant's own data keys (rx:{<ns>/<tenant>}:_keys), wrapped by the parent's KEK
