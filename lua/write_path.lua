@@ -347,13 +347,13 @@ local function field_len(name, value) if value then return #name + #value end re
 local function tenant_delta(op)
   local t = op.tenant
   t.devents = t.events
-  t.member = op.coll .. SEP .. op.id
-  t.old = tonumber(redis.call("HGET", t.sizes, t.member) or "0")
-  t.counted = t.old > 0 or redis.call("HEXISTS", t.sizes, t.member) == 1
   if op.kind == "check" or (op.kind == "delete" and op.cur == 0) then
     t.dent, t.dbytes, t.written, t.new = 0, 0, 0, nil
     return
   end
+  t.member = op.coll .. SEP .. op.id
+  t.old = tonumber(redis.call("HGET", t.sizes, t.member) or "0")
+  t.counted = t.old > 0 or redis.call("HEXISTS", t.sizes, t.member) == 1
   if op.kind == "delete" then
     t.dent, t.dbytes, t.written, t.new = t.counted and -1 or 0, -t.old, 0, nil
     return
