@@ -57,13 +57,14 @@ Stages, in order; nothing is written unless every check passes:
                bookkeeping, the change record (change_record, also used by reap.lua), and with an
                "audit" section the op's audit entry (audit_entry, also used by audit.lua)
 Tenants (rxstate.tenancy): the tenant hash rx:{ns/t:p}:_tenant holds the partition's share of the
-  tenant's limits (qe max entities, qb max bytes, qev max events, rate/burst writes per second and bucket size, prate/
-  pburst the same per principal; absent = unlimited; cl the change stream's MAXLEN ~, which replaces
-  the caller's), "suspended", the usage (ue entities, ub bytes:
-  the sum over entities of each field's name and encoded value lengths, reserved fields aside; uev
-  events in the aggregates' streams, which only appends add to: retention trims the partition event
-  log, a copy, never an aggregate's stream) and cost
-  counters (cops write ops, cwb bytes written), and token buckets (rt/rts, and pt:<principal>/pts:<principal>).
+  tenant's limits (qe max entities, qb max bytes, qev max events, rate/burst writes per second and
+  bucket size, prate/pburst the same per principal; absent = unlimited; cl the change stream's
+  MAXLEN ~, which replaces the caller's: a cap that trims, never refuses), "suspended", the usage
+  (ue entities, ub bytes: the sum over entities of each field's name and encoded value lengths,
+  reserved fields aside; uev events in the aggregates' streams, which only appends add to: retention
+  trims the partition event log, a copy, never an aggregate's stream), the cost counters (cops write
+  ops, appends included, cwb bytes written; read costs are flushed by the stores to another hash,
+  rxstate.tenancy.reads) and token buckets (rt/rts, and pt:<principal>/pts:<principal>).
   The size hash rx:{ns/t:p}:_tsz keeps each counted entity's size ("<collection>\0<id>" -> bytes), so
   an update or delete adjusts usage exactly and reap.lua subtracts what expires.
   check_tenant (the last check of check_all) refuses; account_tenant (in write_all) counts.

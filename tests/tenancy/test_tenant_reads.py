@@ -69,11 +69,15 @@ def test_cache_hits_cost_nothing_and_the_background_flush_adds_the_misses(admin,
     reader = rxstate.connect(rx_server.url, namespace=f"{admin.namespace}/acme", reap_interval=None)
     try:
         items = reader.collection("items", Item)
+        cache = reader.cache
+        assert cache is not None and reader.read_meter is not None and reader.read_meter.interval == 1.0
         for _ in range(20):
             assert items.get("a").n == 1
-        assert reader.read_meter is not None and reader.read_meter.interval == 1.0
-        assert wait_for(lambda: tenants.usage("acme").reads >= 1, timeout=10, interval=0.05)
-        assert tenants.usage("acme").reads < 20  # the hits were not read from the server
+        # until the cache serves hits (its invalidation feed up), gets are misses read from the server
+        assert wait_for(lambda: items.get("a").n == 1 and cache.stats().hits >= 5, timeout=10, interval=0.01)
+        misses = cache.stats().misses
+        assert misses >= 1
+        assert wait_for(lambda: tenants.usage("acme").reads == misses, timeout=10, interval=0.05)  # every second
     finally:
         reader.close()
 
