@@ -50,6 +50,23 @@ def test_defaults_fill_unset_limits(rx_fake_store):
     assert tenants.effective("acme").max_entities == 100
 
 
+def test_the_events_quota_has_defaults_and_overrides(rx_fake_store):
+    from tests.event_models import ORDER_EVENTS, Order, Placed, apply_order
+
+    tenants = Tenants(rx_fake_store)
+    tenants.create("acme")
+    tenants.set_defaults(Limits(max_events=2))
+    assert tenants.effective("acme").max_events == 2
+    orders = rx_fake_store.tenant("acme").events("orders", state=Order, events=ORDER_EVENTS, reducer=apply_order)
+    orders.append("o1", [Placed(sku="a", qty=1)] * 2)
+    with pytest.raises(QuotaExceeded) as info:
+        orders.append("o1", [Placed(sku="b", qty=1)])
+    assert (info.value.quota, info.value.limit, info.value.use) == ("events", 2, 2)
+    tenants.update("acme", max_events=3)  # its own limit wins over the default
+    assert orders.append("o1", [Placed(sku="b", qty=1)]).version == 3
+    assert tenants.usage("acme").events == 3 and tenants.get("acme").limits.to_dict() == {"max_events": 3}
+
+
 def test_registry_errors(rx_fake_store):
     tenants = Tenants(rx_fake_store)
     tenants.create("acme")
