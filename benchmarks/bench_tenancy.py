@@ -3,6 +3,11 @@
 - **Overhead**: a put to a tenant's store (the write script's tenant stage: suspension, quotas, token
   buckets, usage and cost counters) against the same put to a plain store; and, for comparison, the
   ``limits`` library's sliding-window check (its own Lua script, one more round trip) before a plain put.
+- **Append overhead**: an event append to a tenant's store with the events quota (checked and counted
+  in the append's own script call) against the same append to a plain store, without a projection
+  and with one.
+- **Read overhead**: a read from the server (no local cache) of a tenant's store, whose read meter
+  counts it for the read-cost flush, against the same read of a plain store.
 - **Isolation**: a noisy tenant saturating writes from several threads while a quiet tenant does
   steady reads and writes, both through one ``FairScheduler`` over a bounded pool; the quiet tenant's
   p99 latency alone and with the noise. The same without the scheduler (every thread straight onto
@@ -27,7 +32,7 @@ from benchmarks.timing import median_p99
 from rxstate.server import EmbeddedServer
 from rxstate.tenancy import FairScheduler, Limits, Tenants
 
-__all__ = ["isolation", "overhead", "tenancy"]
+__all__ = ["append_overhead", "isolation", "overhead", "read_overhead", "tenancy"]
 
 NOISY_THREADS = 6
 WORKERS = 4
@@ -36,6 +41,18 @@ WORKERS = 4
 class Item(rxstate.Model):
     name: str = "item"
     n: int = 0
+
+
+class Added(rxstate.Model):
+    n: int = 1
+
+
+class Tally(rxstate.Model):
+    n: int = 0
+
+
+def _tally(state: Tally | None, event: Added) -> Tally:
+    return Tally(n=(state.n if state is not None else 0) + event.n)
 
 
 def _tenant_items(parent: rxstate.Store, name: str, limits: Limits | None = None) -> Any:
@@ -80,6 +97,81 @@ def overhead_contenders(parent: rxstate.Store, url: str, with_limits_library: bo
             Contender("limits sliding window + plain put", limits_then_put, note="a second round trip per write")
         )
     return contenders
+
+
+def append_contenders(parent: rxstate.Store) -> list[Contender]:
+    """Append functions: a plain store's (the baseline), then a tenant's with the events quota; each
+    without a projection and with one (the projected entity written in the same call)."""
+    name = uuid.uuid4().hex[:6]
+    Tenants(parent).create(f"e{name}", limits=Limits(max_events=10**12, max_entities=10**9))
+    Tenants(parent).create(f"u{name}")
+    tenant, unlimited = parent.tenant(f"e{name}"), parent.tenant(f"u{name}")
+    event = [Added()]
+
+    def events(store: rxstate.Store, projected: bool) -> Any:
+        return store.events(
+            "tallies" if not projected else "ptallies",
+            state=Tally,
+            events=[Added],
+            reducer=_tally,
+            snapshot_every=None,
+            project_to="tally_view" if projected else None,
+        )
+
+    plain, stage, quota = events(parent, False), events(unlimited, False), events(tenant, False)
+    plain_p, quota_p = events(parent, True), events(tenant, True)
+    return [
+        Contender("plain append", lambda i: plain.append(f"a{i % 100}", event)),
+        Contender("tenant append, no limits", lambda i: stage.append(f"a{i % 100}", event), note="the tenant stage"),
+        Contender(
+            "tenant append, events quota",
+            lambda i: quota.append(f"a{i % 100}", event),
+            note="quota checked and counted in the append's call",
+        ),
+        Contender("plain append, projected", lambda i: plain_p.append(f"a{i % 100}", event)),
+        Contender(
+            "tenant append, projected, events quota",
+            lambda i: quota_p.append(f"a{i % 100}", event),
+            note="events and entity quotas, one call",
+        ),
+    ]
+
+
+def append_overhead(ctx: Context) -> list[Result]:
+    """Rows of the append overhead of the events quota (ratios to a plain append)."""
+    appends = append_contenders(ctx.store("tenancy-append"))
+    return latency_group("tenant append overhead", appends[:3], ctx.n, warmup=300) + latency_group(
+        "tenant projected append overhead", appends[3:], ctx.n, warmup=300
+    )
+
+
+def read_contenders(parent: rxstate.Store) -> tuple[list[Contender], list[rxstate.Store]]:
+    """Get functions of stores without a local cache: a plain store's (the baseline), a tenant's; and
+    the two stores, to close after the run (they share the parent's client)."""
+    name = f"r{uuid.uuid4().hex[:6]}"
+    Tenants(parent).create(name)
+    plain = rxstate.connect(parent.client, namespace=parent.namespace, cache=False, reap_interval=None)
+    tenant = rxstate.connect(parent.client, namespace=f"{parent.namespace}/{name}", cache=False, reap_interval=None)
+    for store in (plain, tenant):
+        store.borrowed_client = True
+        items = store.collection("items", Item)
+        for i in range(100):
+            items.put(f"g{i}", Item(name="x" * 40, n=i))
+    a, b = plain.collection("items", Item), tenant.collection("items", Item)
+    return [
+        Contender("plain get (no cache)", lambda i: a.get(f"g{i % 100}")),
+        Contender("tenant get (no cache)", lambda i: b.get(f"g{i % 100}"), note="read costs counted, flushed each s"),
+    ], [plain, tenant]
+
+
+def read_overhead(ctx: Context) -> list[Result]:
+    """Rows of the read overhead of a tenant's read meter (ratio to a plain read)."""
+    contenders, stores = read_contenders(ctx.store("tenancy-read"))
+    try:
+        return latency_group("tenant read overhead", contenders, ctx.n, warmup=300)
+    finally:
+        for store in stores:
+            store.close()
 
 
 def overhead(ctx: Context) -> list[Result]:
@@ -170,7 +262,7 @@ def isolation_rows(ctx: Context) -> list[Result]:
 
 def tenancy(ctx: Context) -> list[Result]:
     """The ``tenancy`` bench of ``python -m benchmarks``: overhead rows, then isolation rows."""
-    return overhead(ctx) + isolation_rows(ctx)
+    return overhead(ctx) + append_overhead(ctx) + read_overhead(ctx) + isolation_rows(ctx)
 
 
 def main() -> None:
@@ -187,6 +279,25 @@ def main() -> None:
         base = statistics.median(times[contenders[0].name])
         print(f"{'put':42} {'median µs':>10} {'p99 µs':>10} {'ratio':>7}")
         for c in contenders:
+            median, p99 = median_p99(times[c.name])
+            print(f"{c.name:42} {median:10.1f} {p99:10.1f} {median / base:7.2f}")
+        print()
+        appends = append_contenders(parent)
+        times = interleaved_us({c.name: c.fn for c in appends}, args.n, warmup=300)
+        base = statistics.median(times[appends[0].name])
+        projected = statistics.median(times[appends[3].name])
+        print(f"{'append':42} {'median µs':>10} {'p99 µs':>10} {'ratio':>7}")
+        for j, c in enumerate(appends):
+            median, p99 = median_p99(times[c.name])
+            print(f"{c.name:42} {median:10.1f} {p99:10.1f} {median / (base if j < 3 else projected):7.2f}")
+        print()
+        reads, stores = read_contenders(parent)
+        times = interleaved_us({c.name: c.fn for c in reads}, args.n, warmup=300)
+        for store in stores:
+            store.close()
+        base = statistics.median(times[reads[0].name])
+        print(f"{'read':42} {'median µs':>10} {'p99 µs':>10} {'ratio':>7}")
+        for c in reads:
             median, p99 = median_p99(times[c.name])
             print(f"{c.name:42} {median:10.1f} {p99:10.1f} {median / base:7.2f}")
         print()

@@ -6,7 +6,7 @@ Idempotent: two reapers racing do the work once.
 
 KEYS: [1] expiry zset, [2] ids set, [3] ttl-index hash, [4] change stream, [5..] index zsets,
       then, for a tenant's partition: its tenant hash and entity-size hash (write_path.lua, "Tenants"),
-      whose usage counters lose what expires
+      whose usage counters lose what expires, and whose "cl" caps the change stream instead of ARGV[2]
 ARGV: [1] collection, [2] change stream MAXLEN (~), [3] max entities per call,
       [4..] index field names, in the order of KEYS[5..]
 Returns: the number of entities reaped.
@@ -21,6 +21,7 @@ local head = {actor = "", txid = "", maxlen = maxlen, nparts = "1"}
 local idxkey = {}
 for j = 4, #ARGV do idxkey[ARGV[j]] = KEYS[j + 1] end
 local tenant, sizes = KEYS[#ARGV + 2], KEYS[#ARGV + 3]
+if tenant then head.maxlen = redis.call("HGET", tenant, "cl") or maxlen end  -- the tenant's cap, as for writes
 
 local function uncount(id)
   if not tenant then return end

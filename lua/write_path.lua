@@ -29,9 +29,12 @@ section of the whole call) and one stage function here, plus one section builder
   "audit" principal, n, field name * n     audit the write (KEYS: + the partition's audit stream and its
                                chain head): the n fields whose values the entry may show (the others,
                                classified, appear by name only)
-  "tenant" principal           the write of a tenant store (KEYS: + the partition's tenant hash and its
+  "tenant" principal nevents   the write of a tenant store (KEYS: + the partition's tenant hash and its
                                entity-size hash): suspension, quotas and rate limits are checked, usage
-                               and cost counters kept (see "Tenants" below)
+                               and cost counters kept (see "Tenants" below); nevents: the events the
+                               call appends to the op's partition (append.lua; "0" for other writes),
+                               counted against the events quota in the same check; an op carrying
+                               events counts as a write (rate limits, operations) even as a "check"
   "cons" n, constraint * n, each: kind, constraint name, field, and by kind:
     "u" nscan                  unique: no other live entity holds the new value
                                (KEYS: + nscan pairs of index zset, expiry zset to search)
@@ -54,11 +57,14 @@ Stages, in order; nothing is written unless every check passes:
                bookkeeping, the change record (change_record, also used by reap.lua), and with an
                "audit" section the op's audit entry (audit_entry, also used by audit.lua)
 Tenants (rxstate.tenancy): the tenant hash rx:{ns/t:p}:_tenant holds the partition's share of the
-  tenant's limits (qe max entities, qb max bytes, rate/burst writes per second and bucket size, prate/
-  pburst the same per principal; absent = unlimited; cl the change stream's MAXLEN ~, which replaces
-  the caller's), "suspended", the usage (ue entities, ub bytes:
-  the sum over entities of each field's name and encoded value lengths, reserved fields aside) and cost
-  counters (cops write ops, cwb bytes written), and token buckets (rt/rts, and pt:<principal>/pts:<principal>).
+  tenant's limits (qe max entities, qb max bytes, qev max events, rate/burst writes per second and
+  bucket size, prate/pburst the same per principal; absent = unlimited; cl the change stream's
+  MAXLEN ~, which replaces the caller's: a cap that trims, never refuses), "suspended", the usage
+  (ue entities, ub bytes: the sum over entities of each field's name and encoded value lengths,
+  reserved fields aside; uev events in the aggregates' streams, which only appends add to: retention
+  trims the partition event log, a copy, never an aggregate's stream), the cost counters (cops write
+  ops, appends included, cwb bytes written; read costs are flushed by the stores to another hash,
+  rxstate.tenancy.reads) and token buckets (rt/rts, and pt:<principal>/pts:<principal>).
   The size hash rx:{ns/t:p}:_tsz keeps each counted entity's size ("<collection>\0<id>" -> bytes), so
   an update or delete adjusts usage exactly and reap.lua subtracts what expires.
   check_tenant (the last check of check_all) refuses; account_tenant (in write_all) counts.
@@ -140,7 +146,7 @@ SECTIONS.cons = function(op, c)
 end
 
 SECTIONS.tenant = function(op, c)
-  op.tenant = {principal = c.arg(), key = c.key(), sizes = c.key()}
+  op.tenant = {principal = c.arg(), events = tonumber(c.arg()) or 0, key = c.key(), sizes = c.key()}
 end
 
 local function new_op(c)
@@ -341,13 +347,14 @@ local function field_len(name, value) if value then return #name + #value end re
 
 local function tenant_delta(op)
   local t = op.tenant
-  t.member = op.coll .. SEP .. op.id
-  t.old = tonumber(redis.call("HGET", t.sizes, t.member) or "0")
-  t.counted = t.old > 0 or redis.call("HEXISTS", t.sizes, t.member) == 1
+  t.devents = t.events
   if op.kind == "check" or (op.kind == "delete" and op.cur == 0) then
     t.dent, t.dbytes, t.written, t.new = 0, 0, 0, nil
     return
   end
+  t.member = op.coll .. SEP .. op.id
+  t.old = tonumber(redis.call("HGET", t.sizes, t.member) or "0")
+  t.counted = t.old > 0 or redis.call("HEXISTS", t.sizes, t.member) == 1
   if op.kind == "delete" then
     t.dent, t.dbytes, t.written, t.new = t.counted and -1 or 0, -t.old, 0, nil
     return
@@ -395,20 +402,22 @@ local function check_tenant(ops)
       tenant_delta(op)
       local g = per[t.key]
       if not g then
-        g = {key = t.key, dent = 0, dbytes = 0, n = 0, principal = t.principal}
+        g = {key = t.key, dent = 0, dbytes = 0, devents = 0, n = 0, principal = t.principal}
         per[t.key] = g
         per[#per + 1] = g
       end
-      g.dent, g.dbytes = g.dent + t.dent, g.dbytes + t.dbytes
-      if op.kind ~= "check" then g.n = g.n + 1 end
+      g.dent, g.dbytes, g.devents = g.dent + t.dent, g.dbytes + t.dbytes, g.devents + t.devents
+      if op.kind ~= "check" or t.devents > 0 then g.n = g.n + 1 end
     end
   end
   for _, g in ipairs(per) do
     local p = g.principal
-    local h = redis.call("HMGET", g.key, "suspended", "qe", "qb", "ue", "ub", "rate", "burst", "prate", "pburst", "cl")
+    local h = redis.call("HMGET", g.key, "suspended", "qe", "qb", "ue", "ub", "rate", "burst", "prate", "pburst", "cl",
+      "qev", "uev")
     if h[1] == "1" then return redis.error_reply("RXSUSPENDED " .. g.key) end
     g.maxlen = h[10] or nil
-    local limits = {{"entities", h[2], h[4], g.dent}, {"bytes", h[3], h[5], g.dbytes}}
+    local limits = {{"entities", h[2], h[4], g.dent}, {"bytes", h[3], h[5], g.dbytes},
+      {"events", h[11], h[12], g.devents}}
     for _, q in ipairs(limits) do
       local use = tonumber(q[3] or "0")
       if q[2] and q[4] > 0 and use + q[4] > tonumber(q[2]) then
@@ -442,14 +451,17 @@ end
 -- buckets of a tenant hash are taken once per call, with its first op.
 local function account_tenant(op)
   local t = op.tenant
-  if not t or op.kind == "check" then return end
-  if t.new then
-    redis.call("HSET", t.sizes, t.member, t.new)
-  elseif t.counted then
-    redis.call("HDEL", t.sizes, t.member)
+  if not t or (op.kind == "check" and t.devents == 0) then return end
+  if op.kind ~= "check" then
+    if t.new then
+      redis.call("HSET", t.sizes, t.member, t.new)
+    elseif t.counted then
+      redis.call("HDEL", t.sizes, t.member)
+    end
+    if t.dent ~= 0 then redis.call("HINCRBY", t.key, "ue", t.dent) end
+    if t.dbytes ~= 0 then redis.call("HINCRBY", t.key, "ub", t.dbytes) end
   end
-  if t.dent ~= 0 then redis.call("HINCRBY", t.key, "ue", t.dent) end
-  if t.dbytes ~= 0 then redis.call("HINCRBY", t.key, "ub", t.dbytes) end
+  if t.devents > 0 then redis.call("HINCRBY", t.key, "uev", t.devents) end
   redis.call("HINCRBY", t.key, "cops", 1)
   if t.written > 0 then redis.call("HINCRBY", t.key, "cwb", t.written) end
   local g = t.group

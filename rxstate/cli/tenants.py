@@ -34,6 +34,7 @@ Namespace = Annotated[str, typer.Option("--namespace", "-n", help="the parent na
 Name = Annotated[str, typer.Argument(help="the tenant's name")]
 MaxEntities = Annotated[int | None, typer.Option("--max-entities", help="quota: entities")]
 MaxBytes = Annotated[int | None, typer.Option("--max-bytes", help="quota: stored bytes")]
+MaxEvents = Annotated[int | None, typer.Option("--max-events", help="quota: events in its event collections")]
 Rate = Annotated[float | None, typer.Option("--rate", help="writes per second of the tenant")]
 Burst = Annotated[int | None, typer.Option("--burst", help="the tenant's bucket size")]
 PRate = Annotated[float | None, typer.Option("--principal-rate", help="writes per second of each principal")]
@@ -61,10 +62,16 @@ def _row(tenants: Tenants, name: str) -> dict[str, Any]:
         "namespace": tenants.namespace_of(name),
         "status": config.status,
         "partitions": config.partitions,
+        "retention": config.retention,
         "limits": config.limits.to_dict(),
         "effective": tenants.effective(name).to_dict(),
-        "usage": {"entities": usage.entities, "bytes": usage.bytes},
-        "costs": {"operations": usage.operations, "bytes_written": usage.bytes_written},
+        "usage": {"entities": usage.entities, "bytes": usage.bytes, "events": usage.events},
+        "costs": {
+            "operations": usage.operations,
+            "bytes_written": usage.bytes_written,
+            "reads": usage.reads,
+            "bytes_read": usage.bytes_read,
+        },
     }
 
 
@@ -82,17 +89,21 @@ def create(
     path: DataPath = None,
     namespace: Namespace = "default",
     partitions: Annotated[int, typer.Option("--partitions", help="partition count (fixed)")] = 1,
+    retention: Annotated[
+        int, typer.Option("--retention", help="change records kept per partition (a cap that trims)")
+    ] = 10_000,
     max_entities: MaxEntities = None,
     max_bytes: MaxBytes = None,
     rate: Rate = None,
     burst: Burst = None,
     principal_rate: PRate = None,
+    max_events: MaxEvents = None,
     json_: Json = False,
 ) -> None:
     """Create a tenant with its limits (unset ones fall back to the namespace defaults)."""
     with _tenants(url, path, namespace) as tenants:
-        limits = Limits(max_entities, max_bytes, rate, burst, principal_rate)
-        tenants.create(name, limits=limits, partitions=partitions)
+        limits = Limits(max_entities, max_bytes, rate, burst, principal_rate, max_events=max_events)
+        tenants.create(name, limits=limits, partitions=partitions, retention=retention)
         _print(_row(tenants, name), json_)
 
 
@@ -190,13 +201,32 @@ def report(url: Url = None, path: DataPath = None, namespace: Namespace = "defau
         typer.echo(json.dumps(rows, indent=2, sort_keys=True))
         return
     table = Table(
-        "tenant", "status", "entities", "bytes", "operations", "bytes written", title=f"tenants of {namespace}"
+        "tenant",
+        "status",
+        "entities",
+        "bytes",
+        "events",
+        "operations",
+        "bytes written",
+        "reads",
+        "bytes read",
+        title=f"tenants of {namespace}",
     )
     for r in rows:
-        limit = r["effective"]
-        ents = f"{r['usage']['entities']}" + (f" / {limit['max_entities']}" if "max_entities" in limit else "")
-        size = f"{r['usage']['bytes']}" + (f" / {limit['max_bytes']}" if "max_bytes" in limit else "")
+        limit, use = r["effective"], r["usage"]
+
+        def of(used: str, quota: str) -> str:
+            return f"{use[used]}" + (f" / {limit[quota]}" if quota in limit else "")  # noqa: B023 - used at once
+
         table.add_row(
-            r["name"], r["status"], ents, size, str(r["costs"]["operations"]), str(r["costs"]["bytes_written"])
+            r["name"],
+            r["status"],
+            of("entities", "max_entities"),
+            of("bytes", "max_bytes"),
+            of("events", "max_events"),
+            str(r["costs"]["operations"]),
+            str(r["costs"]["bytes_written"]),
+            str(r["costs"]["reads"]),
+            str(r["costs"]["bytes_read"]),
         )
     Console().print(table)

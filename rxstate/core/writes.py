@@ -52,6 +52,8 @@ class WriteOp:
         constraint_args: the constraints section of the op's ARGV (count first; empty: none).
         audit: (principal, names of the fields whose values the audit entry may show) to audit the
             write in its partition's hash-chained audit stream, or None.
+        events: the events the call appends to the op's partition (an event append's one op): for a
+            tenant's store, counted against its events quota in the same check as the write.
     """
 
     kind: str
@@ -70,6 +72,7 @@ class WriteOp:
     constraint_keys: Sequence[str] = ()
     constraint_args: Sequence[Any] = ()
     audit: tuple[str, Sequence[str]] | None = None
+    events: int = 0
 
     def __post_init__(self) -> None:
         # Every op is built through here (collections, transactions, batches, events), so the checks of
@@ -196,7 +199,7 @@ def tenant_keys(ks: Keyspace, partition: int) -> list[str]:
 
 def _tenant_section(op: WriteOp, ks: Keyspace, keys: list[str], args: list[Any], principal: str) -> None:
     """The "tenant" section: the write of a tenant store is checked against the tenant's limits and counted."""
-    args += ("tenant", principal)
+    args += ("tenant", principal, op.events)
     keys += tenant_keys(ks, op.partition)
 
 

@@ -249,8 +249,11 @@ class EventCollection(EventReplay[S]):
         ]
         if self.projection is None:
             args[2] = "" if expected_version is None else expected_version
-            if self._store.writer.tenant is not None:  # a tenant's: its suspension refuses the append in the script
-                mkeys, margs = self._store.writer.pack([WriteOp("check", self.name, aggregate_id, p)])
+            if (
+                self._store.writer.tenant is not None
+            ):  # a tenant's: its suspension and quotas refuse the append in the script
+                check = WriteOp("check", self.name, aggregate_id, p, events=len(encoded))  # and its events quota
+                mkeys, margs = self._store.writer.pack([check])
                 keys, args = keys + mkeys, args + margs
             version, positions, _ = self._run_append(keys, args)
             result: AppendResult[S] = AppendResult(version, positions, event_ids)
@@ -298,6 +301,7 @@ class EventCollection(EventReplay[S]):
                 )
             new = self._fold_models(state, models)
             op = self.projection.put_op(aggregate_id, new)
+            op.events = len(models)  # a tenant's events quota is checked with the projection write
             mkeys, margs = self._store.writer.pack([op])
             args[2] = version
             try:
@@ -329,8 +333,12 @@ class EventCollection(EventReplay[S]):
         assert self.projection is not None
         pipe = self._store.client.pipeline(transaction=True)
         pipe.hget(self._ks.stream_versions(self.name, p), aggregate_id)
-        pipe.hgetall(self._ks.entity(self.projection.name, aggregate_id, p))
+        key = self._ks.entity(self.projection.name, aggregate_id, p)
+        pipe.hgetall(key)
         raw_version, raw = pipe.execute()
+        meter = self._store.read_meter
+        if meter is not None and raw:  # a tenant's read costs: the projected entity
+            meter.count(key, sum(len(k) + len(v) for k, v in raw.items()))
         version = int(raw_version or 0)
         if version == 0:
             return self.initial, 0

@@ -81,7 +81,11 @@ class Snapshots(Generic[S]):
     def read(self, aggregate_id: str, partition: int) -> Snapshot[S] | None:
         """The aggregate's usable snapshot, if any."""
         key = self.key(aggregate_id, partition)
-        return self.decode(self._store.client.hgetall(key), key)
+        raw = self._store.client.hgetall(key)
+        meter = self._store.read_meter
+        if meter is not None and raw:  # a tenant's read costs
+            meter.count(key, sum(len(k) + len(v) for k, v in raw.items()))
+        return self.decode(raw, key)
 
     def write(
         self, aggregate_id: str, partition: int, state: S, *, version: int, position: str, timestamp_ms: int, actor: str

@@ -58,10 +58,16 @@ def raw_xrange(store: Any, key: str, start: str | bytes, end: str | bytes, count
     per entry costs more than the rest of a replay. Cluster clients route by command name, so they get
     the parsed reply, flattened.
     """
+    flat: list[Any]
     if store.is_cluster:
         rows = store.client.xrange(key, start, end, count=count)
-        return [[sid, [x for kv in fields.items() for x in kv]] for sid, fields in rows]
-    return store.client.execute_command(b"XRANGE", key, start, end, b"COUNT", count)  # type: ignore[no-any-return]
+        flat = [[sid, [x for kv in fields.items() for x in kv]] for sid, fields in rows]
+    else:
+        flat = store.client.execute_command(b"XRANGE", key, start, end, b"COUNT", count)
+    meter = store.read_meter
+    if meter is not None and flat:  # a tenant's read costs: one read per event
+        meter.count(key, sum(len(sid) + sum(len(x) for x in fields) for sid, fields in flat), len(flat))
+    return flat
 
 
 def parse_meta(raw: bytes) -> tuple[str, str, str | None, str, int, dict[str, int] | None]:

@@ -249,6 +249,9 @@ def acl_rules(namespace: str, partitions: int, principal: Principal, policy: Pol
     commands += AUDIT_COMMANDS
     for tag in tags:
         keys += [f"~{tag}audit", f"~{tag}_audit", f"~rxw{tag[2:]}*"]
+    # Every principal of a tenant adds its reads to its read-cost hashes (rxstate.tenancy.reads).
+    commands.append("+hincrby")
+    keys += [f"~{tag}_treads" for tag in tags]
     if given.write:
         commands += WRITE_COMMANDS
         for tag in tags:

@@ -286,7 +286,13 @@ class CollectionOps(Generic[M]):
         return self._decode(entity_id, result.full, self.key(entity_id, partition=partition), checked=False)
 
     def _settled(self, key: str, raw: dict[bytes, bytes]) -> dict[bytes, bytes]:
-        """A read entity hash with the transaction intent it may carry settled first (see ``twophase``)."""
+        """A read entity hash with the transaction intent it may carry settled first (see ``twophase``).
+
+        Every entity hash read from the server passes here, so a store's read meter counts it here.
+        """
+        meter = self._store.read_meter
+        if meter is not None:
+            meter.count(key, sum(len(k) + len(v) for k, v in raw.items()))
         return raw if INTENT_FIELD not in raw else settle(self._store, key, raw)
 
     def _queue_read(self, pipe: Any, key: str) -> None:

@@ -139,6 +139,9 @@ class CollectionReads(CollectionOps[M]):
             track(self.name, entity_id)
             self._authorize("read", entity_id)
             version, schema, intent, *values = self._store.client.hmget(key, "_v", "_sv", "_t", *fields)
+            meter = self._store.read_meter
+            if meter is not None:
+                meter.count(key, sum(len(v) for v in (version, schema, intent, *values) if v is not None))
             if version is None and intent is None:
                 raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
             plain = intent is None and schema is not None and int(schema) == self.model.__version__
@@ -171,6 +174,9 @@ class CollectionReads(CollectionOps[M]):
         self._authorize("read", entity_id)
         key = self.key(entity_id, partition=partition)
         version, intent = self._store.client.hmget(key, "_v", "_t")
+        meter = self._store.read_meter
+        if meter is not None:
+            meter.count(key, len(version or b"") + len(intent or b""))
         if intent is not None:
             return b"_v" in self._settled(key, self._store.client.hgetall(key))
         return version is not None

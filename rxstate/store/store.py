@@ -10,7 +10,7 @@ import os
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 import redis
 
@@ -38,13 +38,20 @@ from rxstate.store.writer import WriteCall, Writer
 if TYPE_CHECKING:
     from rxstate.security.guard import Guard
 
-__all__ = ["Store"]
+__all__ = ["ReadMeter", "Store"]
 
 log = logging.getLogger("rxstate")
 M = TypeVar("M", bound=Model)
 S = TypeVar("S")
 DEFAULT_PARTITIONS = 16
 _REAP_BATCH = 200
+
+
+class ReadMeter(Protocol):
+    """Counts what a store reads from the server (``Store.read_meter``; a tenant's read costs)."""
+
+    def count(self, key: str, nbytes: int, reads: int = 1) -> None:
+        """``reads`` reads of ``key`` (an entity hash, an event stream page) that returned ``nbytes``."""
 
 
 class Store:
@@ -107,6 +114,12 @@ class Store:
         self._closed = threading.Event()
         self._reap_interval = reap_interval
         self._reaper: threading.Thread | None = None
+        self.borrowed_client = False
+        """Whether the client belongs to another store (a tenant's store opened by the registry shares
+        its parent's): then ``close`` leaves it open (a closed cluster client cannot be used again)."""
+        self.read_meter: ReadMeter | None = None
+        """Counts the entity hashes and event entries this store reads from the server (cache hits
+        aside), when set: a tenant's store counts its read costs (``rxstate.tenancy.reads``)."""
         self.upkeep_failures = 0
         """How many times the background upkeep (expiry, abandoned transactions) failed."""
         self.last_upkeep_error: Exception | None = None
@@ -346,10 +359,11 @@ class Store:
         self._stop_cache()
         if self._reaper is not None:
             self._reaper.join(timeout=5)
-        try:
-            self.client.close()
-        except Exception as exc:  # closing is best effort
-            log.debug("close: %s", exc)
+        if not self.borrowed_client:  # a borrowed one is closed by its owner
+            try:
+                self.client.close()
+            except Exception as exc:  # closing is best effort
+                log.debug("close: %s", exc)
         if self.server is not None:
             self.server.release()
 

@@ -39,6 +39,7 @@ _HASH_FIELDS = {
     "burst": "burst",
     "principal_rate": "prate",
     "principal_burst": "pburst",
+    "max_events": "qev",
 }
 
 
@@ -69,6 +70,9 @@ class Limits:
         burst: the bucket's size (default: ``rate``).
         principal_rate: writes per second of each principal (or actor) of the tenant.
         principal_burst: that bucket's size (default: ``principal_rate``).
+        max_events: events the tenant's event collections may hold (every aggregate's stream; an
+            append that would pass it is refused whole). Retention trims only the partition event
+            log, a copy of the same events, so it frees none of this quota.
     """
 
     max_entities: int | None = None
@@ -77,6 +81,7 @@ class Limits:
     burst: int | None = None
     principal_rate: float | None = None
     principal_burst: int | None = None
+    max_events: int | None = None
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -93,8 +98,8 @@ class Limits:
         """These limits, with the unset ones taken from ``defaults``.
 
         Example:
-            >>> Limits(rate=5.0).over(Limits(rate=1.0, max_entities=9))
-            Limits(max_entities=9, max_bytes=None, rate=5.0, burst=None, principal_rate=None, principal_burst=None)
+            >>> Limits(rate=5.0).over(Limits(rate=1.0, max_entities=9)).to_dict()
+            {'max_entities': 9, 'rate': 5.0}
         """
         return Limits(**{f.name: _first(getattr(self, f.name), getattr(defaults, f.name)) for f in fields(self)})
 
@@ -121,6 +126,7 @@ class Limits:
                 burst=burst(self.burst, self.rate),
                 principal_rate=rate(self.principal_rate),
                 principal_burst=burst(self.principal_burst, self.principal_rate),
+                max_events=share(self.max_events, i),
             )
             for i in range(partitions)
         ]
@@ -154,7 +160,8 @@ class TenantConfig:
         name: the tenant's name (its namespace is ``<ns>/<name>``).
         limits: its own limits (the effective ones fall back to the namespace defaults).
         partitions: its partition count (fixed at creation).
-        retention: approximate change records kept per partition by its stores.
+        retention: change records kept per partition: the cap (``MAXLEN ~``) every write script trims
+            the tenant's change streams to, whatever the writing store asks for (see the registry).
         status: ``"active"`` or ``"suspended"``.
         created_ms: when it was created (server time, ms).
     """

@@ -9,11 +9,23 @@ itself lives in the parent namespace's slot, out of every tenant's reach:
     rx:{crew}:_tenant_defaults   the limits tenants fall back to (JSON, ``Limits``)
     rx:{crew/acme:p}:_tenant     partition p's share of the limits, the suspension flag, usage, costs
     rx:{crew/acme:p}:_tsz        the size of each counted entity (``lua/write_path.lua``, "Tenants")
+    rx:{crew/acme:p}:_treads     read costs: reads and bytes read, flushed by the tenant's stores
 
 Changing a tenant's limits (or the defaults) copies the effective limits into every partition's
 tenant hash, where the write script reads them in-slot; see ``rxstate.tenancy.config`` for why they
 are split over partitions. Suspension is a flag in the same hashes, so it takes effect for every
 process at once: the script refuses the next write, whoever sends it.
+
+**The change stream's length is a cap that trims, not a quota that refuses.** A tenant's
+``retention`` (``create(retention=...)``, ``update(name, retention=...)``; 10,000 by default) is the
+``MAXLEN ~`` of each of its partitions' change streams: every script that appends a change record
+there (writes, transactions, event appends with a projection, expiries) trims to it in the same call,
+whatever the writing store's own ``change_retention``. Refusing writes because the feed is long would
+block a tenant forever (its old records never go away by themselves), so old records are dropped
+instead; readers that fall further behind than the cap are told so (``rxstate.feed``). The trim is
+Redis's approximate one (whole stream nodes at a time): a stream holds at least ``retention`` records
+once it has had them, and at most ``retention`` plus one node (``stream-node-max-entries``, 100 by
+default). Unlike the limits, it is per partition, not split, and has no namespace default.
 
 Quotas bind rxstate's write path. A tenant principal may write its own partitions' keys (its
 writes need that), so like the audit chain its own counters are not proof against a principal that
@@ -46,11 +58,13 @@ from rxstate.core.writes import tenant_keys
 from rxstate.security.keyring import KeyRing
 from rxstate.security.principals import Principals
 from rxstate.tenancy.config import DEFAULT_PARTITIONS, Limits, TenantConfig, validate_tenant_name
+from rxstate.tenancy.reads import READ_BYTES, READ_OPS, read_cost_key
 from rxstate.tenancy.stage import TENANT_FLAG, enable
 
 __all__ = ["TenantViews", "Tenants", "Usage"]
 
 DELETE_BATCH = 500
+_USAGE_FIELDS = ("ue", "ub", "cops", "cwb", "uev")  # write_path.lua's names, in the order of Usage's fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,14 +74,20 @@ class Usage:
     Attributes:
         entities: entities held.
         bytes: stored bytes (field names and encoded values).
-        operations: write operations applied.
+        operations: write operations applied (event appends included).
         bytes_written: bytes of the values written.
+        events: events held in the tenant's event collections (every aggregate's stream).
+        reads: entities and events read from the server (cache hits aside), as flushed so far.
+        bytes_read: their bytes (field names and values), as flushed so far (``rxstate.tenancy.reads``).
     """
 
     entities: int = 0
     bytes: int = 0
     operations: int = 0
     bytes_written: int = 0
+    events: int = 0
+    reads: int = 0
+    bytes_read: int = 0
 
     def __add__(self, other: Usage) -> Usage:
         return Usage(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
@@ -157,14 +177,17 @@ class Tenants:
         """Tenant ``name``'s limits with the defaults filled in."""
         return self.get(name).limits.over(self.defaults())
 
-    def update(self, name: str, **limits: Any) -> TenantConfig:
-        """Change some of a tenant's limits (``None`` unsets one: the default applies).
+    def update(self, name: str, *, retention: int | None = None, **limits: Any) -> TenantConfig:
+        """Change some of a tenant's limits (``None`` unsets one: the default applies), and its change
+        stream cap per partition (``retention``; ``None`` leaves it as it is).
 
         Example:
             >>> Tenants(store).update("acme", rate=50.0).limits.rate  # doctest: +SKIP
             50.0
         """
         config = self.get(name).with_limits(**limits)
+        if retention is not None:
+            config = dataclasses.replace(config, retention=retention)  # validated as at creation
         self.client.hset(self.registry_key, name, config.to_json())
         self.apply(config)
         return config
@@ -219,6 +242,7 @@ class Tenants:
             codec=type(parent.codec)(parent.codec.compress_threshold, parent.codec.max_entity_bytes),
             change_retention=config.retention,
         )
+        opened.borrowed_client = True  # closing the tenant's store (delete does) leaves the parent's client open
         provider = getattr(getattr(parent, "keys", None), "provider", None)
         ring = KeyRing.of(opened, provider)
         if ring is not None:  # the tenant's own data keys (rx:{<ns>/<tenant>}:_keys), wrapped by the parent's KEK
@@ -235,15 +259,18 @@ class Tenants:
 
     # -- measures ----------------------------------------------------------------------------------
     def usage(self, name: str) -> Usage:
-        """Tenant ``name``'s use and costs, as the write scripts counted them."""
+        """Tenant ``name``'s use and costs, as the write scripts counted them (and its stores flushed
+        their read costs: ``rxstate.tenancy.reads``)."""
         config = self.get(name)
         ks = Keyspace(self.namespace_of(name), config.partitions)
         pipe = self.client.pipeline(transaction=False)
         for p in range(config.partitions):
-            pipe.hmget(tenant_keys(ks, p)[0], "ue", "ub", "cops", "cwb")
+            pipe.hmget(tenant_keys(ks, p)[0], *_USAGE_FIELDS)
+            pipe.hmget(read_cost_key(ks, p), READ_OPS, READ_BYTES)
         total = Usage()
-        for row in pipe.execute():
-            total += Usage(*(int(v or 0) for v in row))
+        replies = pipe.execute()
+        for row, reads in zip(replies[::2], replies[1::2], strict=True):
+            total += Usage(*(int(v or 0) for v in (*row, *reads)))
         return total
 
     def report(self) -> builtins.list[tuple[TenantConfig, Usage]]:
@@ -251,10 +278,11 @@ class Tenants:
         return [(config, self.usage(config.name)) for config in self.list()]
 
     def recount(self, name: str) -> Usage:
-        """Count the tenant's entities and bytes from what is stored (slow: reads every entity).
+        """Count the tenant's entities, bytes and events from what is stored (slow: reads every entity,
+        and scans the tenant's keys for its aggregates' event streams).
 
-        What the write scripts count must equal this (``usage`` and ``recount`` agree on entities and
-        bytes); it exists to check that, and to audit a tenant.
+        What the write scripts count must equal this (``usage`` and ``recount`` agree on entities,
+        bytes and events); it exists to check that, and to audit a tenant.
         """
         config = self.get(name)
         ks = Keyspace(self.namespace_of(name), config.partitions)
@@ -268,7 +296,12 @@ class Tenants:
                         continue  # expired, not reaped yet
                     entities += 1
                     size += sum(len(k) + len(v) for k, v in stored.items() if not k.startswith(b"_"))
-        return Usage(entities=entities, bytes=size)
+        streams = [k for k in self.keys(name) if b"}:_es:" in k]
+        pipe = self.client.pipeline(transaction=False)
+        for key in streams:
+            pipe.xlen(key)
+        events = sum(int(n) for n in pipe.execute()) if streams else 0
+        return Usage(entities=entities, bytes=size, events=events)
 
     # -- delete ------------------------------------------------------------------------------------
     def keys(self, name: str) -> Iterator[bytes]:

@@ -5,7 +5,8 @@ The checks and counters themselves run in ``lua/write_path.lua`` (``check_tenant
 call as the write) and in ``lua/reap.lua`` (expiries leave the usage counters). A store takes part
 when its Writer names the principal it writes as (``Writer.tenant``): then every write-path call it
 sends — single writes, batches, transactions, projected event appends — carries the "tenant" section
-(``rxstate.core.writes``). ``enable`` sets it for a tenant's store; ``attach`` does so for any store
+(``rxstate.core.writes``); its reads are counted by a ``ReadCosts`` meter (``rxstate.tenancy.reads``:
+flushed, not atomic with the reads). ``enable`` sets it for a tenant's store; ``attach`` does so for any store
 whose namespace the registry marked as a tenant's (a principal's store connecting to ``crew/acme``).
 
 Example:
@@ -21,6 +22,7 @@ from typing import Any
 from rxstate.core.errors import QuotaExceeded, RateLimited, RxStateError, TenantSuspended
 from rxstate.core.keys import Keyspace
 from rxstate.core.scripts import register_error
+from rxstate.tenancy.reads import ReadCosts
 
 __all__ = ["TENANT_FLAG", "attach", "enable", "tenant_of_key"]
 
@@ -49,8 +51,11 @@ def principal_of(store: Any) -> str:
 
 
 def enable(store: Any) -> None:
-    """Make every write of ``store`` carry the tenant stage (a tenant's store)."""
+    """Make every write of ``store`` carry the tenant stage, and count its reads (a tenant's store)."""
     store.writer.tenant = principal_of(store)
+    store.read_meter = store.service(
+        ReadCosts, lambda: ReadCosts(store.client, store.keyspace), lambda costs: costs.close()
+    )
 
 
 def attach(store: Any) -> bool:

@@ -50,6 +50,23 @@ def test_defaults_fill_unset_limits(rx_fake_store):
     assert tenants.effective("acme").max_entities == 100
 
 
+def test_the_events_quota_has_defaults_and_overrides(rx_fake_store):
+    from tests.event_models import ORDER_EVENTS, Order, Placed, apply_order
+
+    tenants = Tenants(rx_fake_store)
+    tenants.create("acme")
+    tenants.set_defaults(Limits(max_events=2))
+    assert tenants.effective("acme").max_events == 2
+    orders = rx_fake_store.tenant("acme").events("orders", state=Order, events=ORDER_EVENTS, reducer=apply_order)
+    orders.append("o1", [Placed(sku="a", qty=1)] * 2)
+    with pytest.raises(QuotaExceeded) as info:
+        orders.append("o1", [Placed(sku="b", qty=1)])
+    assert (info.value.quota, info.value.limit, info.value.use) == ("events", 2, 2)
+    tenants.update("acme", max_events=3)  # its own limit wins over the default
+    assert orders.append("o1", [Placed(sku="b", qty=1)]).version == 3
+    assert tenants.usage("acme").events == 3 and tenants.get("acme").limits.to_dict() == {"max_events": 3}
+
+
 def test_registry_errors(rx_fake_store):
     tenants = Tenants(rx_fake_store)
     tenants.create("acme")
@@ -200,3 +217,28 @@ def test_the_tenant_retention_caps_the_change_stream_whoever_writes(rx_fake_stor
         items.put(f"i{i}", Item(n=i))
     length = rx_fake_store.client.xlen(f"rx:{{{view.namespace}:0}}:changes")
     assert 5 <= length < 300
+
+
+def test_read_costs_survive_a_failed_flush_and_are_added_once():
+    import fakeredis
+    import redis
+
+    from rxstate.core.keys import Keyspace
+    from rxstate.tenancy.reads import ReadCosts, read_cost_key
+
+    server = fakeredis.FakeServer()
+    costs = ReadCosts(fakeredis.FakeRedis(server=server), Keyspace("crew/acme", 2), interval=None)
+    costs.count("rx:{crew/acme:0}:items:a", 10)
+    costs.count("rx:{crew/acme:1}:_es:orders:o1", 300, 3)
+    server.connected = False
+    with pytest.raises(redis.exceptions.ConnectionError):
+        costs.flush()
+    costs.count("rx:{crew/acme:0}:items:b", 5)  # counted meanwhile
+    assert costs.pending() == {0: (2, 15), 1: (3, 300)}
+    server.connected = True
+    assert costs.flush() == 2
+    costs.close()  # nothing left: adds nothing
+    client = costs.client
+    ks = costs.keyspace
+    assert client.hgetall(read_cost_key(ks, 0)) == {b"rops": b"2", b"rb": b"15"}
+    assert client.hgetall(read_cost_key(ks, 1)) == {b"rops": b"3", b"rb": b"300"}

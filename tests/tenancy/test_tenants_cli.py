@@ -35,5 +35,13 @@ def test_cli_lifecycle(admin, tenants, rx_server, tmp_path):
     assert tenants.usage("copy").entities == 1
     assert "deleted copy" in run("delete", "copy", "--yes")
     assert [c.name for c in tenants.list()] == ["acme"]
+    created = json.loads(run("create", "evt", "--max-events", "4", "--retention", "500", "--json"))
+    assert created["limits"] == {"max_events": 4} and created["retention"] == 500
+    admin.tenant("evt").events("log", state=Item, events=[Item], reducer=lambda s, e: e).append("a", [Item(n=1)] * 3)
+    shown = json.loads(run("show", "evt", "--json"))
+    assert shown["usage"]["events"] == 3 and shown["costs"]["operations"] == 1
+    assert shown["costs"]["reads"] == shown["costs"]["bytes_read"] == 0  # this process has read nothing yet
+    assert "3 / 4" in run("report")
+    run("delete", "evt", "--yes")
     missing = runner.invoke(app, ["tenants", "show", "nobody", *base])
     assert missing.exit_code == 1 and "no tenant 'nobody'" in missing.output

@@ -172,9 +172,12 @@ def test_acl_of_a_reader_a_writer_and_a_reader_of_everything():
     assert "%R~rx:{crew:[0-9]}:tickets:*" in reader and "%R~rx:{crew:[0-9][0-9]}:_idx:tickets:*" in reader
     assert not any(r.startswith("~") and "tickets" in r for r in reader)
     # a reader runs scripts only to append to the audit (reads of classified data, denials): its write
-    # patterns are the audit streams, their chain heads and write records, no collection key
+    # patterns are the audit streams, their chain heads and write records, no collection key; and it adds
+    # its reads to the read-cost hashes (a tenant's read costs, HINCRBY)
     assert "+xrange" not in reader and "~rx:{crew:[0-9]}:audit" in reader and "~rxw:{crew:[0-9]}:*" in reader
-    assert not any(r.startswith("~") and not r.endswith(("audit", "}:*", "_probe:ann", ":ping")) for r in reader)
+    assert "~rx:{crew:[0-9]}:_treads" in reader and "+hincrby" in reader
+    written = ("audit", "}:*", "_probe:ann", ":ping", "_treads")
+    assert not any(r.startswith("~") and not r.endswith(written) for r in reader)
     assert reader[0] == "-@all" and {"-keys", "-scan", "-client|tracking", "-publish", "-function"} <= set(reader)
     writer = acl_rules("crew", 16, Principal("bob", roles=("fleet",)), policy)
     assert "~rx:{crew:[0-9]}:agents:*" in writer and "~rx:{crew:[0-9]}:changes" in writer
