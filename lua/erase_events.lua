@@ -5,7 +5,8 @@ to the subject: the stream itself, the copy of each of its events in the partiti
 stream ids), its stream version and its snapshot. Subscriptions reading the log never see half of it.
 
 KEYS: [1] aggregate event stream, [2] partition event log, [3] stream-version hash of the collection,
-      [4] the aggregate's snapshot
+      [4] the aggregate's snapshot, [5] the partition's tenant hash (rxstate.tenancy: its events usage
+      "uev" loses the stream's events; left alone when the namespace is no tenant's)
 ARGV: [1] aggregate id, [2] "1" to only count (a dry run)
 Returns: {events in the stream, copies removed from the log (counted in a dry run), snapshots (0 or 1)}
 Cost: linear in the aggregate's events.
@@ -30,5 +31,8 @@ local snaps = redis.call("EXISTS", snapshot)
 if not dry then
   redis.call("DEL", stream, snapshot)
   redis.call("HDEL", versions, ARGV[1])
+  if #ids > 0 and KEYS[5] and redis.call("EXISTS", KEYS[5]) == 1 then
+    redis.call("HINCRBY", KEYS[5], "uev", -#ids)
+  end
 end
 return {#ids, copies, snaps}

@@ -44,6 +44,7 @@ from typing import Any
 
 from rxstate.core.errors import SchemaError, ValidationError
 from rxstate.core.scripts import ScriptLibrary
+from rxstate.core.writes import tenant_keys
 from rxstate.events.collection import EventCollection
 from rxstate.security.subjects import destroy, key_of
 from rxstate.store.collection import Collection
@@ -193,6 +194,7 @@ def erase(
             ks.event_log(p),
             ks.stream_versions(ev.name, p),
             ks.snapshot(ev.name, subject, p),
+            tenant_keys(ks, p)[0],
         ]
         n, copies, snaps = (int(x) for x in erase_events(client, keys, [subject, "1" if dry_run else "0"]))
         if n or snaps:

@@ -143,3 +143,29 @@ def test_the_change_stream_stays_within_the_tenant_cap_whoever_writes(admin, ten
         assert tenants.get("acme").retention == cap + 2 * node
     finally:
         greedy.close()
+
+
+class Ledger(rxstate.Model):
+    __subject__ = "id"
+    total: int = 0
+
+
+def _add(state: Ledger | None, event: Item) -> Ledger:
+    return Ledger(total=(state.total if state is not None else 0) + event.n)
+
+
+def test_erasing_a_subject_gives_back_its_events_quota(admin, tenants):
+    from rxstate.admin import erase
+
+    tenants.create("acme", limits=Limits(max_events=5))
+    view = _quiet(admin.tenant("acme"))
+    ledgers = view.events("ledgers", state=Ledger, events=[Item], reducer=_add, snapshot_every=None)
+    ledgers.append("ada", [Item(n=1), Item(n=2), Item(n=3)])
+    ledgers.append("bob", [Item(n=4)])
+    with pytest.raises(QuotaExceeded):
+        ledgers.append("bob", [Item(n=5), Item(n=6)])
+    report = erase(view, "ada", [ledgers])
+    assert report.events == 3
+    assert tenants.usage("acme").events == 1 == tenants.recount("acme").events
+    ledgers.append("bob", [Item(n=5), Item(n=6)])  # the quota has room again
+    assert tenants.usage("acme").events == 3 == tenants.recount("acme").events
