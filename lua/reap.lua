@@ -34,34 +34,13 @@ local function uncount(id)
   end
 end
 
-local function split(s)
-  local out, pos = {}, 1
-  while true do
-    local stop = string.find(s, SEP, pos, true)
-    if not stop then out[#out + 1] = string.sub(s, pos); return out end
-    out[#out + 1] = string.sub(s, pos, stop - 1)
-    pos = stop + 1
-  end
-end
-
 local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", "(" .. fmt_int(now), "LIMIT", 0, limit)
 local reaped = 0
 for _, id in ipairs(due) do
-  redis.call("ZREM", KEYS[1], id)
-  -- Every write keeps the expiry zset exact (a new TTL moves the score, a persist removes the id), so
-  -- an id due here belongs to an entity that Redis has already expired.
-  local packed = redis.call("HGET", KEYS[3], id)
-  if packed then
-    local parts = split(packed)
-    for j = 1, #parts - 1, 2 do
-      local key = idxkey[parts[j]]
-      if key then redis.call("ZREM", key, parts[j + 1] .. SEP .. id) end
-    end
-    redis.call("HDEL", KEYS[3], id)
-  end
-  if redis.call("SREM", KEYS[2], id) == 1 then
+  -- Every write keeps the expiry zset exact (a new TTL moves the score, a persist removes the id, a
+  -- re-creation records the expiry first), so an id due here belongs to an entity Redis has expired.
+  if record_expiry(head, coll, id, KEYS[1], KEYS[2], KEYS[3], KEYS[4], idxkey, nil) then
     uncount(id)
-    change_record(head, {changes = KEYS[4], coll = coll, id = id, sv = "0"}, "expire", 0, {})
     reaped = reaped + 1
   end
 end

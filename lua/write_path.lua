@@ -597,8 +597,46 @@ local function write_delete(head, op)
   return {version, cid, now, {}}
 end
 
+-- Split "a<SEP>b<SEP>c" into its parts (the ttl-index hash's packed field/value pairs).
+local function split_sep(s)
+  local out, pos = {}, 1
+  while true do
+    local stop = string.find(s, SEP, pos, true)
+    if not stop then out[#out + 1] = string.sub(s, pos); return out end
+    out[#out + 1] = string.sub(s, pos, stop - 1)
+    pos = stop + 1
+  end
+end
+
+-- The index entries an expired entity left (remembered in the ttl-index hash), removed; the ids set
+-- and the expiry zset lose it, and an "expire" change record says so. What reap.lua does per entity;
+-- a write that re-creates an id Redis expired before any reaper came does it first, so the expiry
+-- zset stays exact (a reaper must never take a live entity for the expired one).
+local function record_expiry(head, coll, id, exp, ids, ttlidx, changes, idxkey, maxlen)
+  redis.call("ZREM", exp, id)
+  local packed = redis.call("HGET", ttlidx, id)
+  if packed then
+    local parts = split_sep(packed)
+    for j = 1, #parts - 1, 2 do
+      local key = idxkey[parts[j]]
+      if key then redis.call("ZREM", key, parts[j + 1] .. SEP .. id) end
+    end
+    redis.call("HDEL", ttlidx, id)
+  end
+  if redis.call("SREM", ids, id) == 0 then return false end
+  change_record(head, {changes = changes, coll = coll, id = id, sv = "0", tenant = maxlen and {maxlen = maxlen}},
+    "expire", 0, {})
+  return true
+end
+
 local function write_entity(head, op)
   local base = op.cur
+  if base == 0 and redis.call("ZSCORE", op.exp, op.id) then
+    local idxkey = {}
+    for j, f in ipairs(op.idx) do idxkey[f] = op.idxkeys[j] end
+    local reaper = {actor = "", txid = "", maxlen = head.maxlen, nparts = "1"}  -- as reap.lua records it
+    record_expiry(reaper, op.coll, op.id, op.exp, op.ids, op.ttlidx, op.changes, idxkey, op.tenant and op.tenant.maxlen)
+  end
   if base == 0 then
     base = tonumber(redis.call("HGET", op.vers, op.id) or "0")
     if base > 0 then redis.call("HDEL", op.vers, op.id) end

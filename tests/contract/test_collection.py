@@ -314,6 +314,18 @@ def test_ttl_expiry_cleans_indexes_and_records_change(rx_backend):
     assert agents.reap() == 0
 
 
+def test_recreating_an_expired_entity_before_the_reaper_records_its_expiry_first(rx_backend):
+    store = rx_backend.store(reap_interval=None)
+    agents = store.collection("agents", Agent, indexes=["status"])
+    agents.put("eph", Agent(name="beat", status="busy"), ttl=0.1)
+    assert wait_for(lambda: not store.client.exists(agents.key("eph")), timeout=5)  # Redis expired it
+    agents.put("eph", Agent(name="again", status="idle"))  # no reaper ran in between
+    assert [c["o"] for c in changes_of(store, "eph")][-2:] == ["expire", "create"]
+    assert agents.where(status="busy").ids() == [] and agents.where(status="idle").ids() == ["eph"]
+    assert agents.reap() == 0  # nothing left to reap: the live entity stays
+    assert agents.ids() == ["eph"] and agents.get("eph", consistent=True).name == "again"
+
+
 def test_update_keeps_ttl_unless_given(rx_backend):
     store = rx_backend.store(reap_interval=None)
     agents = store.collection("agents", Agent)
