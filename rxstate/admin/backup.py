@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from rxstate.core.errors import BackupError, NotFound
-from rxstate.core.keys import Keyspace
+from rxstate.core.keys import Keyspace, is_cache_probe
 from rxstate.core.scripts import ScriptLibrary
 
 __all__ = [
@@ -222,12 +222,13 @@ def backup(
             ttls = {_str(reply[i]): int(reply[i + 1]) for i in range(2, len(reply), 2)}
             if not subject_keys:
                 ttls.pop(ks.subject_keys(), None)
+            kept = sorted(key for key in ttls if not is_cache_probe(key))  # a probe holds no state
             member = "namespace.jsonl" if group == NAMESPACE_GROUP else f"p{group:05d}.jsonl"
             digest = hashlib.sha256()
             size = count = 0
             try:
                 with archive.open(member, "w") as out:
-                    for line in _group_lines(client, twin, prefix, sorted(ttls), ttls, chunk):
+                    for line in _group_lines(client, twin, prefix, kept, ttls, chunk):
                         data = line.encode() + b"\n"
                         digest.update(data)
                         size += len(data)

@@ -29,7 +29,7 @@ from typing import Any
 
 from rxstate.admin.backup import BackupManifest, group_prefix, iter_member, raw, read_manifest, server_ms
 from rxstate.core.errors import BackupError
-from rxstate.core.keys import Keyspace, validate_namespace
+from rxstate.core.keys import Keyspace, is_cache_probe, validate_namespace
 
 __all__ = ["RestoreReport", "deferred_key", "namespace_keys", "restore", "verify"]
 
@@ -97,7 +97,7 @@ def namespace_keys(
     found: list[bytes] = []
     for pattern in (f"rx:{{{namespace}:*", f"rx:{{{namespace}}}:*"):
         for key in _scan(client, pattern):
-            if key in besides:
+            if key in besides or is_cache_probe(key):
                 continue
             found.append(key)
             if limit is not None and len(found) >= limit:

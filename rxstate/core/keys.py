@@ -56,6 +56,14 @@ def _offending(value: str, allowed: re.Pattern[str]) -> str:
     return ""
 
 
+def is_cache_probe(key: str | bytes) -> bool:
+    """Whether ``key`` is a local cache's probe (``...}:_probe`` or ``...}:_probe:<principal>``): a short-lived
+    key that holds no state, so backups leave it out and a restore does not count it."""
+    text = key.decode(errors="replace") if isinstance(key, bytes) else key
+    _, _, tail = text.rpartition("}:")
+    return tail == "_probe" or tail.startswith("_probe:")
+
+
 def validate_namespace(namespace: str) -> str:
     """Return ``namespace`` if it is a valid namespace name, else raise ``ValidationError``."""
     if not isinstance(namespace, str) or not _NAMESPACE.fullmatch(namespace):
