@@ -25,6 +25,11 @@ def _role(cluster: LocalCluster, i: int) -> str:
         return str(conn.info("replication")["role"])
 
 
+def _link_up(cluster: LocalCluster, i: int) -> bool:
+    with cluster.nodes[i].client(decode_responses=True) as conn:
+        return conn.info("replication").get("master_link_status") == "up"
+
+
 def test_no_acknowledged_write_is_lost_when_a_master_dies(replicated: LocalCluster) -> None:
     store = rxstate.connect(replicated.client(), namespace="fo", durability="replicated", durability_timeout=0.5)
     tasks = store.collection("tasks", Task)
@@ -84,6 +89,7 @@ def test_no_acknowledged_write_is_lost_when_a_master_dies(replicated: LocalClust
     assert info.value.acked == 0 and info.value.node == f"127.0.0.1:{replicated.nodes[replica].port}"
     replicated.restart_node(0)
     assert _role(replicated, 0) == "slave"
+    assert wait_for(lambda: _link_up(replicated, 0), timeout=30)  # synced with its new master
     assert tasks.put(victim_id, Task(title="replicated again")).version == 2  # the refused one is on the primary
 
     # the writer's cache follows the new topology: a write by another store after the failover is seen
