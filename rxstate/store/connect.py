@@ -168,14 +168,23 @@ def _own_retry_policy(client: Any) -> None:
 
 
 def client_from_url(url: str, **options: Any) -> Any:
-    """A redis-py client for a ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://`` URL.
+    """A redis-py client for a ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or
+    ``redis+sentinel://`` URL.
+
+    ``redis+sentinel://host:port[,host:port...]/<master-name>[?db=<n>]`` names Sentinels (port 26379 when
+    left out) and a master they monitor; the client (``Sentinel.master_for``) asks them for the master's
+    address whenever it connects, so it follows a failover. Credentials in that URL are the master's.
 
     Raises:
-        ServerError: the URL is malformed or names no reachable cluster.
+        ValidationError: a ``redis+sentinel://`` URL is malformed.
+        ServerError: any other URL is malformed or names no reachable cluster.
 
     Example:
         >>> client_from_url("redis://127.0.0.1:6379/0")  # doctest: +SKIP
+        >>> client_from_url("redis+sentinel://127.0.0.1:26379/rxstate?db=0")  # doctest: +SKIP
     """
+    if url.startswith(_SENTINEL):
+        return _sentinel_client(url, **options)
     try:
         if url.startswith("redis+cluster://"):
             from redis.cluster import RedisCluster
@@ -184,3 +193,52 @@ def client_from_url(url: str, **options: Any) -> Any:
         return redis.Redis.from_url(url, **options)
     except (ValueError, redis.RedisError) as exc:
         raise ServerError(f"cannot connect to {url!r}: {exc}") from exc
+
+
+_SENTINEL = "redis+sentinel://"
+_SENTINEL_FORM = "redis+sentinel://host:port[,host:port...]/<master-name>[?db=<n>]"
+_SENTINEL_TIMEOUT = 1.0
+"""Seconds to connect to, or wait for, one Sentinel before asking the next."""
+
+
+def _sentinel_client(url: str, **options: Any) -> redis.Redis:
+    """The client of a ``redis+sentinel://`` URL's master; a malformed URL raises ``ValidationError``."""
+    from urllib.parse import parse_qsl, unquote
+
+    from redis.sentinel import Sentinel
+
+    netloc, slash, rest = url[len(_SENTINEL) :].partition("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    shown = _SENTINEL + (userinfo.partition(":")[0] + ":***" if ":" in userinfo else userinfo) + at + hosts + slash + rest
+
+    def bad(why: str) -> ValidationError:
+        return ValidationError(f"bad Sentinel URL {shown!r}: {why} (expected {_SENTINEL_FORM})", field="url")
+
+    path, _, query = rest.partition("?")
+    if "#" in rest:
+        raise bad("a fragment (#...) has no meaning here")
+    sentinels: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+        if not colon:
+            host, port = item, "26379"
+        host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
+            raise bad(f"{item!r} is not a host:port")
+        sentinels.append((host, int(port)))
+    name = unquote(path)
+    if not slash or not name or "/" in name:
+        raise bad("the master's name is missing" if not name else f"{name!r} is not a master name")
+    db = 0
+    for key, value in parse_qsl(query, keep_blank_values=True):
+        if key != "db":
+            raise bad(f"unknown option {key!r} (only db is understood)")
+        if not (value.isascii() and value.isdigit()):
+            raise bad(f"db must be a non-negative integer, not {value!r}")
+        db = int(value)
+    if userinfo:
+        username, _, password = userinfo.partition(":")
+        options = {"username": unquote(username) or None, "password": unquote(password) or None, **options}
+    timeouts = {"socket_timeout": _SENTINEL_TIMEOUT, "socket_connect_timeout": _SENTINEL_TIMEOUT}
+    client: redis.Redis = Sentinel(sentinels, sentinel_kwargs=timeouts).master_for(name, db=db, **options)
+    return client
