@@ -387,7 +387,8 @@ def connect(
     Stores still open at interpreter exit are closed then.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL, or an existing client.
+        url: ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://`` or
+            ``redis+sentinel://host:port[,host:port...]/<master-name>[?db=<n>]`` URL, or an existing client.
         namespace: the namespace (isolated key space) to use.
         client: an existing redis-py, ``RedisCluster`` or fakeredis client (``decode_responses=False``;
             synchronous: asyncio clients are refused with ``ValidationError``).

@@ -209,7 +209,8 @@ def _sentinel_client(url: str, **options: Any) -> redis.Redis:
 
     netloc, slash, rest = url[len(_SENTINEL) :].partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
-    shown = _SENTINEL + (userinfo.partition(":")[0] + ":***" if ":" in userinfo else userinfo) + at + hosts + slash + rest
+    hidden = userinfo.partition(":")[0] + ":***" if ":" in userinfo else userinfo  # no password in messages
+    shown = f"{_SENTINEL}{hidden}{at}{hosts}{slash}{rest}"
 
     def bad(why: str) -> ValidationError:
         return ValidationError(f"bad Sentinel URL {shown!r}: {why} (expected {_SENTINEL_FORM})", field="url")
@@ -240,5 +241,6 @@ def _sentinel_client(url: str, **options: Any) -> redis.Redis:
         username, _, password = userinfo.partition(":")
         options = {"username": unquote(username) or None, "password": unquote(password) or None, **options}
     timeouts = {"socket_timeout": _SENTINEL_TIMEOUT, "socket_connect_timeout": _SENTINEL_TIMEOUT}
-    client: redis.Redis = Sentinel(sentinels, sentinel_kwargs=timeouts).master_for(name, db=db, **options)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(name, db=db, **options)  # type: ignore[no-untyped-call]
     return client

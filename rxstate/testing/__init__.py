@@ -9,6 +9,7 @@ Importing ``rxstate.testing`` (and its modules) never imports pytest: the fixtur
 - ``rxstate.testing.checkers`` — registers and entities (linearizability), counters, sets (set-full),
   queues and streams, bank, read-your-writes and monotonic reads; partitions checked in parallel.
 - ``rxstate.testing.timeline`` — a verdict as a plain-text report or an HTML timeline.
+- ``SentinelGroup`` — a primary, replicas and three Sentinels, for ``redis+sentinel://`` stores and failovers.
 - ``workload(...)`` — the pytest surface: run agent code under a fault schedule and fail with the timeline.
 
 Example:
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
     from rxstate.server.embedded import EmbeddedServer
 
     from .backend import Backend
+    from .sentinel import SentinelGroup
     from .servers import LocalCluster
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "Op",
     "RecordedCollection",
     "RecordedStore",
+    "SentinelGroup",
     "Workload",
     "WorkloadSpec",
     "checkers",
@@ -66,6 +69,10 @@ def __getattr__(name: str) -> Any:
         from .servers import LocalCluster
 
         return LocalCluster
+    if name == "SentinelGroup":
+        from .sentinel import SentinelGroup
+
+        return SentinelGroup
     if name == "EmbeddedServer":
         from rxstate.server.embedded import EmbeddedServer
 

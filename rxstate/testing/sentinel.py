@@ -143,7 +143,11 @@ class SentinelProcess:
 
                 def spawn(args: list[str] = args, log: Any = log) -> subprocess.Popen[bytes]:
                     return subprocess.Popen(
-                        args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pdeathsig_preexec()
+                        args,
+                        stdin=subprocess.DEVNULL,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        preexec_fn=pdeathsig_preexec(),
                     )
 
                 try:
@@ -177,7 +181,9 @@ class SentinelProcess:
                 if conn.ping():
                     return
             time.sleep(0.005)
-        raise ServerError(f"Sentinel on port {self.port} did not answer PING within {timeout} s; log:\n{self._log_tail()}")
+        raise ServerError(
+            f"Sentinel on port {self.port} did not answer PING within {timeout} s; log:\n{self._log_tail()}"
+        )
 
     def client(self, **kwargs: Any) -> redis.Redis:
         """A new ``redis.Redis`` connected to this Sentinel (``decode_responses=True`` unless given)."""
@@ -292,8 +298,11 @@ class SentinelGroup:
             ]
             for sentinel in self.sentinels:
                 sentinel.start()
-            self._wait("the Sentinels to agree on the master and see its replicas and each other", timeout,
-                       lambda: self._settled(master))
+            self._wait(
+                "the Sentinels to agree on the master and see its replicas and each other",
+                timeout,
+                lambda: self._settled(master),
+            )
         except BaseException:
             self.stop()
             raise
@@ -470,6 +479,7 @@ class SentinelGroup:
         Raises:
             ServerError: a replica was not in sync within ``timeout`` seconds.
         """
+
         def synced() -> bool:
             master = self.master()
             others = [s for s in self.servers if s is not master and s.is_running]
@@ -480,8 +490,11 @@ class SentinelGroup:
                     return False
             with master.client(decode_responses=True, socket_timeout=2.0) as conn:
                 info = conn.info("replication")
-            online = sum(1 for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
-                         and v.get("state") == "online")
+            online = sum(
+                1
+                for k, v in info.items()
+                if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"
+            )
             return online >= len(others)
 
         self._wait("the replicas to sync with the master", timeout, synced)
@@ -522,7 +535,8 @@ class SentinelGroup:
         raise ServerError(f"timed out after {timeout} s waiting for {what}{why}")
 
     def __repr__(self) -> str:
-        return f"<SentinelGroup {self.master_name!r} servers={[s.url for s in self.servers]} sentinels={self.sentinel_addresses}>"
+        servers = [s.url for s in self.servers]
+        return f"<SentinelGroup {self.master_name!r} servers={servers} sentinels={self.sentinel_addresses}>"
 
 
 def _flags(state: dict[str, Any]) -> set[str]:
@@ -534,4 +548,5 @@ def _flags(state: dict[str, Any]) -> set[str]:
 def _is_master(address: Address) -> bool:
     """Whether the server at ``address`` answers and says it is a master."""
     with redis.Redis(host=address[0], port=address[1], socket_timeout=2.0, decode_responses=True) as conn:
-        return conn.info("replication").get("role") == "master"
+        role: object = conn.info("replication").get("role")
+    return role == "master"
