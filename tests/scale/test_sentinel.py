@@ -43,10 +43,12 @@ def test_the_sentinels_report_the_primary(group: SentinelGroup) -> None:
 
 def test_no_acknowledged_write_is_lost_when_the_primary_dies(group: SentinelGroup) -> None:
     store = rxstate.connect(group.url(), namespace="sfo", durability="replicated", durability_timeout=0.5)
-    other = rxstate.connect(group.url(), namespace="sfo")
+    other = rxstate.connect(group.url(), namespace="sfo", durability="replicated", durability_timeout=0.5)
     tasks, theirs = store.collection("tasks", Task), other.collection("tasks", Task)
     acked: dict[str, int] = {}
     refused: list[BaseException] = []
+    stale: list[int] = []
+    probes = [0]
     stop = threading.Event()
     lock = threading.Lock()
 
@@ -63,13 +65,26 @@ def test_no_acknowledged_write_is_lost_when_the_primary_dies(group: SentinelGrou
                     acked[entity_id] = max(acked.get(entity_id, 0), version)
             n += 1
 
+    def probe() -> None:
+        """The other store writes; the first one's cache must come to serve that value (or a newer one)."""
+        n = 0
+        while not stop.is_set():
+            n += 1
+            try:
+                theirs.put("probe", Task(title=str(n)))
+            except (rxstate.RxStateError, redis.RedisError):
+                continue  # not acknowledged: nothing to expect
+            if not wait_for(lambda n=n: _reads_at_least(tasks, "probe", n), timeout=5):
+                stale.append(n)  # other writers are seen asynchronously, but never this late
+            probes[0] += 1
+
     # the cache serves a value: afterwards it must not serve it once another store changed it
     tasks.put("seen", Task(title="before"))
     assert wait_for(
         lambda: tasks.get("seen").title == "before" and store.cache is not None and store.cache.stats().hits > 0,
         timeout=5,
     )
-    writers = [threading.Thread(target=write, args=(w,)) for w in range(2)]
+    writers = [threading.Thread(target=write, args=(w,)) for w in range(2)] + [threading.Thread(target=probe)]
     for t in writers:
         t.start()
     killed = None
@@ -85,6 +100,8 @@ def test_no_acknowledged_write_is_lost_when_the_primary_dies(group: SentinelGrou
         for t in writers:
             t.join()
     assert refused, "the kill should have refused some writes (else the test did not exercise a failover)"
+    assert not stale, f"the cache went on serving values older than another store's acknowledged writes {stale[:5]}"
+    assert probes[0] > 20
     assert store.client.connection_pool.get_master_address() == group.master_address()
 
     # every acknowledged write is on the new master, at its version or later
@@ -143,6 +160,13 @@ def _assert_cached(store: rxstate.Store, tasks: rxstate.Collection[Task], entity
     hits = store.cache.stats().hits
     assert tasks.get(entity_id).title == title
     assert store.cache.stats().hits == hits + 1
+
+
+def _reads_at_least(tasks: rxstate.Collection[Task], entity_id: str, n: int) -> bool:
+    try:
+        return int(tasks.get(entity_id).title) >= n
+    except (rxstate.RxStateError, redis.RedisError):
+        return False  # the read met the failover
 
 
 def _put(tasks: rxstate.Collection[Task], entity_id: str, title: str) -> bool:
