@@ -259,14 +259,18 @@ class SentinelGroup:
         binary: str | None = None,
         config: Mapping[str, str] | None = None,
     ) -> None:
-        if sentinels < quorum or quorum < 1:
-            raise ServerError(f"a quorum of {quorum} needs 1..{sentinels} Sentinels agreeing; got quorum={quorum}")
+        if not 1 <= quorum <= sentinels:
+            raise ServerError(f"quorum must be between 1 and the number of Sentinels ({sentinels}), not {quorum}")
         self.master_name = master_name
         self._group = PrimaryReplicas(replicas=replicas, binary=binary, config=config)
         self._binary = self._group.primary.binary  # the Sentinels run the servers' executable
         self.servers: list[EmbeddedServer] = [self._group.primary, *self._group.replicas]
-        self._sentinel_settings = {"quorum": quorum, "down_after_ms": down_after_ms}
-        self._failover_timeout_ms = failover_timeout_ms
+        self._settings: dict[str, Any] = {
+            "master_name": master_name,
+            "quorum": quorum,
+            "down_after_ms": down_after_ms,
+            "failover_timeout_ms": failover_timeout_ms,
+        }
         self._count = sentinels
         self.sentinels: list[SentinelProcess] = []
 
@@ -286,15 +290,7 @@ class SentinelGroup:
             self._group.start(timeout)
             master = ("127.0.0.1", self._group.primary.port or 0)
             self.sentinels = [
-                SentinelProcess(
-                    self._binary,
-                    master_name=self.master_name,
-                    master=master,
-                    quorum=self._sentinel_settings["quorum"],
-                    down_after_ms=self._sentinel_settings["down_after_ms"],
-                    failover_timeout_ms=self._failover_timeout_ms,
-                )
-                for _ in range(self._count)
+                SentinelProcess(self._binary, master=master, **self._settings) for _ in range(self._count)
             ]
             for sentinel in self.sentinels:
                 sentinel.start()
@@ -405,7 +401,9 @@ class SentinelGroup:
         With ``demote``, the old master is then made a replica of the new one at once, its clients
         disconnected (``CLIENT KILL TYPE normal`` and ``pubsub``): what the Sentinels themselves do once
         they next look at it, up to ~10 s later. Until then the old master still takes writes from the
-        connections it has.
+        connections it has, and with several replicas one not yet moved to the new master may confirm
+        them (``WAIT``): such writes are lost. Durable writes across a planned failover need
+        ``durability_replicas=`` as many as there are replicas.
 
         Returns:
             The new master's ``(host, port)``.
@@ -419,10 +417,13 @@ class SentinelGroup:
         """
         previous = self.master()
         old = ("127.0.0.1", previous.port or 0)
+        asked = next((s for s in self.sentinels if s.is_running), None)
+        if asked is None:
+            raise ServerError(f"no Sentinel of {self.master_name!r} runs: none can fail it over")
         deadline = time.monotonic() + timeout
         while True:
             try:
-                with self.sentinels[0].client(socket_timeout=2.0) as conn:
+                with asked.client(socket_timeout=2.0) as conn:
                     conn.execute_command("SENTINEL", "FAILOVER", self.master_name)
                 break
             except redis.ResponseError as exc:
