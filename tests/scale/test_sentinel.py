@@ -79,6 +79,10 @@ def test_no_acknowledged_write_is_lost_when_the_primary_dies(group: SentinelGrou
             probes[0] += 1
 
     # the cache serves a value: afterwards it must not serve it once another store changed it
+    feed: list[tuple[str, str]] = []
+    subscription = store.changes(collection="tasks", id="seen").subscribe(
+        lambda c: feed.append((c.op, str(c.fields.get("title"))))
+    )
     tasks.put("seen", Task(title="before"))
     assert wait_for(
         lambda: tasks.get("seen").title == "before" and store.cache is not None and store.cache.stats().hits > 0,
@@ -118,6 +122,9 @@ def test_no_acknowledged_write_is_lost_when_the_primary_dies(group: SentinelGrou
     _assert_cached(store, tasks, "seen", "before")
     theirs.update("seen", title="after failover")
     assert wait_for(lambda: tasks.get("seen").title == "after failover", timeout=10)
+    assert wait_for(lambda: ("update", "after failover") in feed, timeout=10)  # the change feed followed too
+    assert feed[0] == ("create", "before")
+    subscription.dispose()
     entity_id = next(iter(acked))
     theirs.update(entity_id, title="changed by the other store")
     assert wait_for(lambda: tasks.get(entity_id).title == "changed by the other store", timeout=10)
