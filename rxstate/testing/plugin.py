@@ -4,6 +4,8 @@ Fixtures (all prefixed ``rx_``):
 
 - ``rx_server`` — a real ``redis-server``/``valkey-server`` on a free loopback port, for the session.
 - ``rx_cluster`` — a local Redis Cluster (3 masters) from the same binary, for the session.
+- ``rx_sentinel`` — a primary, two replicas and three Sentinels (``SentinelGroup``), fresh for each test
+  (a test may kill or fail over its primary); ``rx_sentinel.url()`` is its ``redis+sentinel://`` URL.
 - ``rx_backend`` — parametrised over ``fakeredis``, ``redis`` and ``cluster``: gives fresh stores on
   one shared backend, each test in its own namespace. Contract tests take this (or ``rx_store``) and
   run against every backend.
@@ -34,6 +36,7 @@ from rxstate.api import Store
 from rxstate.server.embedded import EmbeddedServer
 
 from .backend import BACKENDS, Backend
+from .sentinel import SentinelGroup
 from .servers import LocalCluster
 from .workload import SERVER_FAULTS, Workload, WorkloadRun, WorkloadSpec, spec_of
 
@@ -43,6 +46,7 @@ __all__ = [
     "rx_fake_store",
     "rx_redis_backend",
     "rx_redis_store",
+    "rx_sentinel",
     "rx_server",
     "rx_store",
     "rx_workload",
@@ -61,6 +65,13 @@ def rx_cluster() -> Iterator[LocalCluster]:
     """A local 3-master Redis Cluster, shared by the test session."""
     with LocalCluster(masters=3) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def rx_sentinel() -> Iterator[SentinelGroup]:
+    """A primary with two replicas under three Sentinels, for one test."""
+    with SentinelGroup(replicas=2) as group:
+        yield group
 
 
 def _backend_params() -> list[Any]:

@@ -28,7 +28,8 @@ def group() -> Iterator[SentinelGroup]:
         yield servers
 
 
-def test_the_sentinels_report_the_primary(group: SentinelGroup) -> None:
+def test_the_sentinels_report_the_primary(rx_sentinel: SentinelGroup) -> None:
+    group = rx_sentinel  # the plugin's fixture: a group of its own
     assert len(group.sentinel_addresses) == 3
     master = group.master()
     assert group.master_address() == ("127.0.0.1", master.port)
