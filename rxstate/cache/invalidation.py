@@ -248,7 +248,10 @@ class _Node:
     def stop(self) -> None:
         conn = self.conn
         if conn is not None:
-            with contextlib.suppress(redis.RedisError, OSError):  # already broken: nothing to close
+            # RedisError/OSError: already broken, nothing to close. ValueError: fakeredis's socket cannot be
+            # shut down while its listener thread is inside a read ("generator already executing"); that
+            # thread sees ``closed`` at its next poll and disconnects the connection itself.
+            with contextlib.suppress(redis.RedisError, OSError, ValueError):
                 conn.disconnect()  # unblocks a read in progress
 
 
