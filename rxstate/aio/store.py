@@ -42,7 +42,7 @@ from rxstate.feed.change import Change
 from rxstate.feed.subscription import ChangesOptions
 from rxstate.reactive.derived import Derived
 from rxstate.security.providers import KeyProvider
-from rxstate.store.connect import ConnectOptions, client_from_url
+from rxstate.store.connect import ConnectOptions, client_from_url, parse_sentinel_url
 from rxstate.store.constraints import Constraint
 
 __all__ = ["AsyncStore", "connect"]
@@ -433,6 +433,12 @@ async def _open(url: str | Any | None, keys: KeyProvider | None, options: dict[s
 
 
 def _async_from_url(url: str, **options: Any) -> Any:
+    if url.startswith("redis+sentinel://"):  # the master the Sentinels name, as rxstate.connect's client
+        from redis.asyncio.sentinel import Sentinel
+
+        target = parse_sentinel_url(url, **options)
+        sentinel = Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_options)  # type: ignore[no-untyped-call]
+        return sentinel.master_for(target.name, db=target.db, **target.options)
     try:
         if url.startswith("redis+cluster://"):
             return redis.asyncio.cluster.RedisCluster.from_url("redis://" + url[len("redis+cluster://") :], **options)

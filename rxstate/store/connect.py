@@ -9,6 +9,7 @@ cannot be made.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar, Unpack
 
 import redis
@@ -20,7 +21,7 @@ from rxstate.core.errors import ServerError, ValidationError
 from rxstate.store.durability import Durability
 from rxstate.store.store import Store
 
-__all__ = ["ConnectOptions", "client_from_url", "open_store"]
+__all__ = ["ConnectOptions", "SentinelTarget", "client_from_url", "open_store", "parse_sentinel_url"]
 
 ST = TypeVar("ST", bound=Store)
 
@@ -201,11 +202,32 @@ _SENTINEL_TIMEOUT = 1.0
 """Seconds to connect to, or wait for, one Sentinel before asking the next."""
 
 
-def _sentinel_client(url: str, **options: Any) -> redis.Redis:
-    """The client of a ``redis+sentinel://`` URL's master; a malformed URL raises ``ValidationError``."""
-    from urllib.parse import parse_qsl, unquote
+@dataclass(frozen=True)
+class SentinelTarget:
+    """What a ``redis+sentinel://`` URL names: its Sentinels, the master's name, db and credentials."""
 
-    from redis.sentinel import Sentinel
+    sentinels: list[tuple[str, int]]
+    name: str
+    db: int
+    options: dict[str, Any]
+
+    @property
+    def sentinel_options(self) -> dict[str, Any]:
+        """Options of the connections to the Sentinels themselves (short timeouts: ask the next one)."""
+        return {"socket_timeout": _SENTINEL_TIMEOUT, "socket_connect_timeout": _SENTINEL_TIMEOUT}
+
+
+def parse_sentinel_url(url: str, **options: Any) -> SentinelTarget:
+    """The parts of a ``redis+sentinel://`` URL (``options`` added to the master's client options).
+
+    Raises:
+        ValidationError: the URL is malformed (its password is not shown in the message).
+
+    Example:
+        >>> parse_sentinel_url("redis+sentinel://10.0.0.1,10.0.0.2:26380/crew?db=2").sentinels
+        [('10.0.0.1', 26379), ('10.0.0.2', 26380)]
+    """
+    from urllib.parse import parse_qsl, unquote
 
     netloc, slash, rest = url[len(_SENTINEL) :].partition("/")
     userinfo, at, hosts = netloc.rpartition("@")
@@ -240,7 +262,14 @@ def _sentinel_client(url: str, **options: Any) -> redis.Redis:
     if userinfo:
         username, _, password = userinfo.partition(":")
         options = {"username": unquote(username) or None, "password": unquote(password) or None, **options}
-    timeouts = {"socket_timeout": _SENTINEL_TIMEOUT, "socket_connect_timeout": _SENTINEL_TIMEOUT}
-    sentinel = Sentinel(sentinels, sentinel_kwargs=timeouts)  # type: ignore[no-untyped-call]
-    client: redis.Redis = sentinel.master_for(name, db=db, **options)  # type: ignore[no-untyped-call]
+    return SentinelTarget(sentinels, name, db, options)
+
+
+def _sentinel_client(url: str, **options: Any) -> redis.Redis:
+    """The client of a ``redis+sentinel://`` URL's master; a malformed URL raises ``ValidationError``."""
+    from redis.sentinel import Sentinel
+
+    target = parse_sentinel_url(url, **options)
+    sentinel = Sentinel(target.sentinels, sentinel_kwargs=target.sentinel_options)  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(target.name, db=target.db, **target.options)  # type: ignore[no-untyped-call]
     return client
