@@ -136,7 +136,8 @@ def check_read_options(read_from: object, replicas: object, max_staleness: objec
     if read_from == "primary":
         if replicas or max_staleness is not None:
             raise ValidationError(
-                "replicas= and max_staleness= are for read_from='replica'", field="replicas" if replicas else "max_staleness"
+                "replicas= and max_staleness= are for read_from='replica'",
+                field="replicas" if replicas else "max_staleness",
             )
         return
     if type(client).__module__.startswith("fakeredis"):
@@ -276,9 +277,7 @@ class ReplicaReads:
                     self._owned.append(client)
                 self._clients.append(client)
             if max_staleness is not None:
-                self._fresh = {
-                    str(i): _Freshness(store.client, c, max_staleness) for i, c in enumerate(self._clients)
-                }
+                self._fresh = {str(i): _Freshness(store.client, c, max_staleness) for i, c in enumerate(self._clients)}
         self._watch_writer()
 
     # -- what this store wrote ----------------------------------------------------------------------
@@ -454,7 +453,7 @@ class ReplicaReads:
             fresh = self._fresh.get(name)
             if fresh is not None and not fresh.fresh():
                 continue
-            return (lambda _p, name=name: name), self._clients[i].pipeline(transaction=False)  # type: ignore[misc]
+            return (lambda _p, name=name: name), self._clients[i].pipeline(transaction=False)
         if down:
             self.stats.failed += 1
         else:
@@ -480,7 +479,9 @@ class ReplicaReads:
             assert self.max_staleness is not None
             fresh = self._fresh.setdefault(
                 name,
-                _Freshness(client.get_redis_connection(primary), client.get_redis_connection(replica), self.max_staleness),
+                _Freshness(
+                    client.get_redis_connection(primary), client.get_redis_connection(replica), self.max_staleness
+                ),
             )
         return fresh.fresh()
 
@@ -500,7 +501,7 @@ def _replica_cluster_client(client: Any) -> Any:
     from redis.cluster import ClusterNode, RedisCluster
 
     options = {k: v for k, v in client.nodes_manager.connection_kwargs.items() if k not in _NOT_CLONED}
-    startup = [ClusterNode(n.host, n.port) for n in client.get_nodes()]
+    startup = [ClusterNode(n.host, n.port) for n in client.get_nodes()]  # type: ignore[no-untyped-call]
     replica_client = RedisCluster(startup_nodes=startup, load_balancing_strategy=_REPLICAS, **options)
     replica_client.nodes_manager.read_load_balancer = _PinnedReplica()
     return replica_client

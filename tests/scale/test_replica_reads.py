@@ -140,7 +140,9 @@ def test_a_store_reads_its_own_writes_while_the_replica_lags(servers: tuple[Any,
     metrics = instrument(reader)  # another observer of the Writer, removed again: the router still sees writes
     agents = reader.collection("agents", Agent, indexes=["status"])
     agents.put("a1", Agent(name="planner"))
-    other = next(i for i in (f"b{n}" for n in range(100)) if agents.key(i).split("}")[0] != agents.key("a1").split("}")[0])
+    other = next(
+        i for i in (f"b{n}" for n in range(100)) if agents.key(i).split("}")[0] != agents.key("a1").split("}")[0]
+    )
     agents.put(other, Agent(name="elsewhere"))
     metrics.close()
     assert wait_for(lambda: _caught_up(primary, replica))
