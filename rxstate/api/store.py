@@ -437,7 +437,8 @@ def connect(
             consistency by change offsets; ``store.replica_reads.stats`` counts what the primary answered
             instead). ``"primary"`` (default): every read goes to the primary. See the README, "Scaling out".
         replicas: with ``read_from="replica"`` on a standalone primary, its replicas (``redis://`` URLs, or
-            clients); on a Redis Cluster they are found from the topology (leave this out).
+            clients; a principal's store needs URLs with its credentials, or clients authenticated as its
+            user); on a Redis Cluster they are found from the topology (leave this out).
         max_staleness: seconds a replica may trail its primary (measured from ``INFO replication``,
             sampled at most once per second) before reads go to the primary instead (None: no bound).
 

@@ -351,6 +351,10 @@ class ReplicaReads:
                     self._own[p] = at
 
     # -- reading ------------------------------------------------------------------------------------
+    def _count(self, outcome: str) -> None:
+        with self._lock:
+            setattr(self.stats, outcome, getattr(self.stats, outcome) + 1)
+
     @contextlib.contextmanager
     def primary(self) -> Iterator[None]:
         """Send the reads of this block (this thread or task) to the primary.
@@ -375,7 +379,7 @@ class ReplicaReads:
             unresolved = {p: self._unresolved[p] for p in parts if p in self._unresolved}
             wanted = {p: self._own[p] for p in parts if p in self._own}
         if unresolved:
-            self.stats.unresolved += 1
+            self._count("unresolved")
             return self._resolving(unresolved, build)
         route = self._route(parts)
         if route is None:
@@ -389,7 +393,7 @@ class ReplicaReads:
         try:
             replies: list[Any] = pipe.execute()
         except (redis.RedisError, RedisClusterException, OSError):
-            self.stats.failed += 1
+            self._count("failed")
             for p in parts or [0]:
                 self._down[name_of(p)] = time.monotonic() + _COOLDOWN
             return self._on_primary(build)
@@ -401,9 +405,9 @@ class ReplicaReads:
                 self._held[node] = held
             behind |= held < at
         if behind:
-            self.stats.behind += 1
+            self._count("behind")
             return self._on_primary(build)
-        self.stats.replica += 1
+        self._count("replica")
         return replies[len(checks) :]
 
     def _on_primary(self, build: Callable[[Any], None]) -> list[Any]:
@@ -436,10 +440,10 @@ class ReplicaReads:
         if self._cluster is not None:
             names = {p: self._cluster_node(p) for p in parts}
             if any(self._down.get(name, 0.0) > now for name in names.values()):
-                self.stats.failed += 1
+                self._count("failed")
                 return None
             if self.max_staleness is not None and not all(self._fresh_node(p, name) for p, name in names.items()):
-                self.stats.stale += 1
+                self._count("stale")
                 return None
             return (lambda p: names.get(p) or self._cluster_node(p)), self._cluster.pipeline(transaction=False)
         start = next(self._turn)
@@ -455,9 +459,9 @@ class ReplicaReads:
                 continue
             return (lambda _p, name=name: name), self._clients[i].pipeline(transaction=False)
         if down:
-            self.stats.failed += 1
+            self._count("failed")
         else:
-            self.stats.stale += 1
+            self._count("stale")
         return None
 
     def _cluster_node(self, p: int) -> str:

@@ -254,18 +254,19 @@ def test_a_change_the_feed_delivered_is_never_read_older(servers: tuple[Any, Any
 @pytest.mark.cluster
 def test_on_a_cluster_reads_go_to_the_slots_replicas() -> None:
     with replicated_cluster() as cluster:
-        first = redis.Redis(port=cluster.nodes[0].port)
-        # the replicas are in the topology the clients read at start (CLUSTER SLOTS lists them)
-        assert wait_for(lambda: all(len(r) >= 4 for r in first.execute_command("CLUSTER", "SLOTS")), timeout=10.0)
-        first.close()
+        nodes = [redis.Redis(port=n.port) for n in cluster.nodes]
+
+        def topology_known() -> bool:  # every node's CLUSTER SLOTS names a replica of every shard
+            return all(len(r) >= 4 for n in nodes for r in n.execute_command("CLUSTER", "SLOTS"))
+
+        assert wait_for(topology_known, timeout=15.0)
         client = cluster.client()
         with pytest.raises(rxstate.ValidationError) as info:
             rxstate.connect(client, namespace="rr-c", read_from="replica", replicas=["redis://127.0.0.1:1"])
         assert info.value.field == "replicas"
-        store = rxstate.connect(client, namespace="rr-c", cache=False, read_from="replica")
+        store = rxstate.connect(client, namespace="rr-c", cache=False, read_from="replica", reap_interval=None)
         agents = store.collection("agents", Agent, indexes=["status"])
         agents.put_many({f"a{i}": Agent(name=f"n{i}") for i in range(12)})
-        nodes = [redis.Redis(port=n.port) for n in cluster.nodes]
         primaries, replicas = nodes[:3], nodes[3:]
 
         def caught_up() -> bool:
