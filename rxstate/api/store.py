@@ -426,10 +426,13 @@ def connect(
             (``rx:<namespace>:<principal>``; checked with ``ACL WHOAMI``).
         password: the principal's password (``store.principals.create`` returned it).
         durability: ``"replicated"``: a write returns only once ``durability_replicas`` replicas hold it
-            (``WAIT`` on the write's connection), else it raises ``NotReplicated``; ``"none"`` (default):
-            once the primary does. ``store.writer.durable()`` makes the writes of one block durable (see
-            the README, "Scaling out").
-        durability_replicas: how many replicas confirm each durable write (default 1).
+            (``WAIT`` on the write's connection), else it raises ``NotReplicated``; ``"fsynced"``: once
+            the primary and ``durability_replicas`` replicas have fsynced it to their append-only files
+            (``WAITAOF``: Redis 7.2+ or Valkey, with ``appendonly yes``); ``"none"`` (default): once the
+            primary has it. ``durable=True`` on a write, or ``store.writer.durable()`` around a block,
+            makes those writes durable (see the README, "Scaling out").
+        durability_replicas: how many replicas confirm each durable write (default 1; ``"fsynced"``
+            accepts 0: the primary's fsync alone).
         durability_timeout: seconds a durable write waits for them (default 1.0).
         read_from: ``"replica"``: reads that reach the server without the cache and without
             ``consistent=True`` (uncached ``get``, ``get_many``, ``fields=`` misses, ``all``, ``ids``,

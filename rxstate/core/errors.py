@@ -585,8 +585,9 @@ class ThreadForkConflict(ConflictError):
 
 
 class NotReplicated(ServerError):
-    """A durable write (``connect(durability="replicated")`` or ``durable=True``) took effect on the primary,
-    but fewer replicas than asked confirmed it within the timeout (``WAIT``).
+    """A durable write (``connect(durability="replicated"|"fsynced")`` or ``durable=True``) took effect on the
+    primary, but fewer replicas than asked confirmed it within the timeout (``WAIT``), or, for
+    ``"fsynced"``, the primary or fewer replicas than asked fsynced it to their append-only files (``WAITAOF``).
 
     The write is not undone: it is on the primary and may reach the replicas later, or be lost if the
     primary fails before it does. Treat it as not acknowledged: read it back (``consistent=True``) or write
@@ -598,10 +599,19 @@ class NotReplicated(ServerError):
         wanted: how many were asked for.
         timeout_ms: how long the primary waited for them.
         node: ``host:port`` of the primary that took the write, when known.
+        fsynced: for ``"fsynced"``, whether the primary fsynced it; None for ``"replicated"``.
     """
 
     def __init__(
-        self, message: str, *, keys: list[str], acked: int, wanted: int, timeout_ms: int, node: str | None = None
+        self,
+        message: str,
+        *,
+        keys: list[str],
+        acked: int,
+        wanted: int,
+        timeout_ms: int,
+        node: str | None = None,
+        fsynced: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.keys = keys
@@ -609,3 +619,4 @@ class NotReplicated(ServerError):
         self.wanted = wanted
         self.timeout_ms = timeout_ms
         self.node = node
+        self.fsynced = fsynced

@@ -37,6 +37,7 @@ from rxstate.events.replay import EventReplay
 from rxstate.events.snapshots import Folded, Snapshots
 from rxstate.events.types import _REGISTRY, _REGISTRY_LOCK, EventTypes, stream_id_ms
 from rxstate.store.collection import Collection
+from rxstate.store.writer import durable_option
 
 if TYPE_CHECKING:
     from rxstate.store.store import Store
@@ -175,6 +176,7 @@ class EventCollection(EventReplay[S]):
         return sorted(k.decode() for keys in pipe.execute() for k in keys)
 
     # -- append --------------------------------------------------------------------------------------
+    @durable_option
     def append(
         self,
         aggregate_id: str,
@@ -185,6 +187,7 @@ class EventCollection(EventReplay[S]):
         correlation_id: str | None = None,
         vector_clock: Mapping[str, int] | None = None,
         retries: int = 16,
+        durable: bool | None = None,
     ) -> AppendResult[S]:
         """Append events to an aggregate's stream, in one atomic script call.
 
@@ -202,6 +205,8 @@ class EventCollection(EventReplay[S]):
             correlation_id: id shared by everything one request caused (default: the first event's id).
             vector_clock: a vector clock to store with the events (``{node: counter}``).
             retries: attempts when the projected state changed concurrently (no ``expected_version``).
+            durable: True: return only once the append is confirmed as the store's durability asks
+                (``Collection.put``'s ``durable``); False: do not wait; None: as the store does.
 
         Raises:
             ValidationError: bad id, unknown event type, invalid payload, or a reducer that refuses the

@@ -1,6 +1,6 @@
 """Metrics of rxstate stores: latency histograms per operation, cache hit rate, invalidation delay,
-change-feed lag, script errors and connection-pool use, exported for Prometheus and as OpenTelemetry
-spans (optional extra ``metrics``: ``pip install 'rxstate[metrics]'``).
+change-feed lag, script errors, connection-pool use and tenants' costs (``track_tenants``), exported
+for Prometheus and as OpenTelemetry spans (optional extra ``metrics``: ``pip install 'rxstate[metrics]'``).
 
 Example:
     >>> metrics = rxstate.metrics.instrument(store)
@@ -18,7 +18,9 @@ except ImportError as exc:  # pragma: no cover - the extra is installed in tests
 from rxstate.metrics.exporter import MetricsServer, serve, text
 from rxstate.metrics.instrument import COLLECTOR, Metrics, instrument
 from rxstate.metrics.registry import REGISTRY
+from rxstate.metrics.tenants import TENANTS, TrackedTenants, track_tenants
 
 REGISTRY.register(COLLECTOR)
+REGISTRY.register(TENANTS)
 
-__all__ = ["REGISTRY", "Metrics", "MetricsServer", "instrument", "serve", "text"]
+__all__ = ["REGISTRY", "Metrics", "MetricsServer", "TrackedTenants", "instrument", "serve", "text", "track_tenants"]

@@ -21,7 +21,7 @@ from rxstate.cache.stats import parse_offset
 if TYPE_CHECKING:
     from rxstate.store.store import Store
 
-__all__ = ["ERRORS", "LATENCY", "REGISTRY", "StoreCollector"]
+__all__ = ["ERRORS", "LATENCY", "REGISTRY", "StoreCollector", "StoresCollector"]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 """Every rxstate metric (``rxstate.metrics.serve`` exports this registry)."""
@@ -43,8 +43,9 @@ ERRORS = Counter(
 )
 
 
-class StoreCollector(Collector):
-    """Reads the cache, change-feed and connection-pool figures of the instrumented stores at scrape time."""
+class StoresCollector(Collector):
+    """A collector of figures read from a set of stores at scrape time (held weakly: a store that is
+    garbage-collected drops out; a closed one is skipped). Subclasses say what they read (``collect``)."""
 
     def __init__(self) -> None:
         self._stores: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -58,9 +59,17 @@ class StoreCollector(Collector):
         with self._lock:
             self._stores.discard(store)
 
-    def collect(self) -> Iterator[Any]:
+    def open_stores(self) -> list[Store]:
+        """The stores added and not closed."""
         with self._lock:
-            stores = list(self._stores)
+            return [s for s in self._stores if not s._closed.is_set()]
+
+
+class StoreCollector(StoresCollector):
+    """Reads the cache, change-feed and connection-pool figures of the instrumented stores at scrape time."""
+
+    def collect(self) -> Iterator[Any]:
+        stores = self.open_stores()
         ns = ["namespace"]
         hits = CounterMetricFamily("rxstate_cache_hits", "Reads answered from the local cache", labels=ns)
         misses = CounterMetricFamily("rxstate_cache_misses", "Reads that went to the server", labels=ns)
@@ -77,8 +86,6 @@ class StoreCollector(Collector):
         delivered = CounterMetricFamily("rxstate_feed_delivered", "Changes delivered to subscribers", labels=ns)
         pool = GaugeMetricFamily("rxstate_pool_connections", "Connections of the store's pools", labels=[*ns, "state"])
         for store in stores:
-            if store._closed.is_set():
-                continue
             name = [store.namespace]
             cache = store._cache
             if cache is not None:

@@ -23,6 +23,7 @@ from rxstate.store.collection_reads import CollectionReads
 from rxstate.store.constraints import StaleDeclarations
 from rxstate.store.lock import Lease
 from rxstate.store.readthrough import write_one, write_value
+from rxstate.store.writer import durable_option
 
 __all__ = ["Collection"]
 
@@ -41,6 +42,7 @@ class Collection(CollectionReads[M]):
         1
     """
 
+    @durable_option
     def put(
         self,
         entity_id: str,
@@ -49,6 +51,7 @@ class Collection(CollectionReads[M]):
         expected_version: int | None = None,
         ttl: Ttl = None,
         fence: Lease | None = None,
+        durable: bool | None = None,
     ) -> Versioned[M]:
         """Store ``value`` under ``entity_id``, replacing any previous value.
 
@@ -59,6 +62,9 @@ class Collection(CollectionReads[M]):
             ttl: seconds (or a timedelta) after which the entity expires; None keeps it forever.
             fence: a lease of ``store.lock``: the write is refused (``LockError``) if a newer lease of
                 that lock has already written to this partition, or the lease has expired.
+            durable: True: return only once this write is confirmed as the store's durability asks
+                (``connect(durability=...)``; replicas' memory on a store opened without one), else
+                ``NotReplicated``; False: do not wait on a durable store; None: as the store does.
 
         Raises:
             ValidationError: bad id, value or ttl (nothing is written).
@@ -78,8 +84,11 @@ class Collection(CollectionReads[M]):
         op = self._put_op(entity_id, checked, "put", expected_version, ttl, fence)
         return write_value(self, op, lambda r: self._versioned(entity_id, checked, r))
 
-    def create(self, entity_id: str, value: M, *, ttl: Ttl = None, fence: Lease | None = None) -> Versioned[M]:
-        """Store a new entity; fails with ``AlreadyExists`` if the id is taken.
+    @durable_option
+    def create(
+        self, entity_id: str, value: M, *, ttl: Ttl = None, fence: Lease | None = None, durable: bool | None = None
+    ) -> Versioned[M]:
+        """Store a new entity; fails with ``AlreadyExists`` if the id is taken (``durable`` as in ``put``).
 
         Example:
             >>> agents.create("a2", Agent(name="coder")).version
@@ -90,8 +99,14 @@ class Collection(CollectionReads[M]):
         op = self._put_op(entity_id, checked, "create", None, ttl, fence)
         return write_value(self, op, lambda r: self._versioned(entity_id, checked, r))
 
+    @durable_option
     def put_many(
-        self, items: Mapping[str, M] | Iterable[tuple[str, M]], *, ttl: Ttl = None, atomic: bool = False
+        self,
+        items: Mapping[str, M] | Iterable[tuple[str, M]],
+        *,
+        ttl: Ttl = None,
+        atomic: bool = False,
+        durable: bool | None = None,
     ) -> list[Versioned[M] | RxStateError]:
         """Store many entities in one round trip, reporting each item's result.
 
@@ -101,6 +116,7 @@ class Collection(CollectionReads[M]):
             atomic: all-or-nothing per partition (one script call per partition, pipelined across
                 partitions; a refused item fails its partition's items); invalid input then raises at once.
                 Otherwise each item is atomic alone and a bad item fails alone.
+            durable: as in ``put``, for the whole round trip.
 
         Returns:
             One entry per item, in order: its ``Versioned`` or the error that refused it.
@@ -126,6 +142,7 @@ class Collection(CollectionReads[M]):
             atomic=atomic,
         )
 
+    @durable_option
     def update_many(
         self,
         updates: Mapping[str, Mapping[str, Any]] | Iterable[tuple[str, Mapping[str, Any]]],
@@ -133,6 +150,7 @@ class Collection(CollectionReads[M]):
         ttl: Ttl = None,
         partition: str | None = None,
         atomic: bool = False,
+        durable: bool | None = None,
     ) -> list[Versioned[M] | RxStateError]:
         """Partial updates of many entities in one round trip, reporting each item's result.
 
@@ -141,6 +159,7 @@ class Collection(CollectionReads[M]):
             ttl: a new TTL for every item (None keeps each one's).
             partition: the partition-key value of every item, for a collection that has one.
             atomic: all-or-nothing per partition, as in ``put_many``.
+            durable: as in ``put``, for the whole round trip.
 
         Returns:
             One entry per item, in order: its new ``Versioned`` or the error that refused it.
@@ -159,6 +178,7 @@ class Collection(CollectionReads[M]):
             atomic=atomic,
         )
 
+    @durable_option
     def update(
         self,
         entity_id: str,
@@ -170,6 +190,7 @@ class Collection(CollectionReads[M]):
         retries: int = 16,
         partition: str | None = None,
         fence: Lease | None = None,
+        durable: bool | None = None,
         **fields: Any,
     ) -> Versioned[M]:
         """Change an existing entity: set some fields, or apply a read-modify-write function.
@@ -187,6 +208,7 @@ class Collection(CollectionReads[M]):
             retries: attempts of a read-modify-write before ``ConflictError``.
             partition: the partition-key value, for a collection that has one.
             fence: a lease of ``store.lock`` fencing this write (see ``put``).
+            durable: wait for confirmations or not (see ``put``).
             **fields: field values to set.
 
         Raises:
@@ -291,6 +313,7 @@ class Collection(CollectionReads[M]):
         fields are as they were)."""
         return self._versioned(entity_id, rebind_lazy(value, result.version), result)
 
+    @durable_option
     def incr(
         self,
         entity_id: str,
@@ -300,8 +323,10 @@ class Collection(CollectionReads[M]):
         expected_version: int | None = None,
         partition: str | None = None,
         fence: Lease | None = None,
+        durable: bool | None = None,
     ) -> int:
-        """Add ``amount`` to an integer field on the server, atomically; returns the new value.
+        """Add ``amount`` to an integer field on the server, atomically; returns the new value
+        (``durable`` as in ``put``).
 
         Declared bounds (``Field(ge=0, le=10)``) are enforced by the script.
 
@@ -318,6 +343,7 @@ class Collection(CollectionReads[M]):
         op = self.incr_op(entity_id, field, amount, expected_version=expected_version, partition=partition, fence=fence)
         return int(write_one(self, op).full[field.encode()])
 
+    @durable_option
     def delete(
         self,
         entity_id: str,
@@ -325,8 +351,9 @@ class Collection(CollectionReads[M]):
         expected_version: int | None = None,
         partition: str | None = None,
         fence: Lease | None = None,
+        durable: bool | None = None,
     ) -> bool:
-        """Delete an entity; returns whether it existed.
+        """Delete an entity; returns whether it existed (``durable`` as in ``put``).
 
         Raises:
             ConflictError: ``expected_version`` did not match.

@@ -12,9 +12,9 @@ values unless the caller updates the cache from the reply itself (single-entity 
 So a new stage of the write path (an audit entry, a quota check) is added once, here and in the script,
 and every kind of write gets it. Everything the Writer sends passes through ``_send`` (one call) or
 ``_send_many`` (one pipelined round trip): wrap those two to observe every write of a store. A durable
-write (``connect(durability="replicated")``, or inside ``writer.durable()``) goes out with a ``WAIT`` on
-the same connection and raises ``NotReplicated`` when too few replicas confirm it
-(``rxstate.store.durability``).
+write (``connect(durability="replicated"|"fsynced")``, inside ``writer.durable()``, or a write method
+called with ``durable=True``, see ``durable_option``) goes out with a ``WAIT``/``WAITAOF`` on the same
+connection and raises ``NotReplicated`` when too few confirmations come (``rxstate.store.durability``).
 
 **Exactly once.** Every call carries a fresh write id: the script runs inside ``lua/once.lua``, which
 records the call's reply under ``rxw:{ns:p}:<write id>`` (in the slot of the call's keys, kept
@@ -28,11 +28,12 @@ effect and, if it did not, makes sure it never will.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import redis
 from redis.exceptions import ResponseError
@@ -54,7 +55,7 @@ from rxstate.store.twophase import run_past_intents
 if TYPE_CHECKING:
     from rxstate.store.store import Store
 
-__all__ = ["WriteCall", "Writer"]
+__all__ = ["WriteCall", "Writer", "durable_option"]
 
 WriteCall = tuple[str, Sequence[Any], Sequence[Any]]
 """One write script call: the script's name, its KEYS and its ARGV."""
@@ -140,16 +141,22 @@ class Writer:
     def is_durable(self) -> bool:
         """Whether a write sent now waits for replicas (the store's durability, or a ``durable()`` block)."""
         scoped = _DURABLE.get()
-        return self.durability.replicated if scoped is None else scoped
+        return self.durability.waits if scoped is None else scoped
 
     @contextlib.contextmanager
-    def durable(self, on: bool = True) -> Iterator[None]:
-        """Make the writes of this block (this thread or task) wait for replicas, or not (``on=False``).
+    def durable(self, on: bool | None = True) -> Iterator[None]:
+        """Make the writes of this block (this thread or task) wait for confirmations in the store's mode
+        (``"replicated"`` on a store opened without one), or not (``on=False``); None changes nothing.
 
         Example:
             >>> with store.writer.durable():  # doctest: +SKIP
             ...     agents.put("a1", Agent(name="planner"))  # returns once a replica holds it
         """
+        if on is None:
+            yield
+            return
+        if type(on) is not bool:
+            raise ValidationError(f"durable must be True, False or None, not {on!r}", field="durable")
         token = _DURABLE.set(on)
         try:
             yield
@@ -444,3 +451,25 @@ class Writer:
         if cache is not None:
             ks = self._store.keyspace
             cache.invalidate_many([ks.entity(op.collection, op.id, op.partition) for op in ops if op.kind != "check"])
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def durable_option(method: Callable[P, R]) -> Callable[P, R]:
+    """Give a write method of a collection (anything with ``_store``) its ``durable=`` keyword: True makes
+    that one write wait for confirmations (``Writer.durable``), False makes it not wait on a durable
+    store, None (the default) leaves it to the store. The method declares ``durable`` in its signature
+    for its callers and documentation; this wrapper is what acts on it.
+    """
+
+    @functools.wraps(method)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R:
+        on = kwargs.get("durable")
+        if on is None:
+            return method(*args, **kwargs)
+        with args[0]._store.writer.durable(on):  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    return run
