@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis
+from redis.connection import parse_url
 from redis.exceptions import RedisClusterException
 
 from rxstate.core.errors import RxStateError, UnknownOutcome, ValidationError
@@ -133,6 +134,8 @@ def check_read_options(read_from: object, replicas: object, max_staleness: objec
             f"max_staleness must be a positive number of seconds or None, not {max_staleness!r}",
             field="max_staleness",
         )
+    for r in replicas:
+        _check_replica(r)
     if read_from == "primary":
         if replicas or max_staleness is not None:
             raise ValidationError(
@@ -152,6 +155,21 @@ def check_read_options(read_from: object, replicas: object, max_staleness: objec
             )
     elif not replicas:
         raise ValidationError("read_from='replica' on a standalone primary needs replicas=[...]", field="replicas")
+
+
+def _check_replica(replica: Any) -> None:
+    """A replica URL must parse, and a replica client must return bytes (as the store's client must)."""
+    if isinstance(replica, str):
+        try:
+            parse_url(replica)  # type: ignore[no-untyped-call]
+        except ValueError as exc:
+            raise ValidationError(f"replicas: {replica!r} is not a Redis URL ({exc})", field="replicas") from exc
+        return
+    kwargs = getattr(getattr(replica, "connection_pool", None), "connection_kwargs", {}) or {}
+    if kwargs.get("decode_responses"):
+        raise ValidationError(
+            f"replicas: {replica!r} decodes responses; rxstate needs decode_responses=False", field="replicas"
+        )
 
 
 def parse_id(raw: bytes | str) -> StreamId:

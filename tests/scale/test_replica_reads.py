@@ -75,6 +75,8 @@ def test_bad_read_options_are_refused_and_change_nothing() -> None:
         ({"read_from": "secondary"}, "read_from"),
         ({"read_from": "replica", "replicas": "redis://x"}, "replicas"),
         ({"read_from": "replica", "replicas": [42]}, "replicas"),
+        ({"read_from": "replica", "replicas": ["http://x"]}, "replicas"),
+        ({"read_from": "replica", "replicas": [redis.Redis(decode_responses=True)]}, "replicas"),
         ({"read_from": "replica", "replicas": ["redis://x"], "max_staleness": 0}, "max_staleness"),
         ({"read_from": "replica", "replicas": ["redis://x"], "max_staleness": True}, "max_staleness"),
         ({"replicas": ["redis://x"]}, "replicas"),
