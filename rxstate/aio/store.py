@@ -386,6 +386,12 @@ def connect(
 
 
 async def _open(url: str | Any | None, keys: KeyProvider | None, options: dict[str, Any]) -> AsyncStore:
+    if options.get("read_from", "primary") != "primary" or options.get("replicas"):
+        raise ValidationError(
+            "read_from='replica' is not supported by the asyncio front yet: its server calls are bridged onto "
+            "one asyncio client; use rxstate.connect for replica reads",
+            field="read_from",
+        )
     client = options.pop("client", None)
     if url is not None and not isinstance(url, str):
         if client is not None:

@@ -435,6 +435,16 @@ def connect(
         durability_replicas: how many replicas confirm each durable write (default 1; ``"fsynced"``
             accepts 0: the primary's fsync alone).
         durability_timeout: seconds a durable write waits for them (default 1.0).
+        read_from: ``"replica"``: reads that reach the server without the cache and without
+            ``consistent=True`` (uncached ``get``, ``get_many``, ``fields=`` misses, ``all``, ``ids``,
+            ``count``, ``where``) go to a replica; the store still reads its own writes (session
+            consistency by change offsets; ``store.replica_reads.stats`` counts what the primary answered
+            instead). ``"primary"`` (default): every read goes to the primary. See the README, "Scaling out".
+        replicas: with ``read_from="replica"`` on a standalone primary, its replicas (``redis://`` URLs, or
+            clients; a principal's store needs URLs with its credentials, or clients authenticated as its
+            user); on a Redis Cluster they are found from the topology (leave this out).
+        max_staleness: seconds a replica may trail its primary (measured from ``INFO replication``,
+            sampled at most once per second) before reads go to the primary instead (None: no bound).
 
     Example:
         >>> store = rxstate.connect(fakeredis.FakeRedis(), namespace="crew")  # an existing client

@@ -444,6 +444,9 @@ class ChangeFeed:
             # first: a reader then never meets a value older than the change it was told about.
             ks = self.store.keyspace
             cache.invalidate_older([(ks.entity(c.collection, c.id, c.partition), c.offset) for c in batch])
+        router = self.store.replica_reads
+        if router is not None:  # likewise, its replica reads must not be older than what it is told of
+            router.seen([(c.partition, c.offset) for c in batch])
         dispatch(self._boxes, batch, self.dispatcher)
 
     def ack(self, changes: Iterable[Change]) -> None:

@@ -41,6 +41,7 @@ class Metrics:
         self._seen: set[tuple[str, str, str]] = set()
         writer = store.writer
         self._send, self._send_many = writer._send, writer._send_many
+        self._shadowing = "_send" in vars(writer)  # another observer's (replica reads) is restored on close
         # the Writer's two ways out are its documented observation point: shadow them on this instance
         writer._send = self._timed_send  # type: ignore[method-assign]
         writer._send_many = self._timed_send_many  # type: ignore[method-assign]
@@ -55,7 +56,10 @@ class Metrics:
         """Stop observing the store (its recorded figures stay in the registry)."""
         writer = self.store.writer
         if writer._send == self._timed_send:
-            del writer._send, writer._send_many  # the class's methods again
+            if self._shadowing:
+                writer._send, writer._send_many = self._send, self._send_many  # type: ignore[method-assign]
+            else:
+                del writer._send, writer._send_many  # the class's methods again
         running = self.store.running(Observers)
         if running is not None:
             running.remove(self._read)

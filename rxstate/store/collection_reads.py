@@ -60,10 +60,17 @@ class CollectionReads(CollectionOps[M]):
                     self._keys[entity_id] = key
             return cache.get(key) or read_one(self, cache, entity_id, key)
         key = self.key(entity_id, partition=partition)
-        value, _raw = self._read_reply(entity_id, key, self._read_now(key))
+        value, _raw = self._read_reply(entity_id, key, self._read_now(key) if consistent else self._read_routed(key))
         if value is None:
             raise NotFound(f"{self.name} {entity_id!r} does not exist ({key})", key=key)
         return value
+
+    def _read_routed(self, key: str) -> Any:
+        """``_read_now(key)``, from a replica when the store reads from replicas (``replica_reads``)."""
+        router = self._store.replica_reads
+        if router is None:
+            return self._read_now(key)
+        return router.execute([key], lambda pipe: self._queue_read(pipe, key))[0]
 
     @overload
     def get(
@@ -138,7 +145,12 @@ class CollectionReads(CollectionOps[M]):
         if cached is None and self._store.guard is None:
             track(self.name, entity_id)
             self._authorize("read", entity_id)
-            version, schema, intent, *values = self._store.client.hmget(key, "_v", "_sv", "_t", *fields)
+            router = None if consistent else self._store.replica_reads
+            if router is None:
+                version, schema, intent, *values = self._store.client.hmget(key, "_v", "_sv", "_t", *fields)
+            else:
+                read = router.execute([key], lambda pipe: pipe.hmget(key, "_v", "_sv", "_t", *fields))
+                version, schema, intent, *values = read[0]
             meter = self._store.read_meter
             if meter is not None:
                 meter.count(key, sum(len(v) for v in (version, schema, intent, *values) if v is not None))
@@ -203,23 +215,33 @@ class CollectionReads(CollectionOps[M]):
         for i in entity_ids:
             track(self.name, i)
         pairs = [(i, self.key(i, partition=partition)) for i in entity_ids]
-        return self._fetch_keyed(pairs, cached=not consistent)
+        return self._fetch_keyed(pairs, cached=not consistent, routed=not consistent)
 
     @observed("get_many")
-    def _fetch_keyed(self, pairs: Sequence[tuple[str, str]], *, cached: bool) -> list[Versioned[M]]:
-        """Values of ``(id, key)`` pairs in order, absent ones left out, in pipelined chunks."""
+    def _fetch_keyed(self, pairs: Sequence[tuple[str, str]], *, cached: bool, routed: bool) -> list[Versioned[M]]:
+        """Values of ``(id, key)`` pairs in order, absent ones left out, in pipelined chunks; ``routed``:
+        reads the cache does not serve may go to a replica (``replica_reads``)."""
         self._authorize("read")
         out: list[Versioned[M]] = []
         cache = self._store._cache if cached else None
+        router = self._store.replica_reads if routed else None
         for start in range(0, len(pairs), _FETCH_CHUNK):
             chunk = pairs[start : start + _FETCH_CHUNK]
             if cache is not None:
                 out += fetch_many(self, cache, chunk)
                 continue
-            pipe = self._store.client.pipeline(transaction=False)
-            for _id, key in chunk:
-                self._queue_read(pipe, key)
-            for (entity_id, key), reply in zip(chunk, pipe.execute(), strict=True):
+
+            def queue(pipe: Any, chunk: Sequence[tuple[str, str]] = chunk) -> None:
+                for _id, key in chunk:
+                    self._queue_read(pipe, key)
+
+            if router is None:
+                pipe = self._store.client.pipeline(transaction=False)
+                queue(pipe)
+                replies = pipe.execute()
+            else:
+                replies = router.execute([key for _id, key in chunk], queue)
+            for (entity_id, key), reply in zip(chunk, replies, strict=True):
                 value, _raw = self._read_reply(entity_id, key, reply)
                 if value is not None:
                     out.append(value)
@@ -248,7 +270,7 @@ class CollectionReads(CollectionOps[M]):
         return sorted((m.decode(), p) for p, members in enumerate(replies) for m in members)
 
     def _fetch_routed(self, pairs: Sequence[tuple[str, int]]) -> list[Versioned[M]]:
-        return self._fetch_keyed([(i, self._ks.entity(self.name, i, p)) for i, p in pairs], cached=False)
+        return self._fetch_keyed([(i, self._ks.entity(self.name, i, p)) for i, p in pairs], cached=False, routed=True)
 
     def scan_fields(self, fields: Sequence[str]) -> Iterator[tuple[str, int, dict[str, Any]]]:
         """``(id, partition, {field: value})`` of every entity, reading only ``fields`` (pipelined

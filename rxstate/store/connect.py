@@ -9,6 +9,7 @@ cannot be made.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar, Unpack
 
@@ -53,6 +54,9 @@ class ConnectOptions(TypedDict, total=False):
     durability: str
     durability_replicas: int
     durability_timeout: float
+    read_from: str
+    replicas: Sequence[Any]
+    max_staleness: float | None
 
 
 def open_store(url: str | Any | None, store_type: type[ST], **options: Unpack[ConnectOptions]) -> ST:
@@ -93,6 +97,9 @@ def _open(
     durability: str = "none",
     durability_replicas: int = 1,
     durability_timeout: float = 1.0,
+    read_from: str = "primary",
+    replicas: Sequence[Any] = (),
+    max_staleness: float | None = None,
 ) -> ST:
     durable = Durability(durability, replicas=durability_replicas, timeout=durability_timeout)
     auth: dict[str, Any] = {}
@@ -149,6 +156,9 @@ def _open(
             write_retries=write_retries,
             audit=audit,
             guard=guard,
+            read_from=read_from,
+            replicas=replicas,
+            max_staleness=max_staleness,
         )
         opened.writer.durability = durable
         return opened

@@ -72,19 +72,28 @@ Command = tuple[str, Callable[[int], str], tuple[Any, ...]]
 
 def read_partitions(coll: Collection[Any], commands: Sequence[Command]) -> list[list[Any]]:
     """Run ``commands`` (name, partition -> key, arguments) on every partition in one pipeline, after
-    settling the transactions holding intents there; ``out[p][n]`` is command ``n``'s reply in ``p``."""
+    settling the transactions holding intents there; ``out[p][n]`` is command ``n``'s reply in ``p``.
+    A store reading from replicas sends the pipeline to one (``rxstate.store.replica_reads``)."""
     coll._authorize("read", whole=True)  # ids, counts and index scans read the collection as a whole
     store = coll._store
     ks = store.keyspace
     width = len(commands) + 1
     replies: list[Any] = []
-    for _attempt in range(3):
-        pipe = store.client.pipeline(transaction=False)
+
+    def queue(pipe: Any) -> None:
         for p in range(ks.partitions):
             for name, key_of, args in commands:
                 pipe.execute_command(name, key_of(p), *args)
             pipe.hgetall(ks.tx_index(p))  # transactions with intents here: see twophase
-        replies = pipe.execute()
+
+    router = store.replica_reads
+    for _attempt in range(3):
+        if router is None:
+            pipe = store.client.pipeline(transaction=False)
+            queue(pipe)
+            replies = pipe.execute()
+        else:
+            replies = router.execute([ks.tx_index(p) for p in range(ks.partitions)], queue)
         intents = replies[width - 1 :: width]
         if not any(intents) or not settle_listed(store, intents):
             break

@@ -31,6 +31,7 @@ from rxstate.store.collection import Collection
 from rxstate.store.collection_ops import CollectionOps
 from rxstate.store.constraints import Constraint, index_fields
 from rxstate.store.lock import Lock, ReadWriteLock
+from rxstate.store.replica_reads import ReplicaReads, check_read_options
 from rxstate.store.transaction import Transaction
 from rxstate.store.twophase import sweep
 from rxstate.store.writer import WriteCall, Writer
@@ -88,8 +89,12 @@ class Store:
         write_retries: int = 3,
         audit: bool = False,
         guard: Guard | None = None,
+        read_from: str = "primary",
+        replicas: Sequence[Any] = (),
+        max_staleness: float | None = None,
     ) -> None:
         _check_client(client)
+        check_read_options(read_from, replicas, max_staleness, client)
         self.client = client
         self.guard = guard
         """The policy check of the principal this store acts as (None: no principal, no checks)."""
@@ -128,6 +133,9 @@ class Store:
         self._services_lock = threading.RLock()
         self.writer = Writer(self, record_ms=write_record_ms, retries=write_retries)
         """Sends every write of this store (see ``rxstate.store.writer``)."""
+        self.replica_reads = ReplicaReads(self, replicas, max_staleness) if read_from == "replica" else None
+        """Routes reads to replicas, with ``stats`` (``connect(read_from="replica")``; see
+        ``rxstate.store.replica_reads``); None when every read goes to the primary."""
         if not isinstance(audit, bool):
             raise ValidationError(f"audit must be True or False, not {audit!r}", field="audit")
         self.audit = Audit(self, enable=audit, stored=self._audited)
@@ -364,6 +372,8 @@ class Store:
                 self.client.close()
             except Exception as exc:  # closing is best effort
                 log.debug("close: %s", exc)
+        if self.replica_reads is not None:
+            self.replica_reads.close()
         if self.server is not None:
             self.server.release()
 
