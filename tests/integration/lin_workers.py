@@ -64,7 +64,10 @@ def attempt(history: History, f: str, key: str, value: Any, fn: Any, output: Any
         call.fail()
         return None
     except TRANSIENT as exc:
-        if "connecting to" in str(exc):
+        # A call whose connection could not even be opened was never sent: it did not happen. But the
+        # Writer resends a call whose reply was lost, and when only the resend meets a refused connection
+        # its UnknownOutcome names that refusal too: the first send may have taken effect.
+        if "connecting to" in str(exc) and not isinstance(exc, rxstate.errors.UnknownOutcome):
             call.fail()
         else:
             call.info()

@@ -30,6 +30,14 @@ def _link_up(cluster: LocalCluster, i: int) -> bool:
         return conn.info("replication").get("master_link_status") == "up"
 
 
+def _online_replicas(cluster: LocalCluster, i: int) -> int:
+    """How many replicas master ``i`` counts online (the ones its ``WAIT`` hears from)."""
+    with cluster.nodes[i].client(decode_responses=True) as conn:
+        info = conn.info("replication")
+    slaves = [v for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+    return sum(1 for v in slaves if v.get("state") == "online")
+
+
 def test_no_acknowledged_write_is_lost_when_a_master_dies(replicated: LocalCluster) -> None:
     store = rxstate.connect(replicated.client(), namespace="fo", durability="replicated", durability_timeout=0.5)
     tasks = store.collection("tasks", Task)
@@ -90,7 +98,12 @@ def test_no_acknowledged_write_is_lost_when_a_master_dies(replicated: LocalClust
     replicated.restart_node(0)
     assert _role(replicated, 0) == "slave"
     assert wait_for(lambda: _link_up(replicated, 0), timeout=30)  # synced with its new master
-    assert tasks.put(victim_id, Task(title="replicated again")).version == 2  # the refused one is on the primary
+    assert wait_for(lambda: _online_replicas(replicated, replica) >= 1, timeout=30)  # which counts it for WAIT
+    # a longer wait for the confirmation than the writers had: a loaded machine may take more than 500 ms
+    patient = rxstate.connect(replicated.client(), namespace="fo", durability="replicated", durability_timeout=10)
+    again = patient.collection("tasks", Task).put(victim_id, Task(title="replicated again"))
+    assert again.version == 2  # the refused one is on the primary
+    patient.close()
 
     # the writer's cache follows the new topology: a write by another store after the failover is seen
     entity_id = next(iter(acked))
