@@ -47,7 +47,9 @@ async def test_foreign_writes_evict_cached_entries(rx_server, raw, mode):
         await eventually(lambda: _priority(tasks), 7)
         raw.delete(tasks.sync.key("t"))
         await eventually(lambda: _priority(tasks), None)
-        assert store.sync.cache.stats().invalidations >= 1
+        stats = store.sync.cache.stats()
+        # seen by an invalidation, or (tracking merges reports) by the re-read that checks a merged echo
+        assert stats.invalidations + stats.refreshes >= 1
     await client.aclose()
 
 

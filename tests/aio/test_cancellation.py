@@ -36,7 +36,8 @@ async def test_writes_cancelled_at_random_points_are_whole_or_absent(real_astore
     while (cancelled <= 20 or done <= 20) and round_ < 600:
         round_ += 1
         work = [asyncio.create_task(bump()) for _ in range(4)] + [asyncio.create_task(both())]
-        await asyncio.sleep(rng.uniform(0, delay))
+        if delay >= 1e-4 or rng.random() < 0.5:  # on a slow machine, some rounds cancel before any start
+            await asyncio.sleep(rng.uniform(0, delay))
         for t in work:
             if rng.random() < 0.6:
                 t.cancel()
